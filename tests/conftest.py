@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny encoders built from configs and saved like Hub models, synthetic data."""
+
+from __future__ import annotations
+
+import os
+
+# Tests never reach the Hub: everything they load is built here and saved to a temp folder.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import random
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TOPICS = {
+    "mathbot": ["integral", "equation", "algebra", "probability", "derivative", "matrix"],
+    "coder": ["python", "function", "compile", "regex", "segfault", "javascript"],
+    "poet": ["poem", "sonnet", "haiku", "story", "lyrics", "metaphor"],
+}
+FILLER = [
+    "please", "help", "me", "with", "this", "a", "the", "my", "about", "quick", "question", "for",
+    "today", "i", "need", "some", "on", "write", "explain", "short", "simple", "good", "now", "and",
+]
+
+
+def keyword_rows(n: int, *, seed: int = 0, noise: float = 1.0) -> list[dict]:
+    """Rows whose best expert is decided by one topic keyword hidden among filler words."""
+    rng = random.Random(seed)
+    experts = list(TOPICS)
+    rows = []
+    for i in range(n):
+        best = experts[i % len(experts)]
+        words = rng.sample(FILLER, rng.randint(3, 8))
+        words.insert(rng.randrange(len(words) + 1), rng.choice(TOPICS[best]))
+        rewards = {e: (8.0 if e == best else 3.0) + rng.uniform(-noise, noise) for e in experts}
+        rows.append({"id": f"q{i}", "query": " ".join(words), "rewards": rewards, "task": best})
+    return rows
+
+
+def build_tiny_encoder(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer BERT with hidden size 32 and a word-level vocabulary, saved like a Hub model."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *(w for ws in TOPICS.values() for w in ws)]
+    vocab += ["hello", "world", "longer", "sentence", "words", "x", "?", ".", ","]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    import inspect
+
+    # transformers 5 takes the vocabulary as `vocab`; 4.x as `vocab_file`
+    key = "vocab" if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters else "vocab_file"
+    tokenizer = BertTokenizerFast(**{key: str(folder / "vocab.txt")}, do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of a tiny BERT encoder folder (built once per session)."""
+    return str(build_tiny_encoder(tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture
+def write_jsonl(tmp_path: Path):
+    """Write rows (dicts, or raw strings for malformed lines) to a JSONL file in tmp_path."""
+    import json
+
+    def write(rows: list, name: str = "data.jsonl") -> Path:
+        path = tmp_path / name
+        path.write_text(
+            "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows), encoding="utf-8"
+        )
+        return path
+
+    return write

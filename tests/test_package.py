@@ -1,0 +1,73 @@
+"""Packaging promises: a free import, the shipped data and its attribution, the real default encoder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zooter.cli import DEMO_EXPERTS, demo_data_path, main
+
+
+def test_import_loads_no_heavy_or_optional_package() -> None:
+    code = (
+        "import sys, logging, zooter, zooter_langchain;"
+        "heavy = [m for m in ('torch', 'transformers', 'langchain_core', 'huggingface_hub') if m in sys.modules];"
+        "print(heavy, logging.getLogger().handlers)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] []"
+
+
+def test_public_names_resolve_lazily() -> None:
+    import zooter
+
+    for name in zooter.__all__:
+        assert getattr(zooter, name) is not None
+    with pytest.raises(AttributeError):
+        zooter.no_such_thing  # noqa: B018
+
+
+def test_shipped_demo_data_loads_with_its_attribution() -> None:
+    from zooter.data import RoutingDataset
+
+    path = demo_data_path()
+    data = RoutingDataset.load(path, experts=DEMO_EXPERTS)
+    assert len(data) == 300
+    assert data.experts == DEMO_EXPERTS
+    notice = (path.parent / "NOTICE.md").read_text()
+    assert "Apache License 2.0" in notice and "lmarena/arena-hard-auto" in notice
+
+
+@pytest.mark.slow
+def test_real_minilm_routes_with_padding_masked(tmp_path) -> None:
+    """The bundled all-MiniLM-L6-v2 loads offline; padding never changes a query's routing."""
+    from zooter.router import ZooterRouter
+
+    router = ZooterRouter.from_encoder(experts=["a", "b", "c"], device="cpu")
+    assert router.encoder.config.hidden_size == 384
+    torch.manual_seed(0)
+    with torch.no_grad():
+        router.head.weight.normal_(std=0.5)
+    short = "What is 2 + 2?"
+    long = "Explain, with a worked example and references, how transformers use attention. " * 8
+    alone = router.predict_proba([short])
+    padded = router.predict_proba([short, long], batch_size=2)  # short is padded to long's length
+    torch.testing.assert_close(padded[0:1], alone, atol=1e-5, rtol=0)
+    folder = router.save_pretrained(tmp_path / "r")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    torch.testing.assert_close(ZooterRouter.from_pretrained(folder).predict_proba([short]), alone)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_offline(tmp_path, capsys) -> None:
+    assert main(["demo", "--epochs", "1", "--quiet", "--output", str(tmp_path / "demo-router")]) == 0
+    out = capsys.readouterr().out
+    assert "held-out test split" in out and "zooter (routed)" in out and "oracle" in out
+    assert out.count("  -> ") == 3  # three example queries routed
+    card = (tmp_path / "demo-router" / "README.md").read_text()
+    assert "| zooter (routed) |" in card

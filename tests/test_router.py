@@ -1,0 +1,191 @@
+"""The router: batching, routing choices, saving and loading through the real Hugging Face code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from zooter.errors import ConfigError, ZooterError
+from zooter.router import RouterConfig, ZooterRouter
+
+QUERIES = [
+    "hello",
+    "please help me with this integral and the derivative of a matrix now",
+    "write a haiku",
+    "python regex segfault",
+    "a longer sentence with some words about the story and the poem and lyrics for today",
+]
+
+
+@pytest.fixture
+def router(tiny_encoder: str) -> ZooterRouter:
+    torch.manual_seed(1)
+    router = ZooterRouter.from_encoder(tiny_encoder, experts=["mathbot", "coder", "poet"], device="cpu")
+    with torch.no_grad():  # a non-trivial head, so probabilities differ between queries
+        router.head.weight.normal_(std=1.0)
+        router.head.bias.copy_(torch.tensor([0.1, -0.2, 0.05]))
+    return router
+
+
+def test_probabilities_are_distributions_in_input_order(router: ZooterRouter) -> None:
+    probs = router.predict_proba(QUERIES, batch_size=2)
+    assert probs.shape == (len(QUERIES), 3)
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(len(QUERIES)))
+    # input order is kept although batches run longest first
+    for i, query in enumerate(QUERIES):
+        torch.testing.assert_close(router.predict_proba([query])[0], probs[i], atol=1e-5, rtol=1e-5)
+
+
+def test_route_on_a_batch_equals_route_one_by_one(router: ZooterRouter) -> None:
+    batched = router.route(QUERIES, batch_size=8)
+    single = [router.route([q])[0] for q in QUERIES]
+    assert [d.expert for d in batched] == [d.expert for d in single]
+    for a, b in zip(batched, single):
+        assert a.probabilities.keys() == b.probabilities.keys()
+        for name in a.probabilities:
+            assert a.probabilities[name] == pytest.approx(b.probabilities[name], abs=1e-5)
+
+
+def test_decision_is_the_most_probable_expert(router: ZooterRouter) -> None:
+    for decision in router.route(QUERIES):
+        assert list(decision.probabilities) == router.experts
+        assert decision.expert == max(decision.probabilities, key=decision.probabilities.get)
+
+
+def test_allowed_restricts_the_choice_but_not_the_probabilities(router: ZooterRouter) -> None:
+    free = router.route(QUERIES)
+    for decision, unrestricted in zip(router.route(QUERIES, allowed=["poet", "coder"]), free):
+        assert decision.expert in {"poet", "coder"}
+        assert decision.probabilities == pytest.approx(unrestricted.probabilities)
+        best_allowed = max(["poet", "coder"], key=decision.probabilities.get)
+        assert decision.expert == best_allowed
+    with pytest.raises(ZooterError, match="unknown"):
+        router.route(QUERIES, allowed=["nobody"])
+
+
+def test_chat_message_queries_route_like_their_text(router: ZooterRouter) -> None:
+    chat = [{"role": "user", "content": "python regex segfault"}]
+    text = "user: python regex segfault"
+    torch.testing.assert_close(router.predict_proba([chat]), router.predict_proba([text]))
+
+
+def test_truncation_to_max_length(router: ZooterRouter) -> None:
+    router.config.max_length = 8
+    ids = router.tokenize(["please help me with this integral and the derivative of a matrix now"])
+    assert len(ids[0]) == 8
+    assert router.predict_proba(["hello " * 300]).shape == (1, 3)
+
+
+def test_a_single_string_is_rejected_with_advice(router: ZooterRouter) -> None:
+    with pytest.raises(TypeError, match="list"):
+        router.predict_proba("hello")  # type: ignore[arg-type]
+
+
+def test_save_then_load_gives_identical_probabilities(router: ZooterRouter, tmp_path: Path) -> None:
+    folder = router.save_pretrained(tmp_path / "router")
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer_config.json"} <= names
+    assert not any(name.endswith((".bin", ".pkl", ".pt")) for name in names)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["experts"] == ["mathbot", "coder", "poet"]
+    assert config["encoder_config"]["hidden_size"] == 32
+
+    loaded = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert loaded.experts == router.experts
+    assert type(loaded.encoder).__name__ == "BertModel"
+    torch.testing.assert_close(loaded.predict_proba(QUERIES), router.predict_proba(QUERIES), atol=0, rtol=0)
+
+
+def test_model_card_names_experts_encoder_and_evaluation(router: ZooterRouter, tmp_path: Path) -> None:
+    from zooter.data import RoutingDataset, RoutingExample
+    from zooter.evaluation import evaluate
+
+    rows = [
+        {"id": str(i), "query": q, "rewards": {"mathbot": 1.0 + i, "coder": 2.0, "poet": 3.0 - i}}
+        for i, q in enumerate(QUERIES)
+    ]
+    report = evaluate(router, RoutingDataset([RoutingExample.from_dict(r) for r in rows]))
+    folder = router.save_pretrained(tmp_path / "router", evaluation=report)
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: zooter-langchain")
+    for name in router.experts:
+        assert f"`{name}`" in card
+    assert "| zooter (routed) |" in card and f"{report.routed:.3f}" in card
+    loaded = ZooterRouter.from_pretrained(folder)
+    assert loaded.config.evaluation is not None
+    assert loaded.config.evaluation["routed"] == pytest.approx(report.routed)
+
+
+def test_failed_save_leaves_the_existing_folder_intact(
+    router: ZooterRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "router"
+    router.save_pretrained(target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    with torch.no_grad():
+        router.head.bias.add_(1.0)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(router.tokenizer, "save_pretrained", broken)
+    with pytest.raises(OSError, match="disk full"):
+        router.save_pretrained(target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["router"]  # no temporary folder left behind
+
+
+def test_saving_over_an_existing_router_replaces_it(router: ZooterRouter, tmp_path: Path) -> None:
+    target = tmp_path / "router"
+    router.save_pretrained(target)
+    with torch.no_grad():
+        router.head.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    router.save_pretrained(target)
+    loaded = ZooterRouter.from_pretrained(target)
+    assert all(d.expert == "mathbot" for d in loaded.route(QUERIES))
+
+
+def test_loading_something_that_is_not_a_router(tmp_path: Path, tiny_encoder: str) -> None:
+    with pytest.raises(ZooterError, match="not a router folder"):
+        ZooterRouter.from_pretrained(tiny_encoder)  # a bare encoder folder: no head
+    with pytest.raises(ZooterError, match="Hub"):
+        ZooterRouter.from_pretrained(str(tmp_path / "missing-router"))
+    with pytest.raises(ZooterError, match="could not be fetched"):
+        ZooterRouter.from_pretrained("someone/no-such-router")  # HF_HUB_OFFLINE=1 in tests
+
+
+def test_loading_a_folder_with_mismatched_weights(router: ZooterRouter, tmp_path: Path) -> None:
+    folder = router.save_pretrained(tmp_path / "router")
+    config = json.loads((folder / "config.json").read_text())
+    config["experts"].append("extra")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(Exception, match="size mismatch|does not fit"):
+        ZooterRouter.from_pretrained(folder)
+
+
+def test_config_from_a_newer_version_drops_unknown_keys(caplog: pytest.LogCaptureFixture) -> None:
+    config = RouterConfig.from_dict({"experts": ["a", "b"], "future_option": 1})
+    assert config.experts == ["a", "b"]
+    assert "future_option" in caplog.text
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="experts"):
+        RouterConfig(experts=["only-one"])
+    with pytest.raises(ConfigError, match="repeated"):
+        RouterConfig(experts=["a", "a"])
+    with pytest.raises(ConfigError, match="max_length"):
+        RouterConfig(experts=["a", "b"], max_length=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_cuda_routing_matches_cpu(router: ZooterRouter) -> None:
+    cpu = router.predict_proba(QUERIES)
+    gpu = router.to("cuda").predict_proba(QUERIES)
+    torch.testing.assert_close(gpu, cpu, atol=2e-2, rtol=0)

@@ -1,0 +1,64 @@
+"""zooter: reward-guided routing among several LLMs (the Zooter method, arXiv:2311.08692).
+
+Importing this package loads neither torch nor transformers; each public name below is imported on
+first use.
+
+Example:
+    >>> from zooter import RoutingDataset, TrainingConfig, train_router
+    >>> data = RoutingDataset.load("rewards.jsonl")  # doctest: +SKIP
+    >>> router = train_router(data, TrainingConfig(epochs=4))  # doctest: +SKIP
+    >>> router.route(["Why is the sky blue?"])[0].expert  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "RoutingDataset": "zooter.data",
+    "RoutingExample": "zooter.data",
+    "DatasetSplits": "zooter.data",
+    "LabelConfig": "zooter.labels",
+    "LabelEnhancer": "zooter.labels",
+    "soft_targets": "zooter.labels",
+    "ZooterRouter": "zooter.router",
+    "RouterConfig": "zooter.router",
+    "RouteDecision": "zooter.router",
+    "TrainingConfig": "zooter.training",
+    "train_router": "zooter.training",
+    "EvalReport": "zooter.evaluation",
+    "evaluate": "zooter.evaluation",
+    "evaluate_choices": "zooter.evaluation",
+    "ZooterError": "zooter.errors",
+    "DataError": "zooter.errors",
+    "ConfigError": "zooter.errors",
+    "ExpertMismatchError": "zooter.errors",
+    "DEFAULT_ENCODER": "zooter.encoder",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from zooter.data import DatasetSplits, RoutingDataset, RoutingExample
+    from zooter.encoder import DEFAULT_ENCODER
+    from zooter.errors import ConfigError, DataError, ExpertMismatchError, ZooterError
+    from zooter.evaluation import EvalReport, evaluate, evaluate_choices
+    from zooter.labels import LabelConfig, LabelEnhancer, soft_targets
+    from zooter.router import RouteDecision, RouterConfig, ZooterRouter
+    from zooter.training import TrainingConfig, train_router
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zooter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

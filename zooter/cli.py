@@ -1,0 +1,261 @@
+"""The ``zooter`` command: split, train, eval, route, and a self-contained demo.
+
+Exit codes: 0 on success, 2 on bad input (one line on stderr, no traceback), 1 on anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zooter import __version__
+from zooter.errors import ZooterError
+
+logger = logging.getLogger("zooter.cli")
+
+DEMO_EXPERTS = [
+    "gpt-3.5-turbo",
+    "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    "claude-2.1",
+    "claude-instant-1",
+    "claude-1",
+    "Starling-LM-7B-alpha",
+]
+DEMO_QUERIES = [
+    "Write a Python function that merges overlapping intervals and explain its complexity.",
+    "Solve for x: 3x + 7 = 22, and show each step.",
+    "Write a short, warm wedding toast for my sister who loves mountain climbing.",
+]
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def demo_data_path() -> Path:
+    """The arena-bench-v1 rewards shipped inside the package (see its NOTICE.md)."""
+    from importlib.resources import files
+
+    return Path(str(files("zooter.resources") / "arena_bench_v1" / "rewards.jsonl"))
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_split(args: argparse.Namespace) -> int:
+    from zooter.data import RoutingDataset
+
+    data = RoutingDataset.load(args.data)
+    splits = data.split(
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        stratify_by_task=args.stratify,
+    )
+    out = Path(args.output_dir)
+    for name, part in splits.as_dict().items():
+        part.save(out / f"{name}.jsonl")
+        print(f"{name}: {len(part)} rows -> {out / f'{name}.jsonl'}")
+    return 0
+
+
+def _training_config(args: argparse.Namespace) -> Any:
+    from zooter.labels import LabelConfig
+    from zooter.training import TrainingConfig
+
+    given = {
+        "encoder": args.encoder,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "max_length": args.max_length,
+        "seed": args.seed,
+        "validation_fraction": args.validation_fraction,
+        "device": args.device,
+    }
+    config = TrainingConfig(**{k: v for k, v in given.items() if v is not None}, show_progress=not args.quiet)
+    if args.temperature is not None:
+        config.labels = LabelConfig(temperature=args.temperature)
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zooter.data import RoutingDataset
+    from zooter.training import train_router
+
+    config = _training_config(args)
+    data = RoutingDataset.load(args.data, experts=_csv(args.experts) if args.experts else None)
+    validation = RoutingDataset.load(args.validation, experts=data.experts) if args.validation else None
+    router = train_router(data, config, validation=validation)
+    router.save_pretrained(args.output)
+    training = router.config.training
+    print(
+        f"trained a router over {len(router.experts)} experts on {training['train_rows']} queries "
+        f"in {training['train_seconds']:.0f}s (kept epoch {training['best_epoch']}); saved to {args.output}"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from zooter.data import RoutingDataset
+    from zooter.evaluation import evaluate
+    from zooter.router import ZooterRouter
+
+    router = ZooterRouter.from_pretrained(args.router, device=args.device)
+    data = RoutingDataset.load(args.data)
+    if args.drop_extra_experts:
+        data = data.select_experts(router.experts)  # still fails if the data lacks a router expert
+    report = evaluate(router, data, batch_size=args.batch_size, show_progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(report.format_table())
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from zooter.router import ZooterRouter
+
+    router = ZooterRouter.from_pretrained(args.router, device=args.device)
+    queries = list(args.queries)
+    if not queries or queries == ["-"]:
+        queries = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not queries:
+        raise ZooterError("no query given: pass queries as arguments or one a line on stdin with '-'")
+    decisions = router.route(queries, allowed=_csv(args.allowed) if args.allowed else None)
+    if args.json:
+        for query, decision in zip(queries, decisions):
+            print(json.dumps({"query": query, **decision.to_dict()}))
+        return 0
+    for query, decision in zip(queries, decisions):
+        print(_format_decision(query, decision))
+    return 0
+
+
+def _format_decision(query: str, decision: Any) -> str:
+    short = query if len(query) <= 70 else query[:67] + "..."
+    ranked = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])
+    probs = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
+    return f"{short}\n  -> {decision.expert}   ({probs})"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from zooter.data import RoutingDataset
+    from zooter.evaluation import evaluate
+    from zooter.training import TrainingConfig, train_router
+
+    path = demo_data_path()
+    data = RoutingDataset.load(path, experts=DEMO_EXPERTS)
+    splits = data.split(validation_fraction=0.1, test_fraction=0.2, seed=0)
+    print(
+        f"arena-bench-v1 (GPT-4 grades 1-10, Apache-2.0): {len(data)} prompts, {len(data.experts)} experts; "
+        f"split {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test"
+    )
+    config = TrainingConfig(show_progress=not args.quiet, seed=args.seed)
+    if args.epochs is not None:
+        config.epochs = args.epochs
+    started = time.perf_counter()
+    router = train_router(splits.train, config, validation=splits.validation)
+    seconds = time.perf_counter() - started
+    print(f"trained in {seconds:.0f}s on {router.device} (kept epoch {router.config.training['best_epoch']})\n")
+    report = evaluate(router, splits.test)
+    print(f"held-out test split ({report.n} prompts):")
+    print(report.format_table())
+    print("\nrouting three example queries:")
+    for query, decision in zip(DEMO_QUERIES, router.route(DEMO_QUERIES)):
+        print(_format_decision(query, decision))
+    if args.output:
+        router.save_pretrained(args.output, evaluation=report)
+        print(f"\nsaved the router to {args.output}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zooter", description="Train and run Zooter routers: send each query to the LLM likely to answer it best."
+    )
+    parser.add_argument("--version", action="version", version=f"zooter-langchain {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("split", help="split a dataset deterministically into train/validation/test files")
+    p.add_argument("data", help="dataset JSONL (id, query, rewards, [tags], [task])")
+    p.add_argument("--output-dir", required=True, help="folder for train.jsonl, validation.jsonl, test.jsonl")
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stratify", action="store_true", help="keep each task's share in every part")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("train", help="train a router on a dataset and save it")
+    p.add_argument("data", help="training dataset JSONL")
+    p.add_argument("--output", required=True, help="router folder to write")
+    p.add_argument("--validation", help="dataset JSONL to pick the best epoch on (else --validation-fraction)")
+    p.add_argument("--encoder", help="Hugging Face encoder id or folder (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--experts", help="comma-separated experts to route among (default: all in the data)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate of the encoder")
+    p.add_argument("--temperature", type=float, help="softmax temperature of the soft targets (paper: 1)")
+    p.add_argument("--max-length", type=int, help="tokens kept per query")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--validation-fraction", type=float)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a router on a labelled dataset")
+    p.add_argument("router", help="router folder or Hub id")
+    p.add_argument("data", help="dataset JSONL with rewards for the router's experts")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--drop-extra-experts", action="store_true", help="ignore data experts the router lacks")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("route", help="route queries with a trained router")
+    p.add_argument("router", help="router folder or Hub id")
+    p.add_argument("queries", nargs="*", help="queries to route ('-' or none: read one a line from stdin)")
+    p.add_argument("--allowed", help="comma-separated experts to choose among")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("demo", help="train and evaluate on the bundled arena-bench-v1 data (offline)")
+    p.add_argument("--output", help="also save the trained router here")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the weight-loading bar is noise on every command
+    except ImportError:
+        pass
+    try:
+        return int(args.func(args) or 0)
+    except ZooterError as e:
+        print(f"zooter {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

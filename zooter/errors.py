@@ -1,0 +1,62 @@
+"""The exceptions zooter raises: one base class, a few subclasses a caller can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class ZooterError(Exception):
+    """Base class of every error zooter raises on purpose."""
+
+
+class ConfigError(ZooterError, ValueError):
+    """A configuration value is out of range or of the wrong type."""
+
+
+class DataError(ZooterError, ValueError):
+    """An input file or record is malformed.
+
+    The message names where the problem is (file, line, id, field) and what was expected, so the
+    user can fix the input without reading zooter's source.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        record_id: str | None = None,
+        field: str | None = None,
+        value: Any = None,
+    ) -> None:
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.record_id = record_id
+        self.field = field
+        self.value = value
+        where = []
+        if self.path is not None:
+            where.append(self.path if line is None else f"{self.path}:{line}")
+        elif line is not None:
+            where.append(f"line {line}")
+        if record_id is not None:
+            where.append(f"id {record_id!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ExpertMismatchError(DataError):
+    """The experts of a router and of a dataset (or of a set of chat models) differ."""
+
+    def __init__(self, message: str, *, missing: list[str], extra: list[str]) -> None:
+        self.missing = missing
+        self.extra = extra
+        super().__init__(message)
+
+
+class MissingDependencyError(ZooterError, ImportError):
+    """An optional package is needed for this feature; the message names the extra to install."""

@@ -1,0 +1,212 @@
+"""How good is the routing? Compare the routed choices with every single expert, the oracle and chance.
+
+All scores are mean rewards over the rows that have a reward for every expert (rows with a gap
+cannot score every system fairly; their count is reported as ``skipped``).
+
+- ``routed``: mean reward of the expert the router chose.
+- ``per_expert`` and ``best_single``: always sending every query to one expert.
+- ``oracle``: the per-query best expert (what reward-model ranking of all answers would pick).
+- ``random``: the expected reward of a uniformly random expert (exact, not sampled).
+- ``gap_recovered``: ``(routed - best_single) / (oracle - best_single)``; 1 is the oracle,
+  0 is no better than the best single expert, negative is worse.
+- ``mtr`` and ``uplift`` (the paper's metrics): over the tasks (or the whole set when there are
+  none), the mean rank of each system among {zooter, each expert} and the share of tasks where it
+  is best (ties count as best for all tied).
+
+Example:
+    >>> from zooter.evaluation import evaluate
+    >>> report = evaluate(router, test_set)  # doctest: +SKIP
+    >>> print(report.format_table())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from zooter.data import RoutingDataset
+from zooter.errors import ZooterError
+
+ROUTED = "zooter"
+
+
+@dataclass
+class SubsetScores:
+    """Scores of every system on one set of rows."""
+
+    n: int
+    routed: float
+    per_expert: dict[str, float]
+    best_single: dict[str, Any]
+    oracle: float
+    random: float
+    gap_recovered: float | None
+    routing_share: dict[str, float]
+
+    @classmethod
+    def compute(cls, rewards: list[list[float]], choices: list[int], experts: Sequence[str]) -> SubsetScores:
+        n = len(rewards)
+        k = len(experts)
+        per_expert = {name: sum(row[j] for row in rewards) / n for j, name in enumerate(experts)}
+        best_name = max(experts, key=lambda name: per_expert[name])  # first of equals, in head order
+        best = per_expert[best_name]
+        routed = sum(row[c] for row, c in zip(rewards, choices)) / n
+        oracle = sum(max(row) for row in rewards) / n
+        random = sum(sum(row) / k for row in rewards) / n
+        gap = oracle - best
+        counts = [0] * k
+        for c in choices:
+            counts[c] += 1
+        return cls(
+            n=n,
+            routed=routed,
+            per_expert=per_expert,
+            best_single={"expert": best_name, "score": best},
+            oracle=oracle,
+            random=random,
+            gap_recovered=(routed - best) / gap if gap > 1e-12 else None,
+            routing_share={name: counts[j] / n for j, name in enumerate(experts)},
+        )
+
+
+@dataclass
+class EvalReport(SubsetScores):
+    """The evaluation of a router (or of any list of choices) on a labelled dataset."""
+
+    experts: list[str] = field(default_factory=list)
+    skipped: int = 0
+    per_task: dict[str, SubsetScores] = field(default_factory=dict)
+    mtr: dict[str, float] = field(default_factory=dict)
+    uplift: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalReport:
+        data = dict(data)
+        data["per_task"] = {task: SubsetScores(**scores) for task, scores in data.get("per_task", {}).items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def summary_rows(self) -> list[tuple[str, float]]:
+        """``(system, mean reward)`` for the routed system, the baselines and every expert."""
+        rows = [
+            (f"{ROUTED} (routed)", self.routed),
+            ("oracle (per-query best)", self.oracle),
+            (f"best single ({self.best_single['expert']})", self.best_single["score"]),
+            ("random (expected)", self.random),
+        ]
+        rows += [(f"  {name}", score) for name, score in sorted(self.per_expert.items(), key=lambda kv: -kv[1])]
+        return rows
+
+    def format_table(self) -> str:
+        """A plain-text table for terminals."""
+        width = max(len(name) for name, _ in self.summary_rows()) + 2
+        lines = [f"{'system':<{width}}mean reward   routed share", "-" * (width + 26)]
+        for name, score in self.summary_rows():
+            expert = name.strip()
+            share = f"{self.routing_share[expert]:>10.1%}" if expert in self.routing_share else ""
+            lines.append(f"{name:<{width}}{score:>11.3f}   {share}")
+        lines.append("")
+        gap = "n/a (oracle = best single)" if self.gap_recovered is None else f"{self.gap_recovered:.1%}"
+        lines.append(f"queries: {self.n} (skipped for missing rewards: {self.skipped})")
+        lines.append(f"gap recovered (oracle - best single): {gap}")
+        if self.per_task:
+            lines.append(
+                f"MTR over {len(self.per_task)} tasks (lower is better): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.mtr.items(), key=lambda kv: kv[1]))
+            )
+            lines.append(f"%Uplift ({ROUTED} best on): {self.uplift.get(ROUTED, 0.0):.0%} of tasks")
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """A Markdown table for model cards."""
+        lines = ["| system | mean reward | routed share |", "|---|---:|---:|"]
+        for name, score in self.summary_rows():
+            expert = name.strip()
+            share = f"{self.routing_share[expert]:.1%}" if expert in self.routing_share else ""
+            lines.append(f"| {expert} | {score:.3f} | {share} |")
+        gap = "n/a" if self.gap_recovered is None else f"{self.gap_recovered:.1%}"
+        lines.append("")
+        lines.append(f"{self.n} queries; gap recovered (oracle minus best single): {gap}.")
+        if self.per_task:
+            lines.append(f"MTR over {len(self.per_task)} tasks: {self.mtr.get(ROUTED, float('nan')):.2f} ({ROUTED}).")
+        return "\n".join(lines)
+
+
+_TIE = 1e-9  # means that differ only by float rounding are equal
+
+
+def _ranks(scores: dict[str, float]) -> dict[str, float]:
+    """Rank 1 is the highest score; equal scores (within rounding) share the mean of their ranks."""
+    ranks = {}
+    for name, score in scores.items():
+        better = sum(other > score + _TIE for other in scores.values())
+        tied = sum(abs(other - score) <= _TIE for other in scores.values())
+        ranks[name] = better + (tied + 1) / 2
+    return ranks
+
+
+def evaluate_choices(dataset: RoutingDataset, choices: Sequence[str]) -> EvalReport:
+    """Score a list of chosen experts (one per row of ``dataset``) against the dataset's rewards.
+
+    Raises:
+        ZooterError: the lengths differ, a choice is not an expert, or no row has every reward.
+    """
+    if len(choices) != len(dataset):
+        raise ZooterError(f"got {len(choices)} choices for {len(dataset)} rows")
+    experts = dataset.experts
+    index = {name: j for j, name in enumerate(experts)}
+    unknown = sorted({c for c in choices if c not in index})
+    if unknown:
+        raise ZooterError(f"choices name unknown experts {unknown}; experts are {experts}")
+    rows: list[tuple[list[float], int, str | None]] = []
+    for reward_row, choice, task in zip(dataset.reward_matrix(), choices, dataset.tasks):
+        if all(math.isfinite(r) for r in reward_row):
+            rows.append((reward_row, index[choice], task))
+    if not rows:
+        raise ZooterError("no row has a reward for every expert; nothing to evaluate on")
+
+    overall = SubsetScores.compute([r for r, _, _ in rows], [c for _, c, _ in rows], experts)
+    by_task: dict[str, list[tuple[list[float], int]]] = {}
+    if any(task is not None for _, _, task in rows):
+        for reward_row, c, task in rows:
+            by_task.setdefault(task if task is not None else "(none)", []).append((reward_row, c))
+    per_task = {
+        task: SubsetScores.compute([r for r, _ in items], [c for _, c in items], experts)
+        for task, items in sorted(by_task.items())
+    }
+    subsets = list(per_task.values()) or [overall]
+    systems = [ROUTED, *experts]
+    rank_sums = dict.fromkeys(systems, 0.0)
+    wins = dict.fromkeys(systems, 0)
+    for scores in subsets:
+        table = {ROUTED: scores.routed, **scores.per_expert}
+        ranks = _ranks(table)
+        top = max(table.values())
+        for name in systems:
+            rank_sums[name] += ranks[name]
+            wins[name] += table[name] >= top - _TIE
+    return EvalReport(
+        **asdict(overall),
+        experts=list(experts),
+        skipped=len(dataset) - len(rows),
+        per_task=per_task,
+        mtr={name: rank_sums[name] / len(subsets) for name in systems},
+        uplift={name: wins[name] / len(subsets) for name in systems},
+    )
+
+
+def evaluate(router: Any, dataset: RoutingDataset, *, batch_size: int = 64, show_progress: bool = False) -> EvalReport:
+    """Route every query of ``dataset`` with ``router`` and score the choices.
+
+    Raises:
+        ExpertMismatchError: the dataset's experts differ from the router's.
+    """
+    dataset.check_experts(router.experts)
+    dataset = dataset.select_experts(router.experts)  # head order
+    decisions = router.route([ex.query for ex in dataset], batch_size=batch_size, show_progress=show_progress)
+    return evaluate_choices(dataset, [d.expert for d in decisions])

@@ -1,0 +1,392 @@
+"""The router: a text encoder, masked mean pooling and a linear head with one logit per expert.
+
+Example:
+    >>> from zooter import ZooterRouter
+    >>> router = ZooterRouter.from_pretrained("my-router")  # doctest: +SKIP
+    >>> decision = router.route(["Write a haiku about the sea"])[0]  # doctest: +SKIP
+    >>> decision.expert, decision.probabilities  # doctest: +SKIP
+    ('claude-2.1', {'gpt-3.5-turbo': 0.31, 'claude-2.1': 0.52, ...})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+
+from zooter import __version__
+from zooter._io import atomic_directory
+from zooter.config import ZooterConfig
+from zooter.data import Query, query_text
+from zooter.encoder import (
+    DEFAULT_ENCODER,
+    encoder_from_config,
+    half_dtype,
+    load_encoder,
+    mean_pool,
+    pick_device,
+)
+from zooter.errors import ZooterError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+LOG_NAME = "training_log.jsonl"
+
+
+class RouterConfig(ZooterConfig):
+    """What a saved router folder's ``config.json`` holds.
+
+    Attributes:
+        experts: expert names, in the order of the head's logits.
+        encoder: the encoder the router was initialised from (Hub id or path), for the record.
+        encoder_config: the encoder's ``transformers`` config, to rebuild it without a download.
+        max_length: queries are truncated to this many tokens.
+        pooling: how token vectors become one query vector.
+        labels: how the training targets were made (see :mod:`zooter.labels`).
+        training: the training settings (see :class:`zooter.training.TrainingConfig`).
+        evaluation: the last evaluation report, when one was saved with the router.
+        zooter_version: the package version that wrote the folder.
+    """
+
+    experts: list[str] = Field(min_length=2)
+    encoder: str = DEFAULT_ENCODER
+    encoder_config: dict[str, Any] = Field(default_factory=dict)
+    max_length: int = Field(default=256, gt=0)
+    pooling: str = "mean"
+    labels: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    zooter_version: str = __version__
+
+    @field_validator("experts")
+    @classmethod
+    def _unique_experts(cls, value: list[str]) -> list[str]:
+        duplicates = sorted({name for name in value if value.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"expert names must be unique, repeated: {duplicates}")
+        if any(not name for name in value):
+            raise ValueError("expert names must be non-empty")
+        return value
+
+    @field_validator("pooling")
+    @classmethod
+    def _known_pooling(cls, value: str) -> str:
+        if value != "mean":
+            raise ValueError(f"pooling must be 'mean', got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """The router's choice for one query.
+
+    Attributes:
+        expert: the chosen expert (the most probable one among those allowed).
+        probabilities: the router's probability for every expert, in head order.
+    """
+
+    expert: str
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"expert": self.expert, "probabilities": self.probabilities}
+
+
+class ZooterRouter(torch.nn.Module):
+    """Routes each query to the expert most likely to answer it best.
+
+    Args:
+        encoder: a ``transformers`` base model that returns ``last_hidden_state``.
+        tokenizer: its tokenizer.
+        config: the router's settings; ``config.experts`` fixes the head's size and order.
+
+    Example:
+        >>> router = ZooterRouter.from_encoder(experts=["coder", "writer"])  # untrained  # doctest: +SKIP
+        >>> router.predict_proba(["fix this segfault"]).shape  # doctest: +SKIP
+        torch.Size([1, 2])
+    """
+
+    def __init__(self, encoder: Any, tokenizer: Any, config: RouterConfig) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.config = config
+        if not config.encoder_config:
+            config.encoder_config = encoder.config.to_dict()
+        self.head = torch.nn.Linear(encoder.config.hidden_size, len(config.experts))
+        torch.nn.init.zeros_(self.head.weight)  # starts at the uniform (or bias-given) distribution
+        torch.nn.init.zeros_(self.head.bias)
+        self.training_log: list[dict[str, Any]] = []
+        self.eval()
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder: str | None = None,
+        *,
+        experts: Sequence[str],
+        max_length: int = 256,
+        revision: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> ZooterRouter:
+        """A new, untrained router on a pretrained encoder (Hub id, local folder, or the default)."""
+        model, tokenizer = load_encoder(encoder, revision=revision)
+        config = RouterConfig(
+            experts=list(experts),
+            encoder=encoder or DEFAULT_ENCODER,
+            encoder_config=model.config.to_dict(),
+            max_length=max_length,
+        )
+        return cls(model, tokenizer, config).to(pick_device(device))
+
+    @property
+    def experts(self) -> list[str]:
+        """Expert names in the order of the head's logits."""
+        return list(self.config.experts)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    # -- computing -----------------------------------------------------------------------------
+    def tokenize(self, queries: Sequence[Query]) -> list[list[int]]:
+        """Token ids of each query, truncated to ``max_length``, in one tokenizer call."""
+        texts = [query_text(q) for q in queries]
+        encoded = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.config.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return encoded["input_ids"]
+
+    def collate(self, token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad a batch of token id lists to its longest; returns ``(input_ids, attention_mask)``."""
+        longest = max(len(ids) for ids in token_ids)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(token_ids), longest), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled query vectors."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits, one per expert."""
+        pooled = self.embed(input_ids, attention_mask)
+        return self.head(pooled.to(self.head.weight.dtype))
+
+    def _length_sorted_batches(self, token_ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+        # Longest first: similar lengths share a batch (little padding) and a memory problem shows at once.
+        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+    @torch.inference_mode()
+    def predict_proba(
+        self, queries: Sequence[Query], *, batch_size: int = 64, show_progress: bool = False
+    ) -> torch.Tensor:
+        """The router's probability of every expert for each query.
+
+        Queries are tokenised in one call, sorted by length and run in batches of ``batch_size``;
+        on CUDA the encoder computes in bf16 (or fp16).
+
+        Returns:
+            A float32 CPU tensor of shape ``(len(queries), len(experts))``, rows in input order.
+        """
+        if isinstance(queries, str):
+            raise TypeError("predict_proba takes a list of queries; wrap a single query in a list")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = torch.empty((len(queries), len(self.config.experts)), dtype=torch.float32)
+        if not queries:
+            return out
+        was_training = self.training
+        self.eval()
+        token_ids = self.tokenize(queries)
+        amp = half_dtype(self.device) if self.head.weight.dtype == torch.float32 else None
+        batches = self._length_sorted_batches(token_ids, batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(list(batches), desc="routing", unit="batch")
+        try:
+            for index in batches:
+                input_ids, attention_mask = self.collate([token_ids[i] for i in index])
+                with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+                    logits = self(input_ids, attention_mask)
+                out[torch.as_tensor(index)] = torch.softmax(logits.float(), dim=-1).cpu()
+        finally:
+            self.train(was_training)
+        return out
+
+    def route(
+        self,
+        queries: Sequence[Query],
+        *,
+        allowed: Sequence[str] | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> list[RouteDecision]:
+        """The chosen expert and every expert's probability, for each query (batched).
+
+        Args:
+            queries: texts or chat message lists.
+            allowed: choose only among these experts (the probabilities still cover all).
+            batch_size: queries per encoder forward.
+            show_progress: show a progress bar.
+        """
+        probs = self.predict_proba(queries, batch_size=batch_size, show_progress=show_progress)
+        experts = self.config.experts
+        choice_scores = probs
+        if allowed is not None:
+            unknown = sorted(set(allowed) - set(experts))
+            if unknown or not allowed:
+                raise ZooterError(f"allowed experts must be a non-empty subset of {experts}; unknown: {unknown}")
+            keep = torch.tensor([name in allowed for name in experts])
+            choice_scores = probs.masked_fill(~keep, -1.0)
+        chosen = choice_scores.argmax(dim=-1).tolist()
+        rows = probs.tolist()
+        return [
+            RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row))) for c, row in zip(chosen, rows)
+        ]
+
+    # -- saving and loading ------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | Path, *, evaluation: Any = None) -> Path:
+        """Write ``config.json``, ``model.safetensors``, the tokenizer and a ``README.md`` model card.
+
+        The folder is written beside the target and swapped in at the end, so a failure part-way
+        leaves an existing router folder as it was.
+
+        Args:
+            save_directory: the folder to (re)create.
+            evaluation: an :class:`~zooter.evaluation.EvalReport` (or its dict) to record in the
+                config and the model card.
+        """
+        from safetensors.torch import save_model
+
+        from zooter.card import render_model_card
+
+        if evaluation is not None:
+            self.config.evaluation = evaluation if isinstance(evaluation, dict) else evaluation.to_dict()
+        target = Path(save_directory)
+        with atomic_directory(target) as tmp:
+            save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
+            self.tokenizer.save_pretrained(str(tmp))
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+            if self.training_log:
+                with open(tmp / LOG_NAME, "w", encoding="utf-8") as f:
+                    for entry in self.training_log:
+                        f.write(json.dumps(entry) + "\n")
+            (tmp / CARD_NAME).write_text(render_model_card(self.config), encoding="utf-8")
+        logger.info("saved router to %s", target)
+        return target
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | Path,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> ZooterRouter:
+        """Load a router from a local folder or a Hugging Face Hub repo id.
+
+        Args:
+            path_or_repo_id: a folder written by :meth:`save_pretrained`, or a Hub repo holding one.
+            revision: Hub revision (branch, tag or commit).
+            token: Hub token for private repos.
+            device: where to put the router; CUDA when present by default.
+        """
+        from safetensors.torch import load_model
+
+        folder = Path(path_or_repo_id)
+        if not folder.is_dir():
+            folder = _download(str(path_or_repo_id), revision=revision, token=token)
+        config_path = folder / CONFIG_NAME
+        if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise ZooterError(f"{folder} is not a router folder: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
+        try:
+            raw = json.loads(config_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ZooterError(f"{config_path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(raw, dict) or "experts" not in raw:
+            raise ZooterError(
+                f"{folder} is not a router folder: its {CONFIG_NAME} has no 'experts' "
+                "(a plain encoder? train a router on it with `zooter train --encoder`)"
+            )
+        config = RouterConfig.from_dict(raw)
+        if not config.encoder_config:
+            raise ZooterError(f"{config_path}: field 'encoder_config' is empty; cannot rebuild the encoder")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        router = cls(encoder_from_config(config.encoder_config), tokenizer, config)
+        missing, unexpected = load_model(router, str(folder / WEIGHTS_NAME), strict=False)
+        if missing or unexpected:
+            raise ZooterError(
+                f"{folder / WEIGHTS_NAME} does not fit the config: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        log_path = folder / LOG_NAME
+        if log_path.is_file():
+            router.training_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        return router.to(pick_device(device))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload Zooter router",
+        revision: str | None = None,
+    ) -> str:
+        """Save the router to a temporary folder and upload it to a Hub model repo; returns its URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "router")
+            api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision
+            )
+        return str(url)
+
+
+def _download(repo_id: str, *, revision: str | None, token: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(repo_id=repo_id, revision=revision, token=token))
+    except HFValidationError:
+        raise ZooterError(f"{repo_id!r} is neither a local folder nor a valid Hub repo id") from None
+    except Exception as e:  # offline, not found, gated: all say the same to the user
+        raise ZooterError(
+            f"{repo_id!r} is not a local folder and could not be fetched from the Hub ({type(e).__name__}: {e})"
+        ) from e
+
+
+__all__ = ["RouteDecision", "RouterConfig", "ZooterRouter"]

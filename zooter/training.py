@@ -1,0 +1,266 @@
+"""Training a router: distil reward-derived soft targets into an encoder + linear head.
+
+The loss is ``KL(s* || softmax(logits))`` averaged over queries (the paper's), minimised by AdamW
+with linear warm-up then linear decay, gradient clipping, and full fine-tuning of the encoder.
+
+Example:
+    >>> from zooter.data import RoutingDataset
+    >>> from zooter.training import TrainingConfig, train_router
+    >>> data = RoutingDataset.load("rewards.jsonl")  # doctest: +SKIP
+    >>> router = train_router(data, TrainingConfig(epochs=4, validation_fraction=0.1))  # doctest: +SKIP
+    >>> router.save_pretrained("my-router")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from zooter.config import ZooterConfig
+from zooter.data import RoutingDataset
+from zooter.encoder import half_dtype, pick_device
+from zooter.errors import ConfigError
+from zooter.labels import LabelConfig, LabelEnhancer, make_targets
+from zooter.router import ZooterRouter
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingConfig(ZooterConfig):
+    """Settings of :func:`train_router`.
+
+    The defaults were measured on a 2-core CPU with all-MiniLM-L6-v2 and a few hundred queries
+    (see the README's "Training defaults"); the paper's 1e-5 for 5 epochs was for mDeBERTa on 48k
+    queries and barely moves a small encoder on small data.
+
+    Attributes:
+        encoder: Hub id or folder of the pretrained encoder; None for the bundled MiniLM.
+        max_length: tokens kept per query.
+        epochs: passes over the training queries.
+        batch_size: queries per optimisation step.
+        lr: peak learning rate of the encoder.
+        head_lr: peak learning rate of the freshly initialised linear head.
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+        warmup_ratio: share of the steps spent warming the learning rate up from 0.
+        max_grad_norm: gradient clipping threshold (global L2 norm).
+        labels: how rewards become soft targets (temperature).
+        seed: seeds shuffling, dropout and the validation split; equal seeds give equal routers on CPU.
+        validation_fraction: share of the training data held out to pick the best epoch (0: keep
+            the last epoch).
+        select_by: which validation figure picks the best epoch: mean routed ``reward`` (higher is
+            better) or the KL ``loss`` (lower is better).
+        prior_bias: start the head's bias at the log of the mean target, so an untrained router
+            already prefers the experts that win most often.
+        group_by_length: batch queries of similar length together (less padding, faster on CPU);
+            batches are still drawn in a seeded random order.
+        device: "cpu", "cuda", ...; CUDA when present by default.
+        mixed_precision: on CUDA, compute in bf16 (or fp16 with loss scaling).
+        log_every: steps between loss-log entries.
+        show_progress: show a progress bar.
+    """
+
+    encoder: str | None = None
+    max_length: int = Field(default=256, gt=0)
+    epochs: int = Field(default=6, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    lr: float = Field(default=5e-5, gt=0.0)
+    head_lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.1, ge=0.0, lt=1.0)
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    labels: LabelConfig = Field(default_factory=LabelConfig)
+    seed: int = 0
+    validation_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
+    select_by: Literal["reward", "loss"] = "reward"
+    prior_bias: bool = True
+    group_by_length: bool = True
+    device: str | None = None
+    mixed_precision: bool = True
+    log_every: int = Field(default=10, ge=1)
+    show_progress: bool = True
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _batches(
+    lengths: list[int], batch_size: int, generator: torch.Generator, group_by_length: bool
+) -> list[list[int]]:
+    """One epoch's batches of row indices, in a seeded random order."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if group_by_length:
+        # Sort within windows of 32 batches, as transformers' group_by_length does: similar lengths
+        # share a batch, while the windows and the batch order stay random.
+        window = batch_size * 32
+        order = [
+            i for start in range(0, len(order), window) for i in sorted(order[start : start + window], key=lambda i: -lengths[i])
+        ]
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    if group_by_length:
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        batches = [batches[i] for i in shuffled]
+    return batches
+
+
+def _kl_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # kl_div with log-probabilities as input treats 0 * log 0 as 0, so masked experts cost nothing.
+    return torch.nn.functional.kl_div(torch.log_softmax(logits.float(), dim=-1), targets, reduction="batchmean")
+
+
+def _param_groups(router: ZooterRouter, config: TrainingConfig) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, param in router.encoder.named_parameters():
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    return [
+        {"params": decay, "lr": config.lr, "weight_decay": config.weight_decay},
+        {"params": no_decay, "lr": config.lr, "weight_decay": 0.0},
+        {"params": [router.head.weight], "lr": config.head_lr, "weight_decay": config.weight_decay},
+        {"params": [router.head.bias], "lr": config.head_lr, "weight_decay": 0.0},
+    ]
+
+
+@torch.no_grad()
+def _validate(router: ZooterRouter, dataset: RoutingDataset, targets: torch.Tensor, batch_size: int) -> dict[str, float]:
+    probs = router.predict_proba([ex.query for ex in dataset], batch_size=batch_size)
+    loss = torch.nn.functional.kl_div(probs.clamp_min(1e-12).log(), targets, reduction="batchmean").item()
+    rewards = torch.tensor(dataset.reward_matrix())
+    complete = torch.isfinite(rewards).all(dim=1)
+    chosen = probs.argmax(dim=1)
+    routed = rewards[complete].gather(1, chosen[complete].unsqueeze(1)).mean().item() if complete.any() else math.nan
+    return {"val_loss": loss, "val_reward": routed}
+
+
+def train_router(
+    dataset: RoutingDataset,
+    config: TrainingConfig | None = None,
+    *,
+    validation: RoutingDataset | None = None,
+    enhancer: LabelEnhancer | None = None,
+) -> ZooterRouter:
+    """Train a router on ``dataset`` (query + per-expert rewards) and return it.
+
+    Args:
+        dataset: the training rows; its experts become the router's experts, in the same order.
+        config: training settings; defaults suit a small encoder on a CPU.
+        validation: rows to pick the best epoch on; by default ``config.validation_fraction`` of
+            ``dataset`` is held out (by id hash), or none when that is 0.
+        enhancer: optional label enhancement (e.g. tag-based), fitted on the training rows only.
+
+    Returns:
+        The trained router (on the training device, in eval mode), its ``config.training`` and
+        ``training_log`` filled in.
+    """
+    config = config or TrainingConfig()
+    dataset.check(log_level=logging.DEBUG)  # load() already warned about masked rewards
+    if validation is None and config.validation_fraction > 0:
+        splits = dataset.split(validation_fraction=config.validation_fraction, test_fraction=0.0, seed=config.seed)
+        dataset, validation = splits.train, splits.validation
+    if validation is not None and len(validation) == 0:
+        validation = None
+    if validation is not None:
+        validation.check_experts(dataset.experts, allow_subset=True)
+        validation = validation.select_experts([e for e in dataset.experts if e in validation.experts])
+        validation = RoutingDataset(list(validation), experts=dataset.experts, source=validation.source)
+    if len(dataset) < 2:
+        raise ConfigError(f"training needs at least 2 rows, got {len(dataset)}")
+
+    _seed_everything(config.seed)
+    device = pick_device(config.device)
+    router = ZooterRouter.from_encoder(
+        config.encoder, experts=dataset.experts, max_length=config.max_length, device=device
+    )
+    targets = make_targets(dataset, config.labels, enhancer).to(device)
+    val_targets = make_targets(validation, config.labels) if validation is not None else None
+    if config.prior_bias:
+        with torch.no_grad():
+            router.head.bias.copy_(targets.mean(dim=0).clamp_min(1e-6).log())
+
+    token_ids = router.tokenize([ex.query for ex in dataset])
+    lengths = [len(ids) for ids in token_ids]
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = int(total_steps * config.warmup_ratio)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    optimizer = torch.optim.AdamW(_param_groups(router, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    amp = half_dtype(device) if config.mixed_precision else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+
+    progress = None
+    if config.show_progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, desc="training router", unit="step")
+    log: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    step = 0
+    started = time.perf_counter()
+    try:
+        for epoch in range(1, config.epochs + 1):
+            router.train()
+            running, seen = 0.0, 0
+            for index in _batches(lengths, config.batch_size, generator, config.group_by_length):
+                input_ids, attention_mask = router.collate([token_ids[i] for i in index])
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    logits = router(input_ids, attention_mask)
+                loss = _kl_loss(logits, targets[torch.as_tensor(index, device=device)])
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(router.parameters(), config.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                running += loss.item() * len(index)
+                seen += len(index)
+                if step % config.log_every == 0 or step == total_steps:
+                    entry = {"step": step, "epoch": epoch, "loss": running / seen, "lr": scheduler.get_last_lr()[0]}
+                    log.append(entry)
+                    logger.info("step %d epoch %d loss %.4f", step, epoch, entry["loss"])
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(epoch=epoch, loss=f"{running / seen:.4f}")
+            entry = {"step": step, "epoch": epoch, "train_loss": running / seen}
+            if validation is not None:
+                assert val_targets is not None
+                entry.update(_validate(router, validation, val_targets, config.batch_size * 2))
+                score = entry["val_reward"] if config.select_by == "reward" else -entry["val_loss"]
+                if best is None or score > best["score"]:
+                    best = {"score": score, "epoch": epoch, "state": copy.deepcopy(router.state_dict())}
+            log.append(entry)
+            logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in entry.items()})
+    finally:
+        if progress is not None:
+            progress.close()
+    if best is not None:
+        router.load_state_dict(best["state"])
+        logger.info("kept epoch %d (best validation %s)", best["epoch"], config.select_by)
+    router.eval()
+    router.training_log = log
+    router.config.labels = {**config.labels.to_dict(), **({"enhancer": enhancer.to_dict()} if enhancer else {})}
+    router.config.training = {
+        **config.to_dict(),
+        "train_rows": len(dataset),
+        "validation_rows": len(validation) if validation is not None else 0,
+        "best_epoch": best["epoch"] if best is not None else config.epochs,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    return router

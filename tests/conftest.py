@@ -22,8 +22,30 @@ TOPICS = {
     "poet": ["poem", "sonnet", "haiku", "story", "lyrics", "metaphor"],
 }
 FILLER = [
-    "please", "help", "me", "with", "this", "a", "the", "my", "about", "quick", "question", "for",
-    "today", "i", "need", "some", "on", "write", "explain", "short", "simple", "good", "now", "and",
+    "please",
+    "help",
+    "me",
+    "with",
+    "this",
+    "a",
+    "the",
+    "my",
+    "about",
+    "quick",
+    "question",
+    "for",
+    "today",
+    "i",
+    "need",
+    "some",
+    "on",
+    "write",
+    "explain",
+    "short",
+    "simple",
+    "good",
+    "now",
+    "and",
 ]
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import keyword_rows
+
 from zooter.cli import main
 
 
@@ -26,7 +26,7 @@ def trained_dir(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> 
             "--output", str(folder / "router"),
             "--validation", str(folder / "splits" / "validation.jsonl"),
             "--encoder", tiny_encoder,
-            "--epochs", "6", "--batch-size", "16", "--lr", "3e-3", "--max-length", "32",
+            "--epochs", "20", "--batch-size", "16", "--lr", "3e-3", "--max-length", "32",
             "--temperature", "1.0", "--seed", "0", "--device", "cpu", "--quiet",
         ]
     )  # fmt: skip
@@ -123,3 +123,29 @@ def test_usage_errors_exit_2_and_console_script_runs() -> None:
     assert result.returncode == 2 and "usage" in result.stderr
     result = subprocess.run([sys.executable, "-m", "zooter.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "zooter-langchain" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        (b'{"id": "a", "query": "q", "rewards": {"x": 1' + b"0" * 400 + b', "y": 1}}', "finite"),
+    ],
+)
+def test_unreadable_files_exit_2(trained_dir, tmp_path: Path, capsys, content: bytes, expected: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    assert main(["eval", str(trained_dir[0]), str(bad)]) == 2
+    assert expected in capsys.readouterr().err
+    gz = tmp_path / "bad.jsonl.gz"
+    gz.write_bytes(b"not gzip")
+    assert main(["eval", str(trained_dir[0]), str(gz)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_bad_options_exit_2(trained_dir, capsys) -> None:
+    router, test = trained_dir
+    assert main(["eval", str(router), str(test), "--batch-size", "0"]) == 2
+    assert "batch_size" in capsys.readouterr().err
+    assert main(["route", str(router), "hi", "--device", "gpu"]) == 2
+    assert "not a device" in capsys.readouterr().err

@@ -498,6 +498,19 @@ def test_split_stratified_by_task_keeps_every_task_share():
             assert splits.train.tasks.count(task) == 35
 
 
+def test_stratified_split_of_many_small_tasks_keeps_the_overall_sizes():
+    # 10 tasks of 2 rows: rounding per task would put nothing in test; the overall sizes must hold
+    rows = [RoutingExample(f"t{t}-{i}", "q", {"a": 1.0, "b": 2.0}, task=f"t{t}") for t in range(10) for i in range(2)]
+    splits = RoutingDataset(rows).split(validation_fraction=0.1, test_fraction=0.2, seed=0, stratify_by_task=True)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (14, 2, 4)
+    assert len(set(splits.test.tasks)) == 4  # spread over tasks, one row each
+
+
+def test_split_that_leaves_no_training_rows_is_an_error():
+    with pytest.raises(DataError, match="no training rows"):
+        keyword_dataset(2).split(validation_fraction=0.45, test_fraction=0.45)
+
+
 @pytest.mark.parametrize(
     ("validation_fraction", "test_fraction"),
     [(-0.1, 0.2), (0.1, -0.2), (1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (0.6, 0.7), (float("nan"), 0.2)],

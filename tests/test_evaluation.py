@@ -236,3 +236,9 @@ def test_routed_score_is_formatted_to_three_decimals():
     assert report.routed == pytest.approx(2.5 / 3)  # (1 + 1 + 0.5)/3 = 0.8333...
     assert "0.833" in routed_scored(report.format_table())
     assert "0.833" in routed_scored(report.to_markdown())
+
+
+def test_an_expert_named_like_the_routed_system_is_rejected():
+    ds = RoutingDataset([RoutingExample("1", "q", {"zooter": 1.0, "b": 2.0})])
+    with pytest.raises(ZooterError, match="zooter"):
+        evaluate_choices(ds, ["b"])

@@ -164,7 +164,7 @@ def test_loading_a_folder_with_mismatched_weights(router: ZooterRouter, tmp_path
     config = json.loads((folder / "config.json").read_text())
     config["experts"].append("extra")
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(Exception, match="size mismatch|does not fit"):
+    with pytest.raises(ZooterError, match=r"does not fit config\.json"):
         ZooterRouter.from_pretrained(folder)
 
 
@@ -189,3 +189,79 @@ def test_cuda_routing_matches_cpu(router: ZooterRouter) -> None:
     cpu = router.predict_proba(QUERIES)
     gpu = router.to("cuda").predict_proba(QUERIES)
     torch.testing.assert_close(gpu, cpu, atol=2e-2, rtol=0)
+
+
+def test_push_to_hub_uploads_a_loadable_router_folder(
+    router: ZooterRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hub calls are replaced by a local 'hub' folder; what would be uploaded must load."""
+    import shutil
+
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    calls = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create"] = (repo_id, kwargs)
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        calls["upload"] = repo_id
+        shutil.copytree(folder_path, hub / repo_id)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    url = router.push_to_hub("me/router", private=True)
+    assert url == "https://huggingface.co/me/router"
+    assert calls["create"] == ("me/router", {"private": True, "exist_ok": True, "repo_type": "model"})
+    loaded = ZooterRouter.from_pretrained(hub / "me" / "router")
+    torch.testing.assert_close(loaded.predict_proba(QUERIES), router.predict_proba(QUERIES), atol=0, rtol=0)
+
+
+def test_saving_refuses_to_replace_a_folder_that_is_not_a_router(router: ZooterRouter, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("keep me")
+    with pytest.raises(ZooterError, match="not a router folder"):
+        router.save_pretrained(project)
+    assert (project / "notes.txt").read_text() == "keep me"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ZooterError):
+        router.save_pretrained(tmp_path / "afile")
+
+
+def test_saved_files_get_the_usual_permissions(router: ZooterRouter, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        folder = router.save_pretrained(tmp_path / "router")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+def test_save_to_the_current_folder(router: ZooterRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    router.save_pretrained(".")
+    assert ZooterRouter.from_pretrained(".").experts == router.experts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
+def test_max_length_is_capped_at_what_the_encoder_can_read(tiny_encoder: str, caplog) -> None:
+    router = ZooterRouter.from_encoder(tiny_encoder, experts=["a", "b"], max_length=512, device="cpu")
+    assert router.config.max_length == 128  # the tiny BERT has 128 positions
+    assert "exceeds" in caplog.text
+    assert router.predict_proba(["hello " * 400]).shape == (1, 2)
+
+
+def test_an_empty_query_still_routes(router: ZooterRouter) -> None:
+    assert router.predict_proba([""]).shape == (1, 3)
+
+
+def test_a_bare_chat_is_rejected_with_advice(router: ZooterRouter) -> None:
+    with pytest.raises(TypeError, match="wrap a single query"):
+        router.route([{"role": "user", "content": "hi"}])  # type: ignore[list-item]

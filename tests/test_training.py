@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import keyword_rows
+
 from zooter.data import RoutingDataset, RoutingExample
 from zooter.errors import ConfigError
 from zooter.evaluation import evaluate
@@ -57,7 +57,8 @@ def test_router_learns_the_keyword_rule_on_held_out_queries(trained: ZooterRoute
 
 
 def test_training_records_its_settings_and_loss_log(trained: ZooterRouter, keyword_splits) -> None:
-    training = trained.config.training
+    assert TrainingConfig.from_dict(trained.config.training).epochs == 8
+    training = trained.config.training_summary
     assert training["train_rows"] == len(keyword_splits.train)
     assert training["validation_rows"] == len(keyword_splits.validation)
     assert 1 <= training["best_epoch"] <= 8
@@ -74,7 +75,8 @@ def test_training_records_its_settings_and_loss_log(trained: ZooterRouter, keywo
 def test_training_log_travels_with_the_saved_router(trained: ZooterRouter, tmp_path: Path) -> None:
     loaded = ZooterRouter.from_pretrained(trained.save_pretrained(tmp_path / "r"))
     assert loaded.training_log == trained.training_log
-    assert loaded.config.training["best_epoch"] == trained.config.training["best_epoch"]
+    assert loaded.config.training_summary == trained.config.training_summary
+    assert loaded.config.training == trained.config.training
 
 
 def test_same_seed_same_router_on_cpu(tiny_encoder: str) -> None:
@@ -90,8 +92,8 @@ def test_same_seed_same_router_on_cpu(tiny_encoder: str) -> None:
 def test_validation_fraction_holds_out_rows_by_hash(tiny_encoder: str) -> None:
     data = dataset(keyword_rows(50, seed=4))
     router = train_router(data, fast_config(tiny_encoder, epochs=1, validation_fraction=0.2))
-    assert router.config.training["validation_rows"] == 10
-    assert router.config.training["train_rows"] == 40
+    assert router.config.training_summary["validation_rows"] == 10
+    assert router.config.training_summary["train_rows"] == 40
 
 
 def test_missing_rewards_are_masked_in_training(tiny_encoder: str) -> None:
@@ -128,3 +130,25 @@ def test_config_errors_name_the_field() -> None:
     assert TrainingConfig.from_dict({"epochs": 2, "from_the_future": True}).epochs == 2
     config = TrainingConfig(epochs=3)
     assert TrainingConfig.from_dict(config.to_dict()) == config
+
+
+def test_validation_without_complete_rows_picks_the_epoch_by_loss(tiny_encoder: str, caplog) -> None:
+    rows = keyword_rows(80, seed=7)
+    for row in rows[60:]:
+        del row["rewards"]["poet"]  # validation rows lack an expert: no routed reward can be computed
+    train, validation = dataset(rows[:60]), dataset(rows[60:])
+    router = train_router(train, fast_config(tiny_encoder, epochs=3), validation=validation)
+    summary = router.config.training_summary
+    assert summary["selected_by"] == "loss"
+    assert "picking the best epoch by loss" in caplog.text
+    losses = {e["epoch"]: e["val_loss"] for e in router.training_log if "val_loss" in e}
+    assert summary["best_epoch"] == min(losses, key=losses.get)
+
+
+def test_unknown_or_missing_device_is_a_config_error(tiny_encoder: str) -> None:
+    data = dataset(keyword_rows(10))
+    with pytest.raises(ConfigError, match="not a device"):
+        train_router(data, fast_config(tiny_encoder, device="gpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            train_router(data, fast_config(tiny_encoder, device="cuda"))

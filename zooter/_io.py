@@ -18,9 +18,11 @@ from zooter.errors import DataError
 def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
     """Open a text file, transparently gunzipping names that end in ``.gz``."""
     path = Path(path)
+    # utf-8-sig reads files with or without a byte-order mark (editors on Windows add one)
+    encoding = "utf-8-sig" if "r" in mode else "utf-8"
     if path.suffix == ".gz":
-        return gzip.open(path, mode, encoding="utf-8")  # type: ignore[return-value]
-    return open(path, mode, encoding="utf-8")
+        return gzip.open(path, mode, encoding=encoding)  # type: ignore[return-value]
+    return open(path, mode, encoding=encoding)
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -32,28 +34,36 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", path=path)
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", path=path, line=line_no) from None
-            if not isinstance(obj, dict):
-                raise DataError(
-                    f"expected a JSON object, got {type(obj).__name__}", path=path, line=line_no
-                )
-            yield line_no, obj
+    line_no = 0
+    try:
+        with open_text(path) as f:
+            for line_no, line in enumerate(f, start=1):
+                if line.strip():
+                    yield line_no, _parse_line(line, path, line_no)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=path, line=line_no + 1) from None
+    except (gzip.BadGzipFile, EOFError, OSError) as e:
+        raise DataError(f"cannot read the file ({type(e).__name__}: {e})", path=path) from None
+
+
+def _parse_line(line: str, path: Path, line_no: int) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", path=path, line=line_no) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=line_no)
+    return obj
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
-    path = Path(path)
+    path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -86,22 +96,39 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     An existing folder at ``path`` stays intact until the new one is complete, and is removed only
     after the new one is in place, so a crash at any point leaves one whole folder behind.
     """
-    path = Path(path)
+    path = Path(path).resolve()  # "." has no name to build a sibling from
+    cwd = Path.cwd()
+    if path in cwd.parents:
+        raise OSError(f"cannot replace {path}: the current working folder {cwd} is inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if path.exists() and not path.is_dir():
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FileExistsError(f"{path} exists and is not a folder")
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    if path == cwd:
+        os.chdir(path)  # the process stood in the folder just replaced: stand in its successor
+
+
+def _umask() -> int:
+    # Reading the umask through os.umask briefly changes it for every thread; /proc does not.
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status", encoding="ascii") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

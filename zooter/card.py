@@ -21,7 +21,11 @@ def _front_matter(config: Any) -> str:
 def render_model_card(config: Any) -> str:
     """Markdown model card for a :class:`~zooter.router.RouterConfig`."""
     experts = "\n".join(f"{i}. `{name}`" for i, name in enumerate(config.experts))
-    training = json.dumps(config.training, indent=2, sort_keys=True) if config.training else "(not recorded)"
+    training = (
+        json.dumps({**config.training, **config.training_summary}, indent=2, sort_keys=True)
+        if config.training
+        else "(not recorded)"
+    )
     labels = json.dumps(config.labels, indent=2, sort_keys=True) if config.labels else "(not recorded)"
     evaluation = (
         EvalReport.from_dict(config.evaluation).to_markdown()

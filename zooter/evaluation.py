@@ -159,6 +159,8 @@ def evaluate_choices(dataset: RoutingDataset, choices: Sequence[str]) -> EvalRep
     if len(choices) != len(dataset):
         raise ZooterError(f"got {len(choices)} choices for {len(dataset)} rows")
     experts = dataset.experts
+    if ROUTED in experts:
+        raise ZooterError(f"an expert is named {ROUTED!r}, the name reports give the routed system; rename it")
     index = {name: j for j, name in enumerate(experts)}
     unknown = sorted({c for c in choices if c not in index})
     if unknown:

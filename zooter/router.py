@@ -26,13 +26,14 @@ from zooter.config import ZooterConfig
 from zooter.data import Query, query_text
 from zooter.encoder import (
     DEFAULT_ENCODER,
+    DEFAULT_ENCODER_ALIASES,
     encoder_from_config,
     half_dtype,
     load_encoder,
     mean_pool,
     pick_device,
 )
-from zooter.errors import ZooterError
+from zooter.errors import ConfigError, ZooterError
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RouterConfig(ZooterConfig):
         pooling: how token vectors become one query vector.
         labels: how the training targets were made (see :mod:`zooter.labels`).
         training: the training settings (see :class:`zooter.training.TrainingConfig`).
+        training_summary: what the training run did: rows used, epoch kept, seconds, device.
         evaluation: the last evaluation report, when one was saved with the router.
         zooter_version: the package version that wrote the folder.
     """
@@ -64,6 +66,7 @@ class RouterConfig(ZooterConfig):
     pooling: str = "mean"
     labels: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    training_summary: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
     zooter_version: str = __version__
 
@@ -122,6 +125,10 @@ class ZooterRouter(torch.nn.Module):
         self.config = config
         if not config.encoder_config:
             config.encoder_config = encoder.config.to_dict()
+        limit = _position_limit(encoder, tokenizer)
+        if limit is not None and config.max_length > limit:
+            logger.warning("max_length %d exceeds what the encoder can read; using %d", config.max_length, limit)
+            config.max_length = limit
         self.head = torch.nn.Linear(encoder.config.hidden_size, len(config.experts))
         torch.nn.init.zeros_(self.head.weight)  # starts at the uniform (or bias-given) distribution
         torch.nn.init.zeros_(self.head.bias)
@@ -143,7 +150,7 @@ class ZooterRouter(torch.nn.Module):
         model, tokenizer = load_encoder(encoder, revision=revision)
         config = RouterConfig(
             experts=list(experts),
-            encoder=encoder or DEFAULT_ENCODER,
+            encoder=DEFAULT_ENCODER if encoder is None or encoder in DEFAULT_ENCODER_ALIASES else encoder,
             encoder_config=model.config.to_dict(),
             max_length=max_length,
         )
@@ -170,13 +177,19 @@ class ZooterRouter(torch.nn.Module):
             return_attention_mask=False,
             return_token_type_ids=False,
         )
-        return encoded["input_ids"]
+        # a query that tokenises to nothing (no special tokens, empty text) still needs one position
+        filler = [self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else self.pad_id]
+        return [ids or filler for ids in encoded["input_ids"]]
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else 0
 
     def collate(self, token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad a batch of token id lists to its longest; returns ``(input_ids, attention_mask)``."""
         longest = max(len(ids) for ids in token_ids)
-        pad_id = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(token_ids), longest), pad_id, dtype=torch.long)
+        input_ids = torch.full((len(token_ids), longest), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
         for row, ids in enumerate(token_ids):
             input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
@@ -211,10 +224,13 @@ class ZooterRouter(torch.nn.Module):
         Returns:
             A float32 CPU tensor of shape ``(len(queries), len(experts))``, rows in input order.
         """
-        if isinstance(queries, str):
-            raise TypeError("predict_proba takes a list of queries; wrap a single query in a list")
+        if isinstance(queries, (str, dict)) or (queries and isinstance(queries[0], dict)):
+            raise TypeError(
+                "predict_proba takes a list of queries, each a string or a list of chat messages; "
+                "wrap a single query (or a single chat) in a list"
+            )
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         out = torch.empty((len(queries), len(self.config.experts)), dtype=torch.float32)
         if not queries:
             return out
@@ -264,9 +280,7 @@ class ZooterRouter(torch.nn.Module):
             choice_scores = probs.masked_fill(~keep, -1.0)
         chosen = choice_scores.argmax(dim=-1).tolist()
         rows = probs.tolist()
-        return [
-            RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row))) for c, row in zip(chosen, rows)
-        ]
+        return [RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row))) for c, row in zip(chosen, rows)]
 
     # -- saving and loading ------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, *, evaluation: Any = None) -> Path:
@@ -284,18 +298,25 @@ class ZooterRouter(torch.nn.Module):
 
         from zooter.card import render_model_card
 
+        config = self.config
         if evaluation is not None:
-            self.config.evaluation = evaluation if isinstance(evaluation, dict) else evaluation.to_dict()
+            config = config.replace(evaluation=evaluation if isinstance(evaluation, dict) else evaluation.to_dict())
         target = Path(save_directory)
+        if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or _is_router_folder(target))):
+            raise ZooterError(
+                f"{target} exists and is not a router folder; saving replaces the whole folder, "
+                "so choose a new or empty folder"
+            )
         with atomic_directory(target) as tmp:
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
             self.tokenizer.save_pretrained(str(tmp))
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+            (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
             if self.training_log:
                 with open(tmp / LOG_NAME, "w", encoding="utf-8") as f:
                     for entry in self.training_log:
                         f.write(json.dumps(entry) + "\n")
-            (tmp / CARD_NAME).write_text(render_model_card(self.config), encoding="utf-8")
+            (tmp / CARD_NAME).write_text(render_model_card(config), encoding="utf-8")
+        self.config = config
         logger.info("saved router to %s", target)
         return target
 
@@ -338,9 +359,17 @@ class ZooterRouter(torch.nn.Module):
             raise ZooterError(f"{config_path}: field 'encoder_config' is empty; cannot rebuild the encoder")
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as e:
+            raise ZooterError(f"{folder}: cannot load the tokenizer files ({e})") from None
         router = cls(encoder_from_config(config.encoder_config), tokenizer, config)
-        missing, unexpected = load_model(router, str(folder / WEIGHTS_NAME), strict=False)
+        try:
+            missing, unexpected = load_model(router, str(folder / WEIGHTS_NAME), strict=False)
+        except RuntimeError as e:  # tensor shapes differ from what config.json describes
+            raise ZooterError(f"{folder / WEIGHTS_NAME} does not fit {CONFIG_NAME}: {e}") from None
+        except Exception as e:  # safetensors' own error type for a damaged file
+            raise ZooterError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {e}") from None
         if missing or unexpected:
             raise ZooterError(
                 f"{folder / WEIGHTS_NAME} does not fit the config: missing {sorted(missing)[:5]}, "
@@ -373,6 +402,35 @@ class ZooterRouter(torch.nn.Module):
                 repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision
             )
         return str(url)
+
+
+def _is_router_folder(folder: Path) -> bool:
+    try:
+        return "experts" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _position_limit(encoder: Any, tokenizer: Any) -> int | None:
+    """How many tokens the encoder can read: the smaller of the tokenizer's and the model's limits."""
+    limits = []
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and model_max < 1_000_000:  # tokenizers without a limit report ~1e30
+        limits.append(model_max)
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if (
+        isinstance(positions, int)
+        and positions > 0
+        and getattr(encoder.config, "position_embedding_type", "absolute") == "absolute"
+    ):
+        # RoBERTa-style models reserve pad_token_id + 1 positions before the first token
+        offset = (
+            (encoder.config.pad_token_id or 0) + 1
+            if encoder.config.model_type in {"roberta", "xlm-roberta", "camembert"}
+            else 0
+        )
+        limits.append(positions - offset)
+    return min(limits) if limits else None
 
 
 def _download(repo_id: str, *, revision: str | None, token: str | None) -> Path:

@@ -94,9 +94,7 @@ def _seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _batches(
-    lengths: list[int], batch_size: int, generator: torch.Generator, group_by_length: bool
-) -> list[list[int]]:
+def _batches(lengths: list[int], batch_size: int, generator: torch.Generator, group_by_length: bool) -> list[list[int]]:
     """One epoch's batches of row indices, in a seeded random order."""
     order = torch.randperm(len(lengths), generator=generator).tolist()
     if group_by_length:
@@ -104,7 +102,9 @@ def _batches(
         # share a batch, while the windows and the batch order stay random.
         window = batch_size * 32
         order = [
-            i for start in range(0, len(order), window) for i in sorted(order[start : start + window], key=lambda i: -lengths[i])
+            i
+            for start in range(0, len(order), window)
+            for i in sorted(order[start : start + window], key=lambda i: -lengths[i])
         ]
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     if group_by_length:
@@ -131,7 +131,9 @@ def _param_groups(router: ZooterRouter, config: TrainingConfig) -> list[dict[str
 
 
 @torch.no_grad()
-def _validate(router: ZooterRouter, dataset: RoutingDataset, targets: torch.Tensor, batch_size: int) -> dict[str, float]:
+def _validate(
+    router: ZooterRouter, dataset: RoutingDataset, targets: torch.Tensor, batch_size: int
+) -> dict[str, float]:
     probs = router.predict_proba([ex.query for ex in dataset], batch_size=batch_size)
     loss = torch.nn.functional.kl_div(probs.clamp_min(1e-12).log(), targets, reduction="batchmean").item()
     rewards = torch.tensor(dataset.reward_matrix())
@@ -182,6 +184,10 @@ def train_router(
     )
     targets = make_targets(dataset, config.labels, enhancer).to(device)
     val_targets = make_targets(validation, config.labels) if validation is not None else None
+    select_by = config.select_by
+    if validation is not None and select_by == "reward" and not len(validation.complete()):
+        logger.warning("no validation row has a reward for every expert; picking the best epoch by loss")
+        select_by = "loss"
     if config.prior_bias:
         with torch.no_grad():
             router.head.bias.copy_(targets.mean(dim=0).clamp_min(1e-6).log())
@@ -239,10 +245,9 @@ def train_router(
                     progress.update(1)
                     progress.set_postfix(epoch=epoch, loss=f"{running / seen:.4f}")
             entry = {"step": step, "epoch": epoch, "train_loss": running / seen}
-            if validation is not None:
-                assert val_targets is not None
+            if validation is not None and val_targets is not None:
                 entry.update(_validate(router, validation, val_targets, config.batch_size * 2))
-                score = entry["val_reward"] if config.select_by == "reward" else -entry["val_loss"]
+                score = entry["val_reward"] if select_by == "reward" else -entry["val_loss"]
                 if best is None or score > best["score"]:
                     best = {"score": score, "epoch": epoch, "state": copy.deepcopy(router.state_dict())}
             log.append(entry)
@@ -252,15 +257,17 @@ def train_router(
             progress.close()
     if best is not None:
         router.load_state_dict(best["state"])
-        logger.info("kept epoch %d (best validation %s)", best["epoch"], config.select_by)
+        logger.info("kept epoch %d (best validation %s)", best["epoch"], select_by)
     router.eval()
     router.training_log = log
     router.config.labels = {**config.labels.to_dict(), **({"enhancer": enhancer.to_dict()} if enhancer else {})}
-    router.config.training = {
-        **config.to_dict(),
+    router.config.training = config.to_dict()
+    router.config.training_summary = {
         "train_rows": len(dataset),
         "validation_rows": len(validation) if validation is not None else 0,
         "best_epoch": best["epoch"] if best is not None else config.epochs,
+        "selected_by": select_by if best is not None else "last epoch",
         "train_seconds": round(time.perf_counter() - started, 1),
+        "device": str(device),
     }
     return router

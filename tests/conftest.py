@@ -110,3 +110,16 @@ def write_jsonl(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def keyword_router(tiny_encoder: str):
+    """A tiny router trained to send math/code/writing keywords to mathbot/coder/poet."""
+    from zooter.data import RoutingDataset, RoutingExample
+    from zooter.training import TrainingConfig, train_router
+
+    data = RoutingDataset([RoutingExample.from_dict(r) for r in keyword_rows(300, seed=11)])
+    config = TrainingConfig(
+        encoder=tiny_encoder, epochs=10, lr=3e-3, head_lr=3e-3, max_length=32, device="cpu", show_progress=False
+    )
+    return train_router(data, config)

@@ -50,7 +50,7 @@ class TestZooterRouterUnit(ChatModelUnitTests):
 # What an echoing fake expert cannot do: these tests check a real LLM's judgement or a provider's
 # features, not the router's plumbing (which the tests in test_runnable.py cover).
 _NEEDS_A_REAL_LLM = {
-    "test_tool_calling_with_no_arguments": "the fake expert picks tools by name in the question; this prompt never names it",
+    "test_tool_calling_with_no_arguments": "the fake expert picks a tool only when the question names it",
     "test_structured_few_shot_examples": "needs a model that follows few-shot examples",
     "test_structured_output": "needs a model that writes a joke into the schema's fields",
     "test_structured_output_async": "needs a model that writes a joke into the schema's fields",

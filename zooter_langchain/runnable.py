@@ -35,7 +35,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import ensure_config, get_config_list, get_executor_for_config, run_in_executor
 from langchain_core.runnables.utils import gather_with_concurrency
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from zooter.errors import ExpertMismatchError, ZooterError
 
@@ -137,8 +137,13 @@ class ZooterRouterRunnable(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    @model_validator(mode="after")
-    def _check_experts(self) -> ZooterRouterRunnable:
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        # checked here rather than in a pydantic validator, which would wrap the error in a
+        # ValidationError and hide the missing/extra lists from the caller
+        self._check_experts()
+
+    def _check_experts(self) -> None:
         router_experts = list(self.router.experts)
         missing = [name for name in router_experts if name not in self.experts]
         extra = [name for name in self.experts if name not in router_experts]
@@ -157,7 +162,6 @@ class ZooterRouterRunnable(BaseChatModel):
                 raise ExpertMismatchError(
                     f"{name!r} is not one of the experts {list(self.experts)}", missing=[name], extra=[]
                 )
-        return self
 
     @classmethod
     def from_pretrained(

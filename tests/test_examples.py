@@ -1,0 +1,30 @@
+"""The examples run offline, as a user would run them, and show what they promise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_langchain_example_runs_offline() -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "langchain_router.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    for section in ("LCEL chain", "streaming", "batch", "astream_events", "agent with two tools"):
+        assert section in out
+    assert "zooter_route: expert=" in out
+    assert "['calculator']" in out and "tool               42" in out

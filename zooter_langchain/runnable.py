@@ -254,6 +254,13 @@ class ZooterRouterRunnable(BaseChatModel):
         decision = kwargs.pop(_DECISION_KWARG, None)
         return decision or self._decide_texts([self.route_text(messages)], **options)[0]
 
+    async def _adecision_for(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`_decision_for` with any routing done in a worker thread, off the event loop."""
+        if _DECISION_KWARG in kwargs:
+            return self._decision_for(messages, kwargs)
+        options = self._split_options(kwargs)
+        return (await asyncio.to_thread(self._decide_texts, [self.route_text(messages)], **options))[0]
+
     def _candidates(self, decision: dict[str, Any]) -> list[str]:
         """The chosen expert, then (with fallback) the next most probable allowed ones."""
         if not self.fallback:
@@ -478,12 +485,7 @@ class ZooterRouterRunnable(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if _DECISION_KWARG not in kwargs:
-            options = self._split_options(kwargs)
-            kwargs[_DECISION_KWARG] = (
-                await asyncio.to_thread(self._decide_texts, [self.route_text(messages)], **options)
-            )[0]
-        decision = self._decision_for(messages, kwargs)
+        decision = await self._adecision_for(messages, kwargs)
         children = self._children(run_manager)
         if children is not None:
             await _emit(children, decision)
@@ -551,12 +553,7 @@ class ZooterRouterRunnable(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        if _DECISION_KWARG not in kwargs:
-            options = self._split_options(kwargs)
-            kwargs[_DECISION_KWARG] = (
-                await asyncio.to_thread(self._decide_texts, [self.route_text(messages)], **options)
-            )[0]
-        decision = self._decision_for(messages, kwargs)
+        decision = await self._adecision_for(messages, kwargs)
         children = self._children(run_manager)
         if children is not None:
             await _emit(children, decision)

@@ -22,21 +22,19 @@ def _router() -> ZooterRouter:
     return ZooterRouter.from_encoder(str(build_tiny_encoder(folder)), experts=["a", "b"], device="cpu")
 
 
-def _params() -> dict[str, Any]:
-    return {
-        "router": _router(),
-        "experts": {"a": FakeExpertChatModel(name="a"), "b": FakeExpertChatModel(name="b")},
-    }
+class _RouterOverFakeExperts:
+    """What both standard suites are told about the model under test."""
 
-
-class TestZooterRouterUnit(ChatModelUnitTests):
     @property
     def chat_model_class(self) -> type[ZooterRouterRunnable]:
         return ZooterRouterRunnable
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return _params()
+        return {
+            "router": _router(),
+            "experts": {"a": FakeExpertChatModel(name="a"), "b": FakeExpertChatModel(name="b")},
+        }
 
     @property
     def has_tool_calling(self) -> bool:
@@ -45,6 +43,10 @@ class TestZooterRouterUnit(ChatModelUnitTests):
     @property
     def has_structured_output(self) -> bool:
         return True
+
+
+class TestZooterRouterUnit(_RouterOverFakeExperts, ChatModelUnitTests):
+    pass
 
 
 # What an echoing fake expert cannot do: these tests check a real LLM's judgement or a provider's
@@ -67,28 +69,12 @@ _NEEDS_A_REAL_LLM = {
 }
 
 
-class TestZooterRouterIntegration(ChatModelIntegrationTests):
+class TestZooterRouterIntegration(_RouterOverFakeExperts, ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
     def _skip_what_needs_a_real_llm(self, request: pytest.FixtureRequest) -> None:
         reason = _NEEDS_A_REAL_LLM.get(request.function.__name__)
         if reason:
             pytest.skip(reason)
-
-    @property
-    def chat_model_class(self) -> type[ZooterRouterRunnable]:
-        return ZooterRouterRunnable
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        return _params()
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
 
     @property
     def returns_usage_metadata(self) -> bool:

@@ -10,10 +10,10 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zooter import __version__
+from zooter._lazy import lazy_exports
 
 _EXPORTS = {
     "ZooterRouterRunnable": "zooter_langchain.runnable",
@@ -28,14 +28,4 @@ if TYPE_CHECKING:
     from zooter_langchain.runnable import ROUTE_EVENT, ZooterRouterRunnable
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zooter_langchain' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("zooter_langchain", _EXPORTS, globals())

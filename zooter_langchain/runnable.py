@@ -48,6 +48,11 @@ _DECISION_KWARG = "zooter_route"  # carries a precomputed decision from invoke/b
 _CALL_OPTIONS = ("allowed_experts", "force_expert")  # per-call kwargs that stay with the router
 
 
+def _record_failure(attempts: list[dict[str, str]], name: str, error: Exception, next_expert: str) -> None:
+    attempts.append({"expert": name, "error": f"{type(error).__name__}: {error}"})
+    logger.warning("expert %s failed (%s); falling back to %s", name, error, next_expert)
+
+
 async def _emit(children: Any, decision: dict[str, Any]) -> None:
     result = children.on_custom_event(ROUTE_EVENT, decision, run_id=children.parent_run_id)
     if asyncio.iscoroutine(result):  # an async manager; a sync one (stream path) has already run
@@ -300,6 +305,19 @@ class ZooterRouterRunnable(BaseChatModel):
         }
 
     # -- calls: route first, so tracing knows the expert and batches share one router pass ----
+    def _route_first(self, input: LanguageModelInput, kwargs: dict[str, Any]) -> None:
+        """Put the decision into ``kwargs`` unless a batch already did."""
+        if _DECISION_KWARG not in kwargs:
+            kwargs[_DECISION_KWARG] = self.decide([input], **self._split_options(kwargs))[0]
+
+    async def _aroute_first(
+        self, input: LanguageModelInput, config: RunnableConfig | None, kwargs: dict[str, Any]
+    ) -> None:
+        """:meth:`_route_first` with the encoder in a worker thread, never on the event loop."""
+        if _DECISION_KWARG not in kwargs:
+            options = self._split_options(kwargs)
+            kwargs[_DECISION_KWARG] = (await run_in_executor(config, self.decide, [input], **options))[0]
+
     def invoke(
         self,
         input: LanguageModelInput,
@@ -308,8 +326,7 @@ class ZooterRouterRunnable(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        if _DECISION_KWARG not in kwargs:
-            kwargs[_DECISION_KWARG] = self.decide([input], **self._split_options(kwargs))[0]
+        self._route_first(input, kwargs)
         return super().invoke(input, config, stop=stop, **kwargs)
 
     async def ainvoke(
@@ -320,11 +337,7 @@ class ZooterRouterRunnable(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        if _DECISION_KWARG not in kwargs:
-            options = self._split_options(kwargs)
-            # the encoder runs in a worker thread, never on the event loop
-            decisions = await run_in_executor(config, self.decide, [input], **options)
-            kwargs[_DECISION_KWARG] = decisions[0]
+        await self._aroute_first(input, config, kwargs)
         return await super().ainvoke(input, config, stop=stop, **kwargs)
 
     def stream(
@@ -335,8 +348,7 @@ class ZooterRouterRunnable(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        if _DECISION_KWARG not in kwargs:
-            kwargs[_DECISION_KWARG] = self.decide([input], **self._split_options(kwargs))[0]
+        self._route_first(input, kwargs)
         config, previous = self._enter_stream(config)
         try:
             yield from super().stream(input, config, stop=stop, **kwargs)
@@ -351,10 +363,7 @@ class ZooterRouterRunnable(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        if _DECISION_KWARG not in kwargs:
-            options = self._split_options(kwargs)
-            decisions = await run_in_executor(config, self.decide, [input], **options)
-            kwargs[_DECISION_KWARG] = decisions[0]
+        await self._aroute_first(input, config, kwargs)
         config, previous = self._enter_stream(config)
         try:
             async for chunk in super().astream(input, config, stop=stop, **kwargs):
@@ -472,8 +481,7 @@ class ZooterRouterRunnable(BaseChatModel):
             except Exception as e:
                 if i == len(candidates) - 1:
                     raise
-                attempts.append({"expert": name, "error": f"{type(e).__name__}: {e}"})
-                logger.warning("expert %s failed (%s); falling back to %s", name, e, candidates[i + 1])
+                _record_failure(attempts, name, e, candidates[i + 1])
                 continue
             return self._result(message, decision, name, attempts)
         raise AssertionError("unreachable")  # the last candidate either returns or raises
@@ -500,8 +508,7 @@ class ZooterRouterRunnable(BaseChatModel):
             except Exception as e:
                 if i == len(candidates) - 1:
                     raise
-                attempts.append({"expert": name, "error": f"{type(e).__name__}: {e}"})
-                logger.warning("expert %s failed (%s); falling back to %s", name, e, candidates[i + 1])
+                _record_failure(attempts, name, e, candidates[i + 1])
                 continue
             return self._result(message, decision, name, attempts)
         raise AssertionError("unreachable")
@@ -543,8 +550,7 @@ class ZooterRouterRunnable(BaseChatModel):
             except Exception as e:
                 if started or i == len(candidates) - 1:  # tokens already sent cannot be taken back
                     raise
-                attempts.append({"expert": name, "error": f"{type(e).__name__}: {e}"})
-                logger.warning("expert %s failed (%s); falling back to %s", name, e, candidates[i + 1])
+                _record_failure(attempts, name, e, candidates[i + 1])
 
     async def _astream(
         self,
@@ -574,8 +580,7 @@ class ZooterRouterRunnable(BaseChatModel):
             except Exception as e:
                 if started or i == len(candidates) - 1:
                     raise
-                attempts.append({"expert": name, "error": f"{type(e).__name__}: {e}"})
-                logger.warning("expert %s failed (%s); falling back to %s", name, e, candidates[i + 1])
+                _record_failure(attempts, name, e, candidates[i + 1])
 
     def _tag_first_chunk(
         self, chunk: Any, decision: dict[str, Any], name: str, attempts: list[dict[str, str]]

@@ -12,7 +12,7 @@ import pytest
 from conftest import keyword_rows
 
 import zooter._io
-from zooter.data import RoutingDataset, RoutingExample, query_text
+from zooter.data import RoutingDataset, RoutingExample, load_queries, query_text
 from zooter.errors import DataError, ExpertMismatchError
 
 ROWS = [
@@ -564,3 +564,25 @@ def test_failed_first_save_creates_no_file(tmp_path, monkeypatch):
         keyword_dataset(5).save(tmp_path / "new.jsonl")
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_queries_reads_bare_queries_and_datasets_alike(write_jsonl):
+    path = write_jsonl(
+        [
+            {"id": "a", "query": "first", "task": "t"},
+            {"id": "b", "query": [{"role": "user", "content": "second"}], "rewards": {"m1": 1.0}},
+        ]
+    )
+    queries = load_queries(path)
+    assert [q.id for q in queries] == ["a", "b"]
+    assert queries[0].rewards == {} and queries[0].task == "t"
+    assert queries[1].text == "user: second" and queries[1].rewards == {"m1": 1.0}
+
+
+def test_load_queries_still_validates_what_is_there(write_jsonl):
+    path = write_jsonl([{"id": "a", "query": "ok"}, {"id": "a", "query": "again"}])
+    with pytest.raises(DataError, match="duplicate id") as info:
+        load_queries(path)
+    assert info.value.line == 2
+    with pytest.raises(DataError, match="rewards"):
+        load_queries(write_jsonl([{"id": "a", "query": "ok", "rewards": {"m": "high"}}], name="bad.jsonl"))

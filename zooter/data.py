@@ -90,9 +90,17 @@ class RoutingExample:
 
     @classmethod
     def from_dict(
-        cls, row: dict[str, Any], *, path: str | Path | None = None, line: int | None = None
+        cls,
+        row: dict[str, Any],
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        require_rewards: bool = True,
     ) -> RoutingExample:
         """Validate one record and build an example.
+
+        With ``require_rewards=False`` a record without ``rewards`` is a bare query (the input of
+        the collect and score stages); rewards that are present are still validated.
 
         Raises:
             DataError: naming the file, line, id, field and value at fault.
@@ -131,7 +139,9 @@ class RoutingExample:
             raise fail(f"expected a string or a non-empty list of chat messages, got {_short(query)}", "query", query)
 
         raw_rewards = row.get("rewards")
-        if not isinstance(raw_rewards, dict) or not raw_rewards:
+        if raw_rewards is None and not require_rewards:
+            raw_rewards = {}
+        elif not isinstance(raw_rewards, dict) or (not raw_rewards and require_rewards):
             raise fail(
                 f"expected an object mapping expert name to a number, got {_short(raw_rewards)}", "rewards", raw_rewards
             )
@@ -150,7 +160,7 @@ class RoutingExample:
             if not math.isfinite(reward):
                 raise fail(f"reward for expert {name!r} must be finite, got {_short(value)}", f"rewards.{name}", value)
             rewards[name] = reward
-        if not rewards:
+        if not rewards and require_rewards:
             raise fail("every reward is null; a row needs at least one", "rewards", raw_rewards)
 
         tags = row.get("tags")
@@ -161,6 +171,38 @@ class RoutingExample:
         if task is not None and not isinstance(task, str):
             raise fail(f"expected a string, got {_short(task)}", "task", task)
         return cls(id=rid, query=query, rewards=rewards, tags=tuple(tags), task=task)
+
+
+def load_queries(path: str | Path) -> list[RoutingExample]:
+    """Read the queries of a JSONL file in file order; ``rewards`` may be absent (then empty).
+
+    This is the input of the collect and score stages: a dataset file or a bare query file
+    (``{"id", "query", "tags"?, "task"?}`` a line) both work.
+
+    Raises:
+        DataError: the file is empty, a record is malformed, or an id repeats.
+    """
+    return _read_examples(Path(path), require_rewards=False)
+
+
+def _read_examples(path: Path, *, require_rewards: bool) -> list[RoutingExample]:
+    examples: list[RoutingExample] = []
+    lines: dict[str, int] = {}
+    for line_no, row in iter_jsonl(path):
+        ex = RoutingExample.from_dict(row, path=path, line=line_no, require_rewards=require_rewards)
+        if ex.id in lines:
+            raise DataError(
+                f"duplicate id (first seen on line {lines[ex.id]})",
+                path=path,
+                line=line_no,
+                record_id=ex.id,
+                field="id",
+            )
+        lines[ex.id] = line_no
+        examples.append(ex)
+    if not examples:
+        raise DataError("the file holds no rows; expected one JSON object a line", path=path)
+    return examples
 
 
 @dataclass(frozen=True)
@@ -245,22 +287,7 @@ class RoutingDataset(Sequence[RoutingExample]):
             DataError: the file is empty or malformed; the message names file, line, id and field.
         """
         path = Path(path)
-        examples: list[RoutingExample] = []
-        lines: dict[str, int] = {}
-        for line_no, row in iter_jsonl(path):
-            ex = RoutingExample.from_dict(row, path=path, line=line_no)
-            if ex.id in lines:
-                raise DataError(
-                    f"duplicate id (first seen on line {lines[ex.id]})",
-                    path=path,
-                    line=line_no,
-                    record_id=ex.id,
-                    field="id",
-                )
-            lines[ex.id] = line_no
-            examples.append(ex)
-        if not examples:
-            raise DataError("the file holds no rows; expected one JSON object a line", path=path)
+        examples = _read_examples(path, require_rewards=True)
         dataset = cls(examples, source=str(path))
         if experts is not None:
             dataset = dataset.select_experts(experts)

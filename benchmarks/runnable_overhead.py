@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
 import torch
+from _common import machine, percentile
 
 from zooter.cli import DEMO_EXPERTS, demo_data_path
 from zooter.data import RoutingDataset
 from zooter.router import ZooterRouter
 from zooter_langchain import FakeExpertChatModel, ZooterRouterRunnable
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(fn, *args, **kwargs) -> float:
@@ -68,7 +63,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+                "machine": machine(),
                 "device": str(router.device),
                 "encoder": router.config.encoder,
                 "max_length": router.config.max_length,

@@ -265,3 +265,31 @@ def test_an_empty_query_still_routes(router: ZooterRouter) -> None:
 def test_a_bare_chat_is_rejected_with_advice(router: ZooterRouter) -> None:
     with pytest.raises(TypeError, match="wrap a single query"):
         router.route([{"role": "user", "content": "hi"}])  # type: ignore[list-item]
+
+
+def test_int8_quantisation_keeps_probabilities_close_and_forbids_saving(router: ZooterRouter, tmp_path: Path) -> None:
+    fp32 = router.predict_proba(QUERIES)
+    assert router.quantize("int8") is router
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    quantised_linears = [m for m in router.encoder.modules() if isinstance(m, DynamicInt8Linear)]
+    assert quantised_linears, "the encoder's linear layers should be int8 now"
+    int8 = router.predict_proba(QUERIES)
+    torch.testing.assert_close(int8.sum(dim=1), torch.ones(len(QUERIES)))
+    torch.testing.assert_close(int8, fp32, atol=0.05, rtol=0)
+    with pytest.raises(ZooterError, match="quantise after loading"):
+        router.save_pretrained(tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def test_quantisation_rejects_unknown_modes(router: ZooterRouter) -> None:
+    with pytest.raises(ConfigError, match="int8"):
+        router.quantize("int4")
+
+
+def test_compiled_router_routes_and_saves_like_the_original(router: ZooterRouter, tmp_path: Path) -> None:
+    expected = router.predict_proba(QUERIES)
+    router.compile(backend="eager")  # the plumbing, without a C compiler; inductor is for real use
+    torch.testing.assert_close(router.predict_proba(QUERIES), expected)
+    loaded = ZooterRouter.from_pretrained(router.save_pretrained(tmp_path / "r"), device="cpu")
+    torch.testing.assert_close(loaded.predict_proba(QUERIES), expected)

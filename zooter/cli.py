@@ -143,14 +143,19 @@ def _format_decision(query: str, decision: Any) -> str:
     return f"{short}\n  -> {decision.expert}   ({probs})"
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def demo_splits() -> tuple[Any, Any]:
+    """The demo's data (arena-bench-v1, the six comparable experts) and its fixed split."""
     from zooter.data import RoutingDataset
+
+    data = RoutingDataset.load(demo_data_path(), experts=DEMO_EXPERTS)
+    return data, data.split(validation_fraction=0.1, test_fraction=0.2, seed=0)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from zooter.evaluation import evaluate
     from zooter.training import TrainingConfig, train_router
 
-    path = demo_data_path()
-    data = RoutingDataset.load(path, experts=DEMO_EXPERTS)
-    splits = data.split(validation_fraction=0.1, test_fraction=0.2, seed=0)
+    data, splits = demo_splits()
     print(
         f"arena-bench-v1 (GPT-4 grades 1-10, Apache-2.0): {len(data)} prompts, {len(data.experts)} experts; "
         f"split {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test"

@@ -133,6 +133,7 @@ class ZooterRouter(torch.nn.Module):
         torch.nn.init.zeros_(self.head.weight)  # starts at the uniform (or bias-given) distribution
         torch.nn.init.zeros_(self.head.bias)
         self.training_log: list[dict[str, Any]] = []
+        self.quantized: str | None = None
         self.eval()
 
     # -- construction ------------------------------------------------------------------------
@@ -194,6 +195,8 @@ class ZooterRouter(torch.nn.Module):
         for row, ids in enumerate(token_ids):
             input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
+        if self.device.type == "cuda":  # page-locked memory lets the copy overlap the previous batch's compute
+            input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
         return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -231,9 +234,10 @@ class ZooterRouter(torch.nn.Module):
             )
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        out = torch.empty((len(queries), len(self.config.experts)), dtype=torch.float32)
+        # Results stay on the device until the end: one copy back, no sync per batch on a GPU.
+        probs = torch.empty((len(queries), len(self.config.experts)), dtype=torch.float32, device=self.device)
         if not queries:
-            return out
+            return probs.cpu()
         was_training = self.training
         self.eval()
         token_ids = self.tokenize(queries)
@@ -248,10 +252,10 @@ class ZooterRouter(torch.nn.Module):
                 input_ids, attention_mask = self.collate([token_ids[i] for i in index])
                 with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
                     logits = self(input_ids, attention_mask)
-                out[torch.as_tensor(index)] = torch.softmax(logits.float(), dim=-1).cpu()
+                probs[torch.as_tensor(index, device=self.device)] = torch.softmax(logits.float(), dim=-1)
         finally:
             self.train(was_training)
-        return out
+        return probs.cpu()
 
     def route(
         self,
@@ -282,6 +286,44 @@ class ZooterRouter(torch.nn.Module):
         rows = probs.tolist()
         return [RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row))) for c, row in zip(chosen, rows)]
 
+    # -- speed -------------------------------------------------------------------------------
+    def quantize(self, mode: str = "int8") -> ZooterRouter:
+        """Quantise the encoder's linear layers to int8 (dynamic quantisation; CPU inference only).
+
+        Weights are stored in int8 and activations quantised on the fly; the head stays fp32.
+        ``benchmarks/routing_throughput.py --int8`` measures the speed-up and the share of
+        queries routed as the fp32 router routes them; check that share on your own router
+        before relying on it. A quantised router cannot be trained or saved: quantise after
+        loading.
+
+        Returns:
+            The router itself, quantised in place.
+        """
+        if mode != "int8":
+            raise ConfigError(f"quantize supports 'int8', got {mode!r}")
+        if self.device.type != "cpu":
+            raise ConfigError(f"int8 dynamic quantisation runs on CPU; this router is on {self.device}")
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # torch marks its eager-mode quantisation as deprecated
+            warnings.simplefilter("ignore")
+            self.encoder = quantize_dynamic(self.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+        self.quantized = mode
+        return self
+
+    def compile(self, **kwargs: Any) -> ZooterRouter:  # type: ignore[override]
+        """Compile the encoder with ``torch.compile`` (in place; weights and saving unchanged).
+
+        Worth it on CUDA for long-running services; the first batches of each new shape pay the
+        compilation. Keyword arguments go to ``torch.compile`` (default ``dynamic=True``, since
+        batches vary in length).
+        """
+        kwargs.setdefault("dynamic", True)
+        self.encoder.compile(**kwargs)
+        return self
+
     # -- saving and loading ------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | Path, *, evaluation: Any = None) -> Path:
         """Write ``config.json``, ``model.safetensors``, the tokenizer and a ``README.md`` model card.
@@ -297,6 +339,9 @@ class ZooterRouter(torch.nn.Module):
         from safetensors.torch import save_model
 
         from zooter.card import render_model_card
+
+        if self.quantized:
+            raise ZooterError("a quantised router cannot be saved; save the fp32 router and quantise after loading")
 
         config = self.config
         if evaluation is not None:

@@ -1,0 +1,83 @@
+"""What the benchmark scripts share: the real queries they run on, timing and percentiles."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zooter.cli import DEMO_EXPERTS, demo_data_path, demo_splits
+from zooter.data import RoutingDataset
+from zooter.router import ZooterRouter
+from zooter.training import TrainingConfig, train_router
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROUTELLM = SHARED_DATA / "routellm_mmlu_gsm8k" / "rewards.jsonl.gz"
+
+
+def real_queries(n: int, *, seed: int = 0) -> tuple[list[str], str]:
+    """``n`` real prompts and where they came from.
+
+    All 300 arena-bench-v1 prompts (bundled with the package: long, varied chat prompts), topped up
+    with a seeded sample of RouteLLM's MMLU/GSM8K questions from ``../shared/data`` when it is there
+    (shorter, exam-style), so the lengths are a realistic mix; without it the arena prompts repeat.
+    """
+    arena = RoutingDataset.load(demo_data_path(), experts=DEMO_EXPERTS).texts
+    queries = arena[:n]
+    source = f"{len(queries)} arena-bench-v1"
+    if len(queries) < n and ROUTELLM.is_file():
+        with gzip.open(ROUTELLM, "rt", encoding="utf-8") as f:
+            pool = [json.loads(line)["query"] for line in f if line.strip()]
+        extra = random.Random(seed).sample(pool, min(n - len(queries), len(pool)))
+        queries += extra
+        source += f" + {len(extra)} routellm_mmlu_gsm8k (seed {seed})"
+    while len(queries) < n:  # no shared data: repeat the arena prompts
+        queries.append(arena[len(queries) % len(arena)])
+    return queries, source
+
+
+DEMO_ROUTER = Path(__file__).resolve().parents[1] / ".benchmarks" / "demo-router"
+
+
+def demo_router(path: str | None = None, *, device: str | None = None) -> ZooterRouter:
+    """A trained router: ``path``, or the demo's router (trained once as ``zooter demo`` does, then cached)."""
+    if path is None and not (DEMO_ROUTER / "config.json").is_file():
+        _, splits = demo_splits()
+        config = TrainingConfig(show_progress=False, device=device)
+        train_router(splits.train, config, validation=splits.validation).save_pretrained(DEMO_ROUTER)
+    return ZooterRouter.from_pretrained(path or DEMO_ROUTER, device=device)
+
+
+def machine() -> dict[str, Any]:
+    info = {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def best_of(repeats: int, fn, *args, **kwargs) -> float:
+    """The fastest of ``repeats`` timed calls, in seconds (the least disturbed by other work)."""
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn(*args, **kwargs)
+        sync()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -1,4 +1,4 @@
-"""The ``zooter`` command: split, train, eval, route, and a self-contained demo.
+"""The ``zooter`` command: collect, split, train, eval, route, and a self-contained demo.
 
 Exit codes: 0 on success, 2 on bad input (one line on stderr, no traceback), 1 on anything else.
 """
@@ -143,6 +143,40 @@ def _format_decision(query: str, decision: Any) -> str:
     return f"{short}\n  -> {decision.expert}   ({probs})"
 
 
+def cmd_collect(args: argparse.Namespace, *, model_factory: Any = None) -> int:
+    """Ask every ``--expert`` every query; ``model_factory(spec, **kwargs)`` makes the chat models
+    (default: LangChain's ``init_chat_model``; tests pass their own)."""
+    from zooter_langchain.collect import collect_responses
+    from zooter_langchain.models import chat_model_from_spec, parse_expert_specs
+
+    specs = parse_expert_specs(args.expert)
+    factory = model_factory or chat_model_from_spec
+    model_kwargs = {} if args.temperature is None else {"temperature": args.temperature}
+    experts = {name: factory(spec, **model_kwargs) for name, spec in specs.items()}
+    report = collect_responses(
+        args.queries,
+        experts,
+        args.output,
+        max_concurrency=args.max_concurrency,
+        max_retries=args.retries,
+        failures_path=args.failures,
+        show_progress=not args.quiet,
+    )
+    print(
+        f"collected {report.collected} answers, {report.skipped} already in {report.output_path}, "
+        f"{report.failed} failed, in {report.seconds:.0f}s"
+    )
+    if report.failures:
+        first = report.failures[0]
+        print(
+            f"{report.failed} of {report.total} (id, model) pairs failed (first: {first.id} / {first.model}: "
+            f"{first.error}); see {report.failures_path}; rerun the same command to retry them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def demo_splits() -> tuple[Any, Any]:
     """The demo's data (arena-bench-v1, the six comparable experts) and its fixed split."""
     from zooter.data import RoutingDataset
@@ -231,6 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--device")
     p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("collect", help="ask every expert chat model every query; append the answers (resumable)")
+    p.add_argument("queries", help="query JSONL (id, query; rewards optional)")
+    p.add_argument(
+        "--expert",
+        action="append",
+        required=True,
+        metavar="NAME=PROVIDER:MODEL",
+        help="an expert and its LangChain chat model, e.g. coder=openai:gpt-4o-mini (repeat for each expert)",
+    )
+    p.add_argument("--output", required=True, help="responses JSONL to append to (a rerun resumes it)")
+    p.add_argument("--failures", help="where failed pairs go (default: OUTPUT.failures.jsonl)")
+    p.add_argument("--max-concurrency", type=int, default=8, help="calls in flight at once (default 8)")
+    p.add_argument("--retries", type=int, default=3, help="retries of a call after a transient error (default 3)")
+    p.add_argument("--temperature", type=float, help="sampling temperature of every expert (paper: 0.7)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("demo", help="train and evaluate on the bundled arena-bench-v1 data (offline)")
     p.add_argument("--output", help="also save the trained router here")

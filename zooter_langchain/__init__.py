@@ -1,4 +1,4 @@
-"""LangChain adapter for zooter routers: ``ZooterRouterRunnable``, a routing chat model.
+"""LangChain adapter for zooter: the routing chat model, collecting answers, judge rewards, reward ranking.
 
 It depends on :mod:`zooter`, never the other way round. Importing this package loads neither
 LangChain nor torch; each public name is imported on first use.
@@ -19,12 +19,25 @@ _EXPORTS = {
     "ZooterRouterRunnable": "zooter_langchain.runnable",
     "ROUTE_EVENT": "zooter_langchain.runnable",
     "FakeExpertChatModel": "zooter_langchain.fake",
+    "acollect_responses": "zooter_langchain.collect",
+    "collect_responses": "zooter_langchain.collect",
+    "CollectReport": "zooter_langchain.collect",
+    "CollectFailure": "zooter_langchain.collect",
+    "JudgeScorer": "zooter_langchain.judge",
+    "Judgment": "zooter_langchain.judge",
+    "parse_grade": "zooter_langchain.judge",
+    "RewardRankingRunnable": "zooter_langchain.ranking",
+    "chat_model_from_spec": "zooter_langchain.models",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from zooter_langchain.collect import CollectFailure, CollectReport, acollect_responses, collect_responses
     from zooter_langchain.fake import FakeExpertChatModel
+    from zooter_langchain.judge import JudgeScorer, Judgment, parse_grade
+    from zooter_langchain.models import chat_model_from_spec
+    from zooter_langchain.ranking import RewardRankingRunnable
     from zooter_langchain.runnable import ROUTE_EVENT, ZooterRouterRunnable
 
 

@@ -86,6 +86,22 @@ def conversation_text(messages: Sequence[BaseMessage]) -> str:
     return "\n".join(f"{m.type}: {message_text(m)}" for m in messages if message_text(m))
 
 
+def child_callbacks(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
+) -> CallbackManager | AsyncCallbackManager:
+    """A callback manager whose runs nest under ``run_manager``'s run.
+
+    Chat-model run managers have no ``get_child``; this does what ``ParentRunManager.get_child``
+    does, so a wrapped model's run shows inside the wrapper's run in traces.
+    """
+    cls = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
+    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return manager
+
+
 def _model_name(model: Any, fallback: str) -> str:
     for attr in ("model_name", "model", "model_id"):
         value = getattr(model, attr, None)
@@ -437,11 +453,7 @@ class ZooterRouterRunnable(BaseChatModel):
     # -- the BaseChatModel hooks ---------------------------------------------------------------
     @staticmethod
     def _children(run_manager: Any) -> Any:
-        """A callback manager whose runs nest under this router's run.
-
-        Chat-model run managers have no ``get_child``; this does what ``ParentRunManager.get_child``
-        does, so the expert's run shows inside the router's run in traces.
-        """
+        """A callback manager whose runs nest under this router's run (or the stream in progress)."""
         if run_manager is None:
             parent = _STREAM_PARENT.get()
             if parent is None:
@@ -454,12 +466,7 @@ class ZooterRouterRunnable(BaseChatModel):
             )
             manager.parent_run_id = run_id
             return manager
-        cls = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
-        manager = cls(handlers=[], parent_run_id=run_manager.run_id)
-        manager.set_handlers(run_manager.inheritable_handlers)
-        manager.add_tags(run_manager.inheritable_tags)
-        manager.add_metadata(run_manager.inheritable_metadata)
-        return manager
+        return child_callbacks(run_manager)
 
     def _generate(
         self,

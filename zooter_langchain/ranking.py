@@ -1,0 +1,203 @@
+"""The paper's baseline, reward-model ranking: ask every expert, score every answer, keep the best.
+
+It is the quality reference a router is compared with, and its cost is what routing saves: each
+call makes one call per expert plus one scorer pass over all their answers, where a
+:class:`~zooter_langchain.ZooterRouterRunnable` makes one small encoder pass and one expert call.
+
+Example:
+    >>> from zooter.rewards import RewardModelScorer
+    >>> from zooter_langchain import RewardRankingRunnable
+    >>> ranker = RewardRankingRunnable(  # doctest: +SKIP
+    ...     experts={"gpt-4o-mini": gpt, "haiku": haiku, "mixtral": mixtral},
+    ...     scorer=RewardModelScorer.from_pretrained("OpenAssistant/reward-model-deberta-v3-large-v2"),
+    ... )
+    >>> reply = ranker.invoke("Prove that sqrt(2) is irrational")  # doctest: +SKIP
+    >>> reply.response_metadata["reward_ranking"]  # doctest: +SKIP
+    {'expert': 'gpt-4o-mini', 'scores': {'gpt-4o-mini': 2.1, 'haiku': 1.4, 'mixtral': 0.3}, ...}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables.config import ContextThreadPoolExecutor
+from pydantic import ConfigDict, Field
+
+from zooter.data import Query
+from zooter.errors import ZooterError
+from zooter_langchain._retry import describe
+from zooter_langchain.runnable import _model_name, child_callbacks, message_text
+
+logger = logging.getLogger(__name__)
+
+_ROLES = {"human": "user", "ai": "assistant"}
+
+
+def messages_to_query(messages: Sequence[BaseMessage]) -> Query:
+    """The query a scorer reads for a call: the text of a lone human message, else the chat."""
+    if len(messages) == 1 and isinstance(messages[0], HumanMessage):
+        return message_text(messages[0])
+    return [{"role": _ROLES.get(m.type, m.type), "content": message_text(m)} for m in messages]
+
+
+class RewardRankingRunnable(BaseChatModel):
+    """A chat model that asks every expert, scores all their answers, and returns the best one.
+
+    Every answer carries ``response_metadata["reward_ranking"]``: the chosen ``expert``, every
+    answering expert's score (``None`` where the scorer could not score it), ``expert_calls`` made,
+    ``failed`` experts with their errors, and ``usage`` summed over all experts (the cost of the
+    call; the returned message's own ``usage_metadata`` stays the chosen expert's). Experts that
+    raise are skipped; if all raise, or the scorer scores no answer, the call raises.
+
+    Args:
+        experts: expert name -> chat model.
+        scorer: a :class:`zooter.rewards.RewardScorer` (a reward model, a
+            :class:`~zooter_langchain.JudgeScorer`...). Its async ``ascore`` is used when it has
+            one; otherwise ``score`` runs in a worker thread off the event loop. Each call makes
+            one scorer call over all the answers.
+        max_concurrency: expert calls in flight at once (default: all experts at once).
+
+    Example:
+        >>> experts = {"a": model_a, "b": model_b}  # doctest: +SKIP
+        >>> ranker = RewardRankingRunnable(experts=experts, scorer=JudgeScorer(grader))  # doctest: +SKIP
+        >>> chain = prompt | ranker | StrOutputParser()  # doctest: +SKIP
+    """
+
+    experts: dict[str, Any]
+    scorer: Any = Field(exclude=True)
+    max_concurrency: int | None = Field(default=None, ge=1)
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        if not self.experts:
+            raise ZooterError("RewardRankingRunnable needs at least one expert")
+        if not callable(getattr(self.scorer, "score", None)):
+            raise ZooterError(f"scorer {type(self.scorer).__name__} has no score(queries, responses) method")
+
+    @property
+    def _llm_type(self) -> str:
+        return "zooter-reward-ranking"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "experts": {name: _model_name(model, name) for name, model in self.experts.items()},
+            "scorer": type(self.scorer).__name__,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_provider="zooter", ls_model_type="chat", ls_model_name="reward-ranking")
+        if stop:
+            params["ls_stop"] = stop
+        return params
+
+    # -- the BaseChatModel hooks ---------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        config = {"callbacks": child_callbacks(run_manager)} if run_manager is not None else {}
+
+        def ask(name: str) -> BaseMessage | Exception:
+            try:
+                return self.experts[name].invoke(messages, config, stop=stop, **kwargs)
+            except Exception as e:  # one expert down does not sink the call: it is skipped and recorded
+                return e
+
+        with ContextThreadPoolExecutor(max_workers=self.max_concurrency or len(self.experts)) as pool:
+            replies = dict(zip(self.experts, pool.map(ask, self.experts)))
+        answers, failed = self._answers(replies)
+        query = messages_to_query(messages)
+        scores = self.scorer.score([query] * len(answers), [message_text(m) for m in answers.values()])
+        return self._result(answers, scores, failed)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        config = {"callbacks": child_callbacks(run_manager)} if run_manager is not None else {}
+        semaphore = asyncio.Semaphore(self.max_concurrency or len(self.experts))
+
+        async def ask(name: str) -> BaseMessage | Exception:
+            async with semaphore:
+                try:
+                    return await self.experts[name].ainvoke(messages, config, stop=stop, **kwargs)
+                except Exception as e:
+                    return e
+
+        replies = dict(zip(self.experts, await asyncio.gather(*(ask(name) for name in self.experts))))
+        answers, failed = self._answers(replies)
+        queries = [messages_to_query(messages)] * len(answers)
+        responses = [message_text(m) for m in answers.values()]
+        ascore = getattr(self.scorer, "ascore", None)
+        if ascore is not None and inspect.iscoroutinefunction(ascore):
+            scores = await ascore(queries, responses)
+        else:  # a reward model's forward pass must not block the event loop
+            scores = await asyncio.to_thread(self.scorer.score, queries, responses)
+        return self._result(answers, scores, failed)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _answers(self, replies: dict[str, Any]) -> tuple[dict[str, BaseMessage], dict[str, str]]:
+        answers: dict[str, BaseMessage] = {}
+        failed: dict[str, str] = {}
+        for name, reply in replies.items():
+            if isinstance(reply, BaseMessage):
+                answers[name] = reply
+            elif isinstance(reply, Exception):
+                failed[name] = describe(reply)
+                logger.warning("expert %s failed (%s); ranking the others", name, failed[name])
+            else:
+                failed[name] = f"returned {type(reply).__name__}, not a chat message"
+        if not answers:
+            cause = next((r for r in replies.values() if isinstance(r, Exception)), None)
+            detail = "; ".join(f"{name}: {error}" for name, error in failed.items())
+            raise ZooterError(f"every expert failed: {detail}") from cause
+        return answers, failed
+
+    def _result(
+        self, answers: dict[str, BaseMessage], scores: Sequence[float | None], failed: dict[str, str]
+    ) -> ChatResult:
+        scores = list(scores)
+        if len(scores) != len(answers):
+            raise ZooterError(f"the scorer returned {len(scores)} scores for {len(answers)} answers")
+        by_expert = {name: None if s is None else float(s) for name, s in zip(answers, scores)}
+        scored = {name: s for name, s in by_expert.items() if s is not None}
+        if not scored:
+            raise ZooterError(f"the scorer could not score any of the {len(answers)} answers ({list(answers)})")
+        best = max(scored, key=scored.__getitem__)  # ties: the first expert in the order given
+        usage: UsageMetadata | None = None
+        for message in answers.values():
+            if getattr(message, "usage_metadata", None):
+                usage = add_usage(usage, message.usage_metadata)
+        message = answers[best]
+        metadata = {
+            "model_name": _model_name(self.experts[best], best),
+            **message.response_metadata,
+            "reward_ranking": {
+                "expert": best,
+                "scores": by_expert,
+                "expert_calls": len(answers) + len(failed),
+                "failed": failed,
+                "usage": dict(usage) if usage else None,
+            },
+        }
+        message = message.model_copy(update={"response_metadata": metadata})
+        return ChatResult(generations=[ChatGeneration(message=message)])

@@ -127,6 +127,13 @@ class RewardModelScorer:
         self.pairs_truncated = 0
         self.queries_truncated = 0
         self.pad_id = _pad_id(model, tokenizer)
+        if tokenizer.pad_token_id is None and model.config.pad_token_id is None:
+            logger.warning(
+                "%s defines no padding token; padding with token %d. A model that pools its last token finds it "
+                "by looking for padding, so a pair ending in that token is read one token short",
+                self.name,
+                self.pad_id,
+            )
         if model.config.pad_token_id is None:
             # decoder reward models find each row's last token by looking for padding: tell them what it is
             model.config.pad_token_id = self.pad_id
@@ -175,7 +182,12 @@ class RewardModelScorer:
             tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         except (OSError, ValueError) as e:
             raise _wrap_load_error("the tokenizer of", source, e) from e
-        kwargs: dict[str, Any] = {"revision": revision, "dtype": weights_dtype}
+        import transformers
+        from packaging.version import Version
+
+        # transformers 4.56 renamed torch_dtype to dtype; older versions would ignore `dtype`
+        dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+        kwargs: dict[str, Any] = {"revision": revision, dtype_key: weights_dtype}
         try:
             try:
                 model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="sdpa", **kwargs)
@@ -715,9 +727,9 @@ def _score_pending(
     show_progress: bool,
 ) -> None:
     """Score ``pending`` in batches, appending each batch to the side file (and ``done``) as it finishes."""
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     size = batch_size or getattr(scorer, "batch_size", None) or 16
-    if size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {size}")
     # longest first, as the scorer itself batches: little padding within each call
     pending = sorted(pending, key=lambda r: len(by_id[r.id].text) + len(r.response), reverse=True)
     progress = None

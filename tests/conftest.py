@@ -63,20 +63,35 @@ def keyword_rows(n: int, *, seed: int = 0, noise: float = 1.0) -> list[dict]:
     return rows
 
 
-def build_tiny_encoder(folder: Path, *, seed: int = 0) -> Path:
-    """A 2-layer BERT with hidden size 32 and a word-level vocabulary, saved like a Hub model."""
+def build_tiny_encoder(
+    folder: Path,
+    *,
+    seed: int = 0,
+    words: list[str] | None = None,
+    num_labels: int | None = None,
+    chat_template: str | None = None,
+) -> Path:
+    """A 2-layer BERT with hidden size 32 and a word-level vocabulary, saved like a Hub model.
+
+    ``words`` replaces the default vocabulary; with ``num_labels`` the model is a sequence classifier
+    (``num_labels=1``: a reward model); ``chat_template`` is saved with the tokenizer.
+    """
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *(w for ws in TOPICS.values() for w in ws)]
-    vocab += ["hello", "world", "longer", "sentence", "words", "x", "?", ".", ","]
+    if words is None:
+        words = [*FILLER, *(w for ws in TOPICS.values() for w in ws)]
+        words += ["hello", "world", "longer", "sentence", "words", "x", "?", ".", ","]
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     import inspect
 
     # transformers 5 takes the vocabulary as `vocab`; 4.x as `vocab_file`
     key = "vocab" if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters else "vocab_file"
     tokenizer = BertTokenizerFast(**{key: str(folder / "vocab.txt")}, do_lower_case=True)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(seed)
     config = BertConfig(
@@ -87,7 +102,13 @@ def build_tiny_encoder(folder: Path, *, seed: int = 0) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
     )
-    BertModel(config).save_pretrained(str(folder))
+    if num_labels is None:
+        BertModel(config).save_pretrained(str(folder))
+    else:
+        config.num_labels = num_labels
+        # wider than BERT's 0.02 so that different inputs get visibly different outputs
+        config.initializer_range = 0.3
+        BertForSequenceClassification(config).save_pretrained(str(folder))
     return folder
 
 

@@ -180,3 +180,44 @@ def test_from_model_spec_reports_what_is_missing() -> None:
             JudgeScorer.from_model_spec("anthropic:claude-sonnet-4-5", model_kwargs={"temperature": 0})
     with pytest.raises(ConfigError, match="max_concurrency"):
         JudgeScorer(GradingJudge(), max_concurrency=0)
+
+
+def test_zooter_score_with_a_judge_writes_a_dataset_with_missing_grades_left_out(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import json
+
+    import zooter_langchain.models
+    from zooter.cli import main
+    from zooter.data import RoutingDataset
+    from zooter.rewards import scored_pairs_path
+
+    made: list[tuple[str, dict]] = []
+
+    def factory(spec: str, **kwargs: Any) -> GradingJudge:  # stands in for init_chat_model: no provider here
+        made.append((spec, kwargs))
+        return GradingJudge()
+
+    monkeypatch.setattr(zooter_langchain.models, "chat_model_from_spec", factory)
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"id": f"q{i}", "query": f"question {i}"}) + "\n" for i in range(3)))
+    answers = {"a": ["correct", "correct", "wrong"], "b": ["wrong", "rambling", "correct"]}
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "model": model, "response": f"{word} answer"}) + "\n"
+            for model, words in answers.items()
+            for i, word in enumerate(words)
+        )
+    )
+    out = tmp_path / "rewards.jsonl"
+    args = [str(responses), "--queries", str(queries), "--judge", "openai:gpt-4o", "--output", str(out), "--quiet"]
+    assert main(["score", *args]) == 0
+    assert made == [("openai:gpt-4o", {"temperature": 0})]
+    data = RoutingDataset.load(out)
+    assert [ex.rewards for ex in data] == [{"a": 9.0, "b": 2.0}, {"a": 9.0}, {"a": 2.0, "b": 9.0}]
+    assert "judge:" in scored_pairs_path(out).read_text().splitlines()[0]  # which grader the scores came from
+
+    capsys.readouterr()
+    assert main(["score", *args]) == 0  # the rerun grades nothing again
+    assert "scored 0 pairs" in capsys.readouterr().out

@@ -33,6 +33,11 @@ _EXPORTS = {
     "EvalReport": "zooter.evaluation",
     "evaluate": "zooter.evaluation",
     "evaluate_choices": "zooter.evaluation",
+    "RewardScorer": "zooter.rewards",
+    "RewardModelScorer": "zooter.rewards",
+    "ScoreReport": "zooter.rewards",
+    "read_responses": "zooter.rewards",
+    "score_responses": "zooter.rewards",
     "ZooterError": "zooter.errors",
     "DataError": "zooter.errors",
     "ConfigError": "zooter.errors",
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     from zooter.errors import ConfigError, DataError, ExpertMismatchError, ZooterError
     from zooter.evaluation import EvalReport, evaluate, evaluate_choices
     from zooter.labels import LabelConfig, LabelEnhancer, soft_targets
+    from zooter.rewards import RewardModelScorer, RewardScorer, ScoreReport, read_responses, score_responses
     from zooter.router import RouteDecision, RouterConfig, ZooterRouter
     from zooter.training import TrainingConfig, train_router
 

@@ -1,4 +1,4 @@
-"""The ``zooter`` command: collect, split, train, eval, route, and a self-contained demo.
+"""The ``zooter`` command: collect, score, split, train, eval, route, and a self-contained demo.
 
 Exit codes: 0 on success, 2 on bad input (one line on stderr, no traceback), 1 on anything else.
 """
@@ -46,6 +46,56 @@ def demo_data_path() -> Path:
 
 
 # -- commands ---------------------------------------------------------------------------------
+def _scorer_from_args(args: argparse.Namespace) -> Any:
+    """The scorer ``zooter score`` runs: a Hugging Face reward model, or a chat model as judge."""
+    if args.judge:
+        # the judge lives in the LangChain adapter; the core never imports it at module level
+        from zooter_langchain.judge import JudgeScorer
+
+        return JudgeScorer.from_model_spec(
+            args.judge, model_kwargs={"temperature": 0}, max_concurrency=args.max_concurrency
+        )
+    from zooter.rewards import RewardModelScorer
+
+    if not args.reward_model:
+        raise ZooterError("no scorer: pass --reward-model ID_OR_PATH or --judge PROVIDER:MODEL")
+    return RewardModelScorer.from_pretrained(
+        args.reward_model,
+        revision=args.revision,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+    )
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from zooter.data import load_queries
+    from zooter.rewards import read_responses, score_responses
+
+    if args.batch_size < 1:
+        raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # fail on unusable inputs before loading a reward model of several gigabytes
+    load_queries(args.queries)
+    read_responses(args.responses)
+    scorer = _scorer_from_args(args)
+    report = score_responses(
+        args.responses,
+        args.queries,
+        scorer,
+        args.output,
+        experts=_csv(args.experts) if args.experts else None,
+        batch_size=args.batch_size,
+        show_progress=not args.quiet,
+    )
+    print(report.format_summary())
+    if getattr(scorer, "pairs_truncated", 0):
+        print(
+            f"{scorer.pairs_truncated} pairs were longer than {scorer.max_length} tokens: their responses were cut "
+            f"(in {scorer.queries_truncated} of them the query alone was too long and lost its beginning)"
+        )
+    return 0
+
+
 def cmd_split(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
 
@@ -221,6 +271,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zooter-langchain {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("score", help="score each expert's answers with a reward model into a training dataset")
+    p.add_argument("responses", help="answers JSONL (id, model, response), e.g. from `zooter collect`")
+    p.add_argument(
+        "--queries", required=True, help="queries JSONL (id, query, [tags], [task]); rewards in it are ignored"
+    )
+    scorer = p.add_mutually_exclusive_group()
+    scorer.add_argument("--reward-model", help="Hugging Face reward model id or folder (one output logit)")
+    scorer.add_argument(
+        "--judge",
+        metavar="PROVIDER:MODEL",
+        help="grade 1-10 with a chat model instead (MT-Bench prompt, temperature 0; needs the agents extra)",
+    )
+    p.add_argument("--max-concurrency", type=int, default=8, help="grader calls in flight at once (--judge)")
+    p.add_argument("--revision", help="Hub revision of the reward model (branch, tag or commit)")
+    p.add_argument(
+        "--output", required=True, help="dataset JSONL to write; pairs scored so far go to OUTPUT.scored.jsonl"
+    )
+    p.add_argument("--experts", help="comma-separated models whose answers to score (default: all in the file)")
+    p.add_argument("--batch-size", type=int, default=16, help="pairs per reward-model pass (and per saved batch)")
+    p.add_argument("--max-length", type=int, help="tokens per (query, response) pair (default: what the model reads)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("split", help="split a dataset deterministically into train/validation/test files")
     p.add_argument("data", help="dataset JSONL (id, query, rewards, [tags], [task])")

@@ -41,21 +41,23 @@ Message = dict[str, Any]
 Query = str | list[Message]
 
 
+def content_text(content: Any) -> str:
+    """The text of a chat message's ``content``: a string, a list of content blocks, or null."""
+    if not content:  # null content: e.g. an assistant turn with tool calls only
+        return ""
+    if isinstance(content, str):
+        return content
+    # multimodal content blocks: keep the text parts only
+    return " ".join(
+        str(block.get("text", "")) for block in content if isinstance(block, dict) and block.get("type") == "text"
+    )
+
+
 def query_text(query: Query) -> str:
     """The text a router reads for a query: the string itself, or a chat as ``role: content`` lines."""
     if isinstance(query, str):
         return query
-    lines = []
-    for message in query:
-        content = message.get("content") or ""  # null content: e.g. an assistant turn with tool calls only
-        if not isinstance(content, str):  # multimodal content blocks: keep the text parts only
-            content = " ".join(
-                str(block.get("text", ""))
-                for block in content
-                if isinstance(block, dict) and block.get("type") == "text"
-            )
-        lines.append(f"{message.get('role', 'user')}: {content}")
-    return "\n".join(lines)
+    return "\n".join(f"{message.get('role', 'user')}: {content_text(message.get('content'))}" for message in query)
 
 
 @dataclass(frozen=True)

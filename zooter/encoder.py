@@ -61,7 +61,8 @@ def _wrap_load_error(what: str, name_or_path: str, error: Exception) -> ZooterEr
     hint = ""
     if not Path(name_or_path).exists():
         hint = " (not a local folder; as a Hub id it needs network access or a cached copy, see HF_HUB_OFFLINE)"
-    return ZooterError(f"could not load {what} {name_or_path!r}{hint}: {error}")
+    reason = " ".join(str(error).split())  # transformers' messages span lines; the CLI prints errors on one
+    return ZooterError(f"could not load {what} {name_or_path!r}{hint}: {reason}")
 
 
 def load_encoder(name_or_path: str | None = None, *, revision: str | None = None) -> tuple[Any, Any]:

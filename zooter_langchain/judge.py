@@ -27,7 +27,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from zooter.data import Query, query_text
 from zooter.errors import ConfigError, ZooterError
 from zooter_langchain._retry import RetriesExhausted, call_with_retries, describe, is_transient
-from zooter_langchain.runnable import message_text
+from zooter_langchain.runnable import _model_name, message_text
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ class JudgeScorer:
         backoff: seconds before the first retry (doubling, with jitter).
         retry_if: which errors to retry (default: :func:`zooter_langchain._retry.is_transient`).
 
+    Attributes:
+        name: ``"judge:<grader model name>"``, recorded by the score stage beside its output.
+
     Example:
         >>> judge = JudgeScorer(ChatAnthropic(model="claude-sonnet-4-5", temperature=0))  # doctest: +SKIP
         >>> judge.score(["Name a prime."], ["9"])  # doctest: +SKIP
@@ -127,6 +130,8 @@ class JudgeScorer:
         self.backoff = backoff
         self.retry_if = retry_if
         self.stats = {"graded": 0, "unparsable": 0, "failed": 0}
+        # what the grades came from: the score stage refuses to mix two judges' scales in one file
+        self.name = f"judge:{_model_name(grader, type(grader).__name__)}"
 
     @classmethod
     def from_model_spec(cls, spec: str, *, model_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> JudgeScorer:

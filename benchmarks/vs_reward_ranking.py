@@ -33,37 +33,13 @@ from typing import Any
 
 import torch
 from _common import SHARED_DATA, demo_router, machine
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 
 from zooter.cli import demo_splits
 from zooter.data import Query, query_text
 from zooter.rewards import RewardModelScorer
-from zooter_langchain import RewardRankingRunnable, ZooterRouterRunnable
-from zooter_langchain.runnable import last_human_text
+from zooter_langchain import ReplayChatModel, RewardRankingRunnable, ZooterRouterRunnable
 
 RESPONSES = SHARED_DATA / "arena_bench_v1" / "responses.jsonl.gz"
-
-
-class RecordedExpert(BaseChatModel):
-    """Answers a known prompt with the answer a real model gave it (no waiting: latency is modelled)."""
-
-    name: str
-    answers: dict[str, str]
-    count_tokens: Any
-
-    @property
-    def _llm_type(self) -> str:
-        return "recorded-answers"
-
-    def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, **kwargs: Any) -> ChatResult:
-        query = last_human_text(messages)
-        answer = self.answers[query]
-        usage = {"input_tokens": self.count_tokens(query), "output_tokens": self.count_tokens(answer)}
-        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-        message = AIMessage(content=answer, usage_metadata=usage, response_metadata={"model_name": self.name})
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 class RecordedGrades:
@@ -134,10 +110,7 @@ def main() -> None:
         return args.ttft + count_tokens(text) / args.tokens_per_s
 
     recorded = {
-        name: RecordedExpert(
-            name=name, answers={ex.text: answers[ex.id][name] for ex in rows}, count_tokens=count_tokens
-        )
-        for name in experts
+        name: ReplayChatModel(name=name, answers={ex.text: answers[ex.id][name] for ex in rows}) for name in experts
     }
     grades = {(ex.text, answers[ex.id][name]): ex.rewards[name] for ex in rows for name in experts}
     zooter = ZooterRouterRunnable(router=router, experts=recorded)
@@ -153,14 +126,14 @@ def main() -> None:
         overhead = time.perf_counter() - start
         chosen = reply.response_metadata["zooter"]["expert"]
         z_grade.append(ex.rewards[chosen])
-        z_tokens.append(reply.usage_metadata["total_tokens"])
+        z_tokens.append(count_tokens(ex.text) + count_tokens(answers[ex.id][chosen]))
         z_overhead.append(overhead)
         z_wall.append(overhead + latency(answers[ex.id][chosen]))
 
         reply = ranking.invoke(ex.text)
         meta = reply.response_metadata["reward_ranking"]
         r_grade.append(ex.rewards[meta["expert"]])
-        r_tokens.append(meta["usage"]["total_tokens"])
+        r_tokens.append(sum(count_tokens(ex.text) + count_tokens(answers[ex.id][name]) for name in experts))
         r_calls.append(meta["expert_calls"])
         r_wall.append(max(latency(answers[ex.id][name]) for name in experts))  # the experts run concurrently
         agree.append(ex.rewards[chosen] == ex.rewards[meta["expert"]])

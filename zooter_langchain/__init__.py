@@ -19,6 +19,7 @@ _EXPORTS = {
     "ZooterRouterRunnable": "zooter_langchain.runnable",
     "ROUTE_EVENT": "zooter_langchain.runnable",
     "FakeExpertChatModel": "zooter_langchain.fake",
+    "ReplayChatModel": "zooter_langchain.fake",
     "acollect_responses": "zooter_langchain.collect",
     "collect_responses": "zooter_langchain.collect",
     "CollectReport": "zooter_langchain.collect",
@@ -34,7 +35,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from zooter_langchain.collect import CollectFailure, CollectReport, acollect_responses, collect_responses
-    from zooter_langchain.fake import FakeExpertChatModel
+    from zooter_langchain.fake import FakeExpertChatModel, ReplayChatModel
     from zooter_langchain.judge import JudgeScorer, Judgment, parse_grade
     from zooter_langchain.models import chat_model_from_spec
     from zooter_langchain.ranking import RewardRankingRunnable

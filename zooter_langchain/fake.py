@@ -1,9 +1,10 @@
-"""A deterministic, offline expert chat model for tests, examples and benchmarks.
+"""Deterministic, offline expert chat models for tests, examples and benchmarks.
 
 ``FakeExpertChatModel`` answers ``"[name] <the last human text>"``, streams it word by word,
 supports ``bind_tools`` (it calls the first bound tool whose name appears in the question, once,
 then answers with the tool's result) and ``with_structured_output`` through tool calling. It can be
-told to fail, always or on some calls, to exercise fallbacks and retries.
+told to fail, always or on some calls, to exercise fallbacks and retries. ``ReplayChatModel``
+returns answers recorded earlier, to run the pipeline and benchmarks on real text offline.
 
 Example:
     >>> from zooter_langchain.fake import FakeExpertChatModel
@@ -124,6 +125,48 @@ class FakeExpertChatModel(BaseChatModel):
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
+
+
+class ReplayChatModel(BaseChatModel):
+    """Answers known prompts with answers recorded earlier (e.g. a real model's, from a responses file).
+
+    For offline evaluations and benchmarks on real text: each call returns the recorded answer to
+    its last human message, with no waiting (model latency separately if you need it). A prompt
+    with no recorded answer raises ``KeyError`` naming it.
+
+    Args:
+        name: the model whose answers these are (reported as ``model_name``).
+        answers: prompt text -> recorded answer.
+
+    Example:
+        >>> ReplayChatModel(name="m", answers={"2 + 2?": "4"}).invoke("2 + 2?").content
+        '4'
+    """
+
+    name: str
+    answers: dict[str, str]
+
+    @property
+    def _llm_type(self) -> str:
+        return "replay"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        question = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+        prompt = question.text if question is not None else ""
+        if prompt not in self.answers:
+            raise KeyError(f"{self.name} has no recorded answer to {prompt[:60]!r}")
+        message = AIMessage(content=self.answers[prompt], response_metadata={"model_name": self.name})
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 def _json(value: Any) -> str:

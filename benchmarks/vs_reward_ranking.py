@@ -104,7 +104,7 @@ def main() -> None:
     tokenizer = router.tokenizer
 
     def count_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def latency(text: str) -> float:
         return args.ttft + count_tokens(text) / args.tokens_per_s

@@ -1,4 +1,4 @@
-"""LangChain adapter for zooter routers: ``ZooterRouterRunnable``, a routing chat model.
+"""LangChain adapter for zooter routers: a routing chat model and an agent tool selector.
 
 It depends on :mod:`zooter`, never the other way round. Importing this package loads neither
 LangChain nor torch; each public name is imported on first use.
@@ -19,6 +19,11 @@ _EXPORTS = {
     "ZooterRouterRunnable": "zooter_langchain.runnable",
     "ROUTE_EVENT": "zooter_langchain.runnable",
     "FakeExpertChatModel": "zooter_langchain.fake",
+    "ZooterToolSelector": "zooter_langchain.tool_selection",
+    "ZooterToolSelectorRunnable": "zooter_langchain.tool_selection",
+    "ToolSelection": "zooter_langchain.tool_selection",
+    "ZooterToolSelectorMiddleware": "zooter_langchain.tool_middleware",
+    "TOOL_SELECTION_EVENT": "zooter_langchain.tool_middleware",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -26,6 +31,8 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from zooter_langchain.fake import FakeExpertChatModel
     from zooter_langchain.runnable import ROUTE_EVENT, ZooterRouterRunnable
+    from zooter_langchain.tool_middleware import TOOL_SELECTION_EVENT, ZooterToolSelectorMiddleware
+    from zooter_langchain.tool_selection import ToolSelection, ZooterToolSelector, ZooterToolSelectorRunnable
 
 
 __getattr__, __dir__ = lazy_exports("zooter_langchain", _EXPORTS, globals())

@@ -38,6 +38,12 @@ _EXPORTS = {
     "ScoreReport": "zooter.rewards",
     "read_responses": "zooter.rewards",
     "score_responses": "zooter.rewards",
+    "SelectionReport": "zooter.evaluation",
+    "evaluate_selection": "zooter.evaluation",
+    "evaluate_rankings": "zooter.evaluation",
+    "SelectionPolicy": "zooter.policy",
+    "Selection": "zooter.policy",
+    "select_top": "zooter.policy",
     "ZooterError": "zooter.errors",
     "DataError": "zooter.errors",
     "ConfigError": "zooter.errors",
@@ -51,8 +57,16 @@ if TYPE_CHECKING:
     from zooter.data import DatasetSplits, RoutingDataset, RoutingExample
     from zooter.encoder import DEFAULT_ENCODER
     from zooter.errors import ConfigError, DataError, ExpertMismatchError, ZooterError
-    from zooter.evaluation import EvalReport, evaluate, evaluate_choices
+    from zooter.evaluation import (
+        EvalReport,
+        SelectionReport,
+        evaluate,
+        evaluate_choices,
+        evaluate_rankings,
+        evaluate_selection,
+    )
     from zooter.labels import LabelConfig, LabelEnhancer, soft_targets
+    from zooter.policy import Selection, SelectionPolicy, select_top
     from zooter.rewards import RewardModelScorer, RewardScorer, ScoreReport, read_responses, score_responses
     from zooter.router import RouteDecision, RouterConfig, ZooterRouter
     from zooter.training import TrainingConfig, train_router

@@ -212,3 +212,151 @@ def evaluate(router: Any, dataset: RoutingDataset, *, batch_size: int = 64, show
     dataset = dataset.select_experts(router.experts)  # head order
     decisions = router.route([ex.query for ex in dataset], batch_size=batch_size, show_progress=show_progress)
     return evaluate_choices(dataset, [d.expert for d in decisions])
+
+
+@dataclass
+class SelectionReport:
+    """How often a selection of several experts (e.g. an agent's tools) holds a right one.
+
+    A row's *right* experts are those with the row's highest reward (ties included); rows where
+    every present reward is equal have no right answer to find and are skipped.
+
+    Attributes:
+        n: rows evaluated.
+        skipped: rows without a best expert.
+        recall_at_k: for each k, the share of rows where a right expert is among the router's k
+            most probable ones.
+        per_task: ``recall_at_k`` for each task, when the rows have tasks.
+        task_sizes: rows evaluated per task.
+        policy: the selection policy evaluated (its dict), if any.
+        policy_recall: the share of rows where the policy's selection holds a right expert.
+        mean_selected: the mean number of experts the policy selected (``always_include`` counted).
+    """
+
+    n: int
+    skipped: int
+    recall_at_k: dict[int, float]
+    per_task: dict[str, dict[int, float]] = field(default_factory=dict)
+    task_sizes: dict[str, int] = field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+    policy_recall: float | None = None
+    mean_selected: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format_table(self) -> str:
+        """A plain-text table for terminals."""
+        ks = sorted(self.recall_at_k)
+        header = "".join(f"{f'recall@{k}':>11}" for k in ks)
+        width = max([len("all"), *(len(t) for t in self.per_task)]) + 2
+        lines = [f"{'task':<{width}}{'n':>5}{header}", "-" * (width + 5 + 11 * len(ks))]
+        lines.append(f"{'all':<{width}}{self.n:>5}" + "".join(f"{self.recall_at_k[k]:>11.1%}" for k in ks))
+        for task, recalls in self.per_task.items():
+            size = self.task_sizes.get(task, "")
+            lines.append(f"{task:<{width}}{size:>5}" + "".join(f"{recalls[k]:>11.1%}" for k in ks))
+        lines.append("")
+        lines.append(f"rows: {self.n} (skipped, no single best: {self.skipped})")
+        if self.policy_recall is not None:
+            lines.append(
+                f"policy {self.policy}: recall {self.policy_recall:.1%}, mean selected {self.mean_selected:.2f}"
+            )
+        return "\n".join(lines)
+
+
+def evaluate_rankings(
+    dataset: RoutingDataset,
+    rankings: Sequence[Sequence[str]],
+    *,
+    ks: Sequence[int] = (1, 2, 3),
+    selections: Sequence[Sequence[str]] | None = None,
+    policy: dict[str, Any] | None = None,
+) -> SelectionReport:
+    """Score rankings of experts (most probable first, one per row) against the dataset's rewards.
+
+    Args:
+        dataset: the labelled rows.
+        rankings: for each row, expert names in the router's order of preference.
+        ks: the cut-offs to report recall at.
+        selections: for each row, the set a selection policy kept (for ``policy_recall``).
+        policy: the policy's settings, recorded in the report.
+
+    Raises:
+        ZooterError: the lengths differ, a k is below 1, or no row has a best expert.
+    """
+    if len(rankings) != len(dataset) or (selections is not None and len(selections) != len(dataset)):
+        raise ZooterError(f"got {len(rankings)} rankings for {len(dataset)} rows")
+    if not ks or any(k < 1 for k in ks):
+        raise ZooterError(f"ks must be integers >= 1, got {list(ks)}")
+    hits: dict[str | None, dict[int, int]] = {}
+    counts: dict[str | None, int] = {}
+    policy_hits, selected_total, n = 0, 0, 0
+    for i, example in enumerate(dataset):
+        rewards = example.rewards
+        best = max(rewards.values())
+        if all(abs(r - best) <= _TIE for r in rewards.values()):
+            continue
+        right = {name for name, r in rewards.items() if r >= best - _TIE}
+        n += 1
+        for task in {None, example.task}:
+            counts[task] = counts.get(task, 0) + 1
+            task_hits = hits.setdefault(task, dict.fromkeys(ks, 0))
+            for k in ks:
+                task_hits[k] += bool(right.intersection(rankings[i][:k]))
+        if selections is not None:
+            policy_hits += bool(right.intersection(selections[i]))
+            selected_total += len(selections[i])
+    if n == 0:
+        raise ZooterError("no row has a single best expert; nothing to evaluate on")
+
+    def recall(task: str | None) -> dict[int, float]:
+        return {k: hits[task][k] / counts[task] for k in ks}
+
+    tasks = sorted(t for t in counts if t is not None)
+    return SelectionReport(
+        n=n,
+        skipped=len(dataset) - n,
+        recall_at_k=recall(None),
+        per_task={t: recall(t) for t in tasks},
+        task_sizes={t: counts[t] for t in tasks},
+        policy=policy,
+        policy_recall=policy_hits / n if selections is not None else None,
+        mean_selected=selected_total / n if selections is not None else None,
+    )
+
+
+def evaluate_selection(
+    router: Any,
+    dataset: RoutingDataset,
+    *,
+    ks: Sequence[int] = (1, 2, 3),
+    policy: Any = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> SelectionReport:
+    """Rank every expert for each query of ``dataset`` (one router pass) and report recall@k.
+
+    Args:
+        router: a trained :class:`~zooter.router.ZooterRouter`.
+        dataset: labelled rows over the router's experts.
+        ks: the cut-offs to report recall at.
+        policy: a :class:`~zooter.policy.SelectionPolicy` to evaluate as well (its recall and the
+            mean number of experts it selects).
+        batch_size: queries per encoder forward.
+        show_progress: show a progress bar.
+
+    Raises:
+        ExpertMismatchError: the dataset's experts differ from the router's.
+    """
+    from zooter.policy import select_top
+
+    dataset.check_experts(router.experts)
+    probs = router.predict_proba([ex.query for ex in dataset], batch_size=batch_size, show_progress=show_progress)
+    experts = router.experts
+    rankings = [[experts[j] for j in row] for row in probs.argsort(dim=-1, descending=True, stable=True).tolist()]
+    selections = None
+    if policy is not None:
+        selections = [s.selected for s in select_top(probs, experts, policy)]
+    return evaluate_rankings(
+        dataset, rankings, ks=ks, selections=selections, policy=None if policy is None else policy.to_dict()
+    )

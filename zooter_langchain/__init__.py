@@ -1,4 +1,5 @@
-"""LangChain adapter for zooter: the routing chat model, collecting answers, judge rewards, reward ranking.
+"""LangChain adapter for zooter: the routing chat model, collecting answers, judge rewards, reward
+ranking, and an agent tool selector.
 
 It depends on :mod:`zooter`, never the other way round. Importing this package loads neither
 LangChain nor torch; each public name is imported on first use.
@@ -29,6 +30,11 @@ _EXPORTS = {
     "parse_grade": "zooter_langchain.judge",
     "RewardRankingRunnable": "zooter_langchain.ranking",
     "chat_model_from_spec": "zooter_langchain.models",
+    "ZooterToolSelector": "zooter_langchain.tool_selection",
+    "ZooterToolSelectorRunnable": "zooter_langchain.tool_selection",
+    "ToolSelection": "zooter_langchain.tool_selection",
+    "ZooterToolSelectorMiddleware": "zooter_langchain.tool_middleware",
+    "TOOL_SELECTION_EVENT": "zooter_langchain.tool_middleware",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -40,6 +46,8 @@ if TYPE_CHECKING:
     from zooter_langchain.models import chat_model_from_spec
     from zooter_langchain.ranking import RewardRankingRunnable
     from zooter_langchain.runnable import ROUTE_EVENT, ZooterRouterRunnable
+    from zooter_langchain.tool_middleware import TOOL_SELECTION_EVENT, ZooterToolSelectorMiddleware
+    from zooter_langchain.tool_selection import ToolSelection, ZooterToolSelector, ZooterToolSelectorRunnable
 
 
 __getattr__, __dir__ = lazy_exports("zooter_langchain", _EXPORTS, globals())

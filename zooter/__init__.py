@@ -25,6 +25,10 @@ _EXPORTS = {
     "LabelConfig": "zooter.labels",
     "LabelEnhancer": "zooter.labels",
     "soft_targets": "zooter.labels",
+    "Tagger": "zooter.tagging",
+    "DataTagger": "zooter.tagging",
+    "ClusterTagger": "zooter.tagging",
+    "TagEnhancer": "zooter.tagging",
     "ZooterRouter": "zooter.router",
     "RouterConfig": "zooter.router",
     "RouteDecision": "zooter.router",
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     from zooter.evaluation import EvalReport, evaluate, evaluate_choices
     from zooter.labels import LabelConfig, LabelEnhancer, soft_targets
     from zooter.router import RouteDecision, RouterConfig, ZooterRouter
+    from zooter.tagging import ClusterTagger, DataTagger, TagEnhancer, Tagger
     from zooter.training import TrainingConfig, train_router
 
 

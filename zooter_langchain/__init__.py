@@ -19,6 +19,7 @@ _EXPORTS = {
     "ZooterRouterRunnable": "zooter_langchain.runnable",
     "ROUTE_EVENT": "zooter_langchain.runnable",
     "FakeExpertChatModel": "zooter_langchain.fake",
+    "ChatModelTagger": "zooter_langchain.tagging",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -26,6 +27,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from zooter_langchain.fake import FakeExpertChatModel
     from zooter_langchain.runnable import ROUTE_EVENT, ZooterRouterRunnable
+    from zooter_langchain.tagging import ChatModelTagger
 
 
 __getattr__, __dir__ = lazy_exports("zooter_langchain", _EXPORTS, globals())

@@ -201,10 +201,14 @@ def test_hard_labels_are_one_hot_on_the_best_and_split_ties():
     assert targets.tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]
 
 
-def test_hard_labels_train_and_are_recorded(tiny_encoder: str):
+def test_hard_labels_train_and_are_recorded_and_an_untagged_router_has_no_tagger(tiny_encoder: str, tmp_path: Path):
     router = train_router(dataset(keyword_rows(24, seed=1)), tiny_config(tiny_encoder, labels=LabelConfig(hard=True)))
-    assert router.config.labels["hard"] is True
     assert all(math.isfinite(e["train_loss"]) for e in router.training_log if "train_loss" in e)
+    saved = router.save_pretrained(tmp_path / "plain")
+    assert json.loads((saved / "config.json").read_text())["labels"]["hard"] is True
+    assert "Hard labels" in (saved / "README.md").read_text()
+    assert not (saved / "tagger.safetensors").exists()
+    assert ZooterRouter.from_pretrained(saved, device="cpu").tagger is None
 
 
 # -- the cluster tagger -----------------------------------------------------------------------------
@@ -264,12 +268,6 @@ def test_cluster_tags_are_saved_with_the_router_and_reproduce_the_training_tags(
     expected = make_targets(train, LabelConfig(), TagEnhancer(fresh, beta=0.3))
     assert torch.allclose(enhancer.fit(train, make_targets(train)).transform(train, make_targets(train)), expected)
     assert "k-means cluster tags (k=3" in (saved / "README.md").read_text()
-
-
-def test_a_router_without_tags_loads_without_a_tagger(keyword_router, tmp_path: Path):
-    loaded = ZooterRouter.from_pretrained(keyword_router.save_pretrained(tmp_path / "plain"), device="cpu")
-    assert loaded.tagger is None
-    assert not (tmp_path / "plain" / "tagger.safetensors").exists()
 
 
 def test_a_missing_centroid_file_warns_but_the_router_still_routes(tiny_encoder: str, tmp_path: Path, caplog):

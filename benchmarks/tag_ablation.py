@@ -15,7 +15,8 @@ varies; the split does not.
 
 Each finished run is appended to ``--results`` (JSONL) at once, and a rerun skips the runs already
 there, so the script can be stopped and resumed. Runs go seed by seed, so a partial table has every
-configuration at the first seeds.
+configuration at the first seeds; within a seed the baseline (beta=1) and the paper's best
+(beta=0.3) go first.
 
 Usage::
 
@@ -35,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+RUN_FIRST = ("beta=1", "beta=0.3")
 
 
 def configurations(betas: list[float], tags: str) -> dict[str, dict[str, Any]]:
@@ -173,9 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["config"], r["seed"]) for r in rows}
     print(f"setup: {json.dumps(setup)}; {len(done)} runs already in {results_path}", file=sys.stderr)
 
+    # The baseline and the paper's best first: a partial run still answers "do tags help at all?"
+    run_order = sorted(
+        configs, key=lambda name: (name not in RUN_FIRST, RUN_FIRST.index(name) if name in RUN_FIRST else 0)
+    )
     if not args.summary_only:
         for seed in seeds:
-            for name, labels in configs.items():
+            for name in run_order:
+                labels = configs[name]
                 if (name, seed) in done:
                     continue
                 result = {"setup": setup, "config": name, "labels": labels, "seed": seed}

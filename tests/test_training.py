@@ -62,7 +62,7 @@ def test_training_records_its_settings_and_loss_log(trained: ZooterRouter, keywo
     assert training["train_rows"] == len(keyword_splits.train)
     assert training["validation_rows"] == len(keyword_splits.validation)
     assert 1 <= training["best_epoch"] <= 8
-    assert trained.config.labels == {"temperature": 1.0}
+    assert trained.config.labels == {"temperature": 1.0, "hard": False, "tags": "none", "beta": 0.3}
     epochs = [e for e in trained.training_log if "val_loss" in e]
     assert [e["epoch"] for e in epochs] == list(range(1, 9))
     steps = [e for e in trained.training_log if "loss" in e]

@@ -25,6 +25,10 @@ _EXPORTS = {
     "LabelConfig": "zooter.labels",
     "LabelEnhancer": "zooter.labels",
     "soft_targets": "zooter.labels",
+    "Tagger": "zooter.tagging",
+    "DataTagger": "zooter.tagging",
+    "ClusterTagger": "zooter.tagging",
+    "TagEnhancer": "zooter.tagging",
     "ZooterRouter": "zooter.router",
     "RouterConfig": "zooter.router",
     "RouteDecision": "zooter.router",
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
     from zooter.policy import Selection, SelectionPolicy, select_top
     from zooter.rewards import RewardModelScorer, RewardScorer, ScoreReport, read_responses, score_responses
     from zooter.router import RouteDecision, RouterConfig, ZooterRouter
+    from zooter.tagging import ClusterTagger, DataTagger, TagEnhancer, Tagger
     from zooter.training import TrainingConfig, train_router
 
 

@@ -18,6 +18,33 @@ def _front_matter(config: Any) -> str:
     return "\n".join(lines)
 
 
+def describe_labels(labels: dict[str, Any]) -> str:
+    """One sentence on how the training targets were made, from the config's ``labels``."""
+    if not labels:
+        return "How the targets were made was not recorded."
+    if labels.get("hard"):
+        text = "Hard labels: a one-hot on the best-rewarded expert (cross-entropy)"
+    else:
+        text = f"Soft labels: softmax of the rewards at temperature {labels.get('temperature', 1.0)}"
+    enhancer = labels.get("enhancer")
+    if isinstance(enhancer, dict) and enhancer.get("kind") == "tags":
+        tagger = enhancer.get("tagger") or {}
+        source = f"{tagger.get('kind', '?')} tags"
+        if tagger.get("kind") == "cluster":
+            source = f"k-means cluster tags (k={tagger.get('k')}, seed {tagger.get('seed')})"
+        text += (
+            f", mixed with tag averages from the training rows: s* = {enhancer.get('beta')}·s(q) + "
+            f"{1 - float(enhancer.get('beta', 0)):.2g}·mean over the query's tags of s_t, using {source}; "
+            f"{enhancer.get('rows_tagged')} of {enhancer.get('rows_fitted')} training rows tagged, "
+            f"{enhancer.get('distinct_tags')} distinct tags"
+        )
+    elif isinstance(enhancer, dict):
+        text += f", then the label enhancer {enhancer.get('kind', type(enhancer).__name__)!r}"
+    elif labels.get("tags", "none") != "none":
+        text += f" (tags={labels['tags']!r} with beta={labels.get('beta')}: no enhancement)"
+    return text + "."
+
+
 def render_model_card(config: Any) -> str:
     """Markdown model card for a :class:`~zooter.router.RouterConfig`."""
     experts = "\n".join(f"{i}. `{name}`" for i, name in enumerate(config.experts))
@@ -58,6 +85,8 @@ print(router.route(["How do I reverse a linked list in C?"])[0])
 {config.max_length} tokens.
 
 ## Labels
+
+{describe_labels(config.labels)}
 
 ```json
 {labels}

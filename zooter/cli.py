@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zooter import __version__
-from zooter.errors import ZooterError
+from zooter.errors import ConfigError, ZooterError
 
 logger = logging.getLogger("zooter.cli")
 
@@ -128,8 +128,12 @@ def _training_config(args: argparse.Namespace) -> Any:
         "device": args.device,
     }
     config = TrainingConfig(**{k: v for k, v in given.items() if v is not None}, show_progress=not args.quiet)
-    if args.temperature is not None:
-        config.labels = LabelConfig(temperature=args.temperature)
+    labels = {"temperature": args.temperature, "beta": args.beta, "tags": args.tags, "hard": args.hard_labels or None}
+    labels = {k: v for k, v in labels.items() if v is not None}
+    if "beta" in labels and labels.get("tags", "none") == "none":
+        raise ConfigError("--beta mixes in tag averages, so it needs --tags (data, task, cluster or cluster:K)")
+    if labels:
+        config.labels = LabelConfig(**labels)
     return config
 
 
@@ -315,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate of the encoder")
     p.add_argument("--temperature", type=float, help="softmax temperature of the soft targets (paper: 1)")
+    p.add_argument("--hard-labels", action="store_true", help="train on the argmax expert (cross-entropy)")
+    p.add_argument(
+        "--tags",
+        help="tag-based label enhancement from: none (default), data (the rows' tags), task, data+task, "
+        "cluster or cluster:K (k-means of the encoder's embeddings of the training queries)",
+    )
+    p.add_argument("--beta", type=float, help="weight of a query's own target against its tags' average (paper: 0.3)")
     p.add_argument("--max-length", type=int, help="tokens kept per query")
     p.add_argument("--seed", type=int)
     p.add_argument("--validation-fraction", type=float)

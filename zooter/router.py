@@ -134,6 +134,7 @@ class ZooterRouter(torch.nn.Module):
         torch.nn.init.zeros_(self.head.bias)
         self.training_log: list[dict[str, Any]] = []
         self.quantized: str | None = None
+        self.tagger: Any = None  # the zooter.tagging.Tagger that tagged the training queries, if any
         self.eval()
 
     # -- construction ------------------------------------------------------------------------
@@ -356,6 +357,8 @@ class ZooterRouter(torch.nn.Module):
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
             self.tokenizer.save_pretrained(str(tmp))
             (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+            if self.tagger is not None:
+                self.tagger.save(tmp)  # e.g. the cluster centroids, so the training tags can be rebuilt
             if self.training_log:
                 with open(tmp / LOG_NAME, "w", encoding="utf-8") as f:
                     for entry in self.training_log:
@@ -423,6 +426,7 @@ class ZooterRouter(torch.nn.Module):
         log_path = folder / LOG_NAME
         if log_path.is_file():
             router.training_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        router.tagger = _load_tagger(config, folder)
         return router.to(pick_device(device))
 
     def push_to_hub(
@@ -447,6 +451,21 @@ class ZooterRouter(torch.nn.Module):
                 repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision
             )
         return str(url)
+
+
+def _load_tagger(config: RouterConfig, folder: Path) -> Any:
+    """The tagger recorded in ``config.labels`` (None if none); routing works without it, so a fault only warns."""
+    enhancer = config.labels.get("enhancer")
+    settings = enhancer.get("tagger") if isinstance(enhancer, dict) else None
+    if not isinstance(settings, dict):
+        return None
+    from zooter.tagging import load_tagger
+
+    try:
+        return load_tagger(settings, folder)
+    except ZooterError as e:
+        logger.warning("%s: cannot rebuild the training tagger (%s); routing is unaffected", folder, e)
+        return None
 
 
 def _is_router_folder(folder: Path) -> bool:

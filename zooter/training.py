@@ -50,7 +50,8 @@ class TrainingConfig(ZooterConfig):
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         warmup_ratio: share of the steps spent warming the learning rate up from 0.
         max_grad_norm: gradient clipping threshold (global L2 norm).
-        labels: how rewards become soft targets (temperature).
+        labels: how rewards become targets: temperature, hard labels, and the tag-based enhancement
+            (``tags`` source and ``beta``), fitted on the training rows only.
         seed: seeds shuffling, dropout and the validation split; equal seeds give equal routers on CPU.
         validation_fraction: share of the training data held out to pick the best epoch (0: keep
             the last epoch).
@@ -157,7 +158,8 @@ def train_router(
         config: training settings; defaults suit a small encoder on a CPU.
         validation: rows to pick the best epoch on; by default ``config.validation_fraction`` of
             ``dataset`` is held out (by id hash), or none when that is 0.
-        enhancer: optional label enhancement (e.g. tag-based), fitted on the training rows only.
+        enhancer: optional label enhancement, fitted on the training rows only; by default the one
+            ``config.labels.tags`` names (none unless set). Passing both is an error.
 
     Returns:
         The trained router (on the training device, in eval mode), its ``config.training`` and
@@ -176,13 +178,24 @@ def train_router(
         validation = RoutingDataset(list(validation), experts=dataset.experts, source=validation.source)
     if len(dataset) < 2:
         raise ConfigError(f"training needs at least 2 rows, got {len(dataset)}")
+    if enhancer is not None and config.labels.enhanced:
+        raise ConfigError(f"pass either an enhancer or labels.tags={config.labels.tags!r}, not both")
 
     _seed_everything(config.seed)
     device = pick_device(config.device)
     router = ZooterRouter.from_encoder(
         config.encoder, experts=dataset.experts, max_length=config.max_length, device=device
     )
+    if enhancer is None and config.labels.enhanced:
+        from zooter.tagging import enhancer_from_config
+
+        # Cluster tags embed the training queries with this still-pretrained encoder (no second load);
+        # k-means has its own seeded generator, so the training RNG stream is the same as without tags.
+        enhancer = enhancer_from_config(
+            config.labels, encoder=config.encoder, max_length=config.max_length, seed=config.seed, embedder=router
+        )
     targets = make_targets(dataset, config.labels, enhancer).to(device)
+    router.tagger = getattr(enhancer, "tagger", None)  # saved with the router: its labels can be rebuilt
     val_targets = make_targets(validation, config.labels) if validation is not None else None
     select_by = config.select_by
     if validation is not None and select_by == "reward" and not len(validation.complete()):

@@ -1,5 +1,5 @@
 """LangChain adapter for zooter: the routing chat model, collecting answers, judge rewards, reward
-ranking, and an agent tool selector.
+ranking, an agent tool selector and an LLM intent tagger.
 
 It depends on :mod:`zooter`, never the other way round. Importing this package loads neither
 LangChain nor torch; each public name is imported on first use.
@@ -35,6 +35,7 @@ _EXPORTS = {
     "ToolSelection": "zooter_langchain.tool_selection",
     "ZooterToolSelectorMiddleware": "zooter_langchain.tool_middleware",
     "TOOL_SELECTION_EVENT": "zooter_langchain.tool_middleware",
+    "ChatModelTagger": "zooter_langchain.tagging",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from zooter_langchain.models import chat_model_from_spec
     from zooter_langchain.ranking import RewardRankingRunnable
     from zooter_langchain.runnable import ROUTE_EVENT, ZooterRouterRunnable
+    from zooter_langchain.tagging import ChatModelTagger
     from zooter_langchain.tool_middleware import TOOL_SELECTION_EVENT, ZooterToolSelectorMiddleware
     from zooter_langchain.tool_selection import ToolSelection, ZooterToolSelector, ZooterToolSelectorRunnable
 

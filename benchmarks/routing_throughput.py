@@ -22,7 +22,7 @@ import torch
 from _common import best_of, demo_router, machine, real_queries
 
 from zooter.cli import DEMO_EXPERTS
-from zooter.encoder import half_dtype
+from zooter.encoder import autocast, half_dtype
 from zooter.router import ZooterRouter
 
 
@@ -37,7 +37,7 @@ def bare_forward(router: ZooterRouter, queries: list[str], batch_size: int):
     @torch.inference_mode()
     def run() -> None:
         for input_ids, attention_mask in batches:
-            with torch.autocast(router.device.type, dtype=amp, enabled=amp is not None):
+            with autocast(router.device, amp):
                 router.encoder(input_ids=input_ids, attention_mask=attention_mask)
 
     return run

@@ -20,7 +20,7 @@ from _common import machine, sync
 
 from zooter.cli import DEMO_EXPERTS, demo_data_path
 from zooter.data import RoutingDataset
-from zooter.encoder import half_dtype
+from zooter.encoder import autocast, half_dtype
 from zooter.router import ZooterRouter
 from zooter.training import TrainingConfig, _batches, train_router
 
@@ -40,7 +40,7 @@ def bare_forward_backward(rows: RoutingDataset, config: TrainingConfig) -> float
     for _ in range(config.epochs):
         for index in _batches(lengths, config.batch_size, generator, config.group_by_length):
             input_ids, attention_mask = router.collate([token_ids[i] for i in index])
-            with torch.autocast(router.device.type, dtype=amp, enabled=amp is not None):
+            with autocast(router.device, amp):
                 hidden = router.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             hidden.float().sum().backward()
             router.zero_grad(set_to_none=True)

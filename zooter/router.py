@@ -27,6 +27,7 @@ from zooter.data import Query, query_text
 from zooter.encoder import (
     DEFAULT_ENCODER,
     DEFAULT_ENCODER_ALIASES,
+    autocast,
     encoder_from_config,
     half_dtype,
     load_encoder,
@@ -251,7 +252,7 @@ class ZooterRouter(torch.nn.Module):
         try:
             for index in batches:
                 input_ids, attention_mask = self.collate([token_ids[i] for i in index])
-                with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+                with autocast(self.device, amp):
                     logits = self(input_ids, attention_mask)
                 probs[torch.as_tensor(index, device=self.device)] = torch.softmax(logits.float(), dim=-1)
         finally:

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
-from zooter.encoder import half_dtype, pick_device
+from zooter.encoder import autocast, half_dtype, pick_device
 from zooter.errors import ConfigError
 from zooter.labels import LabelConfig, LabelEnhancer, make_targets
 from zooter.router import ZooterRouter
@@ -237,7 +237,7 @@ def train_router(
             running, seen = 0.0, 0
             for index in _batches(lengths, config.batch_size, generator, config.group_by_length):
                 input_ids, attention_mask = router.collate([token_ids[i] for i in index])
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                with autocast(device, amp):
                     logits = router(input_ids, attention_mask)
                 loss = _kl_loss(logits, targets[torch.as_tensor(index, device=device)])
                 optimizer.zero_grad(set_to_none=True)

@@ -115,7 +115,7 @@ def summarise(rows: list[dict[str, Any]], names: list[str], seeds: list[int]) ->
 
 def markdown(summary: dict[str, Any], reference: dict[str, Any] | None) -> str:
     lines = [
-        "| labels | seeds | routed score (mean ± std) | gap recovered (mean ± std) | min – max gap |",
+        "| labels | seeds | routed score (mean ± std) | gap recovered (mean ± std) | gap recovered, min … max |",
         "|---|---|---|---|---|",
     ]
     for name, entry in summary.items():
@@ -124,9 +124,12 @@ def markdown(summary: dict[str, Any], reference: dict[str, Any] | None) -> str:
             lines.append(f"| {name} | 0 | not run | not run | |")
             continue
         label = f"{name} (no enhancement)" if name in ("beta=1", "beta=1.0") else name
+        several = len(entry["seeds_done"]) > 1  # one seed has no spread to show
+        routed_spread = f" ± {routed['std']:.3f}" if several else ""
+        gap_spread = f" ± {100 * gap['std']:.1f}" if several else ""
         lines.append(
-            f"| {label} | {len(entry['seeds_done'])} | {routed['mean']:.3f} ± {routed['std']:.3f} | "
-            f"{gap['mean']:.3f} ± {gap['std']:.3f} | {gap['min']:.3f} – {gap['max']:.3f} |"
+            f"| {label} | {len(entry['seeds_done'])} | {routed['mean']:.3f}{routed_spread} | "
+            f"{100 * gap['mean']:+.1f}{gap_spread} % | {100 * gap['min']:+.1f} … {100 * gap['max']:+.1f} % |"
         )
     if reference:
         lines.append("")

@@ -186,16 +186,17 @@ def train_router(
     router = ZooterRouter.from_encoder(
         config.encoder, experts=dataset.experts, max_length=config.max_length, device=device
     )
-    if enhancer is None and config.labels.enhanced:
-        from zooter.tagging import enhancer_from_config
+    from zooter.tagging import Tagger, enhancer_from_config
 
+    if enhancer is None and config.labels.enhanced:
         # Cluster tags embed the training queries with this still-pretrained encoder (no second load);
         # k-means has its own seeded generator, so the training RNG stream is the same as without tags.
         enhancer = enhancer_from_config(
             config.labels, encoder=config.encoder, max_length=config.max_length, seed=config.seed, embedder=router
         )
     targets = make_targets(dataset, config.labels, enhancer).to(device)
-    router.tagger = getattr(enhancer, "tagger", None)  # saved with the router: its labels can be rebuilt
+    tagger = getattr(enhancer, "tagger", None)
+    router.tagger = tagger if isinstance(tagger, Tagger) else None  # saved with the router: labels can be rebuilt
     val_targets = make_targets(validation, config.labels) if validation is not None else None
     select_by = config.select_by
     if validation is not None and select_by == "reward" and not len(validation.complete()):

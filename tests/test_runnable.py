@@ -130,27 +130,33 @@ async def test_async_paths_and_stream_events(model) -> None:
     assert [r.response_metadata["zooter"]["expert"] for r in replies] == ["mathbot", "coder", "poet"]
 
 
-def test_batch_routes_in_one_router_forward(model, keyword_router, monkeypatch) -> None:
-    calls = []
-    original = keyword_router.forward
+def test_batch_routes_in_one_router_pass(model, keyword_router, monkeypatch) -> None:
+    passes, forwards = [], []
+    original_pass, original_forward = keyword_router.predict_proba, keyword_router.forward
+
+    def counting_pass(queries, **kwargs: Any):
+        passes.append(len(queries))
+        return original_pass(queries, **kwargs)
 
     def counting_forward(*args: Any, **kwargs: Any):
-        calls.append(args[0].shape[0])
-        return original(*args, **kwargs)
+        forwards.append(args[0].shape[0])
+        return original_forward(*args, **kwargs)
 
+    monkeypatch.setattr(keyword_router, "predict_proba", counting_pass)
     monkeypatch.setattr(keyword_router, "forward", counting_forward)
     inputs = [QUESTIONS[i % 3] + f" {i}" for i in range(40)]
     replies = model.batch(inputs, config={"max_concurrency": 4})
-    assert calls == [40]  # one forward for the whole batch (router batch_size 64)
+    assert passes == [40]  # one router pass for the whole batch, not one per input
+    assert sum(forwards) == 40 and max(forwards) == keyword_router.default_batch_size  # in full batches
     assert [r.response_metadata["zooter"]["expert"] for r in replies] == [
         ["mathbot", "coder", "poet"][i % 3] for i in range(40)
     ]
-    calls.clear()
+    passes.clear()
     asyncio.run(model.abatch(inputs))
-    assert calls == [40]
-    calls.clear()
+    assert passes == [40]
+    passes.clear()
     model.invoke("hello")
-    assert calls == [1]
+    assert passes == [1]
 
 
 async def test_async_calls_do_not_run_the_encoder_on_the_event_loop(model, keyword_router, monkeypatch) -> None:

@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="dataset JSONL with rewards for the router's experts")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--drop-extra-experts", action="store_true", help="ignore data experts the router lacks")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="queries per encoder forward (default: 8 on CPU, 64 on GPU)")
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)

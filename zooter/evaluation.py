@@ -202,7 +202,9 @@ def evaluate_choices(dataset: RoutingDataset, choices: Sequence[str]) -> EvalRep
     )
 
 
-def evaluate(router: Any, dataset: RoutingDataset, *, batch_size: int = 64, show_progress: bool = False) -> EvalReport:
+def evaluate(
+    router: Any, dataset: RoutingDataset, *, batch_size: int | None = None, show_progress: bool = False
+) -> EvalReport:
     """Route every query of ``dataset`` with ``router`` and score the choices.
 
     Raises:
@@ -331,7 +333,7 @@ def evaluate_selection(
     *,
     ks: Sequence[int] = (1, 2, 3),
     policy: Any = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     show_progress: bool = False,
 ) -> SelectionReport:
     """Rank every expert for each query of ``dataset`` (one router pass) and report recall@k.

@@ -136,7 +136,8 @@ class ZooterRouterRunnable(BaseChatModel):
             ``invoke(..., force_expert="name")``), e.g. for A/B checks.
         allow_subset: accept ``experts`` that cover only some of the router's experts; the others
             are never chosen.
-        batch_size: queries per router forward in ``batch``.
+        batch_size: queries per router forward in ``batch`` (default: the router's
+            ``default_batch_size``, 8 on a CPU and 64 on a GPU).
 
     Example:
         >>> model = ZooterRouterRunnable(router=router, experts={"coder": coder, "writer": writer})  # doctest: +SKIP
@@ -154,7 +155,7 @@ class ZooterRouterRunnable(BaseChatModel):
     allowed_experts: list[str] | None = None
     force_expert: str | None = None
     allow_subset: bool = False
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 

@@ -133,7 +133,7 @@ class ZooterToolSelector:
             tools the router does not know.
         route_on: what a chat is routed on: ``"last_human"`` (default), ``"conversation"``, or a
             function from the message list to a text.
-        batch_size: queries per router forward.
+        batch_size: queries per router forward (default: 8 on a CPU, 64 on a GPU).
 
     Example:
         >>> selector = ZooterToolSelector(router, k=2)  # doctest: +SKIP
@@ -151,9 +151,9 @@ class ZooterToolSelector:
         max_k: int | None = None,
         always_include: Sequence[str] = (),
         route_on: Literal["last_human", "conversation"] | Callable[[list[BaseMessage]], str] = "last_human",
-        batch_size: int = 64,
+        batch_size: int | None = None,
     ) -> None:
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(route_on, str) and route_on not in ("last_human", "conversation"):
             raise ConfigError(f"route_on must be 'last_human', 'conversation' or a function, got {route_on!r}")

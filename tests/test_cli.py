@@ -149,3 +149,16 @@ def test_bad_options_exit_2(trained_dir, capsys) -> None:
     assert "batch_size" in capsys.readouterr().err
     assert main(["route", str(router), "hi", "--device", "gpu"]) == 2
     assert "not a device" in capsys.readouterr().err
+
+
+def test_train_applies_experts_to_the_validation_file_too(trained_dir, tiny_encoder: str, tmp_path: Path) -> None:
+    splits = trained_dir[0].parent / "splits"
+    code = main(
+        [
+            "train", str(splits / "train.jsonl"), "--experts", "mathbot,coder",
+            "--validation", str(splits / "validation.jsonl"),
+            "--output", str(tmp_path / "two"), "--encoder", tiny_encoder, "--epochs", "1", "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["experts"] == ["mathbot", "coder"]

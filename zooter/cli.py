@@ -142,8 +142,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zooter.training import train_router
 
     config = _training_config(args)
-    data = RoutingDataset.load(args.data, experts=_csv(args.experts) if args.experts else None)
-    validation = RoutingDataset.load(args.validation) if args.validation else None
+    experts = _csv(args.experts) if args.experts else None
+    data = RoutingDataset.load(args.data, experts=experts)
+    validation = RoutingDataset.load(args.validation, experts=experts) if args.validation else None
     router = train_router(data, config, validation=validation)
     router.save_pretrained(args.output)
     training = router.config.training_summary

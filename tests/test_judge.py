@@ -219,5 +219,5 @@ def test_zooter_score_with_a_judge_writes_a_dataset_with_missing_grades_left_out
     assert "judge:" in scored_pairs_path(out).read_text().splitlines()[0]  # which grader the scores came from
 
     capsys.readouterr()
-    assert main(["score", *args]) == 0  # the rerun grades nothing again
-    assert "scored 0 pairs" in capsys.readouterr().out
+    assert main(["score", *args]) == 0  # the rerun asks again only for the grade it could not read
+    assert "scored 1 pair with judge:" in capsys.readouterr().out

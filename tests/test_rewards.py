@@ -361,7 +361,7 @@ class LengthScorer:
         return [None if "refuse" in r else float(len(r)) for r in responses]
 
 
-def test_missing_scores_stay_missing_and_a_rerun_scores_only_new_pairs(write_jsonl, tmp_path: Path) -> None:
+def test_missing_scores_stay_missing_and_a_rerun_asks_only_new_and_unscored_pairs(write_jsonl, tmp_path: Path) -> None:
     queries = write_jsonl([{"id": f"q{i}", "query": f"question {i}", "tags": ["t"]} for i in range(3)], "q.jsonl")
     answers = [
         {"id": "q0", "model": "a", "response": "four"},
@@ -382,13 +382,14 @@ def test_missing_scores_stay_missing_and_a_rerun_scores_only_new_pairs(write_jso
         {"id": "q1", "query": "question 1", "rewards": {"a": 2.0, "b": 3.0}, "tags": ["t"]},
     ]
 
-    # q2 gets a second answer; only that pair is new (pairs without a score are not retried)
+    # q2 gets a second answer: that pair is new, and the two pairs without a score are asked again
     write_jsonl([*answers, {"id": "q2", "model": "b", "response": "seven!!"}], "responses.jsonl")
     rerun = LengthScorer()
     report = score_responses(responses, queries, rerun, out)
-    assert rerun.seen == ["seven!!"]
-    assert (report.scored, report.resumed, report.rows) == (1, 5, 3)
+    assert sorted(rerun.seen) == ["I refuse", "refuse", "seven!!"]
+    assert (report.scored, report.resumed, report.rows) == (3, 3, 3)
     assert read_rows(out)[2]["rewards"] == {"b": 7.0}
+    assert report.skip_counts() == {"unscored": 2}  # still no score: still reported, never guessed
 
     with pytest.raises(DataError, match="holds scores from 'length', not 'other'"):
         score_responses(responses, queries, LengthScorer("other"), out)

@@ -70,21 +70,24 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from zooter.data import load_queries
-    from zooter.rewards import read_responses, score_responses
+    from zooter.rewards import answering_models, read_responses, score_responses
 
     if args.batch_size < 1:
         raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")
+    experts = _csv(args.experts) if args.experts else None
     # fail on unusable inputs before loading a reward model of several gigabytes
     load_queries(args.queries)
-    read_responses(args.responses)
+    answering_models(read_responses(args.responses)[0], experts, args.responses)
     scorer = _scorer_from_args(args)
+    # a judge's calls run concurrently within one scorer call: a smaller chunk would cap them
+    batch_size = max(args.batch_size, args.max_concurrency) if args.judge else args.batch_size
     report = score_responses(
         args.responses,
         args.queries,
         scorer,
         args.output,
-        experts=_csv(args.experts) if args.experts else None,
-        batch_size=args.batch_size,
+        experts=experts,
+        batch_size=batch_size,
         show_progress=not args.quiet,
     )
     print(report.format_summary())

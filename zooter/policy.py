@@ -118,8 +118,7 @@ def select_top(
         One :class:`Selection` per row, in row order.
 
     Raises:
-        ConfigError: ``allowed`` or ``always_include`` names an expert not in ``experts``, or
-            nothing is left to choose from.
+        ConfigError: ``allowed`` or ``always_include`` names an expert not in ``experts``.
     """
     experts = list(experts)
     policy.check_names(experts)

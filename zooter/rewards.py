@@ -609,6 +609,19 @@ def _pairs(n: int) -> str:
     return f"{n} pair" if n == 1 else f"{n} pairs"
 
 
+def answering_models(records: Sequence[ResponseRecord], experts: Sequence[str] | None, path: str | Path) -> list[str]:
+    """The models that answer in ``records``, in order of appearance.
+
+    Raises:
+        DataError: an expert of ``experts`` has no answer in the file.
+    """
+    models = list(dict.fromkeys(r.model for r in records))
+    unknown = [e for e in experts or () if e not in models]
+    if unknown:
+        raise DataError(f"no answers from experts {unknown}; the file answers for {models}", path=path, field="model")
+    return models
+
+
 def scored_pairs_path(output_path: str | Path) -> Path:
     """The side file beside ``output_path`` that records every pair scored so far."""
     output_path = Path(output_path)
@@ -652,15 +665,10 @@ def score_responses(
     queries = load_queries(queries_path)
     by_id = {q.id: q for q in queries}
     records, skipped = read_responses(responses_path)
-    models = list(dict.fromkeys(r.model for r in records))
+    models = answering_models(records, experts, responses_path)
     ignored: dict[str, int] = {}
     if experts is not None:
         experts = list(dict.fromkeys(experts))
-        unknown = [e for e in experts if e not in models]
-        if unknown:
-            raise DataError(
-                f"no answers from experts {unknown}; the file answers for {models}", path=responses_path, field="model"
-            )
         ignored = dict(Counter(r.model for r in records if r.model not in experts))
         records = [r for r in records if r.model in experts]
         skipped = [s for s in skipped if s.model is None or s.model in experts]
@@ -677,8 +685,10 @@ def score_responses(
     name = str(getattr(scorer, "name", None) or type(scorer).__qualname__)
     side = scored_pairs_path(output_path)
     done = _read_scored_pairs(side, name)
-    resumed = sum(1 for r in pairs if (r.id, r.model) in done)
-    pending = [r for r in pairs if (r.id, r.model) not in done]
+    # a pair the scorer gave no score (a judge call that kept failing, an unparsable grade) is asked
+    # again on a rerun, as the collect stage retries its failures; a later line supersedes it
+    resumed = sum(1 for r in pairs if done.get((r.id, r.model)) is not None)
+    pending = [r for r in pairs if done.get((r.id, r.model)) is None]
     if resumed:
         logger.info("resuming: %d of %d pairs already scored in %s", resumed, len(pairs), side)
     if pending:

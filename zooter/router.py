@@ -477,7 +477,7 @@ def _load_tagger(config: RouterConfig, folder: Path) -> Any:
 
     try:
         return load_tagger(settings, folder)
-    except ZooterError as e:
+    except (ZooterError, ValueError, TypeError, KeyError) as e:  # a damaged or hand-edited tagger entry
         logger.warning("%s: cannot rebuild the training tagger (%s); routing is unaffected", folder, e)
         return None
 

@@ -189,8 +189,9 @@ def train_router(
     from zooter.tagging import Tagger, enhancer_from_config
 
     if enhancer is None and config.labels.enhanced:
-        # Cluster tags embed the training queries with this still-pretrained encoder (no second load);
-        # k-means has its own seeded generator, so the training RNG stream is the same as without tags.
+        # Cluster tags cluster the training queries as this still-pretrained encoder embeds them. Tagging
+        # them then loads the pretrained encoder once more (the router's is about to be fine-tuned), and
+        # building it draws from the global RNG: dropout differs from an untagged run with the same seed.
         enhancer = enhancer_from_config(
             config.labels, encoder=config.encoder, max_length=config.max_length, seed=config.seed, embedder=router
         )

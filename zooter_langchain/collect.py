@@ -307,7 +307,15 @@ async def acollect_responses(
 
     try:
         with open(output, "a", encoding="utf-8") as out, open(failures_file, "w", encoding="utf-8") as failed:
-            await asyncio.gather(*(worker(out, failed) for _ in range(min(max_concurrency, max(1, len(todo))))))
+            workers = [
+                asyncio.ensure_future(worker(out, failed)) for _ in range(min(max_concurrency, max(1, len(todo))))
+            ]
+            try:
+                await asyncio.gather(*workers)
+            finally:  # one worker's error (a full disk...) stops the others before the files close
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
             os.fsync(out.fileno())
     finally:
         if bar is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from zooter.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
@@ -71,6 +74,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line that lacks its newline: an appending run killed while writing it.
+
+    Files that a resumable stage appends to call this before reading them, so the torn record is
+    redone and the next append starts on a line of its own.
+    """
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:  # walk back to the previous newline, a block at a time
+            start = max(0, pos - 65536)
+            f.seek(start)
+            block = f.read(pos - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                pos = start + cut + 1
+                break
+            pos = start
+        logger.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, end - pos)
+        f.truncate(pos)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from zooter._io import _parse_line, open_text, write_jsonl
+from zooter._io import _parse_line, drop_torn_tail, open_text, write_jsonl
 from zooter.data import Query, RoutingExample, content_text, load_queries, query_text
 from zooter.errors import ConfigError, DataError, ZooterError
 
@@ -784,14 +784,8 @@ def _read_scored_pairs(side: Path, name: str) -> dict[tuple[str, str], float | N
     """The pairs an earlier run scored, from its side file; a line cut short by a kill is dropped."""
     if not side.is_file():
         return {}
+    drop_torn_tail(side)
     data = side.read_bytes()
-    if data and not data.endswith(b"\n"):
-        # the run was killed while writing its last line: drop that line so appends start clean
-        keep = data.rfind(b"\n") + 1
-        logger.warning("%s: dropped an incomplete last line left by an interrupted run", side)
-        with open(side, "r+b") as f:
-            f.truncate(keep)
-        data = data[:keep]
     done: dict[tuple[str, str], float | None] = {}
     lines = data.decode("utf-8").splitlines()
     for line_no, text in enumerate(lines, start=1):

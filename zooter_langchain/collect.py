@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
 
-from zooter._io import iter_jsonl
+from zooter._io import drop_torn_tail, iter_jsonl
 from zooter.data import Query, RoutingExample, load_queries
 from zooter.errors import ConfigError, DataError
 from zooter_langchain._retry import RetriesExhausted, call_with_retries, describe, is_transient
@@ -149,29 +149,6 @@ def _query_pairs(queries: QueriesInput) -> list[tuple[str, list[BaseMessage]]]:
     return pairs
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line that lacks its newline: a run killed while writing it. Its pair is redone."""
-    with open(path, "rb+") as f:
-        end = f.seek(0, os.SEEK_END)
-        if end == 0:
-            return
-        f.seek(end - 1)
-        if f.read(1) == b"\n":
-            return
-        pos = end
-        while pos > 0:  # walk back to the previous newline, a block at a time
-            start = max(0, pos - 65536)
-            f.seek(start)
-            block = f.read(pos - start)
-            cut = block.rfind(b"\n")
-            if cut >= 0:
-                pos = start + cut + 1
-                break
-            pos = start
-        logger.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, end - pos)
-        f.truncate(pos)
-
-
 def read_collected(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
     """The ``(id, model)`` pairs a responses file already holds (empty when it does not exist).
 
@@ -183,7 +160,7 @@ def read_collected(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
     path = Path(path)
     if not path.exists():
         return set()
-    _drop_torn_tail(path)
+    drop_torn_tail(path)
     done: set[tuple[str, str]] = set()
     for line, row in iter_jsonl(path):
         for key in ("id", "model", "response"):

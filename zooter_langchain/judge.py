@@ -26,6 +26,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from zooter.data import Query, query_text
 from zooter.errors import ConfigError, ZooterError
+from zooter_langchain._aio import run_sync
 from zooter_langchain._retry import RetriesExhausted, call_with_retries, describe, is_transient
 from zooter_langchain.runnable import _model_name, message_text
 
@@ -206,7 +207,7 @@ class JudgeScorer:
 
     def judge(self, queries: Sequence[Query], responses: Sequence[str]) -> list[Judgment]:
         """Synchronous :meth:`ajudge`; works inside a running event loop too (it runs in a thread)."""
-        return _run_sync(lambda: self.ajudge(queries, responses))
+        return run_sync(lambda: self.ajudge(queries, responses))
 
     async def ascore(self, queries: Sequence[Query], responses: Sequence[str]) -> list[float | None]:
         """One grade per pair, ``None`` where missing (see :meth:`ajudge`)."""
@@ -222,19 +223,3 @@ class JudgeScorer:
 
 def _tail(text: str, n: int = 120) -> str:
     return text if len(text) <= n else "..." + text[-n:]
-
-
-def _run_sync(make: Callable[[], Any]) -> Any:
-    """Run the coroutine ``make()`` returns to completion from synchronous code.
-
-    With no event loop running, in this thread; under a running loop (a notebook, a sync LangChain
-    call made from async code), in a worker thread with its own loop, since this one cannot block.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()

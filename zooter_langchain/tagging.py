@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import difflib
 import hashlib
@@ -35,6 +34,7 @@ from typing import Any
 
 from zooter.data import Query, RoutingDataset, RoutingExample, query_text
 from zooter.errors import ConfigError
+from zooter_langchain._aio import run_sync
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class ChatModelTagger:
 
     def tag_queries(self, queries: Sequence[Query]) -> list[tuple[str, ...]]:
         """Blocking :meth:`atag_queries` (works inside a running event loop too)."""
-        return _run_sync(self.atag_queries(queries))
+        return run_sync(lambda: self.atag_queries(queries))
 
     async def atag_dataset(self, dataset: RoutingDataset, *, keep_existing: bool = False) -> RoutingDataset:
         """``dataset`` with each row's ``tags`` set to its model tags (after its own, with ``keep_existing``)."""
@@ -306,17 +306,7 @@ class ChatModelTagger:
 
     def tag_dataset(self, dataset: RoutingDataset, *, keep_existing: bool = False) -> RoutingDataset:
         """Blocking :meth:`atag_dataset`."""
-        return _run_sync(self.atag_dataset(dataset, keep_existing=keep_existing))
-
-
-def _run_sync(coroutine: Any) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    # called from async code (a notebook, a server): run on a private loop in a worker thread
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+        return run_sync(lambda: self.atag_dataset(dataset, keep_existing=keep_existing))
 
 
 __all__ = ["INSTAG_PROMPT", "ChatModelTagger", "fold_plural", "merge_near_duplicates", "normalize_tag", "parse_tags"]

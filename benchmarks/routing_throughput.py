@@ -22,16 +22,14 @@ import torch
 from _common import best_of, demo_router, machine, real_queries
 
 from zooter.cli import DEMO_EXPERTS
-from zooter.encoder import autocast, half_dtype
+from zooter.encoder import autocast, half_dtype, length_sorted_batches
 from zooter.router import ZooterRouter
 
 
 def bare_forward(router: ZooterRouter, queries: list[str], batch_size: int):
     """A closure running the encoder alone over ``queries``, tokenised and padded beforehand."""
     token_ids = router.tokenize(queries)
-    batches = [
-        router.collate([token_ids[i] for i in index]) for index in router._length_sorted_batches(token_ids, batch_size)
-    ]
+    batches = [router.collate([token_ids[i] for i in index]) for index in length_sorted_batches(token_ids, batch_size)]
     amp = half_dtype(router.device)
 
     @torch.inference_mode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,17 @@ def encoder_from_config(config_dict: dict[str, Any]) -> Any:
         return AutoModel.from_config(config, attn_implementation="sdpa")
     except ValueError:
         return AutoModel.from_config(config)
+
+
+def length_sorted_batches(sequences: Sequence[Sized], batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``sequences`` in batches of ``batch_size``, longest first.
+
+    Similar lengths share a batch (little padding), and a batch too large for memory fails at once
+    rather than at the end.
+    """
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -328,12 +328,12 @@ class RewardModelScorer:
         """
         import torch
 
+        from zooter.encoder import length_sorted_batches
+
         rows = self.encode(queries, responses)
         scores: list[float | None] = [None] * len(rows)
-        # longest first: similar lengths share a batch (little padding) and a memory problem shows at once
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]), reverse=True)
-        batches: Iterator[list[int]] | list[list[int]] = (
-            order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)
+        batches: Iterator[list[int]] | list[list[int]] = length_sorted_batches(
+            [row["input_ids"] for row in rows], self.batch_size
         )
         if self.show_progress:
             from tqdm.auto import tqdm

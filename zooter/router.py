@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from zooter.encoder import (
     autocast,
     encoder_from_config,
     half_dtype,
+    length_sorted_batches,
     load_encoder,
     mean_pool,
     pick_device,
@@ -221,12 +222,6 @@ class ZooterRouter(torch.nn.Module):
         """
         return 8 if self.device.type == "cpu" else 64
 
-    def _length_sorted_batches(self, token_ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
-        # Longest first: similar lengths share a batch (little padding) and a memory problem shows at once.
-        order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]), reverse=True)
-        for start in range(0, len(order), batch_size):
-            yield order[start : start + batch_size]
-
     @torch.inference_mode()
     def predict_proba(
         self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
@@ -257,7 +252,7 @@ class ZooterRouter(torch.nn.Module):
         self.eval()
         token_ids = self.tokenize(queries)
         amp = half_dtype(self.device) if self.head.weight.dtype == torch.float32 else None
-        batches = self._length_sorted_batches(token_ids, batch_size)
+        batches = length_sorted_batches(token_ids, batch_size)
         if show_progress:
             from tqdm.auto import tqdm
 

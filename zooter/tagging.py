@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from zooter.data import Query, RoutingDataset, RoutingExample
+from zooter.encoder import length_sorted_batches
 from zooter.errors import ConfigError, ZooterError
 
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ def embed_queries(router: ZooterRouter, queries: Sequence[Query], *, batch_size:
     was_training = router.training
     router.eval()  # no dropout: the same query always lands in the same cluster
     try:
-        for index in router._length_sorted_batches(token_ids, batch_size):
+        for index in length_sorted_batches(token_ids, batch_size):
             input_ids, attention_mask = router.collate([token_ids[i] for i in index])
             out[torch.as_tensor(index)] = router.embed(input_ids, attention_mask).float().cpu()
     finally:

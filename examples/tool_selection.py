@@ -114,7 +114,13 @@ def train_tool_router(train: RoutingDataset, **settings: Any) -> ZooterRouter:
 
     ``settings`` override :class:`zooter.TrainingConfig` fields (encoder, epochs, lr, seed...).
     """
-    defaults = {"max_length": 64, "show_progress": False, "labels": LabelConfig(temperature=0.25)}
+    # distillation: its probabilities rank all tools (recall@k), which is what a selection needs
+    defaults = {
+        "method": "distill",
+        "max_length": 64,
+        "show_progress": False,
+        "labels": LabelConfig(temperature=0.25),
+    }
     return train_router(train, TrainingConfig(**{**defaults, **settings}))
 
 

@@ -141,6 +141,13 @@ def keyword_router(tiny_encoder: str):
 
     data = RoutingDataset([RoutingExample.from_dict(r) for r in keyword_rows(300, seed=11)])
     config = TrainingConfig(
-        encoder=tiny_encoder, epochs=10, lr=3e-3, head_lr=3e-3, max_length=32, device="cpu", show_progress=False
+        method="distill",
+        encoder=tiny_encoder,
+        epochs=10,
+        lr=3e-3,
+        head_lr=3e-3,
+        max_length=32,
+        device="cpu",
+        show_progress=False,
     )
     return train_router(data, config)

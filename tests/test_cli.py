@@ -25,7 +25,7 @@ def trained_dir(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> 
             "train", str(folder / "splits" / "train.jsonl"),
             "--output", str(folder / "router"),
             "--validation", str(folder / "splits" / "validation.jsonl"),
-            "--encoder", tiny_encoder,
+            "--encoder", tiny_encoder, "--method", "distill",
             "--epochs", "20", "--batch-size", "16", "--lr", "3e-3", "--max-length", "32",
             "--temperature", "1.0", "--seed", "0", "--device", "cpu", "--quiet",
         ]

@@ -132,7 +132,7 @@ async def test_async_paths_and_stream_events(model) -> None:
 
 def test_batch_routes_in_one_router_pass(model, keyword_router, monkeypatch) -> None:
     passes, forwards = [], []
-    original_pass, original_forward = keyword_router.predict_proba, keyword_router.forward
+    original_pass, original_forward = keyword_router.estimate, keyword_router.forward
 
     def counting_pass(queries, **kwargs: Any):
         passes.append(len(queries))
@@ -142,7 +142,7 @@ def test_batch_routes_in_one_router_pass(model, keyword_router, monkeypatch) -> 
         forwards.append(args[0].shape[0])
         return original_forward(*args, **kwargs)
 
-    monkeypatch.setattr(keyword_router, "predict_proba", counting_pass)
+    monkeypatch.setattr(keyword_router, "estimate", counting_pass)
     monkeypatch.setattr(keyword_router, "forward", counting_forward)
     inputs = [QUESTIONS[i % 3] + f" {i}" for i in range(40)]
     replies = model.batch(inputs, config={"max_concurrency": 4})

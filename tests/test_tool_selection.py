@@ -69,7 +69,14 @@ MATH, CODE = "please use the calculator on this integral", "run the code_runner 
 @pytest.fixture(scope="module")
 def tool_router(tiny_encoder: str):
     config = TrainingConfig(
-        encoder=tiny_encoder, epochs=8, lr=3e-3, head_lr=3e-3, max_length=16, device="cpu", show_progress=False
+        method="distill",
+        encoder=tiny_encoder,
+        epochs=8,
+        lr=3e-3,
+        head_lr=3e-3,
+        max_length=16,
+        device="cpu",
+        show_progress=False,
     )
     return train_router(tool_rows(150, seed=1), config)
 

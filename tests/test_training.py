@@ -23,6 +23,7 @@ def dataset(rows: list[dict]) -> RoutingDataset:
 def fast_config(encoder: str, **changes: object) -> TrainingConfig:
     # a randomly initialised tiny encoder needs a far higher learning rate than a pretrained one
     settings = {
+        "method": "distill",
         "encoder": encoder,
         "epochs": 8,
         "batch_size": 16,

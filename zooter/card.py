@@ -45,6 +45,38 @@ def describe_labels(labels: dict[str, Any]) -> str:
     return text + "."
 
 
+def describe_decision(config: Any) -> str:
+    """How the router turns a query into one expert, with the calibration's figures, from the config."""
+    parts = []
+    if config.neighbours:
+        n = config.neighbours
+        parts.append(
+            f"Each expert's expected reward is estimated from the {n.get('k')} training queries nearest to the "
+            f"query (of {n.get('rows')}, in `neighbours.safetensors`; cosine similarity, neighbour weights "
+            f"exp((s - s_max) / {n.get('temperature')}))."
+        )
+    else:
+        parts.append("The linear head's probabilities rank the experts.")
+    rule = config.decision
+    if not rule:
+        parts.append("The most probable expert is chosen (no decision rule was calibrated).")
+        return " ".join(parts)
+    c = rule.get("calibration", {})
+    if rule.get("margin") is None:
+        parts.append(
+            f"**Routing did not pay** on {c.get('rows')} held-out rows ({c.get('source')}): every query goes to "
+            f"`{rule['default_expert']}`, the best expert on the training data."
+        )
+    else:
+        parts.append(
+            f"A query leaves the default expert `{rule['default_expert']}` only for an expert expected to beat it by "
+            f"more than {rule['margin']:.4g}. Calibrated on {c.get('rows')} held-out rows ({c.get('source')}): "
+            f"routed {c.get('routed_score', float('nan')):.4g} against {c.get('default_score', float('nan')):.4g} "
+            f"for the default expert alone, {c.get('share_routed_away', 0.0):.1%} of queries routed away from it."
+        )
+    return " ".join(parts)
+
+
 def render_model_card(config: Any) -> str:
     """Markdown model card for a :class:`~zooter.router.RouterConfig`."""
     experts = "\n".join(f"{i}. `{name}`" for i, name in enumerate(config.experts))
@@ -91,6 +123,10 @@ print(router.route(["How do I reverse a linked list in C?"])[0])
 ```json
 {labels}
 ```
+
+## Decision
+
+{describe_decision(config)}
 
 ## Training
 

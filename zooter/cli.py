@@ -121,6 +121,9 @@ def _training_config(args: argparse.Namespace) -> Any:
     from zooter.training import TrainingConfig
 
     given = {
+        "method": args.method,
+        "neighbours": [int(k) for k in _csv(args.neighbours)] if args.neighbours else None,
+        "min_z": args.min_z,
         "encoder": args.encoder,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -150,12 +153,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     validation = RoutingDataset.load(args.validation, experts=experts) if args.validation else None
     router = train_router(data, config, validation=validation)
     router.save_pretrained(args.output)
-    training = router.config.training_summary
-    print(
-        f"trained a router over {len(router.experts)} experts on {training['train_rows']} queries "
-        f"in {training['train_seconds']:.0f}s (kept epoch {training['best_epoch']}); saved to {args.output}"
-    )
+    print(f"{describe_training(router)}; saved to {args.output}")
+    print(describe_decision(router))
     return 0
+
+
+def describe_training(router: Any) -> str:
+    """One line on what training did: rows, time, method and what it kept."""
+    summary = router.config.training_summary
+    kept = (
+        f"kept epoch {summary['best_epoch']}" if "best_epoch" in summary else f"{summary.get('neighbours')} neighbours"
+    )
+    return (
+        f"trained a router over {len(router.experts)} experts on {summary['train_rows']} queries "
+        f"in {summary['train_seconds']:.0f}s ({summary.get('method', 'distill')}, {kept})"
+    )
+
+
+def describe_decision(router: Any) -> str:
+    """One line on the calibrated decision: does routing pay, and how much leaves the default expert."""
+    rule = router.decision
+    if rule is None:
+        return "decision: the most probable expert (not calibrated: no held-out rows)"
+    c = rule.calibration
+    where = f"{c.get('rows')} held-out rows ({c.get('source')})"
+    if not rule.routes:
+        return (
+            f"routing did not pay on {where}: every query goes to {rule.default_expert}, the best expert "
+            f"on the training data (mean reward {c.get('default_score', float('nan')):.4g})"
+        )
+    z = c["gain"] / c["standard_error"] if c.get("standard_error") else float("inf")
+    return (
+        f"routing pays on {where}: {c['routed_score']:.4g} against {c['default_score']:.4g} for "
+        f"{rule.default_expert} alone (+{c['gain']:.3g}, {z:.1f} standard errors); "
+        f"{c['share_routed_away']:.0%} of queries leave it"
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -258,7 +290,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     router = train_router(splits.train, config, validation=splits.validation)
     seconds = time.perf_counter() - started
-    print(f"trained in {seconds:.0f}s on {router.device} (kept epoch {router.config.training_summary['best_epoch']})\n")
+    print(f"{describe_training(router)} on {router.device}, {seconds:.0f}s in all")
+    print(describe_decision(router) + "\n")
     report = evaluate(router, splits.test)
     print(f"held-out test split ({report.n} prompts):")
     print(report.format_table())
@@ -317,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="training dataset JSONL")
     p.add_argument("--output", required=True, help="router folder to write")
     p.add_argument("--validation", help="dataset JSONL to pick the best epoch on (else --validation-fraction)")
+    p.add_argument(
+        "--method",
+        choices=["neighbours", "distill"],
+        help="neighbours: estimate rewards from the nearest training queries (default, one encoder pass); "
+        "distill: fine-tune encoder and head on the soft labels (the paper's)",
+    )
+    p.add_argument("--neighbours", help="comma-separated numbers of neighbours to try (default 50,100,200,400)")
+    p.add_argument(
+        "--min-z", type=float, help="keep routing only if it beats the default expert by this many standard errors"
+    )
     p.add_argument("--encoder", help="Hugging Face encoder id or folder (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--experts", help="comma-separated experts to route among (default: all in the data)")
     p.add_argument("--epochs", type=int)

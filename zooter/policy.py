@@ -1,6 +1,13 @@
-"""Turning router probabilities into a choice of several experts: top-k or a cumulative share.
+"""Turning the router's estimates into choices: one expert (a calibrated decision rule), or several.
 
-The router's argmax picks one expert (:meth:`zooter.router.ZooterRouter.route`). Some uses want a
+**One expert.** :class:`DecisionRule` leaves the *default expert* (the best on the training data)
+only when the router expects another expert to do better by more than a ``margin``.
+:func:`calibrate_decision` picks the margin on held-out estimates (leave-one-out or a validation
+split) and keeps routing only where it paid there, clearly (by at least ``min_z`` standard errors
+of the per-query gain); otherwise every query goes to the default expert, so a router is never
+silently worse than its best single expert on the data it was calibrated on.
+
+**Several experts.** Some uses want a
 *set*: an agent that should see only the few tools that matter for a request, or a cascade that
 asks the two likeliest models. :class:`SelectionPolicy` says how large the set is, and
 :func:`select_top` applies it to a whole batch of probability rows at once.
@@ -21,16 +28,147 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from pydantic import Field, model_validator
 
 from zooter.config import ZooterConfig
 from zooter.errors import ConfigError
 
 DEFAULT_K = 3
+
+
+class DecisionRule(ZooterConfig):
+    """When to leave the default expert, saved in the router's ``config.json``.
+
+    Attributes:
+        default_expert: the expert every query goes to unless routing away pays (the best on the
+            training data).
+        margin: leave the default only for an expert whose score (expected reward, or probability
+            for a distilled head) beats the default's by more than this; None: never leave it.
+        calibration: how the margin was chosen and what it measured there (rows, default and
+            routed score, gain, its standard error, share routed away).
+    """
+
+    default_expert: str = Field(min_length=1)
+    margin: float | None = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    calibration: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def routes(self) -> bool:
+        """Whether any query can leave the default expert."""
+        return self.margin is not None
+
+
+def decide(
+    scores: torch.Tensor,
+    experts: Sequence[str],
+    rule: DecisionRule | None = None,
+    *,
+    allowed: Sequence[str] | None = None,
+) -> list[int]:
+    """The chosen expert's index for each row of ``scores`` (rows x experts).
+
+    Without a rule, the highest score wins. With one, the default expert is kept unless the best
+    allowed expert's score beats it by more than ``rule.margin``. An expert outside ``allowed`` is
+    never chosen; when the default is not allowed, the highest allowed score wins. ``nan`` scores
+    never win.
+    """
+    experts = list(experts)
+    filled = scores.float().nan_to_num(nan=-math.inf)
+    if allowed is not None:
+        keep = torch.tensor([name in set(allowed) for name in experts], device=filled.device)
+        filled = filled.masked_fill(~keep, -math.inf)
+    best = filled.argmax(dim=-1)
+    if rule is None or rule.default_expert not in experts:
+        return best.tolist()
+    default = experts.index(rule.default_expert)
+    if allowed is not None and rule.default_expert not in set(allowed):
+        return best.tolist()
+    if rule.margin is None:
+        return [default] * len(filled)
+    advantage = filled.gather(1, best.unsqueeze(1)).squeeze(1) - filled[:, default]
+    return torch.where(advantage > rule.margin, best, torch.full_like(best, default)).tolist()
+
+
+def best_expert(rewards: torch.Tensor, experts: Sequence[str]) -> str:
+    """The expert with the highest mean reward over the rows that have one (``nan``: missing)."""
+    present = torch.isfinite(rewards)
+    means = rewards.float().nan_to_num(0.0).sum(0) / present.sum(0).clamp_min(1)
+    means = means.masked_fill(present.sum(0) == 0, -math.inf)
+    return list(experts)[int(means.argmax())]
+
+
+def calibrate_decision(
+    scores: torch.Tensor,
+    rewards: torch.Tensor,
+    experts: Sequence[str],
+    *,
+    default_expert: str | None = None,
+    min_z: float = 2.0,
+    source: str = "validation",
+) -> DecisionRule:
+    """Choose the margin that routes best on held-out ``scores`` against their true ``rewards``.
+
+    Args:
+        scores: the router's held-out scores, rows x experts (e.g. leave-one-out estimates).
+        rewards: the same rows' rewards, ``nan`` where missing; rows without every reward are left out.
+        experts: the column names.
+        default_expert: the expert to keep unless routing pays; by default the best mean reward.
+        min_z: routing is kept only if its mean gain over the default is at least this many
+            standard errors above 0 (guards against a margin that won by chance on few rows).
+        source: where the scores came from, for the record.
+
+    Returns:
+        The rule, with ``calibration`` holding what it measured.
+    """
+    experts = list(experts)
+    rewards = rewards.float().cpu()
+    scores = scores.float().cpu()
+    if default_expert is None:
+        default_expert = best_expert(rewards, experts)
+    default = experts.index(default_expert)
+    complete = torch.isfinite(rewards).all(dim=1)
+    rewards, scores = rewards[complete], scores[complete]
+    n = len(rewards)
+    figures: dict[str, Any] = {"source": source, "rows": n, "min_z": min_z}
+    if n < 2:
+        return DecisionRule(default_expert=default_expert, margin=None, calibration={**figures, "pays": False})
+    filled = scores.nan_to_num(nan=-math.inf)
+    best = filled.argmax(dim=-1)
+    advantage = (filled.gather(1, best.unsqueeze(1)).squeeze(1) - filled[:, default]).nan_to_num(nan=0.0)
+    positive = advantage[advantage > 0]
+    candidates = sorted(
+        {0.0, *(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist() if len(positive) else [])}
+    )
+    base = rewards[:, default]
+    chosen: tuple[float, torch.Tensor] | None = None
+    for margin in candidates:  # ascending: on equal gains the larger margin (fewer switches) wins
+        picks = torch.where(advantage > margin, best, torch.full_like(best, default))
+        diff = rewards.gather(1, picks.unsqueeze(1)).squeeze(1) - base
+        if chosen is None or diff.mean() >= chosen[1].mean():
+            chosen = (margin, diff)
+    margin, diff = chosen  # type: ignore[misc]
+    gain = float(diff.mean())
+    error = float(diff.std() / math.sqrt(n))
+    pays = gain > 0 and gain >= min_z * error
+    figures.update(
+        default_score=float(base.mean()),
+        routed_score=float(base.mean()) + gain,
+        gain=gain,
+        standard_error=error,
+        share_routed_away=float((advantage > margin).float().mean()) if pays else 0.0,
+        pays=pays,
+    )
+    if not pays:
+        figures["routed_score"] = float(base.mean())
+        figures["best_margin_gain"] = gain
+        figures["gain"] = 0.0
+    return DecisionRule(default_expert=default_expert, margin=float(margin) if pays else None, calibration=figures)
 
 
 class SelectionPolicy(ZooterConfig):
@@ -164,4 +302,4 @@ def _how_many(row: list[float], ranked: list[int], always_idx: list[int], policy
     return min(keep, len(ranked))
 
 
-__all__ = ["Selection", "SelectionPolicy", "select_top"]
+__all__ = ["DecisionRule", "Selection", "SelectionPolicy", "best_expert", "calibrate_decision", "decide", "select_top"]

@@ -36,6 +36,8 @@ from zooter.encoder import (
     pick_device,
 )
 from zooter.errors import ConfigError, ZooterError
+from zooter.neighbours import Estimates, NeighbourBank
+from zooter.policy import DecisionRule, decide
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,11 @@ class RouterConfig(ZooterConfig):
         training: the training settings (see :class:`zooter.training.TrainingConfig`).
         training_summary: what the training run did: rows used, epoch kept, seconds, device.
         evaluation: the last evaluation report, when one was saved with the router.
+        neighbours: the neighbour bank's settings (``k``, ``temperature``, ``rows``) when the router
+            estimates rewards from its training queries (``neighbours.safetensors``); None when the
+            head alone decides.
+        decision: the calibrated :class:`~zooter.policy.DecisionRule` (default expert, margin and
+            what the calibration measured); None: the most probable expert wins.
         zooter_version: the package version that wrote the folder.
     """
 
@@ -70,6 +77,8 @@ class RouterConfig(ZooterConfig):
     training: dict[str, Any] = Field(default_factory=dict)
     training_summary: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
+    neighbours: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
     zooter_version: str = __version__
 
     @field_validator("experts")
@@ -95,15 +104,22 @@ class RouteDecision:
     """The router's choice for one query.
 
     Attributes:
-        expert: the chosen expert (the most probable one among those allowed).
+        expert: the chosen expert (see :class:`~zooter.policy.DecisionRule`: the default expert
+            unless another is expected to do clearly better; without a rule, the most probable).
         probabilities: the router's probability for every expert, in head order.
+        expected_rewards: every expert's expected reward on the training rewards' scale, when the
+            router estimates it (None for an expert no neighbour has a reward for); None otherwise.
     """
 
     expert: str
     probabilities: dict[str, float]
+    expected_rewards: dict[str, float | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"expert": self.expert, "probabilities": self.probabilities}
+        out: dict[str, Any] = {"expert": self.expert, "probabilities": self.probabilities}
+        if self.expected_rewards is not None:
+            out["expected_rewards"] = self.expected_rewards
+        return out
 
 
 class ZooterRouter(torch.nn.Module):
@@ -137,6 +153,7 @@ class ZooterRouter(torch.nn.Module):
         self.training_log: list[dict[str, Any]] = []
         self.quantized: str | None = None
         self.tagger: Any = None  # the zooter.tagging.Tagger that tagged the training queries, if any
+        self.bank: NeighbourBank | None = None  # training queries to estimate rewards from, if any
         self.eval()
 
     # -- construction ------------------------------------------------------------------------
@@ -168,6 +185,11 @@ class ZooterRouter(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.head.weight.device
+
+    @property
+    def decision(self) -> DecisionRule | None:
+        """The calibrated rule that turns estimates into one expert (None: the most probable wins)."""
+        return DecisionRule.from_dict(self.config.decision) if self.config.decision else None
 
     # -- computing -----------------------------------------------------------------------------
     def tokenize(self, queries: Sequence[Query]) -> list[list[int]]:
@@ -223,31 +245,52 @@ class ZooterRouter(torch.nn.Module):
         return 8 if self.device.type == "cpu" else 64
 
     @torch.inference_mode()
-    def predict_proba(
+    def estimate(
         self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
-    ) -> torch.Tensor:
-        """The router's probability of every expert for each query.
+    ) -> Estimates:
+        """What the router expects of every expert for each query, in one batched pass.
 
         Queries are tokenised in one call, sorted by length and run in batches of ``batch_size``
-        (default: :attr:`default_batch_size`);
-        on CUDA the encoder computes in bf16 (or fp16).
+        (default: :attr:`default_batch_size`); on CUDA the encoder computes in bf16 (or fp16). A
+        router with a neighbour bank estimates from the training queries nearest to each query
+        (:mod:`zooter.neighbours`); otherwise the head's softmax gives the probabilities.
 
         Returns:
-            A float32 CPU tensor of shape ``(len(queries), len(experts))``, rows in input order.
+            :class:`~zooter.neighbours.Estimates`: float32 CPU tensors of shape
+            ``(len(queries), len(experts))``, rows in input order.
         """
+        vectors = self._encode(queries, batch_size, show_progress, pooled=self.bank is not None)
+        if self.bank is None:
+            return Estimates(torch.softmax(vectors, dim=-1).cpu())
+        estimates = self.bank.to(vectors.device).estimate(vectors)
+        expected = estimates.expected_rewards
+        return Estimates(estimates.probabilities.cpu(), None if expected is None else expected.cpu())
+
+    @torch.inference_mode()
+    def embed_queries(
+        self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
+    ) -> torch.Tensor:
+        """The encoder's pooled vector of each query (float32, on the router's device, input order)."""
+        return self._encode(queries, batch_size, show_progress, pooled=True)
+
+    def _encode(
+        self, queries: Sequence[Query], batch_size: int | None, show_progress: bool, *, pooled: bool
+    ) -> torch.Tensor:
+        """Pooled vectors (``pooled``) or head logits of ``queries``, batched by length, in input order."""
         if isinstance(queries, (str, dict)) or (queries and isinstance(queries[0], dict)):
             raise TypeError(
-                "predict_proba takes a list of queries, each a string or a list of chat messages; "
+                "the router takes a list of queries, each a string or a list of chat messages; "
                 "wrap a single query (or a single chat) in a list"
             )
         if batch_size is None:
             batch_size = self.default_batch_size
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        width = self.encoder.config.hidden_size if pooled else len(self.config.experts)
         # Results stay on the device until the end: one copy back, no sync per batch on a GPU.
-        probs = torch.empty((len(queries), len(self.config.experts)), dtype=torch.float32, device=self.device)
+        out = torch.empty((len(queries), width), dtype=torch.float32, device=self.device)
         if not queries:
-            return probs.cpu()
+            return out
         was_training = self.training
         self.eval()
         token_ids = self.tokenize(queries)
@@ -256,16 +299,26 @@ class ZooterRouter(torch.nn.Module):
         if show_progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(list(batches), desc="routing", unit="batch")
+            batches = tqdm(list(batches), desc="embedding" if pooled else "routing", unit="batch")
         try:
             for index in batches:
                 input_ids, attention_mask = self.collate([token_ids[i] for i in index])
                 with autocast(self.device, amp):
-                    logits = self(input_ids, attention_mask)
-                probs[torch.as_tensor(index, device=self.device)] = torch.softmax(logits.float(), dim=-1)
+                    values = self.embed(input_ids, attention_mask) if pooled else self(input_ids, attention_mask)
+                out[torch.as_tensor(index, device=self.device)] = values.float()
         finally:
             self.train(was_training)
-        return probs.cpu()
+        return out
+
+    def predict_proba(
+        self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
+    ) -> torch.Tensor:
+        """The router's probability of every expert for each query (see :meth:`estimate`).
+
+        Returns:
+            A float32 CPU tensor of shape ``(len(queries), len(experts))``, rows in input order.
+        """
+        return self.estimate(queries, batch_size=batch_size, show_progress=show_progress).probabilities
 
     def route(
         self,
@@ -283,18 +336,24 @@ class ZooterRouter(torch.nn.Module):
             batch_size: queries per encoder forward (default: :attr:`default_batch_size`).
             show_progress: show a progress bar.
         """
-        probs = self.predict_proba(queries, batch_size=batch_size, show_progress=show_progress)
         experts = self.config.experts
-        choice_scores = probs
         if allowed is not None:
             unknown = sorted(set(allowed) - set(experts))
             if unknown or not allowed:
                 raise ZooterError(f"allowed experts must be a non-empty subset of {experts}; unknown: {unknown}")
-            keep = torch.tensor([name in allowed for name in experts])
-            choice_scores = probs.masked_fill(~keep, -1.0)
-        chosen = choice_scores.argmax(dim=-1).tolist()
-        rows = probs.tolist()
-        return [RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row))) for c, row in zip(chosen, rows)]
+        estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+        chosen = decide(estimates.scores, experts, self.decision, allowed=allowed)
+        rows = estimates.probabilities.tolist()
+        expected: list[Any] = [None] * len(rows)
+        if estimates.expected_rewards is not None:
+            expected = [
+                {name: (value if value == value else None) for name, value in zip(experts, row)}  # nan -> None
+                for row in estimates.expected_rewards.tolist()
+            ]
+        return [
+            RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row)), expected_rewards=e)
+            for c, row, e in zip(chosen, rows, expected)
+        ]
 
     # -- speed -------------------------------------------------------------------------------
     def quantize(self, mode: str = "int8") -> ZooterRouter:
@@ -366,6 +425,8 @@ class ZooterRouter(torch.nn.Module):
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
             self.tokenizer.save_pretrained(str(tmp))
             (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+            if self.bank is not None:
+                self.bank.save(tmp)
             if self.tagger is not None:
                 self.tagger.save(tmp)  # e.g. the cluster centroids, so the training tags can be rebuilt
             if self.training_log:
@@ -436,6 +497,8 @@ class ZooterRouter(torch.nn.Module):
         if log_path.is_file():
             router.training_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
         router.tagger = _load_tagger(config, folder)
+        if config.neighbours is not None:
+            router.bank = NeighbourBank.load(folder, config.neighbours)
         return router.to(pick_device(device))
 
     def push_to_hub(

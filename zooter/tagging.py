@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from zooter.data import Query, RoutingDataset, RoutingExample
-from zooter.encoder import length_sorted_batches
 from zooter.errors import ConfigError, ZooterError
 
 if TYPE_CHECKING:
@@ -171,20 +170,9 @@ def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Ten
     return torch.stack(centroids)
 
 
-@torch.inference_mode()
 def embed_queries(router: ZooterRouter, queries: Sequence[Query], *, batch_size: int = 64) -> torch.Tensor:
     """The router encoder's pooled vectors of ``queries`` (float32, CPU), tokenised as the router does."""
-    token_ids = router.tokenize(queries)
-    out = torch.empty((len(queries), router.encoder.config.hidden_size), dtype=torch.float32)
-    was_training = router.training
-    router.eval()  # no dropout: the same query always lands in the same cluster
-    try:
-        for index in length_sorted_batches(token_ids, batch_size):
-            input_ids, attention_mask = router.collate([token_ids[i] for i in index])
-            out[torch.as_tensor(index)] = router.embed(input_ids, attention_mask).float().cpu()
-    finally:
-        router.train(was_training)
-    return out
+    return router.embed_queries(queries, batch_size=batch_size).cpu()
 
 
 class ClusterTagger:

@@ -1,7 +1,19 @@
-"""Training a router: distil reward-derived soft targets into an encoder + linear head.
+"""Training a router: from queries with per-expert rewards to a router that decides when routing pays.
 
-The loss is ``KL(s* || softmax(logits))`` averaged over queries (the paper's), minimised by AdamW
-with linear warm-up then linear decay, gradient clipping, and full fine-tuning of the encoder.
+Two methods, one decision step:
+
+- ``"neighbours"`` (the default): the pretrained encoder embeds every training query once; the
+  router keeps those embeddings with their rewards and soft targets (:mod:`zooter.neighbours`) and
+  estimates each expert's expected reward on a new query from its nearest training queries.
+  Training is one encoder pass, and the leave-one-out estimates of the training rows choose the
+  number of neighbours and calibrate the decision.
+- ``"distill"`` (the paper's): the encoder and a linear head are fine-tuned end to end on
+  ``KL(s* || softmax(logits))``, averaged over queries, by AdamW with linear warm-up then decay and
+  gradient clipping; the best epoch on validation rows is kept.
+
+Then :func:`zooter.policy.calibrate_decision` sets the :class:`~zooter.policy.DecisionRule`: the
+default expert (the best on the training rows) is left only by a margin that paid on held-out
+estimates, and when routing did not pay there, every query goes to the default expert.
 
 Example:
     >>> from zooter.data import RoutingDataset
@@ -21,13 +33,15 @@ import time
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
 from zooter.encoder import autocast, half_dtype, pick_device
 from zooter.errors import ConfigError
-from zooter.labels import LabelConfig, LabelEnhancer, make_targets
+from zooter.labels import LabelConfig, LabelEnhancer, make_targets, reward_tensor
+from zooter.neighbours import NeighbourBank
+from zooter.policy import DecisionRule, best_expert, calibrate_decision
 from zooter.router import ZooterRouter
 
 logger = logging.getLogger(__name__)
@@ -41,6 +55,18 @@ class TrainingConfig(ZooterConfig):
     queries and barely moves a small encoder on small data.
 
     Attributes:
+        method: ``"neighbours"`` (estimate rewards from the nearest training queries; one encoder
+            pass, the default) or ``"distill"`` (the paper's end-to-end fine-tuning of encoder and
+            head). The settings from ``epochs`` to ``select_by`` and ``prior_bias`` apply to
+            ``"distill"`` only.
+        neighbours: the numbers of neighbours to try; the one whose leave-one-out estimates route
+            best on the training rows is kept.
+        neighbour_temperature: similarity temperature of the neighbour weights (lower: the closest
+            neighbours count more).
+        calibrate: calibrate the decision rule (leave the default expert only by a margin that paid
+            on held-out estimates); False: the most probable expert always wins.
+        min_z: routing is kept only if its held-out gain over the default expert is at least this
+            many standard errors above 0.
         encoder: Hub id or folder of the pretrained encoder; None for the bundled MiniLM.
         max_length: tokens kept per query.
         epochs: passes over the training queries.
@@ -67,6 +93,11 @@ class TrainingConfig(ZooterConfig):
         show_progress: show a progress bar.
     """
 
+    method: Literal["neighbours", "distill"] = "neighbours"
+    neighbours: list[int] = Field(default_factory=lambda: [50, 100, 200, 400], min_length=1)
+    neighbour_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
+    calibrate: bool = True
+    min_z: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
     encoder: str | None = None
     max_length: int = Field(default=256, gt=0)
     epochs: int = Field(default=6, ge=1)
@@ -86,6 +117,13 @@ class TrainingConfig(ZooterConfig):
     mixed_precision: bool = True
     log_every: int = Field(default=10, ge=1)
     show_progress: bool = True
+
+    @field_validator("neighbours")
+    @classmethod
+    def _positive_counts(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError("every number of neighbours must be >= 1")
+        return sorted(set(value))
 
 
 def _seed_everything(seed: int) -> None:
@@ -144,6 +182,146 @@ def _validate(
     return {"val_loss": loss, "val_reward": routed}
 
 
+def _distill(
+    router: ZooterRouter,
+    dataset: RoutingDataset,
+    targets: torch.Tensor,
+    validation: RoutingDataset | None,
+    config: TrainingConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The paper's training: fine-tune encoder and head on the KL loss; keep the best validated epoch."""
+    val_targets = make_targets(validation, config.labels) if validation is not None else None
+    select_by = config.select_by
+    if validation is not None and select_by == "reward" and not len(validation.complete()):
+        logger.warning("no validation row has a reward for every expert; picking the best epoch by loss")
+        select_by = "loss"
+    if config.prior_bias:
+        with torch.no_grad():
+            router.head.bias.copy_(targets.mean(dim=0).clamp_min(1e-6).log())
+
+    token_ids = router.tokenize([ex.query for ex in dataset])
+    lengths = [len(ids) for ids in token_ids]
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = int(total_steps * config.warmup_ratio)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    optimizer = torch.optim.AdamW(_param_groups(router, config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    amp = half_dtype(device) if config.mixed_precision else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+
+    progress = None
+    if config.show_progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, desc="training router", unit="step")
+    log: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    step = 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            router.train()
+            running, seen = 0.0, 0
+            for index in _batches(lengths, config.batch_size, generator, config.group_by_length):
+                input_ids, attention_mask = router.collate([token_ids[i] for i in index])
+                with autocast(device, amp):
+                    logits = router(input_ids, attention_mask)
+                loss = _kl_loss(logits, targets[torch.as_tensor(index, device=device)])
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(router.parameters(), config.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                running += loss.item() * len(index)
+                seen += len(index)
+                if step % config.log_every == 0 or step == total_steps:
+                    entry = {"step": step, "epoch": epoch, "loss": running / seen, "lr": scheduler.get_last_lr()[0]}
+                    log.append(entry)
+                    logger.info("step %d epoch %d loss %.4f", step, epoch, entry["loss"])
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(epoch=epoch, loss=f"{running / seen:.4f}")
+            entry = {"step": step, "epoch": epoch, "train_loss": running / seen}
+            if validation is not None and val_targets is not None:
+                entry.update(_validate(router, validation, val_targets, config.batch_size * 2))
+                score = entry["val_reward"] if select_by == "reward" else -entry["val_loss"]
+                if best is None or score > best["score"]:
+                    best = {"score": score, "epoch": epoch, "state": copy.deepcopy(router.state_dict())}
+            log.append(entry)
+            logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in entry.items()})
+    finally:
+        if progress is not None:
+            progress.close()
+    if best is not None:
+        router.load_state_dict(best["state"])
+        logger.info("kept epoch %d (best validation %s)", best["epoch"], select_by)
+    router.training_log = log
+    return {
+        "best_epoch": best["epoch"] if best is not None else config.epochs,
+        "selected_by": select_by if best is not None else "last epoch",
+    }
+
+
+def _fit_neighbours(
+    router: ZooterRouter, dataset: RoutingDataset, targets: torch.Tensor, config: TrainingConfig
+) -> dict[str, Any]:
+    """Embed the training queries once and keep the number of neighbours that routes best left-one-out."""
+    embeddings = router.embed_queries(
+        [ex.query for ex in dataset], batch_size=router.default_batch_size * 4, show_progress=config.show_progress
+    )
+    rewards = reward_tensor(dataset).to(embeddings.device)
+    best: tuple[float, NeighbourBank, DecisionRule] | None = None
+    log = []
+    for k in config.neighbours:
+        bank = NeighbourBank(
+            embeddings, rewards, targets.to(embeddings.device), k=k, temperature=config.neighbour_temperature
+        )
+        held_out = bank.leave_one_out()
+        rule = calibrate_decision(held_out.scores, rewards, dataset.experts, min_z=config.min_z, source="leave-one-out")
+        gain = rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))
+        log.append({"neighbours": k, "leave_one_out_gain": gain, "pays": rule.routes})
+        logger.info("k=%d: leave-one-out gain over the default expert %.4g", k, gain)
+        if best is None or gain > best[0]:
+            best = (gain, bank, rule)
+    assert best is not None  # config.neighbours is never empty
+    _, bank, rule = best
+    router.bank = bank
+    router.config.neighbours = bank.settings()
+    router.training_log = log
+    return {"neighbours": bank.k, "rule": rule}
+
+
+def _log_decision(rule: DecisionRule) -> None:
+    figures = rule.calibration
+    if rule.routes:
+        logger.info(
+            "routing pays on %s rows (%s): %.4g against %.4g for %s alone; %.0f%% of queries leave it",
+            figures.get("rows"),
+            figures.get("source"),
+            figures.get("routed_score", float("nan")),
+            figures.get("default_score", float("nan")),
+            rule.default_expert,
+            100 * figures.get("share_routed_away", 0.0),
+        )
+    else:
+        logger.warning(
+            "routing did not pay on %s held-out rows (%s): every query goes to %s, the best expert in training",
+            figures.get("rows"),
+            figures.get("source"),
+            rule.default_expert,
+        )
+
+
 def train_router(
     dataset: RoutingDataset,
     config: TrainingConfig | None = None,
@@ -198,90 +376,43 @@ def train_router(
     targets = make_targets(dataset, config.labels, enhancer).to(device)
     tagger = getattr(enhancer, "tagger", None)
     router.tagger = tagger if isinstance(tagger, Tagger) else None  # saved with the router: labels can be rebuilt
-    val_targets = make_targets(validation, config.labels) if validation is not None else None
-    select_by = config.select_by
-    if validation is not None and select_by == "reward" and not len(validation.complete()):
-        logger.warning("no validation row has a reward for every expert; picking the best epoch by loss")
-        select_by = "loss"
-    if config.prior_bias:
-        with torch.no_grad():
-            router.head.bias.copy_(targets.mean(dim=0).clamp_min(1e-6).log())
-
-    token_ids = router.tokenize([ex.query for ex in dataset])
-    lengths = [len(ids) for ids in token_ids]
-    generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup = int(total_steps * config.warmup_ratio)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    optimizer = torch.optim.AdamW(_param_groups(router, config))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    amp = half_dtype(device) if config.mixed_precision else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-
-    progress = None
-    if config.show_progress:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=total_steps, desc="training router", unit="step")
-    log: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    step = 0
     started = time.perf_counter()
-    try:
-        for epoch in range(1, config.epochs + 1):
-            router.train()
-            running, seen = 0.0, 0
-            for index in _batches(lengths, config.batch_size, generator, config.group_by_length):
-                input_ids, attention_mask = router.collate([token_ids[i] for i in index])
-                with autocast(device, amp):
-                    logits = router(input_ids, attention_mask)
-                loss = _kl_loss(logits, targets[torch.as_tensor(index, device=device)])
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(router.parameters(), config.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                step += 1
-                running += loss.item() * len(index)
-                seen += len(index)
-                if step % config.log_every == 0 or step == total_steps:
-                    entry = {"step": step, "epoch": epoch, "loss": running / seen, "lr": scheduler.get_last_lr()[0]}
-                    log.append(entry)
-                    logger.info("step %d epoch %d loss %.4f", step, epoch, entry["loss"])
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(epoch=epoch, loss=f"{running / seen:.4f}")
-            entry = {"step": step, "epoch": epoch, "train_loss": running / seen}
-            if validation is not None and val_targets is not None:
-                entry.update(_validate(router, validation, val_targets, config.batch_size * 2))
-                score = entry["val_reward"] if select_by == "reward" else -entry["val_loss"]
-                if best is None or score > best["score"]:
-                    best = {"score": score, "epoch": epoch, "state": copy.deepcopy(router.state_dict())}
-            log.append(entry)
-            logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in entry.items()})
-    finally:
-        if progress is not None:
-            progress.close()
-    if best is not None:
-        router.load_state_dict(best["state"])
-        logger.info("kept epoch %d (best validation %s)", best["epoch"], select_by)
+    if config.method == "neighbours":
+        summary = _fit_neighbours(router, dataset, targets, config)
+    else:
+        summary = _distill(router, dataset, targets, validation, config, device)
+    rule = summary.pop("rule", None)
+    if config.calibrate and rule is None and validation is not None:
+        rule = calibrate_decision(
+            router.predict_proba([ex.query for ex in validation]),
+            reward_tensor(validation),
+            dataset.experts,
+            default_expert=best_expert(reward_tensor(dataset), dataset.experts),
+            min_z=config.min_z,
+        )
+    if config.calibrate and rule is not None:
+        router.config.decision = rule.to_dict()
+        _log_decision(rule)
     router.eval()
-    router.training_log = log
+    if validation is not None and len(validation.complete()):
+        from zooter.evaluation import evaluate
+
+        report = evaluate(router, validation)
+        default = rule.default_expert if rule is not None else report.best_single["expert"]
+        summary["validation"] = {
+            "rows": report.n,
+            "routed": report.routed,
+            "default_expert": report.per_expert[default],
+            "best_single": report.best_single,
+            "oracle": report.oracle,
+        }
     router.config.labels = {**config.labels.to_dict(), **({"enhancer": enhancer.to_dict()} if enhancer else {})}
     router.config.training = config.to_dict()
     router.config.training_summary = {
         "train_rows": len(dataset),
         "validation_rows": len(validation) if validation is not None else 0,
-        "best_epoch": best["epoch"] if best is not None else config.epochs,
-        "selected_by": select_by if best is not None else "last epoch",
+        "method": config.method,
+        **summary,
         "train_seconds": round(time.perf_counter() - started, 1),
         "device": str(device),
     }

@@ -1,0 +1,201 @@
+"""Routing quality of the default recipe on every real set the project has, against the baselines.
+
+For each set, trains with ``TrainingConfig()`` defaults (``--method distill`` for the paper's
+fine-tuning instead) on the training rows, routes the test rows, and compares the routed mean reward
+with, on the same test rows:
+
+- best single: the expert with the highest mean reward on the test rows (a hindsight baseline);
+- per-task best: for each test row, the expert with the best mean reward on the *training* rows of
+  its task (uses the ``task`` field, which a router never sees);
+- kNN-10 and kNN-100: the mean reward of the 10 / 100 training queries nearest to the test query
+  (cosine on the same frozen encoder's pooled vectors, unweighted), then the best expert;
+- oracle: the best expert of every row.
+
+Sets (train -> test, fixed splits):
+
+- ``arena``: arena-bench-v1, the demo's six experts and split (210 train, 30 validation, 59 scored test);
+- ``routellm``: ``../shared/data/routellm_mmlu_gsm8k`` split by id hash, seed 0, 20 % test;
+- ``llmrouter``: ``../shared/data/llmrouter_9model`` train.jsonl.gz -> test.jsonl.gz.
+
+Prints one JSON object, then a markdown table. Each finished (set, seed) run is appended to
+``--results`` (JSONL) and skipped on a rerun.
+
+Usage::
+
+    python benchmarks/routing_quality.py --results routing_quality.jsonl
+    python benchmarks/routing_quality.py --sets llmrouter --seeds 0 --method distill --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import SHARED_DATA, machine
+
+from zooter.cli import demo_splits
+from zooter.data import RoutingDataset
+from zooter.evaluation import evaluate, evaluate_choices
+from zooter.labels import reward_tensor
+from zooter.training import TrainingConfig, train_router
+
+SETS = ("arena", "routellm", "llmrouter")
+
+
+def load_set(name: str) -> tuple[RoutingDataset, RoutingDataset | None, RoutingDataset]:
+    """(train, validation or None, test) of a named set."""
+    if name == "arena":
+        _, splits = demo_splits()
+        return splits.train, splits.validation, splits.test
+    if name == "routellm":
+        data = RoutingDataset.load(SHARED_DATA / "routellm_mmlu_gsm8k" / "rewards.jsonl.gz")
+        splits = data.split(validation_fraction=0.0, test_fraction=0.2, seed=0)
+        return splits.train, None, splits.test
+    if name == "llmrouter":
+        folder = SHARED_DATA / "llmrouter_9model"
+        train = RoutingDataset.load(folder / "train.jsonl.gz")
+        return train, None, RoutingDataset.load(folder / "test.jsonl.gz", experts=train.experts)
+    raise SystemExit(f"unknown set {name!r}; expected one of {SETS}")
+
+
+def knn_choices(train_vectors: torch.Tensor, train: RoutingDataset, test_vectors: torch.Tensor, k: int) -> list[str]:
+    """Best expert by the unweighted mean reward of the ``k`` nearest training queries."""
+    a = torch.nn.functional.normalize(train_vectors.float().cpu(), dim=-1)
+    b = torch.nn.functional.normalize(test_vectors.float().cpu(), dim=-1)
+    rewards = reward_tensor(train)
+    index = (b @ a.T).topk(min(k, len(train)), dim=-1).indices
+    means = rewards[index].nanmean(dim=1).nan_to_num(nan=-float("inf"))
+    return [train.experts[j] for j in means.argmax(dim=-1).tolist()]
+
+
+def per_task_choices(train: RoutingDataset, test: RoutingDataset) -> list[str]:
+    rewards = reward_tensor(train)
+    overall = train.experts[int(rewards.nanmean(dim=0).nan_to_num(nan=-float("inf")).argmax())]
+    best: dict[str | None, str] = {}
+    for task in set(train.tasks):
+        rows = torch.tensor([t == task for t in train.tasks])
+        best[task] = train.experts[int(rewards[rows].nanmean(dim=0).nan_to_num(nan=-float("inf")).argmax())]
+    return [best.get(t, overall) for t in test.tasks]
+
+
+def run(name: str, seed: int, method: str, device: str | None) -> dict[str, Any]:
+    train, validation, test = load_set(name)
+    config = TrainingConfig(method=method, seed=seed, device=device, show_progress=False)
+    started = time.perf_counter()
+    router = train_router(train, config, validation=validation)
+    seconds = time.perf_counter() - started
+    report = evaluate(router, test)
+    train_vectors = router.embed_queries([ex.query for ex in train]) if router.bank is None else None
+    if router.bank is not None:
+        train_vectors = router.bank.embeddings
+    test_vectors = router.embed_queries([ex.query for ex in test])
+    baselines = {
+        "per_task_best": evaluate_choices(test, per_task_choices(train, test)).routed,
+        **{
+            f"knn_{k}": evaluate_choices(test, knn_choices(train_vectors, train, test_vectors, k)).routed
+            for k in (10, 100)
+        },
+    }
+    rule = router.decision
+    return {
+        "set": name,
+        "seed": seed,
+        "method": method,
+        "train_rows": len(train),
+        "test_rows": report.n,
+        "routed": report.routed,
+        "best_single": report.best_single,
+        "oracle": report.oracle,
+        "gap_recovered": report.gap_recovered,
+        **baselines,
+        "routes": rule.routes if rule else True,
+        "share_routed_away": None
+        if rule is None
+        else sum(share for expert, share in report.routing_share.items() if expert != rule.default_expert),
+        "decision": None if rule is None else rule.to_dict(),
+        "neighbours": router.config.neighbours,
+        "train_seconds": round(seconds, 1),
+        "device": str(router.device),
+    }
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name in SETS:
+        mine = [r for r in runs if r["set"] == name]
+        if not mine:
+            continue
+        routed = [r["routed"] for r in mine]
+        gaps = [r["gap_recovered"] for r in mine if r["gap_recovered"] is not None]
+        minutes = statistics.mean(r["train_seconds"] for r in mine) / 60
+        best = mine[0]["best_single"]["score"]
+        rows.append(
+            {
+                "set": name,
+                "seeds": [r["seed"] for r in mine],
+                "routed_mean": statistics.mean(routed),
+                "routed_std": statistics.pstdev(routed),
+                "best_single": mine[0]["best_single"],
+                "per_task_best": mine[0]["per_task_best"],
+                "knn_10": mine[0]["knn_10"],
+                "knn_100": mine[0]["knn_100"],
+                "oracle": mine[0]["oracle"],
+                "gap_recovered_mean": statistics.mean(gaps) if gaps else None,
+                "share_routed_away": statistics.mean(r["share_routed_away"] or 0.0 for r in mine),
+                "train_minutes": minutes,
+                "gain_per_minute": (statistics.mean(routed) - best) / minutes if minutes > 0 else None,
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| set | seeds | routed (mean ± std) | best single | per-task best | kNN-10 | kNN-100 | oracle "
+        "| gap recovered | routed away | training (min) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        gap = "n/a" if r["gap_recovered_mean"] is None else f"{r['gap_recovered_mean']:+.1%}"
+        lines.append(
+            f"| {r['set']} | {len(r['seeds'])} | {r['routed_mean']:.4f} ± {r['routed_std']:.4f} "
+            f"| {r['best_single']['score']:.4f} | {r['per_task_best']:.4f} | {r['knn_10']:.4f} | {r['knn_100']:.4f} "
+            f"| {r['oracle']:.4f} | {gap} | {r['share_routed_away']:.0%} | {r['train_minutes']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from {SETS}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--method", default="neighbours", choices=["neighbours", "distill"])
+    parser.add_argument("--device")
+    parser.add_argument("--results", default="routing_quality.jsonl", help="JSONL of finished runs (resumed)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results = Path(args.results)
+    done = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
+    for name in args.sets.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            if any(r["set"] == name and r["seed"] == seed and r["method"] == args.method for r in done):
+                continue
+            result = run(name, seed, args.method, args.device)
+            done.append(result)
+            with results.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(result) + "\n")
+    runs = [r for r in done if r["method"] == args.method and r["set"] in args.sets.split(",")]
+    rows = summarise(runs)
+    print(json.dumps({"machine": machine(), "method": args.method, "runs": runs, "summary": rows}))
+    print()
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

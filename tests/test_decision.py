@@ -1,0 +1,165 @@
+"""The decision rule: leave the best expert only where routing paid on held-out rows, never silently worse."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import keyword_rows
+
+from zooter.data import RoutingDataset, RoutingExample
+from zooter.errors import ConfigError
+from zooter.evaluation import evaluate
+from zooter.neighbours import NEIGHBOURS_NAME, NeighbourBank
+from zooter.policy import DecisionRule, best_expert, calibrate_decision, decide
+from zooter.router import ZooterRouter
+from zooter.training import TrainingConfig, train_router
+
+EXPERTS = ["a", "b", "c"]
+NAN = math.nan
+
+
+def dataset(rows: list[dict]) -> RoutingDataset:
+    return RoutingDataset([RoutingExample.from_dict(r) for r in rows])
+
+
+def config(encoder: str | None, **changes: object) -> TrainingConfig:
+    return TrainingConfig(encoder=encoder, max_length=32, device="cpu", show_progress=False, **changes)
+
+
+# -- decide -------------------------------------------------------------------------------------
+def test_the_default_expert_is_left_only_beyond_the_margin() -> None:
+    scores = torch.tensor([[0.50, 0.55, 0.1], [0.50, 0.70, 0.1], [0.9, 0.2, 0.1]])
+    rule = DecisionRule(default_expert="a", margin=0.1)
+    assert decide(scores, EXPERTS, rule) == [0, 1, 0]
+    assert decide(scores, EXPERTS) == [1, 1, 0]  # no rule: the highest score
+
+
+def test_a_rule_that_does_not_route_sends_everything_to_the_default() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.0, 0.0, 1.0]])
+    assert decide(scores, EXPERTS, DecisionRule(default_expert="a", margin=None)) == [0, 0]
+
+
+def test_allowed_experts_bound_the_choice_and_nan_never_wins() -> None:
+    scores = torch.tensor([[0.5, NAN, 0.4], [0.5, 0.9, 0.45]])
+    rule = DecisionRule(default_expert="a", margin=0.0)
+    assert decide(scores, EXPERTS, rule) == [0, 1]
+    assert decide(scores, EXPERTS, rule, allowed=["b", "c"]) == [2, 1]  # default not allowed: best allowed
+    assert decide(scores, EXPERTS, DecisionRule(default_expert="a", margin=None), allowed=["c"]) == [2, 2]
+
+
+def test_a_decision_rule_validates_its_margin() -> None:
+    with pytest.raises(ConfigError, match="margin"):
+        DecisionRule(default_expert="a", margin=-1.0)
+    with pytest.raises(ConfigError, match="margin"):
+        DecisionRule(default_expert="a", margin=math.inf)
+
+
+# -- calibrate_decision -------------------------------------------------------------------------
+def test_informative_scores_calibrate_a_rule_that_routes() -> None:
+    rng = random.Random(0)
+    rewards = torch.tensor([[1.0, 0.0] if rng.random() < 0.6 else [0.0, 1.0] for _ in range(400)])
+    scores = rewards + torch.tensor([[rng.gauss(0, 0.3), rng.gauss(0, 0.3)] for _ in range(400)])
+    rule = calibrate_decision(scores, rewards, ["a", "b"])
+    assert rule.default_expert == "a" and rule.routes
+    c = rule.calibration
+    assert c["pays"] and c["routed_score"] > c["default_score"] + 2 * c["standard_error"]
+    assert 0.2 < c["share_routed_away"] < 0.6
+
+
+def test_uninformative_scores_keep_the_default_expert() -> None:
+    rng = random.Random(1)
+    rewards = torch.tensor([[float(rng.random() < 0.7), float(rng.random() < 0.5)] for _ in range(300)])
+    scores = torch.rand(300, 2, generator=torch.Generator().manual_seed(0))
+    rule = calibrate_decision(scores, rewards, ["a", "b"])
+    assert rule.default_expert == "a"
+    assert not rule.routes and rule.calibration["pays"] is False
+
+
+def test_best_expert_ignores_missing_rewards() -> None:
+    assert best_expert(torch.tensor([[1.0, NAN], [0.0, 0.9], [0.5, 0.9]]), ["a", "b"]) == "b"
+
+
+# -- neighbour bank -------------------------------------------------------------------------------
+def test_leave_one_out_never_uses_the_row_itself() -> None:
+    embeddings = torch.eye(3)
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    bank = NeighbourBank(embeddings, rewards, rewards / rewards.sum(1, keepdim=True), k=1)
+    assert bank.estimate(embeddings).expected_rewards.tolist() == rewards.tolist()
+    held_out = bank.leave_one_out().expected_rewards
+    assert not torch.equal(held_out[0], rewards[0])  # row 0 is the only one preferring "a"
+
+
+def test_an_expert_without_neighbour_rewards_is_never_chosen() -> None:
+    rewards = torch.tensor([[1.0, NAN], [0.0, NAN]])
+    bank = NeighbourBank(torch.eye(2), rewards, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), k=2)
+    estimates = bank.estimate(torch.tensor([[1.0, 0.0]]))
+    assert math.isnan(estimates.expected_rewards[0, 1].item())
+    assert decide(estimates.scores, ["a", "b"]) == [0]
+
+
+# -- training end to end ------------------------------------------------------------------------
+def test_where_routing_cannot_pay_every_query_goes_to_the_best_expert(tiny_encoder: str, tmp_path: Path) -> None:
+    rng = random.Random(3)
+    # rewards independent of the query: "steady" is best on average; no query says otherwise
+    rows = [
+        {
+            "id": f"q{i}",
+            "query": " ".join(rng.sample(["the", "a", "story", "python", "sum", "poem", "code", "math"], 4)),
+            "rewards": {"steady": float(rng.random() < 0.7), "coin": float(rng.random() < 0.5)},
+        }
+        for i in range(240)
+    ]
+    splits = dataset(rows).split(validation_fraction=0.0, test_fraction=0.25, seed=0)
+    router = train_router(splits.train, config(tiny_encoder))
+    rule = router.decision
+    assert rule is not None and rule.default_expert == "steady" and not rule.routes
+    assert {d.expert for d in router.route([ex.query for ex in splits.test])} == {"steady"}
+    folder = router.save_pretrained(tmp_path / "router")
+    assert json.loads((folder / "config.json").read_text())["decision"]["margin"] is None
+    assert "Routing did not pay" in (folder / "README.md").read_text()
+    reloaded = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert {d.expert for d in reloaded.route([ex.query for ex in splits.test])} == {"steady"}
+
+
+@pytest.mark.slow
+def test_a_keyword_that_decides_the_best_expert_is_routed_by(tmp_path: Path) -> None:
+    # the default recipe on the bundled MiniLM: neighbours are found by meaning, which a random tiny encoder lacks
+    splits = dataset(keyword_rows(480, seed=5)).split(validation_fraction=0.0, test_fraction=0.25, seed=0)
+    router = train_router(splits.train, config(None))
+    assert router.decision is not None and router.decision.routes
+    test = splits.test
+    decisions = router.route([ex.query for ex in test])
+    best = [max(ex.rewards, key=ex.rewards.get) for ex in test]
+    accuracy = sum(d.expert == b for d, b in zip(decisions, best)) / len(test)
+    assert accuracy >= 0.9, f"routing accuracy {accuracy:.2f} on {len(test)} held-out queries"
+    assert decisions[0].expected_rewards is not None and set(decisions[0].expected_rewards) == set(router.experts)
+    report = evaluate(router, test)
+    assert report.routed > report.best_single["score"]
+    # the bank and the rule travel with the saved router and decide the same way
+    folder = router.save_pretrained(tmp_path / "router")
+    assert (folder / NEIGHBOURS_NAME).is_file()
+    reloaded = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert [d.expert for d in reloaded.route([ex.query for ex in test])] == [d.expert for d in decisions]
+    card = (folder / "README.md").read_text()
+    assert "## Decision" in card and "routed away" in card
+
+
+def test_a_distilled_router_is_calibrated_on_its_validation_rows(tiny_encoder: str) -> None:
+    splits = dataset(keyword_rows(240, seed=2)).split(validation_fraction=0.2, test_fraction=0.0, seed=0)
+    router = train_router(
+        splits.train,
+        config(tiny_encoder, method="distill", epochs=6, lr=3e-3, head_lr=3e-3),
+        validation=splits.validation,
+    )
+    rule = router.decision
+    assert rule is not None and rule.calibration["source"] == "validation"
+    assert rule.calibration["rows"] == len(splits.validation)
+    assert (
+        router.config.training_summary["validation"]["routed"]
+        >= router.config.training_summary["validation"]["default_expert"]
+    )

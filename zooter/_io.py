@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from zooter.errors import DataError
+from zooter.errors import DataError, ZooterError
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def refuse_overwriting_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
+    """Raise before any work when an output path is one of the inputs (the same file after links).
+
+    Raises:
+        ZooterError: naming the output and the input it would replace.
+    """
+    given = [Path(p) for p in inputs if p is not None]
+    for output in map(Path, outputs):
+        for source in given:
+            if _same_file(output, source):
+                raise ZooterError(
+                    f"the output {output} is the input {source}; writing it would replace that input, "
+                    "so choose another output path"
+                )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # links and hard links, when both exist
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def drop_torn_tail(path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zooter import __version__
+from zooter._io import refuse_overwriting_inputs
 from zooter.errors import ConfigError, ZooterError
 
 logger = logging.getLogger("zooter.cli")
@@ -70,12 +71,13 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from zooter.data import load_queries
-    from zooter.rewards import answering_models, read_responses, score_responses
+    from zooter.rewards import answering_models, read_responses, score_responses, scored_pairs_path
 
     if args.batch_size < 1:
         raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")
     experts = _csv(args.experts) if args.experts else None
     # fail on unusable inputs before loading a reward model of several gigabytes
+    refuse_overwriting_inputs([args.output, scored_pairs_path(args.output)], [args.responses, args.queries])
     load_queries(args.queries)
     answering_models(read_responses(args.responses)[0], experts, args.responses)
     scorer = _scorer_from_args(args)
@@ -102,6 +104,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
 
+    out = Path(args.output_dir)
+    refuse_overwriting_inputs([out / f"{name}.jsonl" for name in ("train", "validation", "test")], [args.data])
     data = RoutingDataset.load(args.data)
     splits = data.split(
         validation_fraction=args.validation_fraction,
@@ -109,7 +113,6 @@ def cmd_split(args: argparse.Namespace) -> int:
         seed=args.seed,
         stratify_by_task=args.stratify,
     )
-    out = Path(args.output_dir)
     for name, part in splits.as_dict().items():
         part.save(out / f"{name}.jsonl")
         print(f"{name}: {len(part)} rows -> {out / f'{name}.jsonl'}")
@@ -144,6 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
     from zooter.training import train_router
 
+    refuse_overwriting_inputs([args.output], [args.data, args.validation])
     config = _training_config(args)
     experts = _csv(args.experts) if args.experts else None
     data = RoutingDataset.load(args.data, experts=experts)
@@ -204,9 +208,12 @@ def _format_decision(query: str, decision: Any) -> str:
 def cmd_collect(args: argparse.Namespace, *, model_factory: Any = None) -> int:
     """Ask every ``--expert`` every query; ``model_factory(spec, **kwargs)`` makes the chat models
     (default: LangChain's ``init_chat_model``; tests pass their own)."""
-    from zooter_langchain.collect import collect_responses
+    from zooter_langchain.collect import collect_responses, default_failures_path
     from zooter_langchain.models import chat_model_from_spec, parse_expert_specs
 
+    failures = args.failures or default_failures_path(args.output)
+    refuse_overwriting_inputs([args.output, failures], [args.queries])
+    refuse_overwriting_inputs([failures], [args.output])
     specs = parse_expert_specs(args.expert)
     factory = model_factory or chat_model_from_spec
     model_kwargs = {} if args.temperature is None else {"temperature": args.temperature}

@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
 
-from zooter._io import drop_torn_tail, iter_jsonl
+from zooter._io import drop_torn_tail, iter_jsonl, refuse_overwriting_inputs
 from zooter.data import Query, RoutingExample, load_queries
 from zooter.errors import ConfigError, DataError
 from zooter_langchain._retry import RetriesExhausted, call_with_retries, describe, is_transient
@@ -240,6 +240,8 @@ async def acollect_responses(
     if output.suffix == ".gz":
         raise ConfigError(f"{output}: collect appends to a plain JSONL file; compress it once the run is complete")
     failures_file = Path(failures_path) if failures_path is not None else default_failures_path(output)
+    refuse_overwriting_inputs([output, failures_file], [queries] if isinstance(queries, (str, os.PathLike)) else [])
+    refuse_overwriting_inputs([failures_file], [output])
     pairs = _query_pairs(queries)
     started = time.perf_counter()
     done = read_collected(output)

@@ -1,0 +1,228 @@
+"""Fault injection through the real ``zooter`` command, one process per case.
+
+Each case runs the CLI on a fresh copy of a small workspace (a tiny encoder, a tiny reward model, a
+trained router, data files) with one thing wrong, and checks what a user relies on: exit code 2,
+exactly one line on stderr that names the problem, and every file in the workspace byte-identical
+afterwards (nothing written, nothing cut, nothing left behind).
+
+Starting Python with torch and transformers costs seconds, so the cases run in processes forked
+from one warm process that has imported them; each child then runs ``python -m zooter.cli`` as
+its own ``__main__``, with its own stdin, stdout, stderr and exit code. Cases that depend on the
+environment at import time (the Hub's settings) start a fresh interpreter instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import build_tiny_encoder, keyword_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+# The warm process: imports the heavy packages once, then forks one child per case read from stdin.
+WARM = r"""
+import json, os, runpy, sys, traceback
+import torch, transformers, safetensors.torch  # noqa: F401  (the slow imports, paid once)
+import zooter.data, zooter.router, zooter.rewards, zooter.training  # noqa: F401
+sys.modules.pop("zooter.cli", None)  # runpy runs it as __main__, fresh
+
+for line in sys.stdin:
+    case = json.loads(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(case["cwd"])
+            for fd, name, flags in ((0, case["stdin"], os.O_RDONLY), (1, case["stdout"], os.O_WRONLY),
+                                    (2, case["stderr"], os.O_WRONLY)):
+                os.dup2(os.open(name, flags), fd)
+            sys.argv = ["zooter", *case["argv"]]
+            runpy.run_module("zooter.cli", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as e:
+            if e.code is None or isinstance(e.code, int):
+                code = e.code or 0
+            else:
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps(os.waitstatus_to_exitcode(status)), flush=True)
+"""
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Zooter:
+    """Runs ``zooter ARGV`` in a child process and returns its exit code, stdout and stderr."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+        self.runs = 0
+        self.warm: subprocess.Popen[str] | None = None
+        if hasattr(os, "fork"):
+            self.warm = subprocess.Popen(
+                [sys.executable, "-c", WARM], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+
+    def __call__(self, *argv: str | Path, cwd: Path, stdin: str = "", env: dict[str, str] | None = None) -> Result:
+        argv = tuple(str(a) for a in argv)
+        self.runs += 1
+        files = {name: self.scratch / f"{self.runs}.{name}" for name in ("stdin", "stdout", "stderr")}
+        files["stdin"].write_text(stdin, encoding="utf-8")
+        files["stdout"].touch()
+        files["stderr"].touch()
+        if self.warm is None or env is not None:  # a fresh interpreter
+            with open(files["stdin"]) as f_in:
+                done = subprocess.run(
+                    [sys.executable, "-m", "zooter.cli", *argv],
+                    cwd=cwd,
+                    stdin=f_in,
+                    capture_output=True,
+                    text=True,
+                    env={**ENV, **(env or {})},
+                    timeout=300,
+                )
+            return Result(done.returncode, done.stdout, done.stderr)
+        assert self.warm.stdin is not None and self.warm.stdout is not None
+        case = {"argv": argv, "cwd": str(cwd), **{k: str(v) for k, v in files.items()}}
+        self.warm.stdin.write(json.dumps(case) + "\n")
+        self.warm.stdin.flush()
+        reply = self.warm.stdout.readline()
+        assert reply, "the warm process died"
+        read = {k: files[k].read_text(encoding="utf-8") for k in ("stdout", "stderr")}
+        return Result(json.loads(reply), read["stdout"], read["stderr"])
+
+    def close(self) -> None:
+        if self.warm is not None:
+            assert self.warm.stdin is not None
+            self.warm.stdin.close()
+            self.warm.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def zooter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zooter]:
+    runner = Zooter(tmp_path_factory.mktemp("runs"))
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workspace every case starts from (copied afresh for each)."""
+    from zooter.data import RoutingDataset, RoutingExample
+    from zooter.training import TrainingConfig, train_router
+
+    ws = tmp_path_factory.mktemp("workspace")
+    encoder = build_tiny_encoder(ws / "encoder")
+    build_tiny_encoder(ws / "reward-model", num_labels=1)
+    rows = keyword_rows(24, seed=3)
+    write_lines(ws / "data.jsonl", rows)
+    write_lines(ws / "queries.jsonl", [{"id": r["id"], "query": r["query"]} for r in rows])
+    answers = [{"id": r["id"], "model": m, "response": f"{m} says {r['query']}"} for r in rows for m in r["rewards"]]
+    write_lines(ws / "responses.jsonl", answers)
+    data = RoutingDataset([RoutingExample.from_dict(r) for r in rows])
+    config = TrainingConfig(encoder=str(encoder), epochs=1, max_length=32, device="cpu", show_progress=False)
+    train_router(data, config).save_pretrained(ws / "router")
+    return ws
+
+
+def write_lines(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def ws(original: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the workspace."""
+    copy = tmp_path / "ws"
+    shutil.copytree(original, copy, symlinks=True)
+    return copy
+
+
+def snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every entry under ``folder``: a file's bytes, a link's target, a folder's mark."""
+    entries: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            entries[key] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            entries[key] = "dir"
+        else:
+            entries[key] = path.read_bytes()
+    return entries
+
+
+def assert_refused(result: Result, *words: str) -> None:
+    """Exit code 2 and one line on stderr naming the problem (each of ``words``), no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("zooter "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+SCORE = ("score", "responses.jsonl", "--queries", "queries.jsonl", "--reward-model", "reward-model", "--quiet")
+
+# (case id, command line run in the workspace, words the one error line must hold, setup in the workspace)
+CASES = [
+    # 1. an output that is one of the command's inputs
+    ("score-output-is-responses", (*SCORE, "--output", "responses.jsonl"), ["responses.jsonl", "input"], None),
+    ("score-output-is-queries", (*SCORE, "--output", "queries.jsonl"), ["queries.jsonl", "input"], None),
+    ("score-output-links-to-input", (*SCORE, "--output", "link.jsonl"), ["link.jsonl", "input"], "link"),
+    (
+        "collect-output-is-queries",
+        ("collect", "queries.jsonl", "--expert", "a=openai:gpt-4o-mini", "--output", "queries.jsonl"),
+        ["queries.jsonl", "input"],
+        None,
+    ),
+    (
+        "collect-failures-is-queries",
+        ("collect", "queries.jsonl", "--expert", "a=openai:gpt-4o-mini", "--output", "o.jsonl",
+         "--failures", "./queries.jsonl"),
+        ["queries.jsonl", "input"],
+        None,
+    ),  # fmt: skip
+    ("split-output-is-input", ("split", "parts/train.jsonl", "--output-dir", "parts"), ["train.jsonl", "input"], "parts"),
+]
+
+
+def setup_case(ws: Path, setup: str | None) -> None:
+    if setup == "link":
+        (ws / "link.jsonl").symlink_to("responses.jsonl")
+    elif setup == "parts":
+        (ws / "parts").mkdir()
+        shutil.copy(ws / "data.jsonl", ws / "parts" / "train.jsonl")
+
+
+@pytest.mark.parametrize(("argv", "words", "setup"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(
+    zooter: Zooter, ws: Path, argv: tuple[str, ...], words: list[str], setup: str | None
+) -> None:
+    setup_case(ws, setup)
+    before = snapshot(ws)
+    result = zooter(*argv, cwd=ws)
+    assert_refused(result, *words)
+    assert snapshot(ws) == before

@@ -316,3 +316,14 @@ def test_an_output_that_is_the_queries_file_is_refused_untouched(queries_file: P
     with pytest.raises(ZooterError, match="is the input"):
         collect_responses(queries_file, {"a": expert}, tmp_path / "o.jsonl", failures_path=tmp_path / "o.jsonl")
     assert queries_file.read_bytes() == before and expert.calls == 0
+
+
+@pytest.mark.parametrize("lines", [2, 1])
+def test_a_file_that_is_not_a_responses_file_is_refused_before_it_is_touched(tmp_path, lines: int) -> None:
+    other = tmp_path / "other_queries.jsonl"  # given as the output by mistake; its last line lacks a newline
+    other.write_text("\n".join(json.dumps({"id": f"q{i}", "query": f"question {i}"}) for i in range(lines)))
+    before = other.read_bytes()
+    expert = FakeExpertChatModel(name="a")
+    with pytest.raises(DataError, match="responses record"):
+        collect_responses([("q", "hi")], {"a": expert}, other)
+    assert other.read_bytes() == before and expert.calls == 0

@@ -99,19 +99,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
 
 
-def drop_torn_tail(path: Path) -> None:
-    """Cut a last line that lacks its newline: an appending run killed while writing it.
+def torn_tail(path: Path) -> tuple[int, int] | None:
+    """``(line number, byte offset)`` of a last line that lacks its newline, or None if there is none.
 
-    Files that a resumable stage appends to call this before reading them, so the torn record is
-    redone and the next append starts on a line of its own.
+    Such a line is what an appending run killed while writing it leaves behind.
     """
-    with open(path, "rb+") as f:
+    with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
         if end == 0:
-            return
+            return None
         f.seek(end - 1)
         if f.read(1) == b"\n":
-            return
+            return None
         pos = end
         while pos > 0:  # walk back to the previous newline, a block at a time
             start = max(0, pos - 65536)
@@ -122,6 +121,24 @@ def drop_torn_tail(path: Path) -> None:
                 pos = start + cut + 1
                 break
             pos = start
+        f.seek(0)
+        newlines = sum(block.count(b"\n") for block in iter(lambda: f.read(min(65536, pos - f.tell())), b""))
+    return newlines + 1, pos
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line that lacks its newline: an appending run killed while writing it.
+
+    Files that a resumable stage appends to call this before reading them, so the torn record is
+    redone and the next append starts on a line of its own. Callers check the file's other lines
+    first, so a file given by mistake (a queries file as the output) is refused whole, not cut.
+    """
+    tail = torn_tail(path)
+    if tail is None:
+        return
+    pos = tail[1]
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
         logger.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, end - pos)
         f.truncate(pos)
 

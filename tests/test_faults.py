@@ -184,6 +184,7 @@ def assert_refused(result: Result, *words: str) -> None:
         assert word in lines[0], (word, lines[0])
 
 
+TRAIN = ("train", "data.jsonl", "--encoder", "encoder", "--max-length", "32", "--epochs", "2", "--quiet")
 SCORE = ("score", "responses.jsonl", "--queries", "queries.jsonl", "--reward-model", "reward-model", "--quiet")
 
 # (case id, command line run in the workspace, words the one error line must hold, setup in the workspace)
@@ -206,12 +207,24 @@ CASES = [
         None,
     ),  # fmt: skip
     ("split-output-is-input", ("split", "parts/train.jsonl", "--output-dir", "parts"), ["train.jsonl", "input"], "parts"),
+    # 3. non-finite numbers: refused as options, and when training diverges (nothing saved)
+    ("train-lr-inf", (*TRAIN, "--output", "new", "--lr=inf"), ["--lr", "finite"], None),
+    ("train-beta-nan", (*TRAIN, "--output", "new", "--tags", "task", "--beta", "nan"), ["--beta", "finite"], None),
+    ("split-fraction-inf", ("split", "data.jsonl", "--output-dir", "s", "--test-fraction=-inf"), ["finite"], None),
+    ("train-diverges", (*TRAIN, "--output", "new", "--lr", "1e30"), ["diverged", "lr=1e+30"], None),
+    ("route-nan-router", ("route", "router", "hello", "--json"), ["non-finite", "model.safetensors"], "nan-router"),
 ]
 
 
 def setup_case(ws: Path, setup: str | None) -> None:
     if setup == "link":
         (ws / "link.jsonl").symlink_to("responses.jsonl")
+    elif setup == "nan-router":
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(ws / "router" / "model.safetensors")
+        weights["head.weight"][0, 0] = float("nan")
+        save_file(weights, ws / "router" / "model.safetensors", metadata={"format": "pt"})
     elif setup == "parts":
         (ws / "parts").mkdir()
         shutil.copy(ws / "data.jsonl", ws / "parts" / "train.jsonl")

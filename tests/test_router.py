@@ -293,3 +293,19 @@ def test_compiled_router_routes_and_saves_like_the_original(router: ZooterRouter
     torch.testing.assert_close(router.predict_proba(QUERIES), expected)
     loaded = ZooterRouter.from_pretrained(router.save_pretrained(tmp_path / "r"), device="cpu")
     torch.testing.assert_close(loaded.predict_proba(QUERIES), expected)
+
+
+def test_a_router_with_non_finite_weights_is_refused(router: ZooterRouter, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = router.save_pretrained(tmp_path / "router")
+    weights = load_file(folder / "model.safetensors")
+    weights["head.bias"][1] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ZooterError, match=r"non-finite.*head\.bias"):
+        ZooterRouter.from_pretrained(folder)
+    with torch.no_grad():
+        router.head.weight[0, 0] = float("inf")
+    with pytest.raises(ZooterError, match=r"non-finite.*head\.weight"):
+        router.save_pretrained(tmp_path / "other")
+    assert not (tmp_path / "other").exists()

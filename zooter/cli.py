@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -173,7 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data = data.select_experts(router.experts)  # still fails if the data lacks a router expert
     report = evaluate(router, data, batch_size=args.batch_size, show_progress=not args.quiet)
     if args.json:
-        print(json.dumps(report.to_dict()))
+        print(_json(report.to_dict()))
     else:
         print(report.format_table())
     return 0
@@ -191,11 +192,26 @@ def cmd_route(args: argparse.Namespace) -> int:
     decisions = router.route(queries, allowed=_csv(args.allowed) if args.allowed else None)
     if args.json:
         for query, decision in zip(queries, decisions):
-            print(json.dumps({"query": query, **decision.to_dict()}))
+            print(_json({"query": query, **decision.to_dict()}))
         return 0
     for query, decision in zip(queries, decisions):
         print(_format_decision(query, decision))
     return 0
+
+
+def _json(obj: Any) -> str:
+    """One line of strict JSON: a NaN or an infinity (which JSON lacks) is written as null."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(obj), allow_nan=False)
 
 
 def _format_decision(query: str, decision: Any) -> str:
@@ -390,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name, value in vars(args).items():  # every float option, present and future
+        if isinstance(value, float) and not math.isfinite(value):
+            print(f"zooter {args.command}: error: --{name.replace('_', '-')} must be a finite number, got {value}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

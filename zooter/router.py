@@ -352,6 +352,9 @@ class ZooterRouter(torch.nn.Module):
 
         if self.quantized:
             raise ZooterError("a quantised router cannot be saved; save the fp32 router and quantise after loading")
+        broken = non_finite_weights(self)
+        if broken:
+            raise ZooterError(f"the router holds non-finite weights (NaN or inf) in {_names(broken)}; it cannot be saved")
 
         config = self.config
         if evaluation is not None:
@@ -432,6 +435,12 @@ class ZooterRouter(torch.nn.Module):
                 f"{folder / WEIGHTS_NAME} does not fit the config: missing {sorted(missing)[:5]}, "
                 f"unexpected {sorted(unexpected)[:5]}"
             )
+        broken = non_finite_weights(router)
+        if broken:
+            raise ZooterError(
+                f"{folder / WEIGHTS_NAME} holds non-finite weights (NaN or inf) in {_names(broken)}; "
+                "such a router cannot route: train it again"
+            )
         log_path = folder / LOG_NAME
         if log_path.is_file():
             router.training_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
@@ -475,6 +484,20 @@ def _load_tagger(config: RouterConfig, folder: Path) -> Any:
     except (ZooterError, ValueError, TypeError, KeyError) as e:  # a damaged or hand-edited tagger entry
         logger.warning("%s: cannot rebuild the training tagger (%s); routing is unaffected", folder, e)
         return None
+
+
+def non_finite_weights(module: torch.nn.Module) -> list[str]:
+    """Names of the floating-point tensors of ``module`` that hold a NaN or an infinity."""
+    return [
+        name
+        for name, tensor in module.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def _names(names: list[str], limit: int = 3) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _is_router_folder(folder: Path) -> bool:

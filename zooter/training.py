@@ -26,9 +26,9 @@ from pydantic import Field
 from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
 from zooter.encoder import autocast, half_dtype, pick_device
-from zooter.errors import ConfigError
+from zooter.errors import ConfigError, ZooterError
 from zooter.labels import LabelConfig, LabelEnhancer, make_targets
-from zooter.router import ZooterRouter
+from zooter.router import ZooterRouter, non_finite_weights
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,13 @@ def _validate(
     return {"val_loss": loss, "val_reward": routed}
 
 
+def _diverged(config: TrainingConfig, step: int, epoch: int, what: str) -> ZooterError:
+    return ZooterError(
+        f"training diverged at step {step} (epoch {epoch}): {what}, so there is no router to keep; "
+        f"lower the learning rates (lr={config.lr:g}, head_lr={config.head_lr:g})"
+    )
+
+
 def train_router(
     dataset: RoutingDataset,
     config: TrainingConfig | None = None,
@@ -250,7 +257,10 @@ def train_router(
                 scaler.update()
                 scheduler.step()
                 step += 1
-                running += loss.item() * len(index)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise _diverged(config, step, epoch, f"the loss became {value}")
+                running += value * len(index)
                 seen += len(index)
                 if step % config.log_every == 0 or step == total_steps:
                     entry = {"step": step, "epoch": epoch, "loss": running / seen, "lr": scheduler.get_last_lr()[0]}
@@ -259,6 +269,9 @@ def train_router(
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(epoch=epoch, loss=f"{running / seen:.4f}")
+            broken = non_finite_weights(router)
+            if broken:
+                raise _diverged(config, step, epoch, f"the weights became non-finite ({broken[0]})")
             entry = {"step": step, "epoch": epoch, "train_loss": running / seen}
             if validation is not None and val_targets is not None:
                 entry.update(_validate(router, validation, val_targets, config.batch_size * 2))

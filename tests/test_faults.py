@@ -213,6 +213,28 @@ CASES = [
     ("split-fraction-inf", ("split", "data.jsonl", "--output-dir", "s", "--test-fraction=-inf"), ["finite"], None),
     ("train-diverges", (*TRAIN, "--output", "new", "--lr", "1e30"), ["diverged", "lr=1e+30"], None),
     ("route-nan-router", ("route", "router", "hello", "--json"), ["non-finite", "model.safetensors"], "nan-router"),
+    # 6. the output location is checked before any model is loaded or trained
+    ("split-output-dir-is-a-file", ("split", "data.jsonl", "--output-dir", "afile"), ["afile", "is a file"], "afile"),
+    ("split-output-dir-under-a-file", ("split", "data.jsonl", "--output-dir", "afile/sub"), ["afile", "is a file"], "afile"),
+    ("score-output-is-a-folder", (*SCORE, "--output", "router"), ["router", "is a folder"], None),
+    ("score-output-under-a-file", (*SCORE, "--output", "afile/out.jsonl"), ["afile", "is a file"], "afile"),
+    ("train-output-under-a-file", (*TRAIN, "--output", "afile/sub"), ["afile", "is a file"], "afile"),
+    ("train-output-is-a-file", (*TRAIN, "--output", "afile"), ["afile", "is a file"], "afile"),
+    ("train-output-is-a-project", (*TRAIN, "--output", "encoder"), ["encoder", "not a router folder"], None),
+    ("demo-output-under-a-file", ("demo", "--output", "afile/r", "--epochs", "0"), ["afile", "is a file"], "afile"),
+    (
+        "collect-output-under-a-file",
+        ("collect", "queries.jsonl", "--expert", "a=openai:gpt-4o-mini", "--output", "afile/o.jsonl"),
+        ["afile", "is a file"],
+        "afile",
+    ),
+    # 10. one line, exit 2, for every one of these
+    ("train-one-expert", (*TRAIN, "--output", "new", "--experts", "coder", "--validation", "data.jsonl"),
+     ["at least 2 experts"], None),  # fmt: skip
+    ("train-no-expert", (*TRAIN, "--output", "new", "--experts", ","), ["at least 2 experts"], None),
+    ("eval-many-unknown-experts", ("eval", "router", "wide.jsonl"), ["more", "experts differ"], "wide"),
+    ("eval-data-is-a-folder", ("eval", "router", "encoder"), ["encoder", "is a folder"], None),
+    ("train-data-is-a-folder", (*TRAIN, "--output", "new", "--validation", "router"), ["router", "is a folder"], None),
 ]
 
 
@@ -225,6 +247,13 @@ def setup_case(ws: Path, setup: str | None) -> None:
         weights = load_file(ws / "router" / "model.safetensors")
         weights["head.weight"][0, 0] = float("nan")
         save_file(weights, ws / "router" / "model.safetensors", metadata={"format": "pt"})
+    elif setup == "afile":
+        (ws / "afile").write_text("not a folder\n")
+    elif setup == "wide":
+        rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
+        for row in rows:
+            row["rewards"].update({f"expert-{i}": 1.0 for i in range(3000)})
+        write_lines(ws / "wide.jsonl", rows)
     elif setup == "parts":
         (ws / "parts").mkdir()
         shutil.copy(ws / "data.jsonl", ws / "parts" / "train.jsonl")
@@ -238,4 +267,22 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(
     before = snapshot(ws)
     result = zooter(*argv, cwd=ws)
     assert_refused(result, *words)
+    assert snapshot(ws) == before
+
+
+def test_an_error_line_stays_short(zooter: Zooter, ws: Path) -> None:
+    setup_case(ws, "wide")
+    result = zooter("eval", "router", "wide.jsonl", cwd=ws)
+    assert_refused(result, "and 2,990 more")
+    assert len(result.stderr) < 600
+
+
+@pytest.mark.parametrize("argv", [(*TRAIN, "--output", "new", "--encoder", "nobody/no-such-encoder"),
+                                  ("route", "nobody/no-such-router", "hello")])  # fmt: skip
+def test_an_unreachable_hub_fails_at_once_in_one_line(zooter: Zooter, ws: Path, argv: tuple[str, ...]) -> None:
+    before = snapshot(ws)
+    # online, but nothing listens at the Hub's address: no retries, no Hub warning first
+    offline = {"HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    result = zooter(*argv, cwd=ws, env=offline)
+    assert_refused(result, "nobody/no-such-", "Hub")
     assert snapshot(ws) == before

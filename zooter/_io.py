@@ -35,6 +35,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         DataError: the file is missing, a line is not valid JSON, or a line is not a JSON object.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder; expected a JSONL file", path=path)
     if not path.is_file():
         raise DataError("no such file", path=path)
     line_no = 0
@@ -90,6 +92,27 @@ def refuse_overwriting_inputs(outputs: Iterable[str | Path], inputs: Iterable[st
                     f"the output {output} is the input {source}; writing it would replace that input, "
                     "so choose another output path"
                 )
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Raise before any work when ``path`` cannot be written as a file (or, with ``folder``, a folder).
+
+    Raises:
+        ZooterError: the path is a folder where a file is wanted (or the reverse), lies under a
+            file, or its nearest existing folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise ZooterError(f"{path} is a folder; expected the path of a file to write")
+    if path.exists() and not path.is_dir() and folder:
+        raise ZooterError(f"{path} is a file; expected a folder to write into")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ZooterError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ZooterError(f"cannot write {path}: no permission to write in {parent}")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zooter import __version__
-from zooter._io import refuse_overwriting_inputs
+from zooter._io import check_writable, refuse_overwriting_inputs
 from zooter.errors import ConfigError, ZooterError
 
 logger = logging.getLogger("zooter.cli")
@@ -79,6 +79,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     experts = _csv(args.experts) if args.experts else None
     # fail on unusable inputs before loading a reward model of several gigabytes
     refuse_overwriting_inputs([args.output, scored_pairs_path(args.output)], [args.responses, args.queries])
+    check_writable(args.output)
+    check_writable(scored_pairs_path(args.output))
     load_queries(args.queries)
     answering_models(read_responses(args.responses)[0], experts, args.responses)
     scorer = _scorer_from_args(args)
@@ -106,7 +108,11 @@ def cmd_split(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
 
     out = Path(args.output_dir)
-    refuse_overwriting_inputs([out / f"{name}.jsonl" for name in ("train", "validation", "test")], [args.data])
+    outputs = [out / f"{name}.jsonl" for name in ("train", "validation", "test")]
+    refuse_overwriting_inputs(outputs, [args.data])
+    check_writable(out, folder=True)
+    for path in outputs:
+        check_writable(path)
     data = RoutingDataset.load(args.data)
     splits = data.split(
         validation_fraction=args.validation_fraction,
@@ -146,11 +152,13 @@ def _training_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
+    from zooter.router import check_save_directory
     from zooter.training import train_router
 
     refuse_overwriting_inputs([args.output], [args.data, args.validation])
+    check_save_directory(args.output)
     config = _training_config(args)
-    experts = _csv(args.experts) if args.experts else None
+    experts = _csv(args.experts) if args.experts is not None else None
     data = RoutingDataset.load(args.data, experts=experts)
     validation = RoutingDataset.load(args.validation, experts=experts) if args.validation else None
     router = train_router(data, config, validation=validation)
@@ -230,6 +238,8 @@ def cmd_collect(args: argparse.Namespace, *, model_factory: Any = None) -> int:
     failures = args.failures or default_failures_path(args.output)
     refuse_overwriting_inputs([args.output, failures], [args.queries])
     refuse_overwriting_inputs([failures], [args.output])
+    check_writable(args.output)
+    check_writable(failures)
     specs = parse_expert_specs(args.expert)
     factory = model_factory or chat_model_from_spec
     model_kwargs = {} if args.temperature is None else {"temperature": args.temperature}
@@ -268,7 +278,11 @@ def demo_splits() -> tuple[Any, Any]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from zooter.evaluation import evaluate
+    from zooter.router import check_save_directory
     from zooter.training import TrainingConfig, train_router
+
+    if args.output:
+        check_save_directory(args.output)
 
     data, splits = demo_splits()
     print(
@@ -424,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooterError as e:
         print(f"zooter {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a permission denied while writing: still one line
+        print(f"zooter {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

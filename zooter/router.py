@@ -21,13 +21,14 @@ import torch
 from pydantic import Field, field_validator
 
 from zooter import __version__
-from zooter._io import atomic_directory
+from zooter._io import atomic_directory, check_writable
 from zooter.config import ZooterConfig
 from zooter.data import Query, query_text
 from zooter.encoder import (
     DEFAULT_ENCODER,
     DEFAULT_ENCODER_ALIASES,
     autocast,
+    check_hub_source,
     encoder_from_config,
     half_dtype,
     length_sorted_batches,
@@ -35,7 +36,7 @@ from zooter.encoder import (
     mean_pool,
     pick_device,
 )
-from zooter.errors import ConfigError, ZooterError
+from zooter.errors import ConfigError, ZooterError, name_list
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +290,9 @@ class ZooterRouter(torch.nn.Module):
         if allowed is not None:
             unknown = sorted(set(allowed) - set(experts))
             if unknown or not allowed:
-                raise ZooterError(f"allowed experts must be a non-empty subset of {experts}; unknown: {unknown}")
+                raise ZooterError(
+                    f"allowed experts must be a non-empty subset of {name_list(experts)}; unknown: {name_list(unknown)}"
+                )
             keep = torch.tensor([name in allowed for name in experts])
             choice_scores = probs.masked_fill(~keep, -1.0)
         chosen = choice_scores.argmax(dim=-1).tolist()
@@ -360,11 +363,7 @@ class ZooterRouter(torch.nn.Module):
         if evaluation is not None:
             config = config.replace(evaluation=evaluation if isinstance(evaluation, dict) else evaluation.to_dict())
         target = Path(save_directory)
-        if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or _is_router_folder(target))):
-            raise ZooterError(
-                f"{target} exists and is not a router folder; saving replaces the whole folder, "
-                "so choose a new or empty folder"
-            )
+        check_save_directory(target)
         with atomic_directory(target) as tmp:
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
             self.tokenizer.save_pretrained(str(tmp))
@@ -500,6 +499,20 @@ def _names(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def check_save_directory(target: str | Path) -> None:
+    """Raise unless a router can be saved at ``target``: a new path, an empty folder or a router folder.
+
+    Commands call it before they train, so a bad ``--output`` fails at once, not after the work.
+    """
+    target = Path(target)
+    check_writable(target, folder=True)
+    if target.is_dir() and any(target.iterdir()) and not _is_router_folder(target):
+        raise ZooterError(
+            f"{target} exists and is not a router folder; saving replaces the whole folder, "
+            "so choose a new or empty folder"
+        )
+
+
 def _is_router_folder(folder: Path) -> bool:
     try:
         return "experts" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
@@ -533,6 +546,7 @@ def _download(repo_id: str, *, revision: str | None, token: str | None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
+    check_hub_source(repo_id, revision=revision, token=token)  # fails at once, where the download would retry
     try:
         return Path(snapshot_download(repo_id=repo_id, revision=revision, token=token))
     except HFValidationError:

@@ -286,3 +286,11 @@ def test_an_unreachable_hub_fails_at_once_in_one_line(zooter: Zooter, ws: Path, 
     result = zooter(*argv, cwd=ws, env=offline)
     assert_refused(result, "nobody/no-such-", "Hub")
     assert snapshot(ws) == before
+
+
+def test_a_damaged_training_log_is_a_warning_not_a_failure(zooter: Zooter, ws: Path) -> None:
+    (ws / "router" / "training_log.jsonl").write_bytes(b'{"step": 1}\n{"step": 2, "lo\xff')
+    result = zooter("route", "router", "write a haiku", "--json", cwd=ws)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["expert"] in {"mathbot", "coder", "poet"}
+    assert "training_log.jsonl" in result.stderr

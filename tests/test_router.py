@@ -241,6 +241,8 @@ def test_saved_files_get_the_usual_permissions(router: ZooterRouter, tmp_path: P
     finally:
         os.umask(umask)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert set(modes.values()) == {0o644}, modes  # model.safetensors too: another user can load it
 
 
 def test_save_to_the_current_folder(router: ZooterRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,3 +311,12 @@ def test_a_router_with_non_finite_weights_is_refused(router: ZooterRouter, tmp_p
     with pytest.raises(ZooterError, match=r"non-finite.*head\.weight"):
         router.save_pretrained(tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_a_damaged_training_log_does_not_stop_routing(router: ZooterRouter, tmp_path: Path, caplog) -> None:
+    router.training_log = [{"step": 1, "loss": 1.0}]
+    folder = router.save_pretrained(tmp_path / "router")
+    (folder / "training_log.jsonl").write_bytes(b'{"step": 1, "loss": 1.0}\n{"step": 2, "lo\xff')
+    loaded = ZooterRouter.from_pretrained(folder)
+    assert loaded.route(QUERIES[:1])[0].expert in router.experts
+    assert "training_log.jsonl" in caplog.text

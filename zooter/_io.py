@@ -218,6 +218,26 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         os.chdir(path)  # the process stood in the folder just replaced: stand in its successor
 
 
+def settle_files(folder: Path) -> None:
+    """Give every file in ``folder`` the usual mode (0666 less the umask) and flush it to disk.
+
+    Writers differ: safetensors creates its file 0600, which another user cannot read.
+    """
+    mode = 0o666 & ~_umask()
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+            _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _umask() -> int:
     # Reading the umask through os.umask briefly changes it for every thread; /proc does not.
     with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status", encoding="ascii") as f:

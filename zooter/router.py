@@ -21,7 +21,7 @@ import torch
 from pydantic import Field, field_validator
 
 from zooter import __version__
-from zooter._io import atomic_directory, check_writable
+from zooter._io import atomic_directory, check_writable, settle_files
 from zooter.config import ZooterConfig
 from zooter.data import Query, query_text
 from zooter.encoder import (
@@ -375,6 +375,7 @@ class ZooterRouter(torch.nn.Module):
                     for entry in self.training_log:
                         f.write(json.dumps(entry) + "\n")
             (tmp / CARD_NAME).write_text(render_model_card(config), encoding="utf-8")
+            settle_files(tmp)
         self.config = config
         logger.info("saved router to %s", target)
         return target
@@ -440,9 +441,7 @@ class ZooterRouter(torch.nn.Module):
                 f"{folder / WEIGHTS_NAME} holds non-finite weights (NaN or inf) in {_names(broken)}; "
                 "such a router cannot route: train it again"
             )
-        log_path = folder / LOG_NAME
-        if log_path.is_file():
-            router.training_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        router.training_log = _read_training_log(folder / LOG_NAME)
         router.tagger = _load_tagger(config, folder)
         return router.to(pick_device(device))
 
@@ -468,6 +467,17 @@ class ZooterRouter(torch.nn.Module):
                 repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision
             )
         return str(url)
+
+
+def _read_training_log(path: Path) -> list[dict[str, Any]]:
+    """The training log, for the record; routing does without it, so damage there only warns."""
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as e:  # ValueError covers bad JSON and bad UTF-8
+        logger.warning("%s is damaged (%s); the router loads without its training log", path, e)
+        return []
 
 
 def _load_tagger(config: RouterConfig, folder: Path) -> Any:

@@ -313,6 +313,52 @@ def test_a_router_with_non_finite_weights_is_refused(router: ZooterRouter, tmp_p
     assert not (tmp_path / "other").exists()
 
 
+def test_saving_over_a_router_keeps_the_users_own_files(router: ZooterRouter, tmp_path: Path) -> None:
+    router.training_log = [{"step": 1, "loss": 1.0}]
+    target = router.save_pretrained(tmp_path / "router")
+    (target / "NOTES.txt").write_text("keep me")
+    (target / "runs").mkdir()
+    (target / "runs" / "eval.json").write_text("{}")
+    router.training_log = []  # the new router writes no log: the old router's log must not linger
+    router.save_pretrained(target)
+    assert (target / "NOTES.txt").read_text() == "keep me"
+    assert (target / "runs" / "eval.json").read_text() == "{}"
+    assert not (target / "training_log.jsonl").exists()
+    assert ZooterRouter.from_pretrained(target).experts == router.experts
+
+
+def test_a_folder_without_its_tokenizer_file_is_refused(router: ZooterRouter, tmp_path: Path) -> None:
+    folder = router.save_pretrained(tmp_path / "router")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ZooterError, match=r"tokenizer\.json"):
+        ZooterRouter.from_pretrained(folder)
+
+
+def test_a_tokenizer_other_than_the_trained_one_is_refused(router: ZooterRouter, tmp_path: Path) -> None:
+    from conftest import build_tiny_encoder
+
+    folder = router.save_pretrained(tmp_path / "router")
+    words = [f"w{i}" for i in range(len(router.tokenizer) - 5)]  # as many tokens, other words
+    other = build_tiny_encoder(tmp_path / "other", words=words)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((other / name).read_bytes())
+    with pytest.raises(ZooterError, match="not the tokenizer the router was trained with"):
+        ZooterRouter.from_pretrained(folder)
+
+
+def test_a_router_saved_before_tokenizer_records_still_loads(router: ZooterRouter, tmp_path: Path) -> None:
+    folder = router.save_pretrained(tmp_path / "router")
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("tokenizer", "files"):
+        config.pop(key, None)
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = ZooterRouter.from_pretrained(folder)
+    torch.testing.assert_close(loaded.predict_proba(QUERIES), router.predict_proba(QUERIES), atol=0, rtol=0)
+    (folder / "tokenizer.json").unlink()  # the file checks still apply
+    with pytest.raises(ZooterError, match="tokenizer"):
+        ZooterRouter.from_pretrained(folder)
+
+
 def test_a_damaged_training_log_does_not_stop_routing(router: ZooterRouter, tmp_path: Path, caplog) -> None:
     router.training_log = [{"step": 1, "loss": 1.0}]
     folder = router.save_pretrained(tmp_path / "router")

@@ -230,6 +230,24 @@ def settle_files(folder: Path) -> None:
             _fsync(path)
 
 
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Put ``source`` (a file, a link or a folder) at ``destination``: hard links where possible, else copies."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), destination)
+    elif source.is_dir():
+        shutil.copytree(source, destination, symlinks=True, copy_function=_link_or_copy_file)
+    else:
+        _link_or_copy_file(source, destination)
+
+
+def _link_or_copy_file(source: str | Path, destination: str | Path) -> None:
+    try:
+        os.link(source, destination)  # the same bytes, nothing to copy or flush
+    except OSError:
+        shutil.copy2(source, destination)
+        _fsync(Path(destination))
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from pydantic import Field, field_validator
 
 from zooter import __version__
-from zooter._io import atomic_directory, check_writable, settle_files
+from zooter._io import atomic_directory, check_writable, link_or_copy, settle_files
 from zooter.config import ZooterConfig
 from zooter.data import Query, query_text
 from zooter.encoder import (
@@ -59,6 +60,10 @@ class RouterConfig(ZooterConfig):
         training: the training settings (see :class:`zooter.training.TrainingConfig`).
         training_summary: what the training run did: rows used, epoch kept, seconds, device.
         evaluation: the last evaluation report, when one was saved with the router.
+        tokenizer: the saved tokenizer: its ``files``, ``vocab_size`` and a ``sha256`` of its
+            vocabulary, so loading can refuse a folder whose tokenizer is missing or another one.
+        files: every file the router wrote in its folder; other files (the user's) are kept when
+            a router is saved over it.
         zooter_version: the package version that wrote the folder.
     """
 
@@ -71,6 +76,8 @@ class RouterConfig(ZooterConfig):
     training: dict[str, Any] = Field(default_factory=dict)
     training_summary: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
+    tokenizer: dict[str, Any] = Field(default_factory=dict)
+    files: list[str] = Field(default_factory=list)
     zooter_version: str = __version__
 
     @field_validator("experts")
@@ -364,18 +371,27 @@ class ZooterRouter(torch.nn.Module):
             config = config.replace(evaluation=evaluation if isinstance(evaluation, dict) else evaluation.to_dict())
         target = Path(save_directory)
         check_save_directory(target)
+        users = _user_entries(target)
         with atomic_directory(target) as tmp:
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
-            self.tokenizer.save_pretrained(str(tmp))
-            (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+            saved = [Path(name).name for name in self.tokenizer.save_pretrained(str(tmp))]
             if self.tagger is not None:
                 self.tagger.save(tmp)  # e.g. the cluster centroids, so the training tags can be rebuilt
             if self.training_log:
                 with open(tmp / LOG_NAME, "w", encoding="utf-8") as f:
                     for entry in self.training_log:
                         f.write(json.dumps(entry) + "\n")
+            tokenizer = {"files": sorted(n for n in saved if (tmp / n).is_file()), **tokenizer_fingerprint(self.tokenizer)}
+            files = sorted({*(p.name for p in tmp.iterdir()), CONFIG_NAME, CARD_NAME})
+            config = config.replace(tokenizer=tokenizer, files=files)
+            (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
             (tmp / CARD_NAME).write_text(render_model_card(config), encoding="utf-8")
             settle_files(tmp)
+            for entry in users:
+                if entry.name in files:
+                    logger.warning("%s: the router's own %s replaces the file of that name", target, entry.name)
+                else:
+                    link_or_copy(entry, tmp / entry.name)
         self.config = config
         logger.info("saved router to %s", target)
         return target
@@ -419,10 +435,12 @@ class ZooterRouter(torch.nn.Module):
             raise ZooterError(f"{config_path}: field 'encoder_config' is empty; cannot rebuild the encoder")
         from transformers import AutoTokenizer
 
+        _check_tokenizer_files(folder, config)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except (OSError, ValueError) as e:
             raise ZooterError(f"{folder}: cannot load the tokenizer files ({e})") from None
+        _check_tokenizer(folder, config, tokenizer)
         router = cls(encoder_from_config(config.encoder_config), tokenizer, config)
         try:
             missing, unexpected = load_model(router, str(folder / WEIGHTS_NAME), strict=False)
@@ -467,6 +485,70 @@ class ZooterRouter(torch.nn.Module):
                 repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision
             )
         return str(url)
+
+
+# The files a tokenizer keeps its vocabulary in: a folder from before tokenizer records needs one.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+# What a router folder from before file records holds besides the user's files.
+_ROUTER_FILE_PATTERNS = (CONFIG_NAME, CARD_NAME, LOG_NAME, "*.safetensors", "tokenizer*", "vocab*", "merges.txt",
+                         "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model", "tagger*")  # fmt: skip
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
+    """The vocabulary size and a sha256 of the token -> id map: what routing depends on."""
+    import hashlib
+
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return {"vocab_size": len(tokenizer), "sha256": hashlib.sha256(vocab.encode("utf-8")).hexdigest()}
+
+
+def _check_tokenizer_files(folder: Path, config: RouterConfig) -> None:
+    """Refuse a folder that lacks a tokenizer file: transformers would build a stand-in from what is left."""
+    recorded = config.tokenizer.get("files")
+    if recorded:
+        missing = [name for name in recorded if not (folder / name).is_file()]
+        if missing:
+            raise ZooterError(
+                f"{folder} lacks {', '.join(missing)}, part of the tokenizer the router was saved with; "
+                "copy the whole router folder again"
+            )
+    elif not any((folder / name).is_file() for name in VOCABULARY_FILES) and not any(folder.glob("*.model")):
+        raise ZooterError(
+            f"{folder} holds no tokenizer vocabulary ({', '.join(VOCABULARY_FILES[:3])}, ...); "
+            "copy the whole router folder again"
+        )
+
+
+def _check_tokenizer(folder: Path, config: RouterConfig, tokenizer: Any) -> None:
+    """Refuse a tokenizer other than the one the router was trained with (routers before the record: size only)."""
+    expected = config.tokenizer
+    if expected.get("sha256"):
+        found = tokenizer_fingerprint(tokenizer)
+        if found["sha256"] != expected["sha256"]:
+            raise ZooterError(
+                f"{folder}: the tokenizer files ({found['vocab_size']} tokens, sha256 {found['sha256'][:12]}) are "
+                f"not the tokenizer the router was trained with ({expected.get('vocab_size')} tokens, sha256 "
+                f"{expected['sha256'][:12]}); copy the whole router folder again"
+            )
+    embeddings = config.encoder_config.get("vocab_size")
+    if isinstance(embeddings, int) and len(tokenizer) > embeddings:
+        raise ZooterError(
+            f"{folder}: the tokenizer has {len(tokenizer)} tokens but the encoder only {embeddings} embeddings; "
+            "it is not the router's tokenizer"
+        )
+
+
+def _user_entries(folder: Path) -> list[Path]:
+    """What in an existing router folder the router did not write (notes, results...), to keep."""
+    if not folder.is_dir():
+        return []
+    try:
+        recorded = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, list):
+        return [p for p in folder.iterdir() if p.name not in recorded]
+    return [p for p in folder.iterdir() if not any(fnmatch(p.name, pattern) for pattern in _ROUTER_FILE_PATTERNS)]
 
 
 def _read_training_log(path: Path) -> list[dict[str, Any]]:

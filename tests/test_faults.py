@@ -47,8 +47,12 @@ for line in sys.stdin:
             for fd, name, flags in ((0, case["stdin"], os.O_RDONLY), (1, case["stdout"], os.O_WRONLY),
                                     (2, case["stderr"], os.O_WRONLY)):
                 os.dup2(os.open(name, flags), fd)
-            sys.argv = ["zooter", *case["argv"]]
-            runpy.run_module("zooter.cli", run_name="__main__", alter_sys=True)
+            if case["script"]:
+                sys.argv = [case["script"], *case["argv"]]
+                runpy.run_path(case["script"], run_name="__main__")
+            else:
+                sys.argv = ["zooter", *case["argv"]]
+                runpy.run_module("zooter.cli", run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as e:
             if e.code is None or isinstance(e.code, int):
@@ -85,7 +89,15 @@ class Zooter:
                 [sys.executable, "-c", WARM], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
             )
 
-    def __call__(self, *argv: str | Path, cwd: Path, stdin: str = "", env: dict[str, str] | None = None) -> Result:
+    def __call__(
+        self,
+        *argv: str | Path,
+        cwd: Path,
+        stdin: str = "",
+        env: dict[str, str] | None = None,
+        script: Path | None = None,
+    ) -> Result:
+        """``zooter ARGV`` (or ``python SCRIPT ARGV``) in ``cwd``; ``env`` asks for a fresh interpreter."""
         argv = tuple(str(a) for a in argv)
         self.runs += 1
         files = {name: self.scratch / f"{self.runs}.{name}" for name in ("stdin", "stdout", "stderr")}
@@ -95,7 +107,7 @@ class Zooter:
         if self.warm is None or env is not None:  # a fresh interpreter
             with open(files["stdin"]) as f_in:
                 done = subprocess.run(
-                    [sys.executable, "-m", "zooter.cli", *argv],
+                    [sys.executable, *([str(script)] if script else ["-m", "zooter.cli"]), *argv],
                     cwd=cwd,
                     stdin=f_in,
                     capture_output=True,
@@ -105,7 +117,7 @@ class Zooter:
                 )
             return Result(done.returncode, done.stdout, done.stderr)
         assert self.warm.stdin is not None and self.warm.stdout is not None
-        case = {"argv": argv, "cwd": str(cwd), **{k: str(v) for k, v in files.items()}}
+        case = {"argv": argv, "cwd": str(cwd), "script": str(script or ""), **{k: str(v) for k, v in files.items()}}
         self.warm.stdin.write(json.dumps(case) + "\n")
         self.warm.stdin.flush()
         reply = self.warm.stdout.readline()
@@ -212,6 +224,8 @@ CASES = [
     ("train-beta-nan", (*TRAIN, "--output", "new", "--tags", "task", "--beta", "nan"), ["--beta", "finite"], None),
     ("split-fraction-inf", ("split", "data.jsonl", "--output-dir", "s", "--test-fraction=-inf"), ["finite"], None),
     ("train-diverges", (*TRAIN, "--output", "new", "--lr", "1e30"), ["diverged", "lr=1e+30"], None),
+    # 2. a router folder that lacks part of its tokenizer
+    ("route-no-tokenizer-json", ("route", "router", "hello"), ["tokenizer.json"], "no-tokenizer"),
     ("route-nan-router", ("route", "router", "hello", "--json"), ["non-finite", "model.safetensors"], "nan-router"),
     # 6. the output location is checked before any model is loaded or trained
     ("split-output-dir-is-a-file", ("split", "data.jsonl", "--output-dir", "afile"), ["afile", "is a file"], "afile"),
@@ -247,6 +261,8 @@ def setup_case(ws: Path, setup: str | None) -> None:
         weights = load_file(ws / "router" / "model.safetensors")
         weights["head.weight"][0, 0] = float("nan")
         save_file(weights, ws / "router" / "model.safetensors", metadata={"format": "pt"})
+    elif setup == "no-tokenizer":
+        (ws / "router" / "tokenizer.json").unlink()
     elif setup == "afile":
         (ws / "afile").write_text("not a folder\n")
     elif setup == "wide":
@@ -294,3 +310,64 @@ def test_a_damaged_training_log_is_a_warning_not_a_failure(zooter: Zooter, ws: P
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["expert"] in {"mathbot", "coder", "poet"}
     assert "training_log.jsonl" in result.stderr
+
+
+# A real save of a changed router, killed (SIGKILL) just before its Nth step: a file written, a
+# file or folder flushed, a rename, a removal. Prints how many steps a whole save takes.
+SAVE_KILLED_AT = r"""
+import os, pathlib, shutil, signal, sys
+import torch
+from zooter.router import ZooterRouter
+
+source, target, point = sys.argv[1], sys.argv[2], int(sys.argv[3])
+router = ZooterRouter.from_pretrained(source, device="cpu")
+with torch.no_grad():
+    router.head.bias.copy_(torch.tensor([9.0, 0.0, 0.0]))  # the new router sends everything to mathbot
+steps = 0
+
+def kill_point(real):
+    def step(*args, **kwargs):
+        global steps
+        steps += 1
+        if steps == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return step
+
+for owner, name in [(os, "fsync"), (os, "replace"), (os, "link"), (shutil, "rmtree"), (pathlib.Path, "write_text")]:
+    setattr(owner, name, kill_point(getattr(owner, name)))
+router.save_pretrained(target)
+print(steps)
+"""
+
+
+def test_a_save_killed_at_any_point_leaves_a_whole_router(zooter: Zooter, ws: Path, tmp_path: Path) -> None:
+    import signal
+
+    import torch
+
+    from zooter.router import ZooterRouter
+
+    script = tmp_path / "save_killed_at.py"
+    script.write_text(SAVE_KILLED_AT, encoding="utf-8")
+    queries = ["write a haiku", "python regex", "an integral"]
+    old = ZooterRouter.from_pretrained(ws / "router", device="cpu").predict_proba(queries)
+    (ws / "router" / "NOTES.txt").write_text("mine")
+    target, source = ws / "router", tmp_path / "source"
+    shutil.copytree(target, source)
+    whole = zooter(source, tmp_path / "counted", "0", cwd=ws, script=script)
+    assert whole.returncode == 0, whole.stderr
+    steps = int(whole.stdout)
+    assert steps >= 5
+    for point in range(1, steps + 1):
+        killed = zooter(source, target, str(point), cwd=ws, script=script)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+        router = ZooterRouter.from_pretrained(target, device="cpu")  # puts back a router set aside
+        probs = router.predict_proba(queries)
+        assert torch.equal(probs, old) or bool((probs[:, 0] > 0.99).all()), point  # the old router or the new
+        assert (target / "NOTES.txt").read_text() == "mine"
+        router.save_pretrained(target)  # a later save clears what the killed one left
+        assert sorted(p.name for p in ws.iterdir() if p.name.startswith(".router")) == [], point
+        if not torch.equal(probs, old):  # start the next point from the old router again
+            shutil.rmtree(target)
+            shutil.copytree(source, target)

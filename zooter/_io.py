@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -186,21 +187,27 @@ def write_json(path: str | Path, obj: Any) -> None:
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder that replaces the folder ``path`` only if the block succeeds.
 
-    An existing folder at ``path`` stays intact until the new one is complete, and is removed only
-    after the new one is in place, so a crash at any point leaves one whole folder behind.
+    An existing folder at ``path`` stays intact until the new one is complete and flushed to disk,
+    and is removed only after the new one is in place. A process killed at any point leaves at
+    ``path`` the old folder or the new one, or leaves the old one set aside beside it; the next
+    save or load puts it back (:func:`recover_directory`), and the next save removes what killed
+    saves left half-written.
     """
     path = Path(path).resolve()  # "." has no name to build a sibling from
     cwd = Path.cwd()
     if path in cwd.parents:
         raise OSError(f"cannot replace {path}: the current working folder {cwd} is inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    recover_directory(path)
+    # the process id in the names tells a later save whether their writer is still running
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        _fsync(tmp)  # the new folder's entries are on disk before it can replace anything
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.{os.getpid()}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
         try:
@@ -209,6 +216,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
             if old is not None:
                 os.replace(old, path)
             raise
+        _fsync(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -216,6 +224,47 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     if path == cwd:
         os.chdir(path)  # the process stood in the folder just replaced: stand in its successor
+
+
+def recover_directory(path: str | Path) -> None:
+    """Undo what an :func:`atomic_directory` killed part-way left beside ``path``.
+
+    A folder set aside (``.NAME.PID.old``) goes back to ``path`` when nothing is there; then the
+    leftovers of processes that are no longer running (set-aside folders, ``.NAME.PID.*.tmp``
+    folders written half-way) are removed. Those of a running process are left alone.
+    """
+    path = Path(path).absolute()
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
+    leftovers = [
+        p for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and not _running(int(m.group(1)))
+    ]
+    set_aside = sorted((p for p in leftovers if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
+    if set_aside and not path.exists():
+        restored = set_aside.pop()
+        try:
+            os.replace(restored, path)
+        except OSError as e:  # e.g. a read-only folder, when loading
+            logger.warning("%s: an interrupted save set the folder aside as %s; cannot put it back (%s)", path, restored, e)
+            return
+        leftovers.remove(restored)
+        logger.warning("%s: put back the folder that an interrupted save had set aside", path)
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+        logger.info("removed %s, left by an interrupted save", leftover)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to another user
+        return True
+    return True
 
 
 def settle_files(folder: Path) -> None:
@@ -249,9 +298,13 @@ def _link_or_copy_file(source: str | Path, destination: str | Path) -> None:
 
 
 def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk (folders where the platform allows it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
     finally:
         os.close(fd)
 

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, field_validator
 
 from zooter import __version__
-from zooter._io import atomic_directory, check_writable, link_or_copy, settle_files
+from zooter._io import atomic_directory, check_writable, link_or_copy, recover_directory, settle_files
 from zooter.config import ZooterConfig
 from zooter.data import Query, query_text
 from zooter.encoder import (
@@ -416,6 +416,8 @@ class ZooterRouter(torch.nn.Module):
         from safetensors.torch import load_model
 
         folder = Path(path_or_repo_id)
+        if not folder.is_dir():
+            recover_directory(folder)  # a save killed between its two renames set the router aside
         if not folder.is_dir():
             folder = _download(str(path_or_repo_id), revision=revision, token=token)
         config_path = folder / CONFIG_NAME

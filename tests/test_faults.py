@@ -371,3 +371,13 @@ def test_a_save_killed_at_any_point_leaves_a_whole_router(zooter: Zooter, ws: Pa
         if not torch.equal(probs, old):  # start the next point from the old router again
             shutil.rmtree(target)
             shutil.copytree(source, target)
+
+
+def test_a_query_without_text_routes_as_in_the_api_with_a_warning(zooter: Zooter, ws: Path) -> None:
+    from zooter.router import ZooterRouter
+
+    expected = ZooterRouter.from_pretrained(ws / "router", device="cpu").route([""])[0]
+    result = zooter("route", "router", "  ", "--json", cwd=ws)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["expert"] == expected.expert
+    assert "no text" in result.stderr

@@ -366,3 +366,19 @@ def test_a_damaged_training_log_does_not_stop_routing(router: ZooterRouter, tmp_
     loaded = ZooterRouter.from_pretrained(folder)
     assert loaded.route(QUERIES[:1])[0].expert in router.experts
     assert "training_log.jsonl" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [None, 5, ["not", "messages"]])
+def test_a_query_of_the_wrong_type_is_named_by_its_position(router: ZooterRouter, bad: object) -> None:
+    with pytest.raises(TypeError, match=r"query 1 .*expected a string or a list of chat messages"):
+        router.route(["fine", bad])  # type: ignore[list-item]
+
+
+def test_allowed_may_name_a_single_expert(router: ZooterRouter) -> None:
+    assert {d.expert for d in router.route(QUERIES, allowed="poet")} == {"poet"}  # type: ignore[arg-type]
+
+
+def test_queries_without_text_route_alike_and_are_reported(router: ZooterRouter, caplog) -> None:
+    decisions = router.route(["", "   ", "\n\t"])
+    assert decisions[0] == decisions[1] == decisions[2]
+    assert "3 of 3 queries have no text" in caplog.text

@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("route", help="route queries with a trained router")
     p.add_argument("router", help="router folder or Hub id")
-    p.add_argument("queries", nargs="*", help="queries to route ('-' or none: read one a line from stdin)")
+    p.add_argument("queries", nargs="*", help="queries to route ('-' or none: read one a line from stdin, blank lines skipped)")
     p.add_argument("--allowed", help="comma-separated experts to choose among")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--device")

@@ -180,7 +180,8 @@ class ZooterRouter(torch.nn.Module):
     # -- computing -----------------------------------------------------------------------------
     def tokenize(self, queries: Sequence[Query]) -> list[list[int]]:
         """Token ids of each query, truncated to ``max_length``, in one tokenizer call."""
-        texts = [query_text(q) for q in queries]
+        # only whitespace is no text: every such query is routed as the empty one
+        texts = [text if text.strip() else "" for text in map(query_text, queries)]
         encoded = self.tokenizer(
             texts,
             truncation=True,
@@ -248,6 +249,17 @@ class ZooterRouter(torch.nn.Module):
                 "predict_proba takes a list of queries, each a string or a list of chat messages; "
                 "wrap a single query (or a single chat) in a list"
             )
+        for i, query in enumerate(queries):
+            if not (isinstance(query, str) or (isinstance(query, list) and all(isinstance(m, dict) for m in query))):
+                raise TypeError(f"query {i} is {query!r:.80}; expected a string or a list of chat messages")
+        blank = sum(1 for query in queries if isinstance(query, str) and not query.strip())
+        if blank:
+            logger.warning(
+                "%d of %d queries have no text (empty or whitespace); each is routed as the empty query, "
+                "the router's choice when it knows nothing of the query",
+                blank,
+                len(queries),
+            )
         if batch_size is None:
             batch_size = self.default_batch_size
         if batch_size < 1:
@@ -286,14 +298,17 @@ class ZooterRouter(torch.nn.Module):
         """The chosen expert and every expert's probability, for each query (batched).
 
         Args:
-            queries: texts or chat message lists.
-            allowed: choose only among these experts (the probabilities still cover all).
+            queries: texts or chat message lists. A text that is empty or only whitespace is routed
+                as the empty query (the same choice for all of them) and logged as a warning.
+            allowed: choose only among these experts, or this one (the probabilities still cover all).
             batch_size: queries per encoder forward (default: :attr:`default_batch_size`).
             show_progress: show a progress bar.
         """
         probs = self.predict_proba(queries, batch_size=batch_size, show_progress=show_progress)
         experts = self.config.experts
         choice_scores = probs
+        if isinstance(allowed, str):  # one name, not its letters
+            allowed = [allowed]
         if allowed is not None:
             unknown = sorted(set(allowed) - set(experts))
             if unknown or not allowed:

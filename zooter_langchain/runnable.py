@@ -247,6 +247,8 @@ class ZooterRouterRunnable(BaseChatModel):
     def _decide_texts(
         self, texts: list[str], *, allowed_experts: Sequence[str] | None = None, force_expert: str | None = None
     ) -> list[dict[str, Any]]:
+        if isinstance(allowed_experts, str):  # one name, not its letters
+            allowed_experts = [allowed_experts]
         allowed = [e for e in (allowed_experts or self.allowed_experts or self.router.experts) if e in self.experts]
         if not allowed:
             raise ZooterError(

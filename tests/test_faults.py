@@ -249,6 +249,28 @@ CASES = [
     ("eval-many-unknown-experts", ("eval", "router", "wide.jsonl"), ["more", "experts differ"], "wide"),
     ("eval-data-is-a-folder", ("eval", "router", "encoder"), ["encoder", "is a folder"], None),
     ("train-data-is-a-folder", (*TRAIN, "--output", "new", "--validation", "router"), ["router", "is a folder"], None),
+    # 4. a file that is not a responses file, given as collect's output, is refused whole
+    (
+        "collect-output-is-another-queries-file",
+        ("collect", "queries.jsonl", "--expert", "a=openai:gpt-4o-mini", "--output", "other.jsonl"),
+        ["other.jsonl:1", "responses record"],
+        "other",
+    ),
+    # the cases that already held, kept holding
+    ("eval-malformed-line", ("eval", "router", "bad.jsonl"), ["bad.jsonl:2", "malformed JSON"], "bad"),
+    ("eval-not-utf8", ("eval", "router", "binary.jsonl"), ["binary.jsonl", "not UTF-8"], "binary"),
+    ("eval-not-gzip", ("eval", "router", "fake.jsonl.gz"), ["fake.jsonl.gz", "cannot read"], "fake-gz"),
+    ("eval-missing-file", ("eval", "router", "missing.jsonl"), ["missing.jsonl", "no such file"], None),
+    ("eval-batch-size-0", ("eval", "router", "data.jsonl", "--batch-size", "0"), ["batch_size"], None),
+    ("route-bad-device", ("route", "router", "hello", "--device", "gpu"), ["not a device"], None),
+    ("route-missing-router", ("route", "./missing-router", "hello"), ["missing-router"], None),
+    ("route-an-encoder-folder", ("route", "encoder", "hello"), ["not a router folder"], None),
+    ("route-unknown-allowed", ("route", "router", "hello", "--allowed", "nobody"), ["nobody"], None),
+    ("train-epochs-0", (*TRAIN, "--output", "new", "--epochs", "0"), ["epochs"], None),
+    ("train-missing-data", ("train", "missing.jsonl", "--output", "new"), ["missing.jsonl", "no such file"], None),
+    ("score-unknown-expert", (*SCORE, "--output", "out.jsonl", "--experts", "nobody"), ["nobody"], None),
+    ("score-missing-responses", ("score", "nothing.jsonl", *SCORE[2:], "--output", "out.jsonl"), ["nothing.jsonl"], None),
+    ("collect-bad-spec", ("collect", "queries.jsonl", "--expert", "a", "--output", "o.jsonl"), ["NAME=PROVIDER:MODEL"], None),
 ]
 
 
@@ -263,6 +285,14 @@ def setup_case(ws: Path, setup: str | None) -> None:
         save_file(weights, ws / "router" / "model.safetensors", metadata={"format": "pt"})
     elif setup == "no-tokenizer":
         (ws / "router" / "tokenizer.json").unlink()
+    elif setup == "other":  # a queries file whose last line lacks its newline
+        (ws / "other.jsonl").write_text((ws / "queries.jsonl").read_text().rstrip("\n"))
+    elif setup == "bad":
+        (ws / "bad.jsonl").write_text((ws / "data.jsonl").read_text().splitlines()[0] + '\n{"id": "b", oops}\n')
+    elif setup == "binary":
+        (ws / "binary.jsonl").write_bytes(b"\xff\xfe not utf-8")
+    elif setup == "fake-gz":
+        (ws / "fake.jsonl.gz").write_bytes(b"not gzip")
     elif setup == "afile":
         (ws / "afile").write_text("not a folder\n")
     elif setup == "wide":

@@ -232,7 +232,7 @@ def _format_decision(query: str, decision: Any) -> str:
 def cmd_collect(args: argparse.Namespace, *, model_factory: Any = None) -> int:
     """Ask every ``--expert`` every query; ``model_factory(spec, **kwargs)`` makes the chat models
     (default: LangChain's ``init_chat_model``; tests pass their own)."""
-    from zooter_langchain.collect import collect_responses, default_failures_path
+    from zooter_langchain.collect import collect_responses, default_failures_path, read_collected
     from zooter_langchain.models import chat_model_from_spec, parse_expert_specs
 
     failures = args.failures or default_failures_path(args.output)
@@ -240,6 +240,7 @@ def cmd_collect(args: argparse.Namespace, *, model_factory: Any = None) -> int:
     refuse_overwriting_inputs([failures], [args.output])
     check_writable(args.output)
     check_writable(failures)
+    read_collected(args.output)  # an output that is not a responses file fails before any model is made
     specs = parse_expert_specs(args.expert)
     factory = model_factory or chat_model_from_spec
     model_kwargs = {} if args.temperature is None else {"temperature": args.temperature}

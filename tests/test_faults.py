@@ -213,12 +213,25 @@ CASES = [
     ),
     (
         "collect-failures-is-queries",
-        ("collect", "queries.jsonl", "--expert", "a=openai:gpt-4o-mini", "--output", "o.jsonl",
-         "--failures", "./queries.jsonl"),
+        (
+            "collect",
+            "queries.jsonl",
+            "--expert",
+            "a=openai:gpt-4o-mini",
+            "--output",
+            "o.jsonl",
+            "--failures",
+            "./queries.jsonl",
+        ),
         ["queries.jsonl", "input"],
         None,
-    ),  # fmt: skip
-    ("split-output-is-input", ("split", "parts/train.jsonl", "--output-dir", "parts"), ["train.jsonl", "input"], "parts"),
+    ),
+    (
+        "split-output-is-input",
+        ("split", "parts/train.jsonl", "--output-dir", "parts"),
+        ["train.jsonl", "input"],
+        "parts",
+    ),
     # 3. non-finite numbers: refused as options, and when training diverges (nothing saved)
     ("train-lr-inf", (*TRAIN, "--output", "new", "--lr=inf"), ["--lr", "finite"], None),
     ("train-beta-nan", (*TRAIN, "--output", "new", "--tags", "task", "--beta", "nan"), ["--beta", "finite"], None),
@@ -229,7 +242,12 @@ CASES = [
     ("route-nan-router", ("route", "router", "hello", "--json"), ["non-finite", "model.safetensors"], "nan-router"),
     # 6. the output location is checked before any model is loaded or trained
     ("split-output-dir-is-a-file", ("split", "data.jsonl", "--output-dir", "afile"), ["afile", "is a file"], "afile"),
-    ("split-output-dir-under-a-file", ("split", "data.jsonl", "--output-dir", "afile/sub"), ["afile", "is a file"], "afile"),
+    (
+        "split-output-dir-under-a-file",
+        ("split", "data.jsonl", "--output-dir", "afile/sub"),
+        ["afile", "is a file"],
+        "afile",
+    ),
     ("score-output-is-a-folder", (*SCORE, "--output", "router"), ["router", "is a folder"], None),
     ("score-output-under-a-file", (*SCORE, "--output", "afile/out.jsonl"), ["afile", "is a file"], "afile"),
     ("train-output-under-a-file", (*TRAIN, "--output", "afile/sub"), ["afile", "is a file"], "afile"),
@@ -243,8 +261,12 @@ CASES = [
         "afile",
     ),
     # 10. one line, exit 2, for every one of these
-    ("train-one-expert", (*TRAIN, "--output", "new", "--experts", "coder", "--validation", "data.jsonl"),
-     ["at least 2 experts"], None),  # fmt: skip
+    (
+        "train-one-expert",
+        (*TRAIN, "--output", "new", "--experts", "coder", "--validation", "data.jsonl"),
+        ["at least 2 experts"],
+        None,
+    ),
     ("train-no-expert", (*TRAIN, "--output", "new", "--experts", ","), ["at least 2 experts"], None),
     ("eval-many-unknown-experts", ("eval", "router", "wide.jsonl"), ["more", "experts differ"], "wide"),
     ("eval-data-is-a-folder", ("eval", "router", "encoder"), ["encoder", "is a folder"], None),
@@ -269,8 +291,18 @@ CASES = [
     ("train-epochs-0", (*TRAIN, "--output", "new", "--epochs", "0"), ["epochs"], None),
     ("train-missing-data", ("train", "missing.jsonl", "--output", "new"), ["missing.jsonl", "no such file"], None),
     ("score-unknown-expert", (*SCORE, "--output", "out.jsonl", "--experts", "nobody"), ["nobody"], None),
-    ("score-missing-responses", ("score", "nothing.jsonl", *SCORE[2:], "--output", "out.jsonl"), ["nothing.jsonl"], None),
-    ("collect-bad-spec", ("collect", "queries.jsonl", "--expert", "a", "--output", "o.jsonl"), ["NAME=PROVIDER:MODEL"], None),
+    (
+        "score-missing-responses",
+        ("score", "nothing.jsonl", *SCORE[2:], "--output", "out.jsonl"),
+        ["nothing.jsonl"],
+        None,
+    ),
+    (
+        "collect-bad-spec",
+        ("collect", "queries.jsonl", "--expert", "a", "--output", "o.jsonl"),
+        ["NAME=PROVIDER:MODEL"],
+        None,
+    ),
 ]
 
 
@@ -323,8 +355,10 @@ def test_an_error_line_stays_short(zooter: Zooter, ws: Path) -> None:
     assert len(result.stderr) < 600
 
 
-@pytest.mark.parametrize("argv", [(*TRAIN, "--output", "new", "--encoder", "nobody/no-such-encoder"),
-                                  ("route", "nobody/no-such-router", "hello")])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [(*TRAIN, "--output", "new", "--encoder", "nobody/no-such-encoder"), ("route", "nobody/no-such-router", "hello")],
+)
 def test_an_unreachable_hub_fails_at_once_in_one_line(zooter: Zooter, ws: Path, argv: tuple[str, ...]) -> None:
     before = snapshot(ws)
     # online, but nothing listens at the Hub's address: no retries, no Hub warning first

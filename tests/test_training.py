@@ -165,5 +165,5 @@ def test_training_that_diverges_stops_with_a_clear_error(tiny_encoder: str) -> N
     from zooter.errors import ZooterError
 
     data = dataset(keyword_rows(40, seed=2))
-    with pytest.raises(ZooterError, match="diverged.*lower the learning rates"):
+    with pytest.raises(ZooterError, match=r"diverged.*lower the learning rates"):
         train_router(data, fast_config(tiny_encoder, epochs=3, lr=1e30, head_lr=1e30))

@@ -79,7 +79,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def refuse_overwriting_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
+def refuse_overwriting_inputs(
+    outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str] | None]
+) -> None:
     """Raise before any work when an output path is one of the inputs (the same file after links).
 
     Raises:
@@ -237,16 +239,16 @@ def recover_directory(path: str | Path) -> None:
     if not path.parent.is_dir():
         return
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
-    leftovers = [
-        p for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and not _running(int(m.group(1)))
-    ]
+    leftovers = [p for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and not _running(int(m.group(1)))]
     set_aside = sorted((p for p in leftovers if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
     if set_aside and not path.exists():
         restored = set_aside.pop()
         try:
             os.replace(restored, path)
         except OSError as e:  # e.g. a read-only folder, when loading
-            logger.warning("%s: an interrupted save set the folder aside as %s; cannot put it back (%s)", path, restored, e)
+            logger.warning(
+                "%s: an interrupted save set the folder aside as %s; cannot put it back (%s)", path, restored, e
+            )
             return
         leftovers.remove(restored)
         logger.warning("%s: put back the folder that an interrupted save had set aside", path)

@@ -387,7 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("route", help="route queries with a trained router")
     p.add_argument("router", help="router folder or Hub id")
-    p.add_argument("queries", nargs="*", help="queries to route ('-' or none: read one a line from stdin, blank lines skipped)")
+    p.add_argument(
+        "queries", nargs="*", help="queries to route ('-' or none: read one a line from stdin, blank lines skipped)"
+    )
     p.add_argument("--allowed", help="comma-separated experts to choose among")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--device")
@@ -423,7 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name, value in vars(args).items():  # every float option, present and future
         if isinstance(value, float) and not math.isfinite(value):
-            print(f"zooter {args.command}: error: --{name.replace('_', '-')} must be a finite number, got {value}", file=sys.stderr)
+            print(
+                f"zooter {args.command}: error: --{name.replace('_', '-')} must be a finite number, got {value}",
+                file=sys.stderr,
+            )
             return 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

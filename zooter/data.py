@@ -247,7 +247,8 @@ class RoutingDataset(Sequence[RoutingExample]):
             unknown = [name for name in seen if name not in self.experts]
             if unknown:
                 raise DataError(
-                    f"rewards name experts not in the expert list {name_list(self.experts)}: {name_list(unknown)}", path=self.source
+                    f"rewards name experts not in the expert list {name_list(self.experts)}: {name_list(unknown)}",
+                    path=self.source,
                 )
         ids: dict[str, int] = {}
         for i, ex in enumerate(self.examples):
@@ -362,7 +363,8 @@ class RoutingDataset(Sequence[RoutingExample]):
         unknown = [n for n in names if n not in self.experts]
         if unknown:
             raise ExpertMismatchError(
-                f"{self.source or 'dataset'}: no rewards for experts {name_list(unknown)}; the data has {name_list(self.experts)}",
+                f"{self.source or 'dataset'}: no rewards for experts {name_list(unknown)}; "
+                f"the data has {name_list(self.experts)}",
                 missing=unknown,
                 extra=[],
             )

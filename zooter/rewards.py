@@ -619,7 +619,9 @@ def answering_models(records: Sequence[ResponseRecord], experts: Sequence[str] |
     unknown = [e for e in experts or () if e not in models]
     if unknown:
         raise DataError(
-            f"no answers from experts {name_list(unknown)}; the file answers for {name_list(models)}", path=path, field="model"
+            f"no answers from experts {name_list(unknown)}; the file answers for {name_list(models)}",
+            path=path,
+            field="model",
         )
     return models
 

@@ -379,7 +379,9 @@ class ZooterRouter(torch.nn.Module):
             raise ZooterError("a quantised router cannot be saved; save the fp32 router and quantise after loading")
         broken = non_finite_weights(self)
         if broken:
-            raise ZooterError(f"the router holds non-finite weights (NaN or inf) in {_names(broken)}; it cannot be saved")
+            raise ZooterError(
+                f"the router holds non-finite weights (NaN or inf) in {_names(broken)}; it cannot be saved"
+            )
 
         config = self.config
         if evaluation is not None:
@@ -396,17 +398,20 @@ class ZooterRouter(torch.nn.Module):
                 with open(tmp / LOG_NAME, "w", encoding="utf-8") as f:
                     for entry in self.training_log:
                         f.write(json.dumps(entry) + "\n")
-            tokenizer = {"files": sorted(n for n in saved if (tmp / n).is_file()), **tokenizer_fingerprint(self.tokenizer)}
+            tokenizer = {
+                "files": sorted(n for n in saved if (tmp / n).is_file()),
+                **tokenizer_fingerprint(self.tokenizer),
+            }
             files = sorted({*(p.name for p in tmp.iterdir()), CONFIG_NAME, CARD_NAME})
             config = config.replace(tokenizer=tokenizer, files=files)
             (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
             (tmp / CARD_NAME).write_text(render_model_card(config), encoding="utf-8")
             settle_files(tmp)
-            for entry in users:
-                if entry.name in files:
-                    logger.warning("%s: the router's own %s replaces the file of that name", target, entry.name)
+            for kept in users:
+                if kept.name in files:
+                    logger.warning("%s: the router's own %s replaces the file of that name", target, kept.name)
                 else:
-                    link_or_copy(entry, tmp / entry.name)
+                    link_or_copy(kept, tmp / kept.name)
         self.config = config
         logger.info("saved router to %s", target)
         return target
@@ -507,8 +512,16 @@ class ZooterRouter(torch.nn.Module):
 # The files a tokenizer keeps its vocabulary in: a folder from before tokenizer records needs one.
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 # What a router folder from before file records holds besides the user's files.
-_ROUTER_FILE_PATTERNS = (CONFIG_NAME, CARD_NAME, LOG_NAME, "*.safetensors", "tokenizer*", "vocab*", "merges.txt",
-                         "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model", "tagger*")  # fmt: skip
+_ROUTER_FILE_PATTERNS: tuple[str, ...] = (
+    CONFIG_NAME,
+    CARD_NAME,
+    LOG_NAME,
+    "*.safetensors",
+    "tagger*",
+    "tokenizer*",
+    "vocab*",
+)
+_ROUTER_FILE_PATTERNS += ("merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model")
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:

@@ -258,7 +258,8 @@ def train_router(
                 scheduler.step()
                 step += 1
                 value = loss.item()
-                if not math.isfinite(value):
+                # under fp16 loss scaling an overflowed batch is expected: the scaler skips its step
+                if not math.isfinite(value) and not scaler.is_enabled():
                     raise _diverged(config, step, epoch, f"the loss became {value}")
                 running += value * len(index)
                 seen += len(index)

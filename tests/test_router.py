@@ -342,7 +342,7 @@ def test_a_tokenizer_other_than_the_trained_one_is_refused(router: ZooterRouter,
     other = build_tiny_encoder(tmp_path / "other", words=words)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((other / name).read_bytes())
-    with pytest.raises(ZooterError, match="not the tokenizer the router was trained with"):
+    with pytest.raises(ZooterError, match=r"tokenizer\.json.*not the tokenizer the router was trained with"):
         ZooterRouter.from_pretrained(folder)
 
 

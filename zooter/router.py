@@ -555,9 +555,10 @@ def _check_tokenizer(folder: Path, config: RouterConfig, tokenizer: Any) -> None
     if expected.get("sha256"):
         found = tokenizer_fingerprint(tokenizer)
         if found["sha256"] != expected["sha256"]:
+            files = ", ".join(expected.get("files") or ["the tokenizer files"])
             raise ZooterError(
-                f"{folder}: the tokenizer files ({found['vocab_size']} tokens, sha256 {found['sha256'][:12]}) are "
-                f"not the tokenizer the router was trained with ({expected.get('vocab_size')} tokens, sha256 "
+                f"{folder}: {files} hold {found['vocab_size']} tokens (sha256 {found['sha256'][:12]}), not the "
+                f"tokenizer the router was trained with ({expected.get('vocab_size')} tokens, sha256 "
                 f"{expected['sha256'][:12]}); copy the whole router folder again"
             )
     embeddings = config.encoder_config.get("vocab_size")

@@ -162,3 +162,20 @@ def test_train_applies_experts_to_the_validation_file_too(trained_dir, tiny_enco
     )  # fmt: skip
     assert code == 0
     assert json.loads((tmp_path / "two" / "config.json").read_text())["experts"] == ["mathbot", "coder"]
+
+
+def test_json_output_never_holds_nan(trained_dir, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from zooter.router import RouteDecision, ZooterRouter
+
+    def nan_route(self, queries, **kwargs):
+        return [RouteDecision("poet", {"mathbot": float("nan"), "coder": float("inf"), "poet": 0.5}) for _ in queries]
+
+    monkeypatch.setattr(ZooterRouter, "route", nan_route)
+    capsys.readouterr()
+    assert main(["route", str(trained_dir[0]), "hello", "--json"]) == 0
+
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    line = json.loads(capsys.readouterr().out, parse_constant=strict)
+    assert line["probabilities"] == {"mathbot": None, "coder": None, "poet": 0.5}

@@ -18,7 +18,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from zooter.cli import build_parser, cmd_collect, demo_data_path, main
 from zooter.data import load_queries
-from zooter.errors import ConfigError, DataError, MissingDependencyError
+from zooter.errors import ConfigError, DataError, MissingDependencyError, ZooterError
 from zooter_langchain import FakeExpertChatModel, acollect_responses, collect_responses
 from zooter_langchain._retry import is_transient
 from zooter_langchain.collect import default_failures_path, read_collected
@@ -304,3 +304,26 @@ def test_without_langchain_the_error_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "langchain.chat_models", None)  # import fails as if not installed
     with pytest.raises(MissingDependencyError, match=r'pip install "zooter-langchain\[agents\]"'):
         chat_model_from_spec("openai:gpt-4o-mini")
+
+
+def test_an_output_that_is_the_queries_file_is_refused_untouched(queries_file: Path, tmp_path) -> None:
+    before = queries_file.read_bytes()
+    expert = FakeExpertChatModel(name="a")
+    with pytest.raises(ZooterError, match="is the input"):
+        collect_responses(queries_file, {"a": expert}, queries_file)
+    with pytest.raises(ZooterError, match="is the input"):
+        collect_responses(queries_file, {"a": expert}, tmp_path / "o.jsonl", failures_path=queries_file)
+    with pytest.raises(ZooterError, match="is the input"):
+        collect_responses(queries_file, {"a": expert}, tmp_path / "o.jsonl", failures_path=tmp_path / "o.jsonl")
+    assert queries_file.read_bytes() == before and expert.calls == 0
+
+
+@pytest.mark.parametrize("lines", [2, 1])
+def test_a_file_that_is_not_a_responses_file_is_refused_before_it_is_touched(tmp_path, lines: int) -> None:
+    other = tmp_path / "other_queries.jsonl"  # given as the output by mistake; its last line lacks a newline
+    other.write_text("\n".join(json.dumps({"id": f"q{i}", "query": f"question {i}"}) for i in range(lines)))
+    before = other.read_bytes()
+    expert = FakeExpertChatModel(name="a")
+    with pytest.raises(DataError, match="responses record"):
+        collect_responses([("q", "hi")], {"a": expert}, other)
+    assert other.read_bytes() == before and expert.calls == 0

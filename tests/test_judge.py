@@ -53,6 +53,9 @@ JUDGMENTS = [
     ("Rating: [[7/10]]", None),
     ("Rating: [[-2]]", None),
     ("I'm sorry, but I can't evaluate this response.", None),
+    # a reply that only echoes the prompt's own example ("Rating: [[5]]") has given no grade
+    ('I must rate the response by strictly following this format: "[[rating]]", for example: "Rating: [[5]]".', None),
+    ('As asked, for example: "Rating: [[5]]". The proof is complete and clear.\n\nRating: [[9]]', 9.0),
     ("", None),
 ]
 

@@ -395,6 +395,17 @@ def test_missing_scores_stay_missing_and_a_rerun_asks_only_new_and_unscored_pair
         score_responses(responses, queries, LengthScorer("other"), out)
 
 
+def test_an_output_that_is_an_input_is_refused_before_scoring(write_jsonl, tmp_path: Path) -> None:
+    queries = write_jsonl([{"id": "q0", "query": "question 0"}], "q.jsonl")
+    responses = write_jsonl([{"id": "q0", "model": "a", "response": "x"}], "out.jsonl.scored.jsonl")
+    before = {p: p.read_bytes() for p in (queries, responses)}
+    scorer = LengthScorer()
+    for output in (responses, queries, tmp_path / "out.jsonl"):  # the last one's side file is the responses
+        with pytest.raises(ZooterError, match="is the input"):
+            score_responses(responses, queries, scorer, output)
+    assert {p: p.read_bytes() for p in before} == before and not scorer.seen
+
+
 def test_a_line_cut_short_by_a_kill_is_scored_again(write_jsonl, tmp_path: Path) -> None:
     queries = write_jsonl([{"id": f"q{i}", "query": f"question {i}"} for i in range(4)], "q.jsonl")
     answers = [{"id": f"q{i}", "model": m, "response": "x" * (i + 1)} for i in range(4) for m in "ab"]

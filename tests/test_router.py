@@ -241,6 +241,8 @@ def test_saved_files_get_the_usual_permissions(router: ZooterRouter, tmp_path: P
     finally:
         os.umask(umask)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert set(modes.values()) == {0o644}, modes  # model.safetensors too: another user can load it
 
 
 def test_save_to_the_current_folder(router: ZooterRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,3 +295,90 @@ def test_compiled_router_routes_and_saves_like_the_original(router: ZooterRouter
     torch.testing.assert_close(router.predict_proba(QUERIES), expected)
     loaded = ZooterRouter.from_pretrained(router.save_pretrained(tmp_path / "r"), device="cpu")
     torch.testing.assert_close(loaded.predict_proba(QUERIES), expected)
+
+
+def test_a_router_with_non_finite_weights_is_refused(router: ZooterRouter, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = router.save_pretrained(tmp_path / "router")
+    weights = load_file(folder / "model.safetensors")
+    weights["head.bias"][1] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ZooterError, match=r"non-finite.*head\.bias"):
+        ZooterRouter.from_pretrained(folder)
+    with torch.no_grad():
+        router.head.weight[0, 0] = float("inf")
+    with pytest.raises(ZooterError, match=r"non-finite.*head\.weight"):
+        router.save_pretrained(tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_saving_over_a_router_keeps_the_users_own_files(router: ZooterRouter, tmp_path: Path) -> None:
+    router.training_log = [{"step": 1, "loss": 1.0}]
+    target = router.save_pretrained(tmp_path / "router")
+    (target / "NOTES.txt").write_text("keep me")
+    (target / "runs").mkdir()
+    (target / "runs" / "eval.json").write_text("{}")
+    router.training_log = []  # the new router writes no log: the old router's log must not linger
+    router.save_pretrained(target)
+    assert (target / "NOTES.txt").read_text() == "keep me"
+    assert (target / "runs" / "eval.json").read_text() == "{}"
+    assert not (target / "training_log.jsonl").exists()
+    assert ZooterRouter.from_pretrained(target).experts == router.experts
+
+
+def test_a_folder_without_its_tokenizer_file_is_refused(router: ZooterRouter, tmp_path: Path) -> None:
+    folder = router.save_pretrained(tmp_path / "router")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ZooterError, match=r"tokenizer\.json"):
+        ZooterRouter.from_pretrained(folder)
+
+
+def test_a_tokenizer_other_than_the_trained_one_is_refused(router: ZooterRouter, tmp_path: Path) -> None:
+    from conftest import build_tiny_encoder
+
+    folder = router.save_pretrained(tmp_path / "router")
+    words = [f"w{i}" for i in range(len(router.tokenizer) - 5)]  # as many tokens, other words
+    other = build_tiny_encoder(tmp_path / "other", words=words)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((other / name).read_bytes())
+    with pytest.raises(ZooterError, match=r"tokenizer\.json.*not the tokenizer the router was trained with"):
+        ZooterRouter.from_pretrained(folder)
+
+
+def test_a_router_saved_before_tokenizer_records_still_loads(router: ZooterRouter, tmp_path: Path) -> None:
+    folder = router.save_pretrained(tmp_path / "router")
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("tokenizer", "files"):
+        config.pop(key, None)
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = ZooterRouter.from_pretrained(folder)
+    torch.testing.assert_close(loaded.predict_proba(QUERIES), router.predict_proba(QUERIES), atol=0, rtol=0)
+    (folder / "tokenizer.json").unlink()  # the file checks still apply
+    with pytest.raises(ZooterError, match="tokenizer"):
+        ZooterRouter.from_pretrained(folder)
+
+
+def test_a_damaged_training_log_does_not_stop_routing(router: ZooterRouter, tmp_path: Path, caplog) -> None:
+    router.training_log = [{"step": 1, "loss": 1.0}]
+    folder = router.save_pretrained(tmp_path / "router")
+    (folder / "training_log.jsonl").write_bytes(b'{"step": 1, "loss": 1.0}\n{"step": 2, "lo\xff')
+    loaded = ZooterRouter.from_pretrained(folder)
+    assert loaded.route(QUERIES[:1])[0].expert in router.experts
+    assert "training_log.jsonl" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [None, 5, ["not", "messages"]])
+def test_a_query_of_the_wrong_type_is_named_by_its_position(router: ZooterRouter, bad: object) -> None:
+    with pytest.raises(TypeError, match=r"query 1 .*expected a string or a list of chat messages"):
+        router.route(["fine", bad])  # type: ignore[list-item]
+
+
+def test_allowed_may_name_a_single_expert(router: ZooterRouter) -> None:
+    assert {d.expert for d in router.route(QUERIES, allowed="poet")} == {"poet"}  # type: ignore[arg-type]
+
+
+def test_queries_without_text_route_alike_and_are_reported(router: ZooterRouter, caplog) -> None:
+    decisions = router.route(["", "   ", "\n\t"])
+    assert decisions[0] == decisions[1] == decisions[2]
+    assert "3 of 3 queries have no text" in caplog.text

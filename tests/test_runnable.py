@@ -313,3 +313,17 @@ def test_from_pretrained_loads_a_saved_router(keyword_router, experts, tmp_path)
     model = ZooterRouterRunnable.from_pretrained(tmp_path / "router", experts=experts, device="cpu")
     assert model.invoke("python regex").response_metadata["zooter"]["expert"] == "coder"
     assert model._identifying_params["experts"] == {"mathbot": "mathbot-v1", "coder": "coder-v1", "poet": "poet-v1"}
+
+
+def test_text_free_calls_route_as_the_router_routes_the_empty_query(keyword_router, experts) -> None:
+    empty = keyword_router.route([""])[0]
+    plain = ZooterRouterRunnable(router=keyword_router, experts=experts)
+    for text in ("", "   "):
+        meta = plain.invoke(text).response_metadata["zooter"]
+        assert (meta["expert"], meta["probabilities"]) == (empty.expert, empty.probabilities)
+    with_default = ZooterRouterRunnable(router=keyword_router, experts=experts, default_expert="poet")
+    assert with_default.invoke("  \n").response_metadata["zooter"]["reason"] == "empty query"
+
+
+def test_allowed_experts_may_name_a_single_expert(model) -> None:
+    assert model.invoke("python regex", allowed_experts="poet").response_metadata["zooter"]["expert"] == "poet"

@@ -153,3 +153,18 @@ def test_unknown_or_missing_device_is_a_config_error(tiny_encoder: str) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             train_router(data, fast_config(tiny_encoder, device="cuda"))
+
+
+@pytest.mark.parametrize("field", ["lr", "head_lr", "weight_decay", "max_grad_norm"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_non_finite_settings_are_refused(tiny_encoder: str, field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"{field}=.*finite"):
+        fast_config(tiny_encoder, **{field: value})
+
+
+def test_training_that_diverges_stops_with_a_clear_error(tiny_encoder: str) -> None:
+    from zooter.errors import ZooterError
+
+    data = dataset(keyword_rows(40, seed=2))
+    with pytest.raises(ZooterError, match=r"diverged.*lower the learning rates"):
+        train_router(data, fast_config(tiny_encoder, epochs=3, lr=1e30, head_lr=1e30))

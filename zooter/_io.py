@@ -7,13 +7,14 @@ import gzip
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from zooter.errors import DataError
+from zooter.errors import DataError, ZooterError
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         DataError: the file is missing, a line is not valid JSON, or a line is not a JSON object.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder; expected a JSONL file", path=path)
     if not path.is_file():
         raise DataError("no such file", path=path)
     line_no = 0
@@ -76,19 +79,64 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def drop_torn_tail(path: Path) -> None:
-    """Cut a last line that lacks its newline: an appending run killed while writing it.
+def refuse_overwriting_inputs(
+    outputs: Iterable[str | os.PathLike[str]], inputs: Iterable[str | os.PathLike[str] | None]
+) -> None:
+    """Raise before any work when an output path is one of the inputs (the same file after links).
 
-    Files that a resumable stage appends to call this before reading them, so the torn record is
-    redone and the next append starts on a line of its own.
+    Raises:
+        ZooterError: naming the output and the input it would replace.
     """
-    with open(path, "rb+") as f:
+    given = [Path(p) for p in inputs if p is not None]
+    for output in map(Path, outputs):
+        for source in given:
+            if _same_file(output, source):
+                raise ZooterError(
+                    f"the output {output} is the input {source}; writing it would replace that input, "
+                    "so choose another output path"
+                )
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> None:
+    """Raise before any work when ``path`` cannot be written as a file (or, with ``folder``, a folder).
+
+    Raises:
+        ZooterError: the path is a folder where a file is wanted (or the reverse), lies under a
+            file, or its nearest existing folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise ZooterError(f"{path} is a folder; expected the path of a file to write")
+    if path.exists() and not path.is_dir() and folder:
+        raise ZooterError(f"{path} is a file; expected a folder to write into")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ZooterError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ZooterError(f"cannot write {path}: no permission to write in {parent}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # links and hard links, when both exist
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def torn_tail(path: Path) -> tuple[int, int] | None:
+    """``(line number, byte offset)`` of a last line that lacks its newline, or None if there is none.
+
+    Such a line is what an appending run killed while writing it leaves behind.
+    """
+    with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
         if end == 0:
-            return
+            return None
         f.seek(end - 1)
         if f.read(1) == b"\n":
-            return
+            return None
         pos = end
         while pos > 0:  # walk back to the previous newline, a block at a time
             start = max(0, pos - 65536)
@@ -99,6 +147,24 @@ def drop_torn_tail(path: Path) -> None:
                 pos = start + cut + 1
                 break
             pos = start
+        f.seek(0)
+        newlines = sum(block.count(b"\n") for block in iter(lambda: f.read(min(65536, pos - f.tell())), b""))
+    return newlines + 1, pos
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line that lacks its newline: an appending run killed while writing it.
+
+    Files that a resumable stage appends to call this before reading them, so the torn record is
+    redone and the next append starts on a line of its own. Callers check the file's other lines
+    first, so a file given by mistake (a queries file as the output) is refused whole, not cut.
+    """
+    tail = torn_tail(path)
+    if tail is None:
+        return
+    pos = tail[1]
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
         logger.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, end - pos)
         f.truncate(pos)
 
@@ -123,21 +189,27 @@ def write_json(path: str | Path, obj: Any) -> None:
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder that replaces the folder ``path`` only if the block succeeds.
 
-    An existing folder at ``path`` stays intact until the new one is complete, and is removed only
-    after the new one is in place, so a crash at any point leaves one whole folder behind.
+    An existing folder at ``path`` stays intact until the new one is complete and flushed to disk,
+    and is removed only after the new one is in place. A process killed at any point leaves at
+    ``path`` the old folder or the new one, or leaves the old one set aside beside it; the next
+    save or load puts it back (:func:`recover_directory`), and the next save removes what killed
+    saves left half-written.
     """
     path = Path(path).resolve()  # "." has no name to build a sibling from
     cwd = Path.cwd()
     if path in cwd.parents:
         raise OSError(f"cannot replace {path}: the current working folder {cwd} is inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    recover_directory(path)
+    # the process id in the names tells a later save whether their writer is still running
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        _fsync(tmp)  # the new folder's entries are on disk before it can replace anything
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.{os.getpid()}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
         try:
@@ -146,6 +218,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
             if old is not None:
                 os.replace(old, path)
             raise
+        _fsync(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -153,6 +226,89 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     if path == cwd:
         os.chdir(path)  # the process stood in the folder just replaced: stand in its successor
+
+
+def recover_directory(path: str | Path) -> None:
+    """Undo what an :func:`atomic_directory` killed part-way left beside ``path``.
+
+    A folder set aside (``.NAME.PID.old``) goes back to ``path`` when nothing is there; then the
+    leftovers of processes that are no longer running (set-aside folders, ``.NAME.PID.*.tmp``
+    folders written half-way) are removed. Those of a running process are left alone.
+    """
+    path = Path(path).absolute()
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
+    leftovers = [p for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and not _running(int(m.group(1)))]
+    set_aside = sorted((p for p in leftovers if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
+    if set_aside and not path.exists():
+        restored = set_aside.pop()
+        try:
+            os.replace(restored, path)
+        except OSError as e:  # e.g. a read-only folder, when loading
+            logger.warning(
+                "%s: an interrupted save set the folder aside as %s; cannot put it back (%s)", path, restored, e
+            )
+            return
+        leftovers.remove(restored)
+        logger.warning("%s: put back the folder that an interrupted save had set aside", path)
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+        logger.info("removed %s, left by an interrupted save", leftover)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to another user
+        return True
+    return True
+
+
+def settle_files(folder: Path) -> None:
+    """Give every file in ``folder`` the usual mode (0666 less the umask) and flush it to disk.
+
+    Writers differ: safetensors creates its file 0600, which another user cannot read.
+    """
+    mode = 0o666 & ~_umask()
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+            _fsync(path)
+
+
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Put ``source`` (a file, a link or a folder) at ``destination``: hard links where possible, else copies."""
+    if source.is_symlink():
+        os.symlink(os.readlink(source), destination)
+    elif source.is_dir():
+        shutil.copytree(source, destination, symlinks=True, copy_function=_link_or_copy_file)
+    else:
+        _link_or_copy_file(source, destination)
+
+
+def _link_or_copy_file(source: str | Path, destination: str | Path) -> None:
+    try:
+        os.link(source, destination)  # the same bytes, nothing to copy or flush
+    except OSError:
+        shutil.copy2(source, destination)
+        _fsync(Path(destination))
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk (folders where the platform allows it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zooter import __version__
+from zooter._io import check_writable, refuse_overwriting_inputs
 from zooter.errors import ConfigError, ZooterError
 
 logger = logging.getLogger("zooter.cli")
@@ -70,12 +72,15 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from zooter.data import load_queries
-    from zooter.rewards import answering_models, read_responses, score_responses
+    from zooter.rewards import answering_models, read_responses, score_responses, scored_pairs_path
 
     if args.batch_size < 1:
         raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")
     experts = _csv(args.experts) if args.experts else None
     # fail on unusable inputs before loading a reward model of several gigabytes
+    refuse_overwriting_inputs([args.output, scored_pairs_path(args.output)], [args.responses, args.queries])
+    check_writable(args.output)
+    check_writable(scored_pairs_path(args.output))
     load_queries(args.queries)
     answering_models(read_responses(args.responses)[0], experts, args.responses)
     scorer = _scorer_from_args(args)
@@ -102,6 +107,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
 
+    out = Path(args.output_dir)
+    outputs = [out / f"{name}.jsonl" for name in ("train", "validation", "test")]
+    refuse_overwriting_inputs(outputs, [args.data])
+    check_writable(out, folder=True)
+    for path in outputs:
+        check_writable(path)
     data = RoutingDataset.load(args.data)
     splits = data.split(
         validation_fraction=args.validation_fraction,
@@ -109,7 +120,6 @@ def cmd_split(args: argparse.Namespace) -> int:
         seed=args.seed,
         stratify_by_task=args.stratify,
     )
-    out = Path(args.output_dir)
     for name, part in splits.as_dict().items():
         part.save(out / f"{name}.jsonl")
         print(f"{name}: {len(part)} rows -> {out / f'{name}.jsonl'}")
@@ -145,10 +155,13 @@ def _training_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
+    from zooter.router import check_save_directory
     from zooter.training import train_router
 
+    refuse_overwriting_inputs([args.output], [args.data, args.validation])
+    check_save_directory(args.output)
     config = _training_config(args)
-    experts = _csv(args.experts) if args.experts else None
+    experts = _csv(args.experts) if args.experts is not None else None
     data = RoutingDataset.load(args.data, experts=experts)
     validation = RoutingDataset.load(args.validation, experts=experts) if args.validation else None
     router = train_router(data, config, validation=validation)
@@ -201,7 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data = data.select_experts(router.experts)  # still fails if the data lacks a router expert
     report = evaluate(router, data, batch_size=args.batch_size, show_progress=not args.quiet)
     if args.json:
-        print(json.dumps(report.to_dict()))
+        print(_json(report.to_dict()))
     else:
         print(report.format_table())
     return 0
@@ -219,11 +232,26 @@ def cmd_route(args: argparse.Namespace) -> int:
     decisions = router.route(queries, allowed=_csv(args.allowed) if args.allowed else None)
     if args.json:
         for query, decision in zip(queries, decisions):
-            print(json.dumps({"query": query, **decision.to_dict()}))
+            print(_json({"query": query, **decision.to_dict()}))
         return 0
     for query, decision in zip(queries, decisions):
         print(_format_decision(query, decision))
     return 0
+
+
+def _json(obj: Any) -> str:
+    """One line of strict JSON: a NaN or an infinity (which JSON lacks) is written as null."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(obj), allow_nan=False)
 
 
 def _format_decision(query: str, decision: Any) -> str:
@@ -236,9 +264,15 @@ def _format_decision(query: str, decision: Any) -> str:
 def cmd_collect(args: argparse.Namespace, *, model_factory: Any = None) -> int:
     """Ask every ``--expert`` every query; ``model_factory(spec, **kwargs)`` makes the chat models
     (default: LangChain's ``init_chat_model``; tests pass their own)."""
-    from zooter_langchain.collect import collect_responses
+    from zooter_langchain.collect import collect_responses, default_failures_path, read_collected
     from zooter_langchain.models import chat_model_from_spec, parse_expert_specs
 
+    failures = args.failures or default_failures_path(args.output)
+    refuse_overwriting_inputs([args.output, failures], [args.queries])
+    refuse_overwriting_inputs([failures], [args.output])
+    check_writable(args.output)
+    check_writable(failures)
+    read_collected(args.output)  # an output that is not a responses file fails before any model is made
     specs = parse_expert_specs(args.expert)
     factory = model_factory or chat_model_from_spec
     model_kwargs = {} if args.temperature is None else {"temperature": args.temperature}
@@ -277,7 +311,11 @@ def demo_splits() -> tuple[Any, Any]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from zooter.evaluation import evaluate
+    from zooter.router import check_save_directory
     from zooter.training import TrainingConfig, train_router
+
+    if args.output:
+        check_save_directory(args.output)
 
     data, splits = demo_splits()
     print(
@@ -392,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("route", help="route queries with a trained router")
     p.add_argument("router", help="router folder or Hub id")
-    p.add_argument("queries", nargs="*", help="queries to route ('-' or none: read one a line from stdin)")
+    p.add_argument(
+        "queries", nargs="*", help="queries to route ('-' or none: read one a line from stdin, blank lines skipped)"
+    )
     p.add_argument("--allowed", help="comma-separated experts to choose among")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--device")
@@ -426,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name, value in vars(args).items():  # every float option, present and future
+        if isinstance(value, float) and not math.isfinite(value):
+            print(
+                f"zooter {args.command}: error: --{name.replace('_', '-')} must be a finite number, got {value}",
+                file=sys.stderr,
+            )
+            return 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -440,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooterError as e:
         print(f"zooter {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a permission denied while writing: still one line
+        print(f"zooter {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -29,7 +29,8 @@ class ZooterConfig(BaseModel):
     are dropped with a warning by :meth:`from_dict`, so a folder saved by a newer version still loads.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan=False: an infinite learning rate or a NaN temperature is refused where it is set
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
         try:

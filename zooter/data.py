@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from zooter._io import iter_jsonl, write_jsonl
-from zooter.errors import DataError, ExpertMismatchError
+from zooter.errors import DataError, ExpertMismatchError, name_list
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +247,8 @@ class RoutingDataset(Sequence[RoutingExample]):
             unknown = [name for name in seen if name not in self.experts]
             if unknown:
                 raise DataError(
-                    f"rewards name experts not in the expert list {self.experts}: {unknown}", path=self.source
+                    f"rewards name experts not in the expert list {name_list(self.experts)}: {name_list(unknown)}",
+                    path=self.source,
                 )
         ids: dict[str, int] = {}
         for i, ex in enumerate(self.examples):
@@ -289,6 +290,8 @@ class RoutingDataset(Sequence[RoutingExample]):
             DataError: the file is empty or malformed; the message names file, line, id and field.
         """
         path = Path(path)
+        if experts is not None and len(set(experts)) < 2:  # before the rows are read and dropped
+            raise DataError(f"routing needs at least 2 experts, {len(set(experts))} given: {list(experts)}")
         examples = _read_examples(path, require_rewards=True)
         dataset = cls(examples, source=str(path))
         if experts is not None:
@@ -314,7 +317,7 @@ class RoutingDataset(Sequence[RoutingExample]):
             raise DataError("the dataset is empty", path=self.source)
         if len(self.experts) < 2:
             raise DataError(
-                f"routing needs at least 2 experts with rewards, found {len(self.experts)}: {self.experts}",
+                f"routing needs at least 2 experts with rewards, found {len(self.experts)}: {name_list(self.experts)}",
                 path=self.source,
                 field="rewards",
             )
@@ -343,9 +346,9 @@ class RoutingDataset(Sequence[RoutingExample]):
         if extra or (missing and not allow_subset):
             parts = []
             if missing:
-                parts.append(f"the data lacks router experts {missing}")
+                parts.append(f"the data lacks router experts {name_list(missing)}")
             if extra:
-                parts.append(f"the router lacks data experts {extra}")
+                parts.append(f"the router lacks data experts {name_list(extra)}")
             raise ExpertMismatchError(
                 f"{self.source or 'dataset'}: experts differ: " + "; ".join(parts), missing=missing, extra=extra
             )
@@ -360,7 +363,8 @@ class RoutingDataset(Sequence[RoutingExample]):
         unknown = [n for n in names if n not in self.experts]
         if unknown:
             raise ExpertMismatchError(
-                f"{self.source or 'dataset'}: no rewards for experts {unknown}; the data has {self.experts}",
+                f"{self.source or 'dataset'}: no rewards for experts {name_list(unknown)}; "
+                f"the data has {name_list(self.experts)}",
                 missing=unknown,
                 extra=[],
             )

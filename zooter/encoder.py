@@ -78,6 +78,45 @@ def _wrap_load_error(what: str, name_or_path: str, error: Exception) -> ZooterEr
     return ZooterError(f"could not load {what} {name_or_path!r}{hint}: {reason}")
 
 
+def check_hub_source(name: str, *, revision: str | None = None, token: str | None = None) -> None:
+    """Fail at once, in one line, unless ``name`` is a local folder or a Hub repo that can be had.
+
+    Without this, an unknown id or an unreachable Hub costs a minute of retries (and a screen of
+    Hub warnings) before ``transformers`` gives up. A repo in the local cache passes unchecked.
+
+    Raises:
+        ZooterError: ``name`` is a file, not a valid repo id, not cached while offline, not on the
+            Hub, or the Hub cannot be reached.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ZooterError(f"{name} is a file; expected a folder or a Hub repo id")
+        return
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ZooterError(f"{name!r} is neither a local folder nor a valid Hub repo id") from None
+    if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+        return
+    where = f"{name!r} is not a local folder and could not be fetched from the Hub"
+    if constants.HF_HUB_OFFLINE:
+        raise ZooterError(f"{where}: it is not in the local cache and HF_HUB_OFFLINE is set")
+    try:
+        HfApi(token=token).model_info(name, revision=revision, timeout=10)
+    except RepositoryNotFoundError:
+        raise ZooterError(f"{where}: no such repo (or a private one: pass a token or log in)") from None
+    except RevisionNotFoundError:
+        raise ZooterError(f"{where}: it has no revision {revision!r}") from None
+    except Exception as e:  # offline, refused, timed out, gated: all mean the same to the user
+        reason = " ".join(str(e).split())[:300]
+        raise ZooterError(f"{where} ({type(e).__name__}: {reason})") from None
+
+
 def load_encoder(name_or_path: str | None = None, *, revision: str | None = None) -> tuple[Any, Any]:
     """Load a pretrained encoder and its tokenizer (fp32, CPU, SDPA attention where supported).
 
@@ -91,6 +130,7 @@ def load_encoder(name_or_path: str | None = None, *, revision: str | None = None
     from transformers import AutoModel, AutoTokenizer
 
     source = resolve_encoder(name_or_path)
+    check_hub_source(source, revision=revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as e:

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+
+def name_list(names: Iterable[str], limit: int = 10) -> str:
+    """``names`` written for a one-line message: the first ``limit`` of them, then how many more.
+
+    A dataset with thousands of experts (a misread file, a wrong column) must not turn an error
+    into a screenful: ``['a', 'b', ...] and 9,990 more``.
+    """
+    names = list(names)
+    if len(names) <= limit:
+        return repr(names)
+    return f"{repr(names[:limit])[:-1]}, ...] and {len(names) - limit:,} more"
 
 
 class ZooterError(Exception):

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from zooter._io import _parse_line, drop_torn_tail, open_text, write_jsonl
+from zooter._io import _parse_line, drop_torn_tail, open_text, refuse_overwriting_inputs, write_jsonl
 from zooter.data import Query, RoutingExample, content_text, load_queries, query_text
-from zooter.errors import ConfigError, DataError, ZooterError
+from zooter.errors import ConfigError, DataError, ZooterError, name_list
 
 if TYPE_CHECKING:
     import torch
@@ -618,7 +618,11 @@ def answering_models(records: Sequence[ResponseRecord], experts: Sequence[str] |
     models = list(dict.fromkeys(r.model for r in records))
     unknown = [e for e in experts or () if e not in models]
     if unknown:
-        raise DataError(f"no answers from experts {unknown}; the file answers for {models}", path=path, field="model")
+        raise DataError(
+            f"no answers from experts {name_list(unknown)}; the file answers for {name_list(models)}",
+            path=path,
+            field="model",
+        )
     return models
 
 
@@ -662,6 +666,7 @@ def score_responses(
         DataError: unreadable inputs, an expert without answers, no query left with a reward, or
             a side file from another scorer.
     """
+    refuse_overwriting_inputs([output_path, scored_pairs_path(output_path)], [responses_path, queries_path])
     queries = load_queries(queries_path)
     by_id = {q.id: q for q in queries}
     records, skipped = read_responses(responses_path)

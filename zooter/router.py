@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ import torch
 from pydantic import Field, field_validator
 
 from zooter import __version__
-from zooter._io import atomic_directory
+from zooter._io import atomic_directory, check_writable, link_or_copy, recover_directory, settle_files
 from zooter.config import ZooterConfig
 from zooter.data import Query, query_text
 from zooter.encoder import (
     DEFAULT_ENCODER,
     DEFAULT_ENCODER_ALIASES,
     autocast,
+    check_hub_source,
     encoder_from_config,
     half_dtype,
     length_sorted_batches,
@@ -35,7 +37,7 @@ from zooter.encoder import (
     mean_pool,
     pick_device,
 )
-from zooter.errors import ConfigError, ZooterError
+from zooter.errors import ConfigError, ZooterError, name_list
 from zooter.neighbours import Estimates, NeighbourBank
 from zooter.policy import DecisionRule, decide
 
@@ -65,6 +67,10 @@ class RouterConfig(ZooterConfig):
             head alone decides.
         decision: the calibrated :class:`~zooter.policy.DecisionRule` (default expert, margin and
             what the calibration measured); None: the most probable expert wins.
+        tokenizer: the saved tokenizer: its ``files``, ``vocab_size`` and a ``sha256`` of its
+            vocabulary, so loading can refuse a folder whose tokenizer is missing or another one.
+        files: every file the router wrote in its folder; other files (the user's) are kept when
+            a router is saved over it.
         zooter_version: the package version that wrote the folder.
     """
 
@@ -79,6 +85,8 @@ class RouterConfig(ZooterConfig):
     evaluation: dict[str, Any] | None = None
     neighbours: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
+    tokenizer: dict[str, Any] = Field(default_factory=dict)
+    files: list[str] = Field(default_factory=list)
     zooter_version: str = __version__
 
     @field_validator("experts")
@@ -194,7 +202,8 @@ class ZooterRouter(torch.nn.Module):
     # -- computing -----------------------------------------------------------------------------
     def tokenize(self, queries: Sequence[Query]) -> list[list[int]]:
         """Token ids of each query, truncated to ``max_length``, in one tokenizer call."""
-        texts = [query_text(q) for q in queries]
+        # only whitespace is no text: every such query is routed as the empty one
+        texts = [text if text.strip() else "" for text in map(query_text, queries)]
         encoded = self.tokenizer(
             texts,
             truncation=True,
@@ -282,6 +291,17 @@ class ZooterRouter(torch.nn.Module):
                 "the router takes a list of queries, each a string or a list of chat messages; "
                 "wrap a single query (or a single chat) in a list"
             )
+        for i, query in enumerate(queries):
+            if not (isinstance(query, str) or (isinstance(query, list) and all(isinstance(m, dict) for m in query))):
+                raise TypeError(f"query {i} is {query!r:.80}; expected a string or a list of chat messages")
+        blank = sum(1 for query in queries if isinstance(query, str) and not query.strip())
+        if blank:
+            logger.warning(
+                "%d of %d queries have no text (empty or whitespace); each is routed as the empty query, "
+                "the router's choice when it knows nothing of the query",
+                blank,
+                len(queries),
+            )
         if batch_size is None:
             batch_size = self.default_batch_size
         if batch_size < 1:
@@ -331,16 +351,21 @@ class ZooterRouter(torch.nn.Module):
         """The chosen expert and every expert's probability, for each query (batched).
 
         Args:
-            queries: texts or chat message lists.
-            allowed: choose only among these experts (the probabilities still cover all).
+            queries: texts or chat message lists. A text that is empty or only whitespace is routed
+                as the empty query (the same choice for all of them) and logged as a warning.
+            allowed: choose only among these experts, or this one (the probabilities still cover all).
             batch_size: queries per encoder forward (default: :attr:`default_batch_size`).
             show_progress: show a progress bar.
         """
         experts = self.config.experts
+        if isinstance(allowed, str):  # one name, not its letters
+            allowed = [allowed]
         if allowed is not None:
             unknown = sorted(set(allowed) - set(experts))
             if unknown or not allowed:
-                raise ZooterError(f"allowed experts must be a non-empty subset of {experts}; unknown: {unknown}")
+                raise ZooterError(
+                    f"allowed experts must be a non-empty subset of {name_list(experts)}; unknown: {name_list(unknown)}"
+                )
         estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
         chosen = decide(estimates.scores, experts, self.decision, allowed=allowed)
         rows = estimates.probabilities.tolist()
@@ -411,20 +436,21 @@ class ZooterRouter(torch.nn.Module):
 
         if self.quantized:
             raise ZooterError("a quantised router cannot be saved; save the fp32 router and quantise after loading")
+        broken = non_finite_weights(self)
+        if broken:
+            raise ZooterError(
+                f"the router holds non-finite weights (NaN or inf) in {_names(broken)}; it cannot be saved"
+            )
 
         config = self.config
         if evaluation is not None:
             config = config.replace(evaluation=evaluation if isinstance(evaluation, dict) else evaluation.to_dict())
         target = Path(save_directory)
-        if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or _is_router_folder(target))):
-            raise ZooterError(
-                f"{target} exists and is not a router folder; saving replaces the whole folder, "
-                "so choose a new or empty folder"
-            )
+        check_save_directory(target)
+        users = _user_entries(target)
         with atomic_directory(target) as tmp:
             save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
-            self.tokenizer.save_pretrained(str(tmp))
-            (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+            saved = [Path(name).name for name in self.tokenizer.save_pretrained(str(tmp))]
             if self.bank is not None:
                 self.bank.save(tmp)
             if self.tagger is not None:
@@ -433,7 +459,20 @@ class ZooterRouter(torch.nn.Module):
                 with open(tmp / LOG_NAME, "w", encoding="utf-8") as f:
                     for entry in self.training_log:
                         f.write(json.dumps(entry) + "\n")
+            tokenizer = {
+                "files": sorted(n for n in saved if (tmp / n).is_file()),
+                **tokenizer_fingerprint(self.tokenizer),
+            }
+            files = sorted({*(p.name for p in tmp.iterdir()), CONFIG_NAME, CARD_NAME})
+            config = config.replace(tokenizer=tokenizer, files=files)
+            (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
             (tmp / CARD_NAME).write_text(render_model_card(config), encoding="utf-8")
+            settle_files(tmp)
+            for kept in users:
+                if kept.name in files:
+                    logger.warning("%s: the router's own %s replaces the file of that name", target, kept.name)
+                else:
+                    link_or_copy(kept, tmp / kept.name)
         self.config = config
         logger.info("saved router to %s", target)
         return target
@@ -459,6 +498,8 @@ class ZooterRouter(torch.nn.Module):
 
         folder = Path(path_or_repo_id)
         if not folder.is_dir():
+            recover_directory(folder)  # a save killed between its two renames set the router aside
+        if not folder.is_dir():
             folder = _download(str(path_or_repo_id), revision=revision, token=token)
         config_path = folder / CONFIG_NAME
         if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
@@ -477,10 +518,12 @@ class ZooterRouter(torch.nn.Module):
             raise ZooterError(f"{config_path}: field 'encoder_config' is empty; cannot rebuild the encoder")
         from transformers import AutoTokenizer
 
+        _check_tokenizer_files(folder, config)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         except (OSError, ValueError) as e:
             raise ZooterError(f"{folder}: cannot load the tokenizer files ({e})") from None
+        _check_tokenizer(folder, config, tokenizer)
         router = cls(encoder_from_config(config.encoder_config), tokenizer, config)
         try:
             missing, unexpected = load_model(router, str(folder / WEIGHTS_NAME), strict=False)
@@ -493,9 +536,13 @@ class ZooterRouter(torch.nn.Module):
                 f"{folder / WEIGHTS_NAME} does not fit the config: missing {sorted(missing)[:5]}, "
                 f"unexpected {sorted(unexpected)[:5]}"
             )
-        log_path = folder / LOG_NAME
-        if log_path.is_file():
-            router.training_log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        broken = non_finite_weights(router)
+        if broken:
+            raise ZooterError(
+                f"{folder / WEIGHTS_NAME} holds non-finite weights (NaN or inf) in {_names(broken)}; "
+                "such a router cannot route: train it again"
+            )
+        router.training_log = _read_training_log(folder / LOG_NAME)
         router.tagger = _load_tagger(config, folder)
         if config.neighbours is not None:
             router.bank = NeighbourBank.load(folder, config.neighbours)
@@ -525,6 +572,90 @@ class ZooterRouter(torch.nn.Module):
         return str(url)
 
 
+# The files a tokenizer keeps its vocabulary in: a folder from before tokenizer records needs one.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+# What a router folder from before file records holds besides the user's files.
+_ROUTER_FILE_PATTERNS: tuple[str, ...] = (
+    CONFIG_NAME,
+    CARD_NAME,
+    LOG_NAME,
+    "*.safetensors",
+    "tagger*",
+    "tokenizer*",
+    "vocab*",
+)
+_ROUTER_FILE_PATTERNS += ("merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model")
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
+    """The vocabulary size and a sha256 of the token -> id map: what routing depends on."""
+    import hashlib
+
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return {"vocab_size": len(tokenizer), "sha256": hashlib.sha256(vocab.encode("utf-8")).hexdigest()}
+
+
+def _check_tokenizer_files(folder: Path, config: RouterConfig) -> None:
+    """Refuse a folder that lacks a tokenizer file: transformers would build a stand-in from what is left."""
+    recorded = config.tokenizer.get("files")
+    if recorded:
+        missing = [name for name in recorded if not (folder / name).is_file()]
+        if missing:
+            raise ZooterError(
+                f"{folder} lacks {', '.join(missing)}, part of the tokenizer the router was saved with; "
+                "copy the whole router folder again"
+            )
+    elif not any((folder / name).is_file() for name in VOCABULARY_FILES) and not any(folder.glob("*.model")):
+        raise ZooterError(
+            f"{folder} holds no tokenizer vocabulary ({', '.join(VOCABULARY_FILES[:3])}, ...); "
+            "copy the whole router folder again"
+        )
+
+
+def _check_tokenizer(folder: Path, config: RouterConfig, tokenizer: Any) -> None:
+    """Refuse a tokenizer other than the one the router was trained with (routers before the record: size only)."""
+    expected = config.tokenizer
+    if expected.get("sha256"):
+        found = tokenizer_fingerprint(tokenizer)
+        if found["sha256"] != expected["sha256"]:
+            files = ", ".join(expected.get("files") or ["the tokenizer files"])
+            raise ZooterError(
+                f"{folder}: {files} hold {found['vocab_size']} tokens (sha256 {found['sha256'][:12]}), not the "
+                f"tokenizer the router was trained with ({expected.get('vocab_size')} tokens, sha256 "
+                f"{expected['sha256'][:12]}); copy the whole router folder again"
+            )
+    embeddings = config.encoder_config.get("vocab_size")
+    if isinstance(embeddings, int) and len(tokenizer) > embeddings:
+        raise ZooterError(
+            f"{folder}: the tokenizer has {len(tokenizer)} tokens but the encoder only {embeddings} embeddings; "
+            "it is not the router's tokenizer"
+        )
+
+
+def _user_entries(folder: Path) -> list[Path]:
+    """What in an existing router folder the router did not write (notes, results...), to keep."""
+    if not folder.is_dir():
+        return []
+    try:
+        recorded = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, list):
+        return [p for p in folder.iterdir() if p.name not in recorded]
+    return [p for p in folder.iterdir() if not any(fnmatch(p.name, pattern) for pattern in _ROUTER_FILE_PATTERNS)]
+
+
+def _read_training_log(path: Path) -> list[dict[str, Any]]:
+    """The training log, for the record; routing does without it, so damage there only warns."""
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as e:  # ValueError covers bad JSON and bad UTF-8
+        logger.warning("%s is damaged (%s); the router loads without its training log", path, e)
+        return []
+
+
 def _load_tagger(config: RouterConfig, folder: Path) -> Any:
     """The tagger recorded in ``config.labels`` (None if none); routing works without it, so a fault only warns."""
     enhancer = config.labels.get("enhancer")
@@ -538,6 +669,34 @@ def _load_tagger(config: RouterConfig, folder: Path) -> Any:
     except (ZooterError, ValueError, TypeError, KeyError) as e:  # a damaged or hand-edited tagger entry
         logger.warning("%s: cannot rebuild the training tagger (%s); routing is unaffected", folder, e)
         return None
+
+
+def non_finite_weights(module: torch.nn.Module) -> list[str]:
+    """Names of the floating-point tensors of ``module`` that hold a NaN or an infinity."""
+    return [
+        name
+        for name, tensor in module.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def _names(names: list[str], limit: int = 3) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def check_save_directory(target: str | Path) -> None:
+    """Raise unless a router can be saved at ``target``: a new path, an empty folder or a router folder.
+
+    Commands call it before they train, so a bad ``--output`` fails at once, not after the work.
+    """
+    target = Path(target)
+    check_writable(target, folder=True)
+    if target.is_dir() and any(target.iterdir()) and not _is_router_folder(target):
+        raise ZooterError(
+            f"{target} exists and is not a router folder; saving replaces the whole folder, "
+            "so choose a new or empty folder"
+        )
 
 
 def _is_router_folder(folder: Path) -> bool:
@@ -573,6 +732,7 @@ def _download(repo_id: str, *, revision: str | None, token: str | None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
+    check_hub_source(repo_id, revision=revision, token=token)  # fails at once, where the download would retry
     try:
         return Path(snapshot_download(repo_id=repo_id, revision=revision, token=token))
     except HFValidationError:

@@ -38,11 +38,11 @@ from pydantic import Field, field_validator
 from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
 from zooter.encoder import autocast, half_dtype, pick_device
-from zooter.errors import ConfigError
+from zooter.errors import ConfigError, ZooterError
 from zooter.labels import LabelConfig, LabelEnhancer, make_targets, reward_tensor
 from zooter.neighbours import NeighbourBank
 from zooter.policy import DecisionRule, best_expert, calibrate_decision
-from zooter.router import ZooterRouter
+from zooter.router import ZooterRouter, non_finite_weights
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,13 @@ def _validate(
     return {"val_loss": loss, "val_reward": routed}
 
 
+def _diverged(config: TrainingConfig, step: int, epoch: int, what: str) -> ZooterError:
+    return ZooterError(
+        f"training diverged at step {step} (epoch {epoch}): {what}, so there is no router to keep; "
+        f"lower the learning rates (lr={config.lr:g}, head_lr={config.head_lr:g})"
+    )
+
+
 def _distill(
     router: ZooterRouter,
     dataset: RoutingDataset,
@@ -242,7 +249,11 @@ def _distill(
                 scaler.update()
                 scheduler.step()
                 step += 1
-                running += loss.item() * len(index)
+                value = loss.item()
+                # under fp16 loss scaling an overflowed batch is expected: the scaler skips its step
+                if not math.isfinite(value) and not scaler.is_enabled():
+                    raise _diverged(config, step, epoch, f"the loss became {value}")
+                running += value * len(index)
                 seen += len(index)
                 if step % config.log_every == 0 or step == total_steps:
                     entry = {"step": step, "epoch": epoch, "loss": running / seen, "lr": scheduler.get_last_lr()[0]}
@@ -251,6 +262,9 @@ def _distill(
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(epoch=epoch, loss=f"{running / seen:.4f}")
+            broken = non_finite_weights(router)
+            if broken:
+                raise _diverged(config, step, epoch, f"the weights became non-finite ({broken[0]})")
             entry = {"step": step, "epoch": epoch, "train_loss": running / seen}
             if validation is not None and val_targets is not None:
                 entry.update(_validate(router, validation, val_targets, config.batch_size * 2))

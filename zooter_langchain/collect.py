@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
 
-from zooter._io import drop_torn_tail, iter_jsonl
+from zooter._io import drop_torn_tail, iter_jsonl, refuse_overwriting_inputs, torn_tail
 from zooter.data import Query, RoutingExample, load_queries
 from zooter.errors import ConfigError, DataError
 from zooter_langchain._retry import RetriesExhausted, call_with_retries, describe, is_transient
@@ -160,19 +160,28 @@ def read_collected(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
     path = Path(path)
     if not path.exists():
         return set()
-    drop_torn_tail(path)
+    # every line is checked before the torn one is cut: a file given here by mistake stays whole
+    tail = torn_tail(path)
+    torn_line = tail[0] if tail is not None else None
     done: set[tuple[str, str]] = set()
-    for line, row in iter_jsonl(path):
-        for key in ("id", "model", "response"):
-            if not isinstance(row.get(key), str):
-                raise DataError(
-                    "expected a responses record {'id', 'model', 'response'} with string values",
-                    path=path,
-                    line=line,
-                    field=key,
-                    value=row.get(key),
-                )
-        done.add((row["id"], row["model"]))
+    try:
+        for line, row in iter_jsonl(path):
+            for key in ("id", "model", "response"):
+                if not isinstance(row.get(key), str):
+                    raise DataError(
+                        "expected a responses record {'id', 'model', 'response'} with string values",
+                        path=path,
+                        line=line,
+                        field=key,
+                        value=row.get(key),
+                    )
+            if line != torn_line:  # a whole record that lost its newline is asked again
+                done.add((row["id"], row["model"]))
+    except DataError as e:
+        if e.line != torn_line or e.field is not None:  # not the record a kill cut short
+            raise
+    if tail is not None:
+        drop_torn_tail(path)
     return done
 
 
@@ -240,6 +249,8 @@ async def acollect_responses(
     if output.suffix == ".gz":
         raise ConfigError(f"{output}: collect appends to a plain JSONL file; compress it once the run is complete")
     failures_file = Path(failures_path) if failures_path is not None else default_failures_path(output)
+    refuse_overwriting_inputs([output, failures_file], [queries] if isinstance(queries, (str, os.PathLike)) else [])
+    refuse_overwriting_inputs([failures_file], [output])
     pairs = _query_pairs(queries)
     started = time.perf_counter()
     done = read_collected(output)

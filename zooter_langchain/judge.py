@@ -47,6 +47,7 @@ PROMPT_TEMPLATE = (
     "[Question]\n{question}\n\n"
     "[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]"
 )
+PROMPT_EXAMPLE = '"Rating: [[5]]"'  # the template's example grade, quotes included: echoed, it is no grade
 MIN_GRADE, MAX_GRADE = 1.0, 10.0
 _GRADE = re.compile(r"\[\[(\d+(?:\.\d+)?)\]\]")
 
@@ -59,12 +60,14 @@ def parse_grade(text: str) -> float | None:
     of them the same number, and that number must lie in 1..10. So ``"Rating: [[7]]"`` -> 7.0 and a
     repeated ``[[7]]`` -> 7.0, but ``"Rating: 7/10"``, ``"[[11]]"``, ``"[[0]]"``, ``"[[ 7 ]]"`` and a
     reply with both ``[[6]]`` and ``[[8]]`` -> ``None``. Bracketed words (a judge quoting the
-    format, ``"[[rating]]"``) are not grades and are ignored.
+    format, ``"[[rating]]"``) are not grades and are ignored, and so is the prompt's own example,
+    ``"Rating: [[5]]"`` in double quotes, when the judge echoes the instructions: the grade must
+    come from the judge's own words.
 
     This is stricter than FastChat, which falls back to the first ``[N]`` in single brackets: that
     fallback also reads list markers and citations such as ``[1]`` as grades.
     """
-    values = {float(m) for m in _GRADE.findall(text)}
+    values = {float(m) for m in _GRADE.findall(text.replace(PROMPT_EXAMPLE, ""))}
     if len(values) != 1:
         return None
     (grade,) = values

@@ -37,7 +37,7 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from zooter.errors import ExpertMismatchError, ZooterError
+from zooter.errors import ExpertMismatchError, ZooterError, name_list
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +172,9 @@ class ZooterRouterRunnable(BaseChatModel):
         if extra or (missing and not self.allow_subset) or not self.experts:
             parts = []
             if missing:
-                parts.append(f"no chat model for router experts {missing}")
+                parts.append(f"no chat model for router experts {name_list(missing)}")
             if extra:
-                parts.append(f"the router does not know experts {extra}")
+                parts.append(f"the router does not know experts {name_list(extra)}")
             hint = " (pass allow_subset=True to route among only some experts)" if missing and not extra else ""
             raise ExpertMismatchError(
                 "experts do not match the router: " + "; ".join(parts) + hint, missing=missing, extra=extra
@@ -247,6 +247,8 @@ class ZooterRouterRunnable(BaseChatModel):
     def _decide_texts(
         self, texts: list[str], *, allowed_experts: Sequence[str] | None = None, force_expert: str | None = None
     ) -> list[dict[str, Any]]:
+        if isinstance(allowed_experts, str):  # one name, not its letters
+            allowed_experts = [allowed_experts]
         allowed = [e for e in (allowed_experts or self.allowed_experts or self.router.experts) if e in self.experts]
         if not allowed:
             raise ZooterError(

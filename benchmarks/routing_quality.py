@@ -48,17 +48,20 @@ from zooter.training import TrainingConfig, train_router
 SETS = ("arena", "routellm", "llmrouter")
 
 
+DATA = SHARED_DATA
+
+
 def load_set(name: str) -> tuple[RoutingDataset, RoutingDataset | None, RoutingDataset]:
     """(train, validation or None, test) of a named set."""
     if name == "arena":
         _, splits = demo_splits()
         return splits.train, splits.validation, splits.test
     if name == "routellm":
-        data = RoutingDataset.load(SHARED_DATA / "routellm_mmlu_gsm8k" / "rewards.jsonl.gz")
+        data = RoutingDataset.load(DATA / "routellm_mmlu_gsm8k" / "rewards.jsonl.gz")
         splits = data.split(validation_fraction=0.0, test_fraction=0.2, seed=0)
         return splits.train, None, splits.test
     if name == "llmrouter":
-        folder = SHARED_DATA / "llmrouter_9model"
+        folder = DATA / "llmrouter_9model"
         train = RoutingDataset.load(folder / "train.jsonl.gz")
         return train, None, RoutingDataset.load(folder / "test.jsonl.gz", experts=train.experts)
     raise SystemExit(f"unknown set {name!r}; expected one of {SETS}")
@@ -84,9 +87,9 @@ def per_task_choices(train: RoutingDataset, test: RoutingDataset) -> list[str]:
     return [best.get(t, overall) for t in test.tasks]
 
 
-def run(name: str, seed: int, method: str, device: str | None) -> dict[str, Any]:
+def run(name: str, seed: int, method: str, device: str | None, encoder: str | None = None) -> dict[str, Any]:
     train, validation, test = load_set(name)
-    config = TrainingConfig(method=method, seed=seed, device=device, show_progress=False)
+    config = TrainingConfig(method=method, seed=seed, device=device, encoder=encoder, show_progress=False)
     started = time.perf_counter()
     router = train_router(train, config, validation=validation)
     seconds = time.perf_counter() - started
@@ -177,16 +180,20 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--method", default="neighbours", choices=["neighbours", "distill"])
     parser.add_argument("--device")
+    parser.add_argument("--encoder", help="encoder id or folder (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--data", help=f"folder holding the shared data sets (default: {SHARED_DATA})")
     parser.add_argument("--results", default="routing_quality.jsonl", help="JSONL of finished runs (resumed)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    global DATA
+    DATA = Path(args.data) if args.data else SHARED_DATA
     results = Path(args.results)
     done = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
     for name in args.sets.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             if any(r["set"] == name and r["seed"] == seed and r["method"] == args.method for r in done):
                 continue
-            result = run(name, seed, args.method, args.device)
+            result = run(name, seed, args.method, args.device, args.encoder)
             done.append(result)
             with results.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(result) + "\n")

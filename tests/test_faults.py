@@ -236,7 +236,12 @@ CASES = [
     ("train-lr-inf", (*TRAIN, "--output", "new", "--lr=inf"), ["--lr", "finite"], None),
     ("train-beta-nan", (*TRAIN, "--output", "new", "--tags", "task", "--beta", "nan"), ["--beta", "finite"], None),
     ("split-fraction-inf", ("split", "data.jsonl", "--output-dir", "s", "--test-fraction=-inf"), ["finite"], None),
-    ("train-diverges", (*TRAIN, "--output", "new", "--lr", "1e30"), ["diverged", "lr=1e+30"], None),
+    (
+        "train-diverges",
+        (*TRAIN, "--output", "new", "--method", "distill", "--lr", "1e30"),
+        ["diverged", "lr=1e+30"],
+        None,
+    ),
     # 2. a router folder that lacks part of its tokenizer
     ("route-no-tokenizer-json", ("route", "router", "hello"), ["tokenizer.json"], "no-tokenizer"),
     ("route-nan-router", ("route", "router", "hello", "--json"), ["non-finite", "model.safetensors"], "nan-router"),

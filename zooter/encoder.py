@@ -117,6 +117,18 @@ def check_hub_source(name: str, *, revision: str | None = None, token: str | Non
         raise ZooterError(f"{where} ({type(e).__name__}: {reason})") from None
 
 
+def dtype_argument(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``from_pretrained``'s weight-dtype keyword: ``dtype`` since transformers 4.56, ``torch_dtype`` before.
+
+    Without it, transformers 5 loads a checkpoint in the dtype it was stored in (``"auto"``): an
+    fp16 checkpoint would then be fine-tuned in fp16, where AdamW's updates underflow to nan.
+    """
+    import transformers
+    from packaging.version import Version
+
+    return {("dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"): dtype}
+
+
 def load_encoder(name_or_path: str | None = None, *, revision: str | None = None) -> tuple[Any, Any]:
     """Load a pretrained encoder and its tokenizer (fp32, CPU, SDPA attention where supported).
 
@@ -137,11 +149,14 @@ def load_encoder(name_or_path: str | None = None, *, revision: str | None = None
         raise _wrap_load_error("the tokenizer of", source, e) from e
     try:
         try:
-            model = AutoModel.from_pretrained(source, revision=revision, attn_implementation="sdpa")
+            model = AutoModel.from_pretrained(
+                source, revision=revision, attn_implementation="sdpa", **dtype_argument(torch.float32)
+            )
         except ValueError as e:
             if "sdpa" not in str(e).lower():
                 raise
-            model = AutoModel.from_pretrained(source, revision=revision)  # no SDPA for this architecture
+            # no SDPA for this architecture
+            model = AutoModel.from_pretrained(source, revision=revision, **dtype_argument(torch.float32))
     except (OSError, ValueError) as e:
         raise _wrap_load_error("the encoder", source, e) from e
     return model, tokenizer

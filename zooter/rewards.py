@@ -167,7 +167,7 @@ class RewardModelScorer:
         """
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from zooter.encoder import _wrap_load_error, pick_device
+        from zooter.encoder import _wrap_load_error, dtype_argument, pick_device
 
         source = str(name_or_path)
         chosen = pick_device(device)
@@ -182,12 +182,7 @@ class RewardModelScorer:
             tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
         except (OSError, ValueError) as e:
             raise _wrap_load_error("the tokenizer of", source, e) from e
-        import transformers
-        from packaging.version import Version
-
-        # transformers 4.56 renamed torch_dtype to dtype; older versions would ignore `dtype`
-        dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-        kwargs: dict[str, Any] = {"revision": revision, dtype_key: weights_dtype}
+        kwargs: dict[str, Any] = {"revision": revision, **dtype_argument(weights_dtype)}
         try:
             try:
                 model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="sdpa", **kwargs)

@@ -94,9 +94,10 @@ def run(name: str, seed: int, method: str, device: str | None, encoder: str | No
     router = train_router(train, config, validation=validation)
     seconds = time.perf_counter() - started
     report = evaluate(router, test)
-    train_vectors = router.embed_queries([ex.query for ex in train]) if router.bank is None else None
-    if router.bank is not None:
-        train_vectors = router.bank.embeddings
+    # the same frozen encoder's vectors: the neighbour bank holds them already
+    train_vectors = (
+        router.bank.embeddings if router.bank is not None else router.embed_queries([ex.query for ex in train])
+    )
     test_vectors = router.embed_queries([ex.query for ex in test])
     baselines = {
         "per_task_best": evaluate_choices(test, per_task_choices(train, test)).routed,

@@ -271,7 +271,8 @@ class ZooterRouter(torch.nn.Module):
         vectors = self._encode(queries, batch_size, show_progress, pooled=self.bank is not None)
         if self.bank is None:
             return Estimates(torch.softmax(vectors, dim=-1).cpu())
-        estimates = self.bank.to(vectors.device).estimate(vectors)
+        self.bank = self.bank.to(vectors.device)  # moved once, not on every call
+        estimates = self.bank.estimate(vectors)
         expected = estimates.expected_rewards
         return Estimates(estimates.probabilities.cpu(), None if expected is None else expected.cpu())
 

@@ -308,6 +308,46 @@ CASES = [
         ["NAME=PROVIDER:MODEL"],
         None,
     ),
+    # bad price files and cost options: refused before any training, naming the field
+    (
+        "train-costs-missing-expert",
+        (*TRAIN, "--output", "new", "--costs", "c-missing.json"),
+        ["c-missing.json", "poet"],
+        "costs",
+    ),
+    (
+        "train-costs-negative",
+        (*TRAIN, "--output", "new", "--costs", "c-negative.json"),
+        ["c-negative.json", "mathbot.input_price_per_mtok", ">= 0", "-1"],
+        "costs",
+    ),
+    (
+        "train-costs-not-a-number",
+        (*TRAIN, "--output", "new", "--costs", "c-text.json"),
+        ["c-text.json", "coder.output_price_per_mtok", "number", "cheap"],
+        "costs",
+    ),
+    (
+        "train-costs-not-json",
+        (*TRAIN, "--output", "new", "--costs", "c-broken.json"),
+        ["c-broken.json", "JSON"],
+        "costs",
+    ),
+    ("train-target-without-costs", (*TRAIN, "--output", "new", "--target-quality", "0.9"), ["--costs"], None),
+    (
+        "train-target-share-malformed",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--target-share", "coder"),
+        ["EXPERTS=FRACTION"],
+        "costs",
+    ),
+    (
+        "train-cost-weight-on-distill",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--cost-weight", "1", "--method", "distill"),
+        ["neighbours"],
+        "costs",
+    ),
+    ("eval-plot-without-prices", ("eval", "router", "data.jsonl", "--plot", "f.png"), ["--plot", "--costs"], None),
+    ("route-cost-weight-without-prices", ("route", "router", "hello", "--cost-weight", "2"), ["set_costs"], None),
 ]
 
 
@@ -337,6 +377,13 @@ def setup_case(ws: Path, setup: str | None) -> None:
         for row in rows:
             row["rewards"].update({f"expert-{i}": 1.0 for i in range(3000)})
         write_lines(ws / "wide.jsonl", rows)
+    elif setup == "costs":
+        good = {name: {"input_price_per_mtok": 1.0} for name in ("mathbot", "coder", "poet")}
+        (ws / "c-good.json").write_text(json.dumps(good))
+        (ws / "c-missing.json").write_text(json.dumps({k: v for k, v in good.items() if k != "poet"}))
+        (ws / "c-negative.json").write_text(json.dumps({**good, "mathbot": {"input_price_per_mtok": -1}}))
+        (ws / "c-text.json").write_text(json.dumps({**good, "coder": {"output_price_per_mtok": "cheap"}}))
+        (ws / "c-broken.json").write_text('{"mathbot": ')
     elif setup == "parts":
         (ws / "parts").mkdir()
         shutil.copy(ws / "data.jsonl", ws / "parts" / "train.jsonl")

@@ -77,6 +77,54 @@ def describe_decision(config: Any) -> str:
     return " ".join(parts)
 
 
+def describe_costs(config: Any) -> str:
+    """The experts' prices and how much cost weighs in decisions, from the config."""
+    costs = config.costs
+    if not costs:
+        return "No prices were given: the router maximises expected reward alone."
+    lines = [
+        "| expert | USD / M input tokens | USD / M output tokens | expected output tokens | USD per call |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in config.experts:
+        p = costs["prices"].get(name, {})
+        tokens = p.get("expected_output_tokens")
+        lines.append(
+            f"| `{name}` | {p.get('input_price_per_mtok', 0.0):g} | {p.get('output_price_per_mtok', 0.0):g} | "
+            f"{'unknown' if tokens is None else f'{tokens:.0f}'} | {p.get('cost_per_call', 0.0):g} |"
+        )
+    weight = costs.get("cost_weight", 0.0)
+    lines.append("")
+    if not weight:
+        lines.append(
+            "Cost weight λ = 0: decisions maximise expected reward; the prices are used for reports and `max_cost`."
+        )
+    else:
+        c = costs.get("calibration") or {}
+        if c.get("unit") == "calls":
+            penalised = ", ".join(f"`{name}`" for name in c.get("penalised", []))
+            lines.append(
+                f"Each query goes to `argmax expected reward - λ · [a call to {penalised}]` with λ = {weight:.4g} "
+                "(reward per call): the target was a share of calls, so calls are what λ prices."
+            )
+        else:
+            lines.append(
+                f"Each query goes to `argmax expected reward - λ · cost` with λ = {weight:.4g} (reward per USD)."
+            )
+    c = costs.get("calibration")
+    if c:
+        best = c["best_single"]
+        target = c["target"]
+        wanted = ", ".join(f"{k}={v}" for k, v in target.items() if v not in (None, []))
+        lines.append(
+            f"λ was calibrated on {c['rows']} held-out rows ({c['source']}) for the target {wanted} "
+            f"({'met' if c['met'] else 'not met; the closest λ was kept'}): mean reward {c['reward']:.4g} at "
+            f"{1000 * c['cost']:.4g} USD per 1,000 queries, against {best['reward']:.4g} at "
+            f"{1000 * best['cost']:.4g} for `{best['expert']}` alone."
+        )
+    return "\n".join(lines)
+
+
 def render_model_card(config: Any) -> str:
     """Markdown model card for a :class:`~zooter.router.RouterConfig`."""
     experts = "\n".join(f"{i}. `{name}`" for i, name in enumerate(config.experts))
@@ -127,6 +175,10 @@ print(router.route(["How do I reverse a linked list in C?"])[0])
 ## Decision
 
 {describe_decision(config)}
+
+## Costs
+
+{describe_costs(config)}
 
 ## Training
 

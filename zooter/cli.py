@@ -158,17 +158,90 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zooter.router import check_save_directory
     from zooter.training import train_router
 
-    refuse_overwriting_inputs([args.output], [args.data, args.validation])
+    refuse_overwriting_inputs([args.output], [args.data, args.validation, args.costs, args.responses])
     check_save_directory(args.output)
     config = _training_config(args)
     experts = _csv(args.experts) if args.experts is not None else None
     data = RoutingDataset.load(args.data, experts=experts)
     validation = RoutingDataset.load(args.validation, experts=experts) if args.validation else None
-    router = train_router(data, config, validation=validation)
+    costs, target, responses = _cost_options(args, data.experts)
+    router = train_router(
+        data,
+        config,
+        validation=validation,
+        costs=costs,
+        cost_weight=args.cost_weight or 0.0,
+        cost_target=target,
+        responses=responses,
+    )
     router.save_pretrained(args.output)
     print(f"{describe_training(router)}; saved to {args.output}")
     print(describe_decision(router))
+    if router.costs is not None:
+        print(describe_costs(router))
     return 0
+
+
+def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, Any, Any]:
+    """The price table, the cost target and the responses records that ``zooter train`` was given."""
+    from zooter.costs import CostTable, CostTarget
+
+    wants = {
+        "--cost-weight": args.cost_weight,
+        "--target-cost": args.target_cost,
+        "--target-share": args.target_share,
+        "--target-quality": args.target_quality,
+        "--responses": args.responses,
+        "--output-tokens": args.output_tokens,
+    }
+    if args.costs is None:
+        given = [flag for flag, value in wants.items() if value is not None]
+        if given:
+            raise ConfigError(f"{given[0]} needs the experts' prices: add --costs experts.json")
+        return None, None, None
+    costs = CostTable.load(args.costs)
+    costs.check_experts(experts)
+    if args.output_tokens is not None:
+        if args.output_tokens < 0:
+            raise ConfigError(f"--output-tokens must be >= 0, got {args.output_tokens:g}")
+        unknown = [name for name in experts if costs.costs[name].expected_output_tokens is None]
+        costs = costs.with_output_tokens(dict.fromkeys(unknown, args.output_tokens))
+    responses = None
+    if args.responses is not None:
+        from zooter.rewards import read_responses
+
+        responses, _ = read_responses(args.responses)
+    target = None
+    if args.target_cost is not None:
+        target = CostTarget(mean_cost=args.target_cost)
+    elif args.target_quality is not None:
+        target = CostTarget(quality_fraction=args.target_quality)
+    elif args.target_share is not None:
+        names, _, fraction = args.target_share.rpartition("=")
+        try:
+            share = float(fraction)
+        except ValueError:
+            share = math.nan
+        if not names or not math.isfinite(share):
+            raise ConfigError(f"--target-share takes EXPERTS=FRACTION (e.g. gpt-4=0.5), got {args.target_share!r}")
+        target = CostTarget(share=share, share_experts=_csv(names))
+    if args.cost_weight is not None and args.cost_weight < 0:
+        raise ConfigError(f"--cost-weight must be >= 0, got {args.cost_weight:g}")
+    return costs, target, responses
+
+
+def describe_costs(router: Any) -> str:
+    """One line on the cost-aware decision: λ, and what its calibration measured."""
+    c = (router.config.costs or {}).get("calibration")
+    if not c:
+        return f"cost weight λ = {router.cost_weight:.4g} (set, not calibrated)"
+    best = c["best_single"]
+    met = "meets" if c["met"] else "does NOT meet (closest kept)"
+    return (
+        f"cost weight λ = {c['cost_weight']:.4g} {met} the target on {c['rows']} {c['source']} rows: mean reward "
+        f"{c['reward']:.4g} at {1000 * c['cost']:.4g} USD per 1k queries, against {best['reward']:.4g} at "
+        f"{1000 * best['cost']:.4g} for {best['expert']} alone"
+    )
 
 
 def describe_training(router: Any) -> str:
@@ -208,15 +281,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zooter.evaluation import evaluate
     from zooter.router import ZooterRouter
 
+    if args.plot:
+        refuse_overwriting_inputs([args.plot], [args.data, args.costs])
+        check_writable(args.plot)
     router = ZooterRouter.from_pretrained(args.router, device=args.device)
     data = RoutingDataset.load(args.data)
     if args.drop_extra_experts:
         data = data.select_experts(router.experts)  # still fails if the data lacks a router expert
+    costs = None
+    if args.costs is not None:
+        from zooter.costs import CostTable
+
+        costs = CostTable.load(args.costs)
+        costs.check_experts(router.experts)
+    elif args.plot and router.costs is None:
+        raise ConfigError("--plot draws the cost-quality frontier, which needs prices: add --costs experts.json")
     report = evaluate(router, data, batch_size=args.batch_size, show_progress=not args.quiet)
+    cost_report = None
+    if costs is not None or router.costs is not None:
+        from zooter.evaluation import evaluate_costs
+
+        cost_report = evaluate_costs(router, data, costs, batch_size=args.batch_size)
     if args.json:
-        print(_json(report.to_dict()))
+        print(_json({**report.to_dict(), **({"costs": cost_report.to_dict()} if cost_report else {})}))
     else:
         print(report.format_table())
+        if cost_report is not None:
+            print("\ncost-quality trade-off:")
+            print(cost_report.format_table())
+    if cost_report is not None and args.plot:
+        cost_report.plot(args.plot)
+        if not args.json:
+            print(f"\nfrontier drawn to {args.plot}")
     return 0
 
 
@@ -229,7 +325,12 @@ def cmd_route(args: argparse.Namespace) -> int:
         queries = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not queries:
         raise ZooterError("no query given: pass queries as arguments or one a line on stdin with '-'")
-    decisions = router.route(queries, allowed=_csv(args.allowed) if args.allowed else None)
+    decisions = router.route(
+        queries,
+        allowed=_csv(args.allowed) if args.allowed else None,
+        cost_weight=args.cost_weight,
+        max_cost=args.max_cost,
+    )
     if args.json:
         for query, decision in zip(queries, decisions):
             print(_json({"query": query, **decision.to_dict()}))
@@ -258,7 +359,8 @@ def _format_decision(query: str, decision: Any) -> str:
     short = query if len(query) <= 70 else query[:67] + "..."
     ranked = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])
     probs = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
-    return f"{short}\n  -> {decision.expert}   ({probs})"
+    cost = "" if decision.expected_cost is None else f", expected cost {decision.expected_cost:.3g} USD"
+    return f"{short}\n  -> {decision.expert}{cost}   ({probs})"
 
 
 def cmd_collect(args: argparse.Namespace, *, model_factory: Any = None) -> int:
@@ -416,6 +518,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float)
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--costs",
+        help="JSON of each expert's prices (input/output_price_per_mtok, expected_output_tokens, cost_per_call)",
+    )
+    p.add_argument("--responses", help="answers JSONL (id, model, response): learn each expert's answer length")
+    p.add_argument(
+        "--output-tokens", type=float, help="answer length in tokens for experts with no expected_output_tokens"
+    )
+    trade = p.add_mutually_exclusive_group()
+    trade.add_argument("--cost-weight", type=float, help="λ: route by expected reward - λ * cost (USD per query)")
+    trade.add_argument("--target-cost", type=float, help="calibrate λ: the best routing at this mean USD per query")
+    trade.add_argument(
+        "--target-share", metavar="EXPERTS=FRACTION", help="calibrate λ: at most FRACTION of calls to EXPERTS (a,b)"
+    )
+    trade.add_argument(
+        "--target-quality",
+        type=float,
+        metavar="FRACTION",
+        help="calibrate λ: the cheapest routing with FRACTION (e.g. 0.95) of the best single expert's mean reward",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a router on a labelled dataset")
@@ -424,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--drop-extra-experts", action="store_true", help="ignore data experts the router lacks")
     p.add_argument("--batch-size", type=int, help="queries per encoder forward (default: 8 on CPU, 64 on GPU)")
+    p.add_argument(
+        "--costs", help="JSON of each expert's prices: also report the cost-quality frontier (default: the router's)"
+    )
+    p.add_argument("--plot", help="draw the cost-quality frontier to this image file (needs the plot extra)")
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
@@ -434,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
         "queries", nargs="*", help="queries to route ('-' or none: read one a line from stdin, blank lines skipped)"
     )
     p.add_argument("--allowed", help="comma-separated experts to choose among")
+    p.add_argument("--cost-weight", type=float, help="λ for these queries (default: the router's own)")
+    p.add_argument("--max-cost", type=float, help="leave out experts expected to cost more than this (USD)")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--device")
     p.set_defaults(func=cmd_route)

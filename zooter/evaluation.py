@@ -21,13 +21,16 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from zooter._io import atomic_path
 from zooter.data import RoutingDataset
-from zooter.errors import ZooterError
+from zooter.errors import MissingDependencyError, ZooterError
 
 ROUTED = "zooter"
 
@@ -362,3 +365,254 @@ def evaluate_selection(
     return evaluate_rankings(
         dataset, rankings, ks=ks, selections=selections, policy=None if policy is None else policy.to_dict()
     )
+
+
+@dataclass
+class CostReport:
+    """The cost-quality trade-off of a router on a labelled dataset (see :func:`evaluate_costs`).
+
+    Costs are USD per query; rewards are mean rewards over the rows that have every reward.
+
+    Attributes:
+        n: rows evaluated.
+        experts: the experts, in head order.
+        frontier: one point per cost weight λ swept, cheapest last: ``{"cost_weight", "reward",
+            "cost", "share"}`` (``share``: the share of calls each expert got).
+        router: the point at the router's own cost weight (the one it routes with).
+        singles: each expert's ``{"reward", "cost"}`` when it answers every query.
+        best_single: the expert with the best mean reward, with its reward and cost.
+        cheapest: the expert with the lowest mean cost, with its reward and cost.
+        oracle: the per-query best expert (the cheapest among equals): its reward and cost.
+        apgr: the area under the routed curve of performance gap recovered, ``(reward - cheapest)
+            / (best single - cheapest)``, over cost from the cheapest expert's to the best single
+            expert's (RouteLLM's APGR with cost in place of the share of strong-model calls); 0.5
+            is what mixing the two at random achieves, 1 is best-single quality at the cheapest
+            cost. None when the best single expert is also the cheapest.
+        cost_to_reach: for 50, 80 and 95 % (keys "50%"...) of the best single expert's mean
+            reward, the cheapest point that reaches it (with ``relative_cost``: its cost over the
+            best single expert's), or None when no λ does.
+        prices: where the prices came from.
+        skipped: rows without every reward.
+    """
+
+    n: int
+    experts: list[str]
+    frontier: list[dict[str, Any]]
+    router: dict[str, Any]
+    singles: dict[str, dict[str, float]]
+    best_single: dict[str, Any]
+    cheapest: dict[str, Any]
+    oracle: dict[str, float]
+    apgr: float | None
+    cost_to_reach: dict[str, dict[str, Any] | None]
+    prices: str = "costs"
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def pareto(self) -> list[dict[str, Any]]:
+        """The frontier points no other point beats on both reward and cost, cheapest first."""
+        out: list[dict[str, Any]] = []
+        for point in sorted(self.frontier, key=lambda p: (p["cost"], -p["reward"])):
+            if not out or point["reward"] > out[-1]["reward"] + _TIE:
+                out.append(point)
+        return out
+
+    def format_table(self, *, rows: int = 12) -> str:
+        """A plain-text table: a spread of frontier points, then each expert, the oracle and the targets."""
+        best_cost = self.best_single["cost"]
+        front = self.pareto()
+        if len(front) > rows:  # an even spread over the curve, both ends kept
+            step = (len(front) - 1) / (rows - 1)
+            front = [front[round(i * step)] for i in range(rows)]
+        lines = [
+            f"{'system':<44}{'mean reward':>12}{'USD / 1k queries':>18}{'vs best single':>16}",
+            "-" * 90,
+        ]
+
+        def line(name: str, reward: float, cost: float) -> str:
+            relative = f"{cost / best_cost:>15.1%}" if best_cost > 0 else f"{'':>15}"
+            return f"{name:<44}{reward:>12.4f}{1000 * cost:>18.4g} {relative}"
+
+        lines.append(
+            line(
+                f"{ROUTED} at its own λ = {self.router['cost_weight']:.4g}", self.router["reward"], self.router["cost"]
+            )
+        )
+        for point in front:
+            lines.append(line(f"  λ = {point['cost_weight']:.4g}", point["reward"], point["cost"]))
+        lines.append(line("oracle (per-query best, cheapest of equals)", self.oracle["reward"], self.oracle["cost"]))
+        for name, single in sorted(self.singles.items(), key=lambda kv: -kv[1]["reward"]):
+            lines.append(line(f"  {name}", single["reward"], single["cost"]))
+        lines.append("")
+        lines.append(
+            f"queries: {self.n} (skipped for missing rewards: {self.skipped}); prices: {self.prices}; "
+            f"best single {self.best_single['expert']}, cheapest {self.cheapest['expert']}"
+        )
+        lines.append(f"APGR (cheapest -> best single, over cost): {'n/a' if self.apgr is None else f'{self.apgr:.3f}'}")
+        for level, point in self.cost_to_reach.items():
+            if point is None:
+                lines.append(f"{level} of the best single expert's quality: not reached")
+            else:
+                lines.append(
+                    f"{level} of the best single expert's quality: {1000 * point['cost']:.4g} USD / 1k queries "
+                    f"({point['relative_cost']:.1%} of its cost), λ = {point['cost_weight']:.4g}"
+                )
+        return "\n".join(lines)
+
+    def plot(self, path: str | Path) -> Path:
+        """Draw the frontier, every expert and the oracle to an image file (needs matplotlib)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise MissingDependencyError(
+                "drawing the frontier needs matplotlib: pip install 'zooter-langchain[plot]'"
+            ) from None
+        path = Path(path)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        front = self.pareto()
+        ax.plot(
+            [1000 * p["cost"] for p in front], [p["reward"] for p in front], "-o", ms=2.5, label=f"{ROUTED} (λ sweep)"
+        )
+        ax.plot([1000 * self.router["cost"]], [self.router["reward"]], "*", ms=12, label=f"{ROUTED} at its own λ")
+        for name, single in self.singles.items():
+            ax.plot([1000 * single["cost"]], [single["reward"]], "s", ms=6, color="grey")
+            ax.annotate(
+                name, (1000 * single["cost"], single["reward"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+        ax.plot([1000 * self.oracle["cost"]], [self.oracle["reward"]], "D", color="black", label="oracle")
+        ax.set_xlabel("mean cost, USD per 1,000 queries")
+        ax.set_ylabel("mean reward")
+        ax.set_title(f"cost-quality frontier ({self.n} queries)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
+        plt.close(fig)
+        return path
+
+
+QUALITY_LEVELS = (0.5, 0.8, 0.95)
+
+
+def evaluate_costs(
+    router: Any,
+    dataset: RoutingDataset,
+    costs: Any = None,
+    *,
+    batch_size: int | None = None,
+    show_progress: bool = False,
+) -> CostReport:
+    """Sweep the cost weight on ``dataset`` and report the cost-quality frontier.
+
+    Args:
+        router: a router that estimates expected rewards (the default ``"neighbours"`` method).
+        dataset: labelled rows (held out from training).
+        costs: a :class:`~zooter.costs.CostTable` (or its dict, or a JSON file); by default the
+            router's own prices.
+        batch_size: queries per encoder forward.
+        show_progress: show a progress bar.
+
+    Raises:
+        ConfigError: no prices, or the router does not estimate expected rewards.
+        ExpertMismatchError: the dataset's experts differ from the router's.
+    """
+    from zooter.costs import CostTable, cost_weight_grid, sweep_cost_weights
+    from zooter.errors import ConfigError
+
+    if costs is None:
+        table = router.costs
+    elif isinstance(costs, CostTable):
+        table = costs
+    else:
+        table = CostTable.load(costs) if isinstance(costs, (str, Path)) else CostTable.from_dict(costs)
+    if table is None:
+        raise ConfigError("evaluating costs needs the experts' prices: pass costs or give the router its own")
+    table.check_experts(router.experts)
+    dataset.check_experts(router.experts)
+    dataset = dataset.select_experts(router.experts)
+    experts = router.experts
+    complete = [i for i, row in enumerate(dataset.reward_matrix()) if all(math.isfinite(r) for r in row)]
+    if not complete:
+        raise ZooterError("no row has a reward for every expert; nothing to evaluate on")
+    rows = [dataset[i] for i in complete]
+    queries = [example.query for example in rows]
+    estimates = router.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+    if estimates.expected_rewards is None:
+        raise ConfigError(
+            "the cost-quality frontier weighs expected rewards, which this router does not estimate "
+            "(a distilled head gives probabilities only); train with the default method 'neighbours'"
+        )
+    import torch
+
+    scores = estimates.expected_rewards
+    prices = table.query_costs(router.count_tokens(queries), experts)
+    rewards = torch.tensor([[example.rewards[e] for e in experts] for example in rows], dtype=torch.float64)
+    rule = router.decision
+    margin = rule.margin if rule is not None and rule.margin is not None else 0.0
+    grid = cost_weight_grid(scores, prices, margin=margin)
+    frontier = sweep_cost_weights(scores, prices, rewards, experts, rule, grid)
+    own = sweep_cost_weights(
+        scores, prices, rewards, experts, rule, [router.cost_weight], penalties=router.cost_penalties(prices)
+    )[0]
+    mean_reward, mean_cost = rewards.mean(dim=0).tolist(), prices.mean(dim=0).tolist()
+    singles = {name: {"reward": mean_reward[j], "cost": mean_cost[j]} for j, name in enumerate(experts)}
+    best_name = max(experts, key=lambda name: singles[name]["reward"])
+    cheap_name = min(experts, key=lambda name: (singles[name]["cost"], -singles[name]["reward"]))
+    # the oracle: each row's best reward, paid at the cheapest expert that reaches it
+    top = rewards.max(dim=1, keepdim=True).values
+    oracle_cost = prices.masked_fill(rewards < top - _TIE, math.inf).min(dim=1).values
+    best, cheap = singles[best_name], singles[cheap_name]
+    return CostReport(
+        n=len(rows),
+        experts=experts,
+        frontier=sorted(frontier, key=lambda p: p["cost_weight"]),
+        router=own,
+        singles=singles,
+        best_single={"expert": best_name, **best},
+        cheapest={"expert": cheap_name, **cheap},
+        oracle={"reward": float(top.mean()), "cost": float(oracle_cost.mean())},
+        apgr=_apgr(frontier, cheap, best),
+        cost_to_reach=_cost_to_reach(frontier, best),
+        prices=table.source,
+        skipped=len(dataset) - len(rows),
+    )
+
+
+def _apgr(points: list[dict[str, Any]], cheapest: dict[str, float], best: dict[str, float]) -> float | None:
+    span_cost = best["cost"] - cheapest["cost"]
+    span_reward = best["reward"] - cheapest["reward"]
+    if span_cost <= 0 or span_reward <= 0:
+        return None
+    steps = 200
+    placed = sorted(
+        ((p["cost"] - cheapest["cost"]) / span_cost, (p["reward"] - cheapest["reward"]) / span_reward) for p in points
+    )
+    reached, i = 0.0, 0  # sending every query to the cheapest expert reaches 0 at no extra cost
+    values = []
+    for step in range(steps + 1):
+        x = step / steps
+        while i < len(placed) and placed[i][0] <= x + 1e-12:
+            reached = max(reached, placed[i][1])
+            i += 1
+        values.append(reached)
+    return sum((a + b) / 2 for a, b in itertools.pairwise(values)) / steps
+
+
+def _cost_to_reach(points: list[dict[str, Any]], best: dict[str, float]) -> dict[str, dict[str, Any] | None]:
+    out: dict[str, dict[str, Any] | None] = {}
+    for level in QUALITY_LEVELS:
+        floor = level * best["reward"]
+        fits = [p for p in points if p["reward"] >= floor - _TIE]
+        point = min(fits, key=lambda p: (p["cost"], -p["reward"])) if fits and best["reward"] > 0 else None
+        key = f"{level:.0%}"
+        out[key] = None
+        if point is not None:
+            relative = point["cost"] / best["cost"] if best["cost"] > 0 else None
+            out[key] = {**point, "relative_cost": relative}
+    return out

@@ -70,29 +70,84 @@ def decide(
     rule: DecisionRule | None = None,
     *,
     allowed: Sequence[str] | None = None,
+    costs: torch.Tensor | None = None,
+    cost_weight: float = 0.0,
+    max_cost: float | None = None,
+    penalties: torch.Tensor | None = None,
 ) -> list[int]:
-    """The chosen expert's index for each row of ``scores`` (rows x experts).
+    """The chosen expert's index for each row of ``scores`` (rows x experts); see :func:`choose`."""
+    return choose(
+        scores,
+        experts,
+        rule,
+        allowed=allowed,
+        costs=costs,
+        cost_weight=cost_weight,
+        max_cost=max_cost,
+        penalties=penalties,
+    ).tolist()
+
+
+def choose(
+    scores: torch.Tensor,
+    experts: Sequence[str],
+    rule: DecisionRule | None = None,
+    *,
+    allowed: Sequence[str] | None = None,
+    costs: torch.Tensor | None = None,
+    cost_weight: float = 0.0,
+    max_cost: float | None = None,
+    penalties: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The chosen expert's index for each row of ``scores`` (rows x experts), as a tensor.
 
     Without a rule, the highest score wins. With one, the default expert is kept unless the best
     allowed expert's score beats it by more than ``rule.margin``. An expert outside ``allowed`` is
     never chosen; when the default is not allowed, the highest allowed score wins. ``nan`` scores
     never win.
+
+    With ``costs`` (USD, rows x experts), each score first loses ``cost_weight * cost``, so a
+    cheaper expert wins where it is expected to be nearly as good; a rule whose margin is None
+    (routing for quality alone did not pay) then leaves its default by any positive margin, since
+    the trade-off is what was asked for. ``max_cost`` rules out, row by row, the experts that cost
+    more; where none is left, the cheapest allowed expert is chosen. ``penalties`` replaces
+    ``costs`` as what ``cost_weight`` multiplies (e.g. calls to some experts, for a share target).
     """
     experts = list(experts)
-    filled = scores.float().nan_to_num(nan=-math.inf)
+    penalties = costs if penalties is None else penalties
+    priced = penalties is not None and bool(cost_weight)
+    # float64 where USD amounts (around 1e-4) are subtracted; float32 otherwise, exactly as calibrated
+    filled = (scores.double() if priced else scores.float()).nan_to_num(nan=-math.inf)
+    if priced:
+        filled = filled - cost_weight * penalties.to(filled.device, torch.float64)  # type: ignore[union-attr]
+    keep = torch.ones_like(filled, dtype=torch.bool)
     if allowed is not None:
-        keep = torch.tensor([name in set(allowed) for name in experts], device=filled.device)
-        filled = filled.masked_fill(~keep, -math.inf)
+        names = set(allowed)
+        keep &= torch.tensor([name in names for name in experts], device=filled.device)
+    if max_cost is not None:
+        if costs is None:
+            raise ConfigError("max_cost needs the experts' costs: set them with router.set_costs(...)")
+        costs = costs.to(filled.device, torch.float64)
+        affordable = keep & (costs <= max_cost)
+        cheapest = costs.masked_fill(~keep, math.inf).argmin(dim=-1, keepdim=True)
+        fallback = torch.zeros_like(keep).scatter_(1, cheapest, True)
+        keep = torch.where(affordable.any(dim=-1, keepdim=True), affordable, fallback)
+        # an expert that is the only one left must win even when its score is nan
+        lowest = torch.full_like(filled, torch.finfo(filled.dtype).min)
+        filled = torch.where(keep & ~torch.isfinite(filled), lowest, filled)
+    filled = filled.masked_fill(~keep, -math.inf)
     best = filled.argmax(dim=-1)
     if rule is None or rule.default_expert not in experts:
-        return best.tolist()
+        return best
     default = experts.index(rule.default_expert)
-    if allowed is not None and rule.default_expert not in set(allowed):
-        return best.tolist()
-    if rule.margin is None:
-        return [default] * len(filled)
+    margin = rule.margin
+    if margin is None:
+        if not priced:
+            return torch.where(keep[:, default], torch.full_like(best, default), best)
+        margin = 0.0
     advantage = filled.gather(1, best.unsqueeze(1)).squeeze(1) - filled[:, default]
-    return torch.where(advantage > rule.margin, best, torch.full_like(best, default)).tolist()
+    stay = keep[:, default] & ~(advantage > margin)
+    return torch.where(stay, torch.full_like(best, default), best)
 
 
 def best_expert(rewards: torch.Tensor, experts: Sequence[str]) -> str:
@@ -302,4 +357,13 @@ def _how_many(row: list[float], ranked: list[int], always_idx: list[int], policy
     return min(keep, len(ranked))
 
 
-__all__ = ["DecisionRule", "Selection", "SelectionPolicy", "best_expert", "calibrate_decision", "decide", "select_top"]
+__all__ = [
+    "DecisionRule",
+    "Selection",
+    "SelectionPolicy",
+    "best_expert",
+    "calibrate_decision",
+    "choose",
+    "decide",
+    "select_top",
+]

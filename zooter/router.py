@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import Field, field_validator
 from zooter import __version__
 from zooter._io import atomic_directory, check_writable, link_or_copy, recover_directory, settle_files
 from zooter.config import ZooterConfig
+from zooter.costs import CostTable, CostTarget, call_penalties
 from zooter.data import Query, query_text
 from zooter.encoder import (
     DEFAULT_ENCODER,
@@ -67,6 +69,9 @@ class RouterConfig(ZooterConfig):
             head alone decides.
         decision: the calibrated :class:`~zooter.policy.DecisionRule` (default expert, margin and
             what the calibration measured); None: the most probable expert wins.
+        costs: what each expert costs and how much that weighs in decisions: ``prices`` (a
+            :class:`~zooter.costs.CostTable` as a dict), ``cost_weight`` (λ, reward per USD) and,
+            when λ was calibrated to a target, ``calibration``; None: costs play no part.
         tokenizer: the saved tokenizer: its ``files``, ``vocab_size`` and a ``sha256`` of its
             vocabulary, so loading can refuse a folder whose tokenizer is missing or another one.
         files: every file the router wrote in its folder; other files (the user's) are kept when
@@ -85,6 +90,7 @@ class RouterConfig(ZooterConfig):
     evaluation: dict[str, Any] | None = None
     neighbours: dict[str, Any] | None = None
     decision: dict[str, Any] | None = None
+    costs: dict[str, Any] | None = None
     tokenizer: dict[str, Any] = Field(default_factory=dict)
     files: list[str] = Field(default_factory=list)
     zooter_version: str = __version__
@@ -117,16 +123,31 @@ class RouteDecision:
         probabilities: the router's probability for every expert, in head order.
         expected_rewards: every expert's expected reward on the training rewards' scale, when the
             router estimates it (None for an expert no neighbour has a reward for); None otherwise.
+        costs: every expert's expected cost of answering this query (USD), when the router has
+            prices (:meth:`ZooterRouter.set_costs`); None otherwise.
     """
 
     expert: str
     probabilities: dict[str, float]
     expected_rewards: dict[str, float | None] | None = None
+    costs: dict[str, float] | None = None
+
+    @property
+    def expected_reward(self) -> float | None:
+        """The chosen expert's expected reward, when the router estimates rewards."""
+        return None if self.expected_rewards is None else self.expected_rewards.get(self.expert)
+
+    @property
+    def expected_cost(self) -> float | None:
+        """The chosen expert's expected cost (USD), when the router has prices."""
+        return None if self.costs is None else self.costs[self.expert]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"expert": self.expert, "probabilities": self.probabilities}
         if self.expected_rewards is not None:
             out["expected_rewards"] = self.expected_rewards
+        if self.costs is not None:
+            out["costs"] = self.costs
         return out
 
 
@@ -199,6 +220,111 @@ class ZooterRouter(torch.nn.Module):
         """The calibrated rule that turns estimates into one expert (None: the most probable wins)."""
         return DecisionRule.from_dict(self.config.decision) if self.config.decision else None
 
+    # -- costs -------------------------------------------------------------------------------
+    @property
+    def costs(self) -> CostTable | None:
+        """Each expert's price (None: the router knows no prices)."""
+        if not self.config.costs:
+            return None
+        return CostTable.from_dict(self.config.costs["prices"], source="config.json costs.prices")
+
+    @property
+    def cost_weight(self) -> float:
+        """λ: how much expected reward one USD per query is worth in decisions (0: quality only)."""
+        return float((self.config.costs or {}).get("cost_weight", 0.0))
+
+    def set_costs(
+        self,
+        costs: CostTable | Mapping[str, Any] | str | Path | None,
+        *,
+        cost_weight: float = 0.0,
+        calibration: dict[str, Any] | None = None,
+    ) -> ZooterRouter:
+        """Give the router every expert's price (saved in ``config.json``), or None to drop them.
+
+        Args:
+            costs: a :class:`~zooter.costs.CostTable`, its dict (``{expert: {"input_price_per_mtok":
+                ..., "output_price_per_mtok": ..., "expected_output_tokens": ..., "cost_per_call":
+                ...}}``) or a JSON file of that shape; it must price every expert.
+            cost_weight: λ for decisions: choose ``argmax quality - λ * cost`` (0: quality only;
+                :meth:`calibrate_costs` sets it to meet a target instead).
+            calibration: what a calibration of ``cost_weight`` measured, for the record.
+
+        Returns:
+            The router itself.
+        """
+        if costs is None:
+            self.config.costs = None
+            return self
+        if isinstance(costs, (str, Path)):
+            table = CostTable.load(costs)
+        elif isinstance(costs, CostTable):
+            table = costs
+        else:
+            table = CostTable.from_dict(costs)
+        table.check_experts(self.experts)
+        if not (isinstance(cost_weight, (int, float)) and math.isfinite(cost_weight) and cost_weight >= 0):
+            raise ConfigError(f"cost_weight must be a finite number >= 0, got {cost_weight!r}")
+        if cost_weight and self.bank is None:
+            raise _no_expected_rewards()
+        table.warn_unknown_lengths(self.experts)
+        prices = {name: table.to_dict()[name] for name in self.experts}
+        self.config.costs = {"prices": prices, "cost_weight": float(cost_weight), "calibration": calibration}
+        return self
+
+    def query_costs(self, queries: Sequence[Query]) -> torch.Tensor | None:
+        """Each query's expected cost on each expert (USD, rows x experts), or None without prices."""
+        table = self.costs
+        return None if table is None else table.query_costs(self.count_tokens(queries), self.experts)
+
+    def cost_penalties(self, costs: torch.Tensor) -> torch.Tensor:
+        """What λ multiplies in decisions: the USD ``costs``, or calls to some experts when the
+        router was calibrated to a share of calls (see :func:`zooter.costs.calibrate_cost_weight`)."""
+        calibration = (self.config.costs or {}).get("calibration") or {}
+        if calibration.get("unit") == "calls":
+            return call_penalties(len(costs), self.experts, calibration.get("penalised", []))
+        return costs
+
+    def calibrate_costs(
+        self, dataset: Any, target: CostTarget, *, batch_size: int | None = None, show_progress: bool = False
+    ) -> dict[str, Any]:
+        """Set the cost weight to the one that meets ``target`` on ``dataset`` (held-out rows).
+
+        The router estimates every row of ``dataset`` and sweeps λ from 0 (quality only) to the
+        value that sends every query to its cheapest expert; the λ kept is the one that meets the
+        target there (see :func:`zooter.costs.calibrate_cost_weight`). Use rows the router was not
+        trained on (training calibrates on leave-one-out estimates by itself).
+
+        Returns:
+            What the calibration measured (also saved under ``config.json`` ``costs.calibration``).
+
+        Raises:
+            ConfigError: the router has no prices, or does not estimate expected rewards.
+        """
+        from zooter.costs import calibrate_cost_weight
+        from zooter.labels import reward_tensor
+
+        table = self.costs
+        if table is None:
+            raise ConfigError("calibrating a cost weight needs the experts' prices: call set_costs(...) first")
+        dataset.check_experts(self.experts)
+        dataset = dataset.select_experts(self.experts)
+        queries = [example.query for example in dataset]
+        estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+        if estimates.expected_rewards is None:
+            raise _no_expected_rewards()
+        result = calibrate_cost_weight(
+            estimates.expected_rewards,
+            table.query_costs(self.count_tokens(queries), self.experts),
+            reward_tensor(dataset),
+            self.experts,
+            self.decision,
+            target,
+            source=dataset.source or "validation",
+        )
+        self.set_costs(table, cost_weight=result["cost_weight"], calibration=result)
+        return result
+
     # -- computing -----------------------------------------------------------------------------
     def tokenize(self, queries: Sequence[Query]) -> list[list[int]]:
         """Token ids of each query, truncated to ``max_length``, in one tokenizer call."""
@@ -215,6 +341,19 @@ class ZooterRouter(torch.nn.Module):
         # a query that tokenises to nothing (no special tokens, empty text) still needs one position
         filler = [self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else self.pad_id]
         return [ids or filler for ids in encoded["input_ids"]]
+
+    def count_tokens(self, queries: Sequence[Query]) -> list[int]:
+        """Each query's length in the router's tokens, not truncated (what a cost estimate counts)."""
+        encoded = self.tokenizer(
+            [query_text(query) for query in queries],
+            add_special_tokens=False,
+            truncation=False,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
 
     @property
     def pad_id(self) -> int:
@@ -346,6 +485,8 @@ class ZooterRouter(torch.nn.Module):
         queries: Sequence[Query],
         *,
         allowed: Sequence[str] | None = None,
+        cost_weight: float | None = None,
+        max_cost: float | None = None,
         batch_size: int | None = None,
         show_progress: bool = False,
     ) -> list[RouteDecision]:
@@ -355,6 +496,10 @@ class ZooterRouter(torch.nn.Module):
             queries: texts or chat message lists. A text that is empty or only whitespace is routed
                 as the empty query (the same choice for all of them) and logged as a warning.
             allowed: choose only among these experts, or this one (the probabilities still cover all).
+            cost_weight: λ for these queries (default: the router's own, 0 without prices): choose
+                ``argmax expected reward - λ * cost``.
+            max_cost: leave out, query by query, every expert expected to cost more (USD); when
+                none is left, the cheapest allowed expert answers.
             batch_size: queries per encoder forward (default: :attr:`default_batch_size`).
             show_progress: show a progress bar.
         """
@@ -367,8 +512,28 @@ class ZooterRouter(torch.nn.Module):
                 raise ZooterError(
                     f"allowed experts must be a non-empty subset of {name_list(experts)}; unknown: {name_list(unknown)}"
                 )
+        weight = self.cost_weight if cost_weight is None else cost_weight
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ConfigError(f"cost_weight must be a finite number >= 0, got {weight!r}")
+        if max_cost is not None and not (isinstance(max_cost, (int, float)) and math.isfinite(max_cost)):
+            raise ConfigError(f"max_cost must be a finite number of USD, got {max_cost!r}")
+        costs = self.query_costs(queries) if self.config.costs else None
+        if costs is None and (weight or max_cost is not None):
+            raise ConfigError("cost_weight and max_cost need the experts' prices: call router.set_costs(...) first")
         estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
-        chosen = decide(estimates.scores, experts, self.decision, allowed=allowed)
+        if weight and estimates.expected_rewards is None:
+            raise _no_expected_rewards()
+        scores, rule = estimates.scores, self.decision
+        chosen = decide(
+            scores,
+            experts,
+            rule,
+            allowed=allowed,
+            costs=costs,
+            penalties=None if costs is None else self.cost_penalties(costs),
+            cost_weight=weight,
+            max_cost=max_cost,
+        )
         rows = estimates.probabilities.tolist()
         expected: list[Any] = [None] * len(rows)
         if estimates.expected_rewards is not None:
@@ -376,9 +541,10 @@ class ZooterRouter(torch.nn.Module):
                 {name: (value if value == value else None) for name, value in zip(experts, row)}  # nan -> None
                 for row in estimates.expected_rewards.tolist()
             ]
+        prices: list[Any] = [None] * len(rows) if costs is None else [dict(zip(experts, row)) for row in costs.tolist()]
         return [
-            RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row)), expected_rewards=e)
-            for c, row, e in zip(chosen, rows, expected)
+            RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row)), expected_rewards=e, costs=p)
+            for c, row, e, p in zip(chosen, rows, expected, prices)
         ]
 
     # -- speed -------------------------------------------------------------------------------
@@ -586,6 +752,13 @@ _ROUTER_FILE_PATTERNS: tuple[str, ...] = (
     "vocab*",
 )
 _ROUTER_FILE_PATTERNS += ("merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model")
+
+
+def _no_expected_rewards() -> ConfigError:
+    return ConfigError(
+        "cost-aware routing weighs each expert's expected reward, which this router does not estimate "
+        "(a distilled head gives probabilities only); train with the default method 'neighbours'"
+    )
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:

@@ -30,12 +30,14 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
 
 from zooter.config import ZooterConfig
+from zooter.costs import CostTable, CostTarget, calibrate_cost_weight, mean_output_tokens
 from zooter.data import RoutingDataset
 from zooter.encoder import autocast, half_dtype, pick_device
 from zooter.errors import ConfigError, ZooterError
@@ -288,13 +290,17 @@ def _distill(
 
 def _fit_neighbours(
     router: ZooterRouter, dataset: RoutingDataset, targets: torch.Tensor, config: TrainingConfig
-) -> dict[str, Any]:
-    """Embed the training queries once and keep the number of neighbours that routes best left-one-out."""
+) -> tuple[dict[str, Any], DecisionRule, torch.Tensor]:
+    """Embed the training queries once and keep the number of neighbours that routes best left-one-out.
+
+    Returns the summary, the calibrated rule and the kept bank's leave-one-out scores (held-out
+    estimates of the training rows, for calibrating a cost weight).
+    """
     embeddings = router.embed_queries(
         [ex.query for ex in dataset], batch_size=router.default_batch_size * 4, show_progress=config.show_progress
     )
     rewards = reward_tensor(dataset).to(embeddings.device)
-    best: tuple[float, NeighbourBank, DecisionRule] | None = None
+    best: tuple[float, NeighbourBank, DecisionRule, torch.Tensor] | None = None
     log = []
     for k in config.neighbours:
         bank = NeighbourBank(
@@ -306,13 +312,13 @@ def _fit_neighbours(
         log.append({"neighbours": k, "leave_one_out_gain": gain, "pays": rule.routes})
         logger.info("k=%d: leave-one-out gain over the default expert %.4g", k, gain)
         if best is None or gain > best[0]:
-            best = (gain, bank, rule)
+            best = (gain, bank, rule, held_out.scores)
     assert best is not None  # config.neighbours is never empty
-    _, bank, rule = best
+    _, bank, rule, scores = best
     router.bank = bank
     router.config.neighbours = bank.settings()
     router.training_log = log
-    return {"neighbours": bank.k, "rule": rule}
+    return {"neighbours": bank.k}, rule, scores
 
 
 def _log_decision(rule: DecisionRule) -> None:
@@ -336,12 +342,54 @@ def _log_decision(rule: DecisionRule) -> None:
         )
 
 
+def _set_costs(
+    router: ZooterRouter,
+    dataset: RoutingDataset,
+    costs: CostTable,
+    cost_weight: float,
+    target: CostTarget | None,
+    held_out: torch.Tensor | None,
+    responses: Sequence[Any] | None,
+) -> None:
+    """Give the router its prices, with λ as given or calibrated on the leave-one-out estimates."""
+    if responses:
+        lengths = mean_output_tokens([r for r in responses if r.model in dataset.experts], router.count_tokens)
+        costs = costs.with_output_tokens(lengths)
+        logger.info("expected answer lengths (tokens): %s", {name: round(n) for name, n in lengths.items()})
+    if target is None or held_out is None:
+        router.set_costs(costs, cost_weight=cost_weight)
+        return
+    queries = [example.query for example in dataset]
+    result = calibrate_cost_weight(
+        held_out,
+        costs.query_costs(router.count_tokens(queries), dataset.experts),
+        reward_tensor(dataset),
+        dataset.experts,
+        router.decision,
+        target,
+        source="leave-one-out",
+    )
+    router.set_costs(costs, cost_weight=result["cost_weight"], calibration=result)
+    logger.info(
+        "cost weight %.4g meets %s on %d leave-one-out rows: mean reward %.4g at %.4g USD per query",
+        result["cost_weight"],
+        target.describe(),
+        result["rows"],
+        result["reward"],
+        result["cost"],
+    )
+
+
 def train_router(
     dataset: RoutingDataset,
     config: TrainingConfig | None = None,
     *,
     validation: RoutingDataset | None = None,
     enhancer: LabelEnhancer | None = None,
+    costs: CostTable | None = None,
+    cost_weight: float = 0.0,
+    cost_target: CostTarget | None = None,
+    responses: Sequence[Any] | None = None,
 ) -> ZooterRouter:
     """Train a router on ``dataset`` (query + per-expert rewards) and return it.
 
@@ -352,6 +400,12 @@ def train_router(
             ``dataset`` is held out (by id hash), or none when that is 0.
         enhancer: optional label enhancement, fitted on the training rows only; by default the one
             ``config.labels.tags`` names (none unless set). Passing both is an error.
+        costs: every expert's price, saved with the router (see :mod:`zooter.costs`).
+        cost_weight: λ of the cost-aware decision (0: quality only).
+        cost_target: calibrate λ to meet this target instead, on held-out estimates: the
+            leave-one-out estimates of the training rows (``"neighbours"``).
+        responses: the experts' answers (``read_responses`` records): each expert's mean answer
+            length, in the router's tokens, becomes its ``expected_output_tokens`` in ``costs``.
 
     Returns:
         The trained router (on the training device, in eval mode), its ``config.training`` and
@@ -372,6 +426,17 @@ def train_router(
         raise ConfigError(f"training needs at least 2 rows, got {len(dataset)}")
     if enhancer is not None and config.labels.enhanced:
         raise ConfigError(f"pass either an enhancer or labels.tags={config.labels.tags!r}, not both")
+    if costs is not None:
+        costs.check_experts(dataset.experts)
+    if (cost_weight or cost_target is not None) and costs is None:
+        raise ConfigError("a cost weight or a cost target needs the experts' prices (costs)")
+    if cost_weight and cost_target is not None:
+        raise ConfigError("give a cost weight or a cost target to calibrate one, not both")
+    if (cost_weight or cost_target is not None) and config.method != "neighbours":
+        raise ConfigError(
+            "cost-aware routing weighs expected rewards, which only the 'neighbours' method estimates; "
+            f"got method {config.method!r}"
+        )
 
     _seed_everything(config.seed)
     device = pick_device(config.device)
@@ -391,11 +456,12 @@ def train_router(
     tagger = getattr(enhancer, "tagger", None)
     router.tagger = tagger if isinstance(tagger, Tagger) else None  # saved with the router: labels can be rebuilt
     started = time.perf_counter()
+    held_out: torch.Tensor | None = None
+    rule: DecisionRule | None = None
     if config.method == "neighbours":
-        summary = _fit_neighbours(router, dataset, targets, config)
+        summary, rule, held_out = _fit_neighbours(router, dataset, targets, config)
     else:
         summary = _distill(router, dataset, targets, validation, config, device)
-    rule = summary.pop("rule", None)
     if config.calibrate and rule is None and validation is not None:
         rule = calibrate_decision(
             router.predict_proba([ex.query for ex in validation]),
@@ -407,6 +473,8 @@ def train_router(
     if config.calibrate and rule is not None:
         router.config.decision = rule.to_dict()
         _log_decision(rule)
+    if costs is not None:
+        _set_costs(router, dataset, costs, cost_weight, cost_target, held_out, responses)
     router.eval()
     if validation is not None and len(validation.complete()):
         from zooter.evaluation import evaluate

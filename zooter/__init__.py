@@ -37,11 +37,11 @@ _EXPORTS = {
     "EvalReport": "zooter.evaluation",
     "evaluate": "zooter.evaluation",
     "evaluate_choices": "zooter.evaluation",
-    "RewardScorer": "zooter.rewards",
-    "RewardModelScorer": "zooter.rewards",
-    "ScoreReport": "zooter.rewards",
-    "read_responses": "zooter.rewards",
-    "score_responses": "zooter.rewards",
+    "RewardScorer": "zooter.scorers",
+    "RewardModelScorer": "zooter.scorers",
+    "read_responses": "zooter.responses",
+    "ScoreReport": "zooter.scoring",
+    "score_responses": "zooter.scoring",
     "SelectionReport": "zooter.evaluation",
     "evaluate_selection": "zooter.evaluation",
     "evaluate_rankings": "zooter.evaluation",
@@ -71,8 +71,10 @@ if TYPE_CHECKING:
     )
     from zooter.labels import LabelConfig, LabelEnhancer, soft_targets
     from zooter.policy import Selection, SelectionPolicy, select_top
-    from zooter.rewards import RewardModelScorer, RewardScorer, ScoreReport, read_responses, score_responses
+    from zooter.responses import read_responses
     from zooter.router import RouteDecision, RouterConfig, ZooterRouter
+    from zooter.scorers import RewardModelScorer, RewardScorer
+    from zooter.scoring import ScoreReport, score_responses
     from zooter.tagging import ClusterTagger, DataTagger, TagEnhancer, Tagger
     from zooter.training import TrainingConfig, train_router
 

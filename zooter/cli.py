@@ -57,7 +57,7 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
         return JudgeScorer.from_model_spec(
             args.judge, model_kwargs={"temperature": 0}, max_concurrency=args.max_concurrency
         )
-    from zooter.rewards import RewardModelScorer
+    from zooter.scorers import RewardModelScorer
 
     if not args.reward_model:
         raise ZooterError("no scorer: pass --reward-model ID_OR_PATH or --judge PROVIDER:MODEL")
@@ -72,7 +72,8 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from zooter.data import load_queries
-    from zooter.rewards import answering_models, read_responses, score_responses, scored_pairs_path
+    from zooter.responses import answering_models, read_responses
+    from zooter.scoring import score_responses, scored_pairs_path
 
     if args.batch_size < 1:
         raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -70,7 +70,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _wrap_load_error(what: str, name_or_path: str, error: Exception) -> ZooterError:
+def load_error(what: str, name_or_path: str, error: Exception) -> ZooterError:
+    """A one-line error for a failed load of ``what`` from ``name_or_path``, with a hint when offline."""
     hint = ""
     if not Path(name_or_path).exists():
         hint = " (not a local folder; as a Hub id it needs network access or a cached copy, see HF_HUB_OFFLINE)"
@@ -146,7 +147,7 @@ def load_encoder(name_or_path: str | None = None, *, revision: str | None = None
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as e:
-        raise _wrap_load_error("the tokenizer of", source, e) from e
+        raise load_error("the tokenizer of", source, e) from e
     try:
         try:
             model = AutoModel.from_pretrained(
@@ -158,7 +159,7 @@ def load_encoder(name_or_path: str | None = None, *, revision: str | None = None
             # no SDPA for this architecture
             model = AutoModel.from_pretrained(source, revision=revision, **dtype_argument(torch.float32))
     except (OSError, ValueError) as e:
-        raise _wrap_load_error("the encoder", source, e) from e
+        raise load_error("the encoder", source, e) from e
     return model, tokenizer
 
 
@@ -191,3 +192,25 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     """Mean of the token vectors that the attention mask keeps (padding never counts)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def position_limit(encoder: Any, tokenizer: Any) -> int | None:
+    """How many tokens ``encoder`` can read: the smaller of the tokenizer's and the model's limits."""
+    limits = []
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and model_max < 1_000_000:  # tokenizers without a limit report ~1e30
+        limits.append(model_max)
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if (
+        isinstance(positions, int)
+        and positions > 0
+        and getattr(encoder.config, "position_embedding_type", "absolute") == "absolute"
+    ):
+        # RoBERTa-style models reserve pad_token_id + 1 positions before the first token
+        offset = (
+            (encoder.config.pad_token_id or 0) + 1
+            if encoder.config.model_type in {"roberta", "xlm-roberta", "camembert"}
+            else 0
+        )
+        limits.append(positions - offset)
+    return min(limits) if limits else None

@@ -36,6 +36,7 @@ from zooter.encoder import (
     load_encoder,
     mean_pool,
     pick_device,
+    position_limit,
 )
 from zooter.errors import ConfigError, ZooterError, name_list
 from zooter.neighbours import Estimates, NeighbourBank
@@ -151,7 +152,7 @@ class ZooterRouter(torch.nn.Module):
         self.config = config
         if not config.encoder_config:
             config.encoder_config = encoder.config.to_dict()
-        limit = _position_limit(encoder, tokenizer)
+        limit = position_limit(encoder, tokenizer)
         if limit is not None and config.max_length > limit:
             logger.warning("max_length %d exceeds what the encoder can read; using %d", config.max_length, limit)
             config.max_length = limit
@@ -705,28 +706,6 @@ def _is_router_folder(folder: Path) -> bool:
         return "experts" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):
         return False
-
-
-def _position_limit(encoder: Any, tokenizer: Any) -> int | None:
-    """How many tokens the encoder can read: the smaller of the tokenizer's and the model's limits."""
-    limits = []
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and model_max < 1_000_000:  # tokenizers without a limit report ~1e30
-        limits.append(model_max)
-    positions = getattr(encoder.config, "max_position_embeddings", None)
-    if (
-        isinstance(positions, int)
-        and positions > 0
-        and getattr(encoder.config, "position_embedding_type", "absolute") == "absolute"
-    ):
-        # RoBERTa-style models reserve pad_token_id + 1 positions before the first token
-        offset = (
-            (encoder.config.pad_token_id or 0) + 1
-            if encoder.config.model_type in {"roberta", "xlm-roberta", "camembert"}
-            else 0
-        )
-        limits.append(positions - offset)
-    return min(limits) if limits else None
 
 
 def _download(repo_id: str, *, revision: str | None, token: str | None) -> Path:

@@ -214,3 +214,21 @@ def position_limit(encoder: Any, tokenizer: Any) -> int | None:
         )
         limits.append(positions - offset)
     return min(limits) if limits else None
+
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "DEFAULT_ENCODER_ALIASES",
+    "autocast",
+    "check_hub_source",
+    "dtype_argument",
+    "encoder_from_config",
+    "half_dtype",
+    "length_sorted_batches",
+    "load_encoder",
+    "load_error",
+    "mean_pool",
+    "pick_device",
+    "position_limit",
+    "resolve_encoder",
+]

@@ -30,6 +30,32 @@ print(json.dumps({"imported": names, "leaked": leaked}))
     assert result["leaked"] == []
 
 
+def test_no_import_cycles_in_the_core() -> None:
+    """Every import counts, at module level or inside a function or TYPE_CHECKING block."""
+    import ast
+
+    import zooter
+
+    root = Path(zooter.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        name = "zooter" if path.stem == "__init__" else f"zooter.{path.stem}"
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.add(node.module)
+            elif isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+        # the package itself only re-exports lazily (and holds __version__): not an edge
+        graph[name] = {d for d in deps if d.startswith("zooter.") and d != name}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(d == goal or (d not in seen and reaches(d, goal, seen | {d})) for d in graph.get(start, ()))
+
+    cyclic = sorted(name for name in graph if reaches(name, name, {name}))
+    assert cyclic == []
+
+
 def test_the_adapter_registers_collect_and_the_judge() -> None:
     commands, scorers = registered(COMMANDS_GROUP), registered(SCORERS_GROUP)
     assert commands["collect"].value == "zooter_langchain.cli:add_collect_command"

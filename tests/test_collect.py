@@ -16,11 +16,12 @@ import pytest
 from fake_experts import Gauge, MeteredExpert
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from zooter.cli import build_parser, cmd_collect, demo_data_path, main
+from zooter.cli import build_parser, demo_data_path, main
 from zooter.data import load_queries
 from zooter.errors import ConfigError, DataError, MissingDependencyError, ZooterError
 from zooter_langchain import FakeExpertChatModel, acollect_responses, collect_responses
 from zooter_langchain._retry import is_transient
+from zooter_langchain.cli import cmd_collect
 from zooter_langchain.collect import default_failures_path, read_collected
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from zooter.data import RoutingDataset, RoutingExample
 from zooter.errors import ConfigError, DataError
 from zooter.evaluation import evaluate_costs
 from zooter.policy import DecisionRule, decide
-from zooter.rewards import ResponseRecord
+from zooter.responses import ResponseRecord
 from zooter.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 

@@ -32,7 +32,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.e
 WARM = r"""
 import json, os, runpy, sys, traceback
 import torch, transformers, safetensors.torch  # noqa: F401  (the slow imports, paid once)
-import zooter.data, zooter.router, zooter.rewards, zooter.training  # noqa: F401
+import zooter.data, zooter.router, zooter.scoring, zooter.training  # noqa: F401
 sys.modules.pop("zooter.cli", None)  # runpy runs it as __main__, fresh
 
 for line in sys.stdin:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,6 +30,62 @@ def test_public_names_resolve_lazily() -> None:
         assert getattr(zooter, name) is not None
     with pytest.raises(AttributeError):
         zooter.no_such_thing  # noqa: B018
+
+
+#: What a user of the core reaches for, stage by stage: each must be importable from ``zooter``.
+NEEDED = {
+    "RoutingDataset", "RoutingExample", "DatasetSplits", "load_queries",  # data
+    "RewardScorer", "RewardModelScorer", "read_responses", "score_responses", "ScoreReport",  # score
+    "LabelConfig", "make_targets", "soft_targets", "Tagger", "DataTagger", "ClusterTagger", "TagEnhancer",  # label
+    "TrainingConfig", "train_router",  # train
+    "ZooterRouter", "RouterConfig", "RouteDecision", "Estimates", "DecisionRule",  # route
+    "evaluate", "EvalReport",  # evaluate
+    "ZooterError", "ConfigError", "DataError", "ExpertMismatchError", "MissingDependencyError",
+}  # fmt: skip
+
+
+def test_the_package_exports_what_users_need() -> None:
+    import zooter
+
+    assert sorted(NEEDED - set(zooter.__all__)) == []
+
+
+@pytest.mark.parametrize("package", ["zooter", "zooter_langchain"])
+def test_every_exported_name_is_its_modules_own_and_typed(package: str) -> None:
+    """Each lazy export names the module that defines it, is in that module's ``__all__`` where it has
+    one, and is imported under ``TYPE_CHECKING`` from there too (what type checkers and IDEs see)."""
+    import ast
+    import importlib
+
+    root = importlib.import_module(package)
+    exports = root._EXPORTS
+    assert set(root.__all__) == {"__version__", *exports}
+    for name, module_name in exports.items():
+        module = importlib.import_module(module_name)
+        assert getattr(root, name) is getattr(module, name), name
+        assert name in getattr(module, "__all__", [name]), f"{module_name}.__all__ lacks {name}"
+    tree = ast.parse(Path(root.__file__).read_text(encoding="utf-8"))
+    typed = {
+        alias.name: node.module
+        for block in tree.body
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == exports
+
+
+def test_every_module_all_resolves() -> None:
+    import importlib
+    import pkgutil
+
+    import zooter
+
+    for info in pkgutil.walk_packages(zooter.__path__, "zooter."):
+        module = importlib.import_module(info.name)
+        missing = [name for name in getattr(module, "__all__", []) if not hasattr(module, name)]
+        assert missing == [], f"{info.name}.__all__ names {missing}, which it does not define"
 
 
 def test_shipped_demo_data_loads_with_its_attribution() -> None:

@@ -15,9 +15,10 @@ import pytest
 from conftest import SHARED_DATA
 from test_rewards import build_tiny_reward_model
 
-from zooter.cli import build_parser, cmd_collect, main
+from zooter.cli import build_parser, main
 from zooter.data import RoutingDataset
 from zooter_langchain import ReplayChatModel
+from zooter_langchain.cli import cmd_collect
 
 ARENA = SHARED_DATA / "arena_bench_v1"
 MODELS = ["gpt-3.5-turbo", "claude-2.1", "mistralai/Mixtral-8x7B-Instruct-v0.1"]

@@ -21,7 +21,9 @@ from conftest import SHARED_DATA, build_tiny_encoder
 from zooter.cli import main
 from zooter.data import RoutingDataset
 from zooter.errors import ConfigError, DataError, ZooterError
-from zooter.rewards import RewardModelScorer, RewardScorer, read_responses, score_responses, scored_pairs_path
+from zooter.responses import read_responses
+from zooter.scorers import RewardModelScorer, RewardScorer
+from zooter.scoring import score_responses, scored_pairs_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARENA = SHARED_DATA / "arena_bench_v1"

@@ -227,6 +227,17 @@ def test_kmeans_finds_separated_blobs_and_is_seeded():
         kmeans(points, 61)
 
 
+def test_the_tagger_embeds_queries_as_a_fresh_router_does(tiny_encoder: str):
+    """ClusterTagger's bare QueryEncoder and the router share one embedding path, so their vectors agree."""
+    from zooter.encoder import QueryEncoder
+
+    queries = [row["query"] for row in keyword_rows(12, seed=3)]
+    bare = QueryEncoder.load(tiny_encoder, max_length=32, device="cpu")
+    router = ZooterRouter.from_encoder(tiny_encoder, experts=["a", "b"], max_length=32, device="cpu")
+    assert isinstance(router, QueryEncoder) and bare.max_length == router.max_length == 32
+    torch.testing.assert_close(bare.embed_queries(queries, batch_size=5), router.embed_queries(queries, batch_size=5))
+
+
 def test_default_cluster_count_grows_with_the_data():
     assert default_cluster_count(210) == 10  # round(sqrt(105))
     assert default_cluster_count(4) == 2

@@ -45,14 +45,14 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         with open_text(path) as f:
             for line_no, line in enumerate(f, start=1):
                 if line.strip():
-                    yield line_no, _parse_line(line, path, line_no)
+                    yield line_no, parse_json_line(line, path, line_no)
     except UnicodeDecodeError as e:
         raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=path, line=line_no + 1) from None
     except (gzip.BadGzipFile, EOFError, OSError) as e:
         raise DataError(f"cannot read the file ({type(e).__name__}: {e})", path=path) from None
 
 
-def _parse_line(line: str, path: Path, line_no: int) -> dict[str, Any]:
+def parse_json_line(line: str, path: Path, line_no: int) -> dict[str, Any]:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:

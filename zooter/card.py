@@ -192,3 +192,6 @@ print(router.route(["How do I reverse a linked list in C?"])[0])
 
 Written by zooter-langchain {config.zooter_version}.
 """
+
+
+__all__ = ["describe_decision", "describe_labels", "render_model_card"]

@@ -1,6 +1,12 @@
 """The ``zooter`` command: collect, score, split, train, eval, route, and a self-contained demo.
 
 Exit codes: 0 on success, 2 on bad input (one line on stderr, no traceback), 1 on anything else.
+
+What needs LangChain (``zooter collect``, ``zooter score --judge``) is not here: installed packages
+add commands and scorers through two entry point groups, :data:`COMMANDS_GROUP` and
+:data:`SCORERS_GROUP`, and ``zooter_langchain`` registers those two (see its ``cli`` module). The
+core never imports the adapter; when what a command line asks for is not registered, it says which
+extra to install.
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
 from zooter import __version__
 from zooter._io import check_writable, refuse_overwriting_inputs
-from zooter.errors import ConfigError, ZooterError
+from zooter.errors import ConfigError, MissingDependencyError, ZooterError
 
 logger = logging.getLogger("zooter.cli")
 
@@ -36,6 +43,45 @@ DEMO_QUERIES = [
 ]
 
 
+#: Entry points named after a subcommand, each a function that adds it to the parser's subcommands.
+COMMANDS_GROUP = "zooter.commands"
+#: Entry points named after a ``zooter score`` scorer option, each a function of the parsed arguments.
+SCORERS_GROUP = "zooter.scorers"
+#: What the LangChain adapter registers, and how to get it.
+ADAPTER_COMMANDS = {"collect": "ask every expert chat model every query; append the answers (resumable)"}
+ADAPTER_INSTALL = 'pip install "zooter-langchain[agents]"'
+
+
+def registered(group: str) -> dict[str, EntryPoint]:
+    """The entry points of ``group`` by name; the first of two that share a name wins."""
+    found: dict[str, EntryPoint] = {}
+    for point in entry_points(group=group):
+        if point.name in found:
+            logger.warning("two %s entry points are named %r; using %s", group, point.name, found[point.name].value)
+            continue
+        found[point.name] = point
+    return found
+
+
+def load_registered(points: dict[str, EntryPoint], name: str, needs: str) -> Callable[..., Any]:
+    """The function registered as ``name`` among ``points``.
+
+    Raises:
+        MissingDependencyError: none is registered, or its module cannot be imported; the message
+            says what ``needs`` it and which extra to install.
+    """
+    reason = ""
+    point = points.get(name)
+    if point is not None:
+        try:
+            return point.load()
+        except MissingDependencyError:
+            raise
+        except ImportError as e:
+            reason = f" ({point.value} cannot be imported: {e})"
+    raise MissingDependencyError(f"{needs}: {ADAPTER_INSTALL}{reason}")
+
+
 def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -48,19 +94,19 @@ def demo_data_path() -> Path:
 
 
 # -- commands ---------------------------------------------------------------------------------
-def _scorer_from_args(args: argparse.Namespace) -> Any:
-    """The scorer ``zooter score`` runs: a Hugging Face reward model, or a chat model as judge."""
+def _scorer_factory(args: argparse.Namespace) -> Callable[[argparse.Namespace], Any]:
+    """What makes the scorer ``zooter score`` runs: a Hugging Face reward model, or a registered one
+    (``--judge``: the LangChain adapter's chat model as judge)."""
     if args.judge:
-        # the judge lives in the LangChain adapter; the core never imports it at module level
-        from zooter_langchain.judge import JudgeScorer
-
-        return JudgeScorer.from_model_spec(
-            args.judge, model_kwargs={"temperature": 0}, max_concurrency=args.max_concurrency
-        )
-    from zooter.rewards import RewardModelScorer
-
+        return load_registered(registered(SCORERS_GROUP), "judge", "--judge grades with a LangChain chat model")
     if not args.reward_model:
         raise ZooterError("no scorer: pass --reward-model ID_OR_PATH or --judge PROVIDER:MODEL")
+    return _reward_model_scorer
+
+
+def _reward_model_scorer(args: argparse.Namespace) -> Any:
+    from zooter.scorers import RewardModelScorer
+
     return RewardModelScorer.from_pretrained(
         args.reward_model,
         revision=args.revision,
@@ -72,18 +118,20 @@ def _scorer_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from zooter.data import load_queries
-    from zooter.rewards import answering_models, read_responses, score_responses, scored_pairs_path
+    from zooter.responses import answering_models, read_responses
+    from zooter.scoring import score_responses, scored_pairs_path
 
     if args.batch_size < 1:
         raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")
     experts = _csv(args.experts) if args.experts else None
+    make_scorer = _scorer_factory(args)
     # fail on unusable inputs before loading a reward model of several gigabytes
     refuse_overwriting_inputs([args.output, scored_pairs_path(args.output)], [args.responses, args.queries])
     check_writable(args.output)
     check_writable(scored_pairs_path(args.output))
     load_queries(args.queries)
     answering_models(read_responses(args.responses)[0], experts, args.responses)
-    scorer = _scorer_from_args(args)
+    scorer = make_scorer(args)
     # a judge's calls run concurrently within one scorer call: a smaller chunk would cap them
     batch_size = max(args.batch_size, args.max_concurrency) if args.judge else args.batch_size
     report = score_responses(
@@ -208,7 +256,7 @@ def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, An
         costs = costs.with_output_tokens(dict.fromkeys(unknown, args.output_tokens))
     responses = None
     if args.responses is not None:
-        from zooter.rewards import read_responses
+        from zooter.responses import read_responses
 
         responses, _ = read_responses(args.responses)
     target = None
@@ -361,46 +409,6 @@ def _format_decision(query: str, decision: Any) -> str:
     probs = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
     cost = "" if decision.expected_cost is None else f", expected cost {decision.expected_cost:.3g} USD"
     return f"{short}\n  -> {decision.expert}{cost}   ({probs})"
-
-
-def cmd_collect(args: argparse.Namespace, *, model_factory: Any = None) -> int:
-    """Ask every ``--expert`` every query; ``model_factory(spec, **kwargs)`` makes the chat models
-    (default: LangChain's ``init_chat_model``; tests pass their own)."""
-    from zooter_langchain.collect import collect_responses, default_failures_path, read_collected
-    from zooter_langchain.models import chat_model_from_spec, parse_expert_specs
-
-    failures = args.failures or default_failures_path(args.output)
-    refuse_overwriting_inputs([args.output, failures], [args.queries])
-    refuse_overwriting_inputs([failures], [args.output])
-    check_writable(args.output)
-    check_writable(failures)
-    read_collected(args.output)  # an output that is not a responses file fails before any model is made
-    specs = parse_expert_specs(args.expert)
-    factory = model_factory or chat_model_from_spec
-    model_kwargs = {} if args.temperature is None else {"temperature": args.temperature}
-    experts = {name: factory(spec, **model_kwargs) for name, spec in specs.items()}
-    report = collect_responses(
-        args.queries,
-        experts,
-        args.output,
-        max_concurrency=args.max_concurrency,
-        max_retries=args.retries,
-        failures_path=args.failures,
-        show_progress=not args.quiet,
-    )
-    print(
-        f"collected {report.collected} answers, {report.skipped} already in {report.output_path}, "
-        f"{report.failed} failed, in {report.seconds:.0f}s"
-    )
-    if report.failures:
-        first = report.failures[0]
-        print(
-            f"{report.failed} of {report.total} (id, model) pairs failed (first: {first.id} / {first.model}: "
-            f"{first.error}); see {report.failures_path}; rerun the same command to retry them",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
 
 
 def demo_splits() -> tuple[Any, Any]:
@@ -566,22 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=cmd_route)
 
-    p = sub.add_parser("collect", help="ask every expert chat model every query; append the answers (resumable)")
-    p.add_argument("queries", help="query JSONL (id, query; rewards optional)")
-    p.add_argument(
-        "--expert",
-        action="append",
-        required=True,
-        metavar="NAME=PROVIDER:MODEL",
-        help="an expert and its LangChain chat model, e.g. coder=openai:gpt-4o-mini (repeat for each expert)",
-    )
-    p.add_argument("--output", required=True, help="responses JSONL to append to (a rerun resumes it)")
-    p.add_argument("--failures", help="where failed pairs go (default: OUTPUT.failures.jsonl)")
-    p.add_argument("--max-concurrency", type=int, default=8, help="calls in flight at once (default 8)")
-    p.add_argument("--retries", type=int, default=3, help="retries of a call after a transient error (default 3)")
-    p.add_argument("--temperature", type=float, help="sampling temperature of every expert (paper: 0.7)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_collect)
+    add_registered_commands(sub)
 
     p = sub.add_parser("demo", help="train and evaluate on the bundled arena-bench-v1 data (offline)")
     p.add_argument("--output", help="also save the trained router here")
@@ -590,6 +583,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def add_registered_commands(sub: Any) -> None:
+    """Add the subcommands installed packages register (see :data:`COMMANDS_GROUP`).
+
+    An adapter command that is not registered, or whose module cannot be imported, still parses,
+    and says what to install when run: a one-line error, not argparse's "invalid choice".
+    """
+    points = registered(COMMANDS_GROUP)
+    for name in dict.fromkeys([*points, *ADAPTER_COMMANDS]):
+        try:
+            add_command = load_registered(points, name, f"`zooter {name}` runs LangChain chat models")
+        except MissingDependencyError as e:
+            _add_missing_command(sub, name, ADAPTER_COMMANDS.get(name, "a registered command"), e)
+        else:
+            add_command(sub)
+
+
+def _add_missing_command(sub: Any, name: str, help_text: str, error: MissingDependencyError) -> None:
+    # A NUL option prefix makes every word after the command a plain argument, so no usage error
+    # about options this stand-in does not know hides the one that matters.
+    p = sub.add_parser(name, help=f"{help_text} (needs LangChain)", add_help=False, prefix_chars="\0")
+    p.add_argument("given", nargs="*", help=argparse.SUPPRESS)
+
+    def missing(args: argparse.Namespace) -> int:
+        raise error
+
+    p.set_defaults(func=missing)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

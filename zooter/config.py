@@ -52,3 +52,6 @@ class ZooterConfig(BaseModel):
     def replace(self: C, **changes: Any) -> C:
         """A copy with ``changes`` applied and validated."""
         return type(self)(**{**self.to_dict(), **changes})
+
+
+__all__ = ["ZooterConfig"]

@@ -405,7 +405,7 @@ def mean_output_tokens(records: Sequence[Any], count_tokens: Any) -> dict[str, f
     """Each model's mean answer length in tokens, from responses records (``.model``, ``.response``).
 
     Args:
-        records: what :func:`zooter.rewards.read_responses` returns first.
+        records: what :func:`zooter.responses.read_responses` returns first.
         count_tokens: ``texts -> token counts`` (e.g. :meth:`zooter.router.ZooterRouter.count_tokens`).
     """
     counts = count_tokens([record.response for record in records])

@@ -456,3 +456,15 @@ class RoutingDataset(Sequence[RoutingExample]):
         return DatasetSplits(
             **{name: self._subset(ex for ex in self.examples if ex.id in ids) for name, ids in parts.items()}
         )
+
+
+__all__ = [
+    "DatasetSplits",
+    "Message",
+    "Query",
+    "RoutingDataset",
+    "RoutingExample",
+    "content_text",
+    "load_queries",
+    "query_text",
+]

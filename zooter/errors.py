@@ -73,3 +73,6 @@ class ExpertMismatchError(DataError):
 
 class MissingDependencyError(ZooterError, ImportError):
     """An optional package is needed for this feature; the message names the extra to install."""
+
+
+__all__ = ["ConfigError", "DataError", "ExpertMismatchError", "MissingDependencyError", "ZooterError", "name_list"]

@@ -616,3 +616,18 @@ def _cost_to_reach(points: list[dict[str, Any]], best: dict[str, float]) -> dict
             relative = point["cost"] / best["cost"] if best["cost"] > 0 else None
             out[key] = {**point, "relative_cost": relative}
     return out
+
+
+__all__ = [
+    "QUALITY_LEVELS",
+    "ROUTED",
+    "CostReport",
+    "EvalReport",
+    "SelectionReport",
+    "SubsetScores",
+    "evaluate",
+    "evaluate_choices",
+    "evaluate_costs",
+    "evaluate_rankings",
+    "evaluate_selection",
+]

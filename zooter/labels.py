@@ -134,3 +134,6 @@ def make_targets(
     if enhancer is not None:
         targets = enhancer.fit(dataset, targets).transform(dataset, targets)
     return targets
+
+
+__all__ = ["LabelConfig", "LabelEnhancer", "hard_targets", "make_targets", "reward_tensor", "soft_targets"]

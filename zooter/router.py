@@ -26,17 +26,14 @@ from zooter import __version__
 from zooter._io import atomic_directory, check_writable, link_or_copy, recover_directory, settle_files
 from zooter.config import ZooterConfig
 from zooter.costs import CostTable, CostTarget, call_penalties
-from zooter.data import Query, query_text
+from zooter.data import Query
 from zooter.encoder import (
     DEFAULT_ENCODER,
     DEFAULT_ENCODER_ALIASES,
-    autocast,
+    QueryEncoder,
     check_hub_source,
     encoder_from_config,
-    half_dtype,
-    length_sorted_batches,
     load_encoder,
-    mean_pool,
     pick_device,
 )
 from zooter.errors import ConfigError, ZooterError, name_list
@@ -151,7 +148,7 @@ class RouteDecision:
         return out
 
 
-class ZooterRouter(torch.nn.Module):
+class ZooterRouter(QueryEncoder):
     """Routes each query to the expert most likely to answer it best.
 
     Args:
@@ -166,16 +163,11 @@ class ZooterRouter(torch.nn.Module):
     """
 
     def __init__(self, encoder: Any, tokenizer: Any, config: RouterConfig) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.tokenizer = tokenizer
+        super().__init__(encoder, tokenizer)
         self.config = config
         if not config.encoder_config:
             config.encoder_config = encoder.config.to_dict()
-        limit = _position_limit(encoder, tokenizer)
-        if limit is not None and config.max_length > limit:
-            logger.warning("max_length %d exceeds what the encoder can read; using %d", config.max_length, limit)
-            config.max_length = limit
+        config.max_length = self.fit_length(config.max_length)
         self.head = torch.nn.Linear(encoder.config.hidden_size, len(config.experts))
         torch.nn.init.zeros_(self.head.weight)  # starts at the uniform (or bias-given) distribution
         torch.nn.init.zeros_(self.head.bias)
@@ -214,6 +206,16 @@ class ZooterRouter(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.head.weight.device
+
+    @property
+    def max_length(self) -> int:
+        """Tokens kept per query (``config.max_length``)."""
+        return self.config.max_length
+
+    @property
+    def output_size(self) -> int:
+        """One logit per expert."""
+        return len(self.config.experts)
 
     @property
     def decision(self) -> DecisionRule | None:
@@ -326,71 +328,10 @@ class ZooterRouter(torch.nn.Module):
         return result
 
     # -- computing -----------------------------------------------------------------------------
-    def tokenize(self, queries: Sequence[Query]) -> list[list[int]]:
-        """Token ids of each query, truncated to ``max_length``, in one tokenizer call."""
-        # only whitespace is no text: every such query is routed as the empty one
-        texts = [text if text.strip() else "" for text in map(query_text, queries)]
-        encoded = self.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self.config.max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        # a query that tokenises to nothing (no special tokens, empty text) still needs one position
-        filler = [self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else self.pad_id]
-        return [ids or filler for ids in encoded["input_ids"]]
-
-    def count_tokens(self, queries: Sequence[Query]) -> list[int]:
-        """Each query's length in the router's tokens, not truncated (what a cost estimate counts)."""
-        encoded = self.tokenizer(
-            [query_text(query) for query in queries],
-            add_special_tokens=False,
-            truncation=False,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,
-        )
-        return [len(ids) for ids in encoded["input_ids"]]
-
-    @property
-    def pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else 0
-
-    def collate(self, token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad a batch of token id lists to its longest; returns ``(input_ids, attention_mask)``."""
-        longest = max(len(ids) for ids in token_ids)
-        input_ids = torch.full((len(token_ids), longest), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
-        for row, ids in enumerate(token_ids):
-            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        if self.device.type == "cuda":  # page-locked memory lets the copy overlap the previous batch's compute
-            input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
-        return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
-
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled query vectors."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return mean_pool(hidden, attention_mask)
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits, one per expert."""
         pooled = self.embed(input_ids, attention_mask)
         return self.head(pooled.to(self.head.weight.dtype))
-
-    @property
-    def default_batch_size(self) -> int:
-        """Queries per forward when not told: 8 on a CPU, 64 on an accelerator.
-
-        On a 2-core CPU with MiniLM, batches of 8 routed ~20% more queries a second than batches of
-        64 (``benchmarks/routing_throughput.py``): larger batches gain no parallelism there and their
-        activations outgrow the caches. Accelerators need large batches to be busy.
-        """
-        return 8 if self.device.type == "cpu" else 64
 
     @torch.inference_mode()
     def estimate(
@@ -414,61 +355,6 @@ class ZooterRouter(torch.nn.Module):
         estimates = self.bank.estimate(vectors)
         expected = estimates.expected_rewards
         return Estimates(estimates.probabilities.cpu(), None if expected is None else expected.cpu())
-
-    @torch.inference_mode()
-    def embed_queries(
-        self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
-    ) -> torch.Tensor:
-        """The encoder's pooled vector of each query (float32, on the router's device, input order)."""
-        return self._encode(queries, batch_size, show_progress, pooled=True)
-
-    def _encode(
-        self, queries: Sequence[Query], batch_size: int | None, show_progress: bool, *, pooled: bool
-    ) -> torch.Tensor:
-        """Pooled vectors (``pooled``) or head logits of ``queries``, batched by length, in input order."""
-        if isinstance(queries, (str, dict)) or (queries and isinstance(queries[0], dict)):
-            raise TypeError(
-                "the router takes a list of queries, each a string or a list of chat messages; "
-                "wrap a single query (or a single chat) in a list"
-            )
-        for i, query in enumerate(queries):
-            if not (isinstance(query, str) or (isinstance(query, list) and all(isinstance(m, dict) for m in query))):
-                raise TypeError(f"query {i} is {query!r:.80}; expected a string or a list of chat messages")
-        blank = sum(1 for query in queries if isinstance(query, str) and not query.strip())
-        if blank:
-            logger.warning(
-                "%d of %d queries have no text (empty or whitespace); each is routed as the empty query, "
-                "the router's choice when it knows nothing of the query",
-                blank,
-                len(queries),
-            )
-        if batch_size is None:
-            batch_size = self.default_batch_size
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        width = self.encoder.config.hidden_size if pooled else len(self.config.experts)
-        # Results stay on the device until the end: one copy back, no sync per batch on a GPU.
-        out = torch.empty((len(queries), width), dtype=torch.float32, device=self.device)
-        if not queries:
-            return out
-        was_training = self.training
-        self.eval()
-        token_ids = self.tokenize(queries)
-        amp = half_dtype(self.device) if self.head.weight.dtype == torch.float32 else None
-        batches = length_sorted_batches(token_ids, batch_size)
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(list(batches), desc="embedding" if pooled else "routing", unit="batch")
-        try:
-            for index in batches:
-                input_ids, attention_mask = self.collate([token_ids[i] for i in index])
-                with autocast(self.device, amp):
-                    values = self.embed(input_ids, attention_mask) if pooled else self(input_ids, attention_mask)
-                out[torch.as_tensor(index, device=self.device)] = values.float()
-        finally:
-            self.train(was_training)
-        return out
 
     def predict_proba(
         self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
@@ -878,28 +764,6 @@ def _is_router_folder(folder: Path) -> bool:
         return "experts" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):
         return False
-
-
-def _position_limit(encoder: Any, tokenizer: Any) -> int | None:
-    """How many tokens the encoder can read: the smaller of the tokenizer's and the model's limits."""
-    limits = []
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and model_max < 1_000_000:  # tokenizers without a limit report ~1e30
-        limits.append(model_max)
-    positions = getattr(encoder.config, "max_position_embeddings", None)
-    if (
-        isinstance(positions, int)
-        and positions > 0
-        and getattr(encoder.config, "position_embedding_type", "absolute") == "absolute"
-    ):
-        # RoBERTa-style models reserve pad_token_id + 1 positions before the first token
-        offset = (
-            (encoder.config.pad_token_id or 0) + 1
-            if encoder.config.model_type in {"roberta", "xlm-roberta", "camembert"}
-            else 0
-        )
-        limits.append(positions - offset)
-    return min(limits) if limits else None
 
 
 def _download(repo_id: str, *, revision: str | None, token: str | None) -> Path:

@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from zooter.data import Query, RoutingDataset, RoutingExample
+from zooter.encoder import QueryEncoder
 from zooter.errors import ConfigError, ZooterError
 
 if TYPE_CHECKING:
     from zooter.labels import LabelConfig
-    from zooter.router import ZooterRouter
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,11 @@ class DataTagger:
     def save(self, folder: Path) -> None:
         pass  # no fitted state
 
+    @classmethod
+    def load(cls, settings: dict[str, Any], folder: Path) -> DataTagger:
+        """Rebuild the tagger from its :meth:`to_dict` (``folder`` holds nothing of it)."""
+        return cls(use_tags=bool(settings.get("use_tags", True)), use_task=bool(settings.get("use_task", False)))
+
 
 def default_cluster_count(n: int) -> int:
     """k for ``n`` training queries when none is given: ``round(sqrt(n / 2))``, clamped to [2, 64]."""
@@ -170,17 +175,18 @@ def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Ten
     return torch.stack(centroids)
 
 
-def embed_queries(router: ZooterRouter, queries: Sequence[Query], *, batch_size: int = 64) -> torch.Tensor:
-    """The router encoder's pooled vectors of ``queries`` (float32, CPU), tokenised as the router does."""
-    return router.embed_queries(queries, batch_size=batch_size).cpu()
+def embed_queries(encoder: QueryEncoder, queries: Sequence[Query], *, batch_size: int = 64) -> torch.Tensor:
+    """The pooled vectors of ``queries`` (float32, CPU), from a router or a bare :class:`QueryEncoder`."""
+    return encoder.embed_queries(queries, batch_size=batch_size).cpu()
 
 
 class ClusterTagger:
     """Tags from k-means clusters of the encoder's embeddings of the training queries.
 
-    The queries are embedded by the *pretrained* encoder the router starts from (the router's own
-    tokenisation and masked mean pooling), L2-normalised, and clustered with seeded k-means++;
-    each query is tagged ``cluster-<j>`` for its ``top_m`` nearest centroids. The centroids live in
+    The queries are embedded by the *pretrained* encoder the router starts from (a
+    :class:`~zooter.encoder.QueryEncoder`: the router's own tokenisation and masked mean pooling),
+    L2-normalised, and clustered with seeded k-means++; each query is tagged ``cluster-<j>`` for
+    its ``top_m`` nearest centroids. The centroids live in
     the pretrained encoder's space, so tagging new queries later loads that encoder again (the
     trained router's encoder has moved away from it).
 
@@ -190,9 +196,10 @@ class ClusterTagger:
         seed: seeds the k-means++ initialisation; equal seeds give equal clusters.
         encoder: Hub id or folder of the encoder (None: the bundled default).
         max_length: tokens kept per query.
-        embedder: a router with the pretrained encoder to embed the training queries in ``fit``
-            (``train_router`` passes its freshly initialised router, saving a second load); it is
-            let go after ``fit``. By default, and for tagging later, one is loaded from ``encoder``.
+        embedder: the pretrained encoder to embed the training queries in ``fit`` (``train_router``
+            passes its freshly initialised router, a :class:`~zooter.encoder.QueryEncoder` too,
+            saving a second load); it is let go after ``fit``. By default, and for tagging later,
+            one is loaded from ``encoder``.
 
     Example:
         >>> tagger = ClusterTagger(k=8, seed=0).fit(train_rows)  # doctest: +SKIP
@@ -211,7 +218,7 @@ class ClusterTagger:
         encoder: str | None = None,
         max_length: int = 256,
         batch_size: int = 64,
-        embedder: ZooterRouter | None = None,
+        embedder: QueryEncoder | None = None,
     ) -> None:
         if k is not None and k < 2:
             raise ConfigError(f"ClusterTagger needs k >= 2, got {k}")
@@ -230,12 +237,7 @@ class ClusterTagger:
 
     def _embed(self, queries: Sequence[Query]) -> torch.Tensor:
         if self._embedder is None:
-            from zooter.router import ZooterRouter
-
-            # Only the encoder, tokenisation and pooling are used; the two-expert head is a placeholder.
-            self._embedder = ZooterRouter.from_encoder(
-                self.encoder, experts=["_unused_a", "_unused_b"], max_length=self.max_length
-            )
+            self._embedder = QueryEncoder.load(self.encoder, max_length=self.max_length)
         return torch.nn.functional.normalize(embed_queries(self._embedder, queries, batch_size=self.batch_size), dim=1)
 
     def fit(self, rows: Sequence[RoutingExample]) -> ClusterTagger:
@@ -312,14 +314,17 @@ class ClusterTagger:
         return tagger
 
 
+#: The saved taggers by the ``kind`` their ``to_dict`` records: each class's ``load(settings, folder)`` rebuilds one.
+TAGGER_KINDS: dict[str, Any] = {DataTagger.kind: DataTagger, ClusterTagger.kind: ClusterTagger}
+
+
 def load_tagger(settings: dict[str, Any], folder: str | Path) -> Tagger:
     """Rebuild the tagger described by ``settings`` (its ``to_dict``), with any state in ``folder``."""
     kind = settings.get("kind")
-    if kind == DataTagger.kind:
-        return DataTagger(use_tags=bool(settings.get("use_tags", True)), use_task=bool(settings.get("use_task", False)))
-    if kind == ClusterTagger.kind:
-        return ClusterTagger.load(settings, Path(folder))
-    raise ZooterError(f"unknown tagger kind {kind!r} in the router config; expected 'data' or 'cluster'")
+    tagger_class = TAGGER_KINDS.get(kind) if isinstance(kind, str) else None
+    if tagger_class is None:
+        raise ZooterError(f"unknown tagger kind {kind!r} in the router config; expected one of {sorted(TAGGER_KINDS)}")
+    return tagger_class.load(settings, Path(folder))
 
 
 def tagger_from_spec(
@@ -427,6 +432,7 @@ def enhancer_from_config(
 
 
 __all__ = [
+    "TAGGER_KINDS",
     "ClusterTagger",
     "DataTagger",
     "TagEnhancer",

@@ -499,3 +499,6 @@ def train_router(
         "device": str(device),
     }
     return router
+
+
+__all__ = ["TrainingConfig", "train_router"]

@@ -128,7 +128,7 @@ def run(name: str, cache: Path, plots: Path, output_tokens: float, device: str |
         "set": name,
         "train_rows": len(train),
         "test_rows": report.n,
-        "prices": str(PRICES[name].relative_to(PRICES[name].parents[2])),
+        "prices": PRICES[name].name if name == "llmrouter" else str(PRICES[name].relative_to(ROOT)),
         "output_tokens": output_tokens,
         "train_seconds": seconds,
         "report": report.to_dict(),

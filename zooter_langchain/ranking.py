@@ -27,27 +27,18 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import ConfigDict, Field
 
-from zooter.data import Query
 from zooter.errors import ZooterError
+from zooter_langchain._messages import message_text, messages_to_query
 from zooter_langchain._retry import describe
-from zooter_langchain.runnable import _model_name, child_callbacks, message_text
+from zooter_langchain._tracing import child_callbacks, model_name
 
 logger = logging.getLogger(__name__)
-
-_ROLES = {"human": "user", "ai": "assistant"}
-
-
-def messages_to_query(messages: Sequence[BaseMessage]) -> Query:
-    """The query a scorer reads for a call: the text of a lone human message, else the chat."""
-    if len(messages) == 1 and isinstance(messages[0], HumanMessage):
-        return message_text(messages[0])
-    return [{"role": _ROLES.get(m.type, m.type), "content": message_text(m)} for m in messages]
 
 
 class RewardRankingRunnable(BaseChatModel):
@@ -93,7 +84,7 @@ class RewardRankingRunnable(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {
-            "experts": {name: _model_name(model, name) for name, model in self.experts.items()},
+            "experts": {name: model_name(model, name) for name, model in self.experts.items()},
             "scorer": type(self.scorer).__name__,
         }
 
@@ -189,7 +180,7 @@ class RewardRankingRunnable(BaseChatModel):
                 usage = add_usage(usage, message.usage_metadata)
         message = answers[best]
         metadata = {
-            "model_name": _model_name(self.experts[best], best),
+            "model_name": model_name(self.experts[best], best),
             **message.response_metadata,
             "reward_ranking": {
                 "expert": best,

@@ -17,6 +17,7 @@ from zooter import __version__
 from zooter._lazy import lazy_exports
 
 _EXPORTS = {
+    "ChatZooterRouter": "zooter_langchain.runnable",
     "ZooterRouterRunnable": "zooter_langchain.runnable",
     "ROUTE_EVENT": "zooter_langchain.runnable",
     "FakeExpertChatModel": "zooter_langchain.fake",
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from zooter_langchain.judge import JudgeScorer, Judgment, parse_grade
     from zooter_langchain.models import chat_model_from_spec
     from zooter_langchain.ranking import RewardRankingRunnable
-    from zooter_langchain.runnable import ROUTE_EVENT, ZooterRouterRunnable
+    from zooter_langchain.runnable import ROUTE_EVENT, ChatZooterRouter, ZooterRouterRunnable
     from zooter_langchain.tagging import ChatModelTagger
     from zooter_langchain.tool_middleware import TOOL_SELECTION_EVENT, ZooterToolSelectorMiddleware
     from zooter_langchain.tool_selection import ToolSelection, ZooterToolSelector, ZooterToolSelectorRunnable

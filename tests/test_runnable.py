@@ -397,6 +397,9 @@ async def test_async_fallback_and_streamed_fallback(keyword_router) -> None:
     assert chunks[0].response_metadata["zooter"]["expert"] == reply.response_metadata["zooter"]["expert"]
 
 
-def test_the_old_name_is_an_alias() -> None:
+def test_the_old_names_are_aliases() -> None:
+    from zooter_langchain import ChatRewardRanker, RewardRankingRunnable
+
     assert ZooterRouterRunnable is ChatZooterRouter
-    assert "alias" in (ChatZooterRouter.__doc__ or "")
+    assert RewardRankingRunnable is ChatRewardRanker
+    assert "alias" in (ChatZooterRouter.__doc__ or "") and "alias" in (ChatRewardRanker.__doc__ or "")

@@ -344,3 +344,13 @@ def collect_responses(
         "collect_responses() cannot run inside a running event loop (e.g. Jupyter or an async app); "
         "use `await acollect_responses(...)` there"
     )
+
+
+__all__ = [
+    "CollectFailure",
+    "CollectReport",
+    "acollect_responses",
+    "collect_responses",
+    "default_failures_path",
+    "read_collected",
+]

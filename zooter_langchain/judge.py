@@ -227,3 +227,6 @@ class JudgeScorer:
 
 def _tail(text: str, n: int = 120) -> str:
     return text if len(text) <= n else "..." + text[-n:]
+
+
+__all__ = ["JudgeScorer", "Judgment", "parse_grade"]

@@ -1,13 +1,15 @@
-"""The paper's baseline, reward-model ranking: ask every expert, score every answer, keep the best.
+"""``ChatRewardRanker``, the paper's baseline: ask every expert, score every answer, keep the best.
+
+``RewardRankingRunnable`` is the same class under its earlier name, kept as an alias.
 
 It is the quality reference a router is compared with, and its cost is what routing saves: each
 call makes one call per expert plus one scorer pass over all their answers, where a
-:class:`~zooter_langchain.ZooterRouterRunnable` makes one small encoder pass and one expert call.
+:class:`~zooter_langchain.ChatZooterRouter` makes one small encoder pass and one expert call.
 
 Example:
     >>> from zooter.rewards import RewardModelScorer
-    >>> from zooter_langchain import RewardRankingRunnable
-    >>> ranker = RewardRankingRunnable(  # doctest: +SKIP
+    >>> from zooter_langchain import ChatRewardRanker
+    >>> ranker = ChatRewardRanker(  # doctest: +SKIP
     ...     experts={"gpt-4o-mini": gpt, "haiku": haiku, "mixtral": mixtral},
     ...     scorer=RewardModelScorer.from_pretrained("OpenAssistant/reward-model-deberta-v3-large-v2"),
     ... )
@@ -41,7 +43,7 @@ from zooter_langchain._tracing import child_callbacks, model_name
 logger = logging.getLogger(__name__)
 
 
-class RewardRankingRunnable(BaseChatModel):
+class ChatRewardRanker(BaseChatModel):
     """A chat model that asks every expert, scores all their answers, and returns the best one.
 
     Every answer carries ``response_metadata["reward_ranking"]``: the chosen ``expert``, every
@@ -49,6 +51,8 @@ class RewardRankingRunnable(BaseChatModel):
     ``failed`` experts with their errors, and ``usage`` summed over all experts (the cost of the
     call; the returned message's own ``usage_metadata`` stays the chosen expert's). Experts that
     raise are skipped; if all raise, or the scorer scores no answer, the call raises.
+
+    ``RewardRankingRunnable`` is this class under its earlier name (an alias, kept for existing code).
 
     Args:
         experts: expert name -> chat model.
@@ -60,7 +64,7 @@ class RewardRankingRunnable(BaseChatModel):
 
     Example:
         >>> experts = {"a": model_a, "b": model_b}  # doctest: +SKIP
-        >>> ranker = RewardRankingRunnable(experts=experts, scorer=JudgeScorer(grader))  # doctest: +SKIP
+        >>> ranker = ChatRewardRanker(experts=experts, scorer=JudgeScorer(grader))  # doctest: +SKIP
         >>> chain = prompt | ranker | StrOutputParser()  # doctest: +SKIP
     """
 
@@ -73,7 +77,7 @@ class RewardRankingRunnable(BaseChatModel):
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
         if not self.experts:
-            raise ZooterError("RewardRankingRunnable needs at least one expert")
+            raise ZooterError("ChatRewardRanker needs at least one expert")
         if not callable(getattr(self.scorer, "score", None)):
             raise ZooterError(f"scorer {type(self.scorer).__name__} has no score(queries, responses) method")
 
@@ -192,3 +196,9 @@ class RewardRankingRunnable(BaseChatModel):
         }
         message = message.model_copy(update={"response_metadata": metadata})
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+RewardRankingRunnable = ChatRewardRanker
+"""The earlier name of :class:`ChatRewardRanker`, kept as an alias."""
+
+__all__ = ["ChatRewardRanker", "RewardRankingRunnable"]

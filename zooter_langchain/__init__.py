@@ -1,5 +1,5 @@
-"""LangChain adapter for zooter: the routing chat model, collecting answers, judge rewards, reward
-ranking, an agent tool selector and an LLM intent tagger.
+"""LangChain adapter for zooter: the routing chat model, the router as a decision model, collecting
+answers, judge rewards, reward ranking, an agent tool selector and an LLM intent tagger.
 
 It depends on :mod:`zooter`, never the other way round. Importing this package loads neither
 LangChain nor torch; each public name is imported on first use. ``ZooterRouterRunnable`` and
@@ -23,6 +23,7 @@ _EXPORTS = {
     "ChatZooterRouter": "zooter_langchain.runnable",
     "ZooterRouterRunnable": "zooter_langchain.runnable",
     "ROUTE_EVENT": "zooter_langchain.runnable",
+    "ZooterDecisionModel": "zooter_langchain.decision",
     "FakeExpertChatModel": "zooter_langchain.fake",
     "ReplayChatModel": "zooter_langchain.fake",
     "acollect_responses": "zooter_langchain.collect",
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
         default_failures_path,
         read_collected,
     )
+    from zooter_langchain.decision import ZooterDecisionModel
     from zooter_langchain.fake import FakeExpertChatModel, ReplayChatModel
     from zooter_langchain.judge import JudgeScorer, Judgment, parse_grade
     from zooter_langchain.models import chat_model_from_spec, parse_expert_specs

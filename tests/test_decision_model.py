@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from typing import Any
 
 import pytest
+from conftest import EventLoopWatch
 from langchain_core.decisions import Box, Choice, Noul, Score
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.tracers.context import collect_runs
@@ -123,30 +122,12 @@ def test_a_batch_takes_one_router_pass_and_each_request_is_its_own_run(classifie
 
 
 async def test_async_calls_do_not_run_the_encoder_on_the_event_loop(classifier, keyword_router, monkeypatch) -> None:
-    loop_thread, threads = threading.get_ident(), []
-    original = keyword_router.forward
-
-    def slow_forward(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.get_ident())
-        time.sleep(0.2)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(keyword_router, "forward", slow_forward)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    answer = await classifier.ainvoke({"state": "python regex", "questions": {"who": WHO}})
-    await classifier.abatch([{"state": q, "questions": {"who": WHO}} for q in QUESTIONS])
-    task.cancel()
+    async with EventLoopWatch(keyword_router, monkeypatch) as watch:
+        answer = await classifier.ainvoke({"state": "python regex", "questions": {"who": WHO}})
+        await classifier.abatch([{"state": q, "questions": {"who": WHO}} for q in QUESTIONS])
     assert answer.choices["who"].choice == "coder"
-    assert threads and loop_thread not in threads
-    assert ticks >= 20  # the loop kept ticking through ~0.4 s of encoder time
+    assert watch.off_the_loop
+    assert watch.ticks >= 20  # the loop kept ticking through ~0.4 s of encoder time
 
 
 @pytest.mark.filterwarnings("ignore:The middleware `ModelRouterMiddleware` is in beta")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from typing import Any
 
 import pytest
+from conftest import EventLoopWatch
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -162,31 +161,12 @@ def test_batch_routes_in_one_router_pass(model, keyword_router, monkeypatch) -> 
 
 
 async def test_async_calls_do_not_run_the_encoder_on_the_event_loop(model, keyword_router, monkeypatch) -> None:
-    loop_thread = threading.get_ident()
-    threads = []
-    original = keyword_router.forward
-
-    def slow_forward(*args: Any, **kwargs: Any):
-        threads.append(threading.get_ident())
-        time.sleep(0.2)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(keyword_router, "forward", slow_forward)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    await model.ainvoke("python regex")
-    await model.abatch(QUESTIONS)
-    _ = [c async for c in model.astream("write a haiku")]
-    task.cancel()
-    assert threads and loop_thread not in threads
-    assert ticks >= 30  # the loop kept ticking through ~0.6 s of encoder time
+    async with EventLoopWatch(keyword_router, monkeypatch) as watch:
+        await model.ainvoke("python regex")
+        await model.abatch(QUESTIONS)
+        _ = [c async for c in model.astream("write a haiku")]
+    assert watch.off_the_loop
+    assert watch.ticks >= 30  # the loop kept ticking through ~0.6 s of encoder time
 
 
 def test_fallback_tries_the_next_most_probable_experts_in_order(keyword_router) -> None:

@@ -380,5 +380,7 @@ def test_allowed_may_name_a_single_expert(router: ZooterRouter) -> None:
 
 def test_queries_without_text_route_alike_and_are_reported(router: ZooterRouter, caplog) -> None:
     decisions = router.route(["", "   ", "\n\t"])
-    assert decisions[0] == decisions[1] == decisions[2]
+    assert decisions[0].expert == decisions[1].expert == decisions[2].expert
+    for decision in decisions[1:]:  # the same tokens; rows of one batch may differ in the last float bits
+        assert decision.probabilities == pytest.approx(decisions[0].probabilities, abs=1e-6)
     assert "3 of 3 queries have no text" in caplog.text

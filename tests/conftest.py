@@ -151,3 +151,47 @@ def keyword_router(tiny_encoder: str):
         show_progress=False,
     )
     return train_router(data, config)
+
+
+class EventLoopWatch:
+    """Slows a router's encoder and counts how often the event loop ticks meanwhile.
+
+    Use as ``async with EventLoopWatch(router, monkeypatch) as watch``: after the block,
+    ``watch.threads`` are the threads the encoder ran in and ``watch.ticks`` the loop's ticks, which
+    keep coming only if the encoder stayed off the loop.
+    """
+
+    def __init__(self, router, monkeypatch: pytest.MonkeyPatch, delay: float = 0.2) -> None:
+        import threading
+        import time
+
+        self.loop_thread = threading.get_ident()
+        self.threads: list[int] = []
+        self.ticks = 0
+        original = router.forward
+
+        def slow_forward(*args, **kwargs):
+            self.threads.append(threading.get_ident())
+            time.sleep(delay)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(router, "forward", slow_forward)
+
+    async def __aenter__(self) -> EventLoopWatch:
+        import asyncio
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(0.01)
+                self.ticks += 1
+
+        self._task = asyncio.create_task(tick())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+
+    @property
+    def off_the_loop(self) -> bool:
+        """Whether the encoder ran, and never in the event loop's thread."""
+        return bool(self.threads) and self.loop_thread not in self.threads

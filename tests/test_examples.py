@@ -28,3 +28,21 @@ def test_langchain_example_runs_offline() -> None:
         assert section in out
     assert "zooter_route: expert=" in out
     assert "['calculator']" in out and "tool               42" in out
+
+
+@pytest.mark.slow
+def test_model_router_middleware_example_runs_offline() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "model_router_middleware.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    for expert in ("coder", "writer", "mathematician"):
+        assert f"trace: small-example-router chose {expert}" in out  # a callback handler saw the decision
+        assert f"state: model_route={expert}" in out  # the agent's state holds it
+        assert f"reply: [{expert}]" in out  # and the chosen model answered
+    assert "['coder', 'writer', 'mathematician']" in out

@@ -128,3 +128,23 @@ def test_demo_runs_end_to_end_offline(tmp_path, capsys) -> None:
     assert out.count("  -> ") == 3  # three example queries routed
     card = (tmp_path / "demo-router" / "README.md").read_text()
     assert "| zooter (routed) |" in card
+
+
+def test_every_public_name_of_the_adapter_is_exported_and_imports() -> None:
+    import importlib
+    import pkgutil
+
+    import zooter_langchain
+
+    for name in zooter_langchain.__all__:
+        assert getattr(zooter_langchain, name) is not None, name
+    for module in pkgutil.iter_modules(zooter_langchain.__path__):
+        # zooter_langchain.cli holds the entry points the zooter command loads, not a Python API
+        if module.name.startswith("_") or module.name == "cli":
+            continue
+        public = getattr(importlib.import_module(f"zooter_langchain.{module.name}"), "__all__", None)
+        assert public is not None, f"zooter_langchain.{module.name} has no __all__"
+        missing = sorted(set(public) - set(zooter_langchain.__all__))
+        assert not missing, f"zooter_langchain.{module.name} exports {missing}, missing from zooter_langchain.__all__"
+    with pytest.raises(AttributeError):
+        zooter_langchain.no_such_thing  # noqa: B018

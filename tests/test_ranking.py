@@ -145,7 +145,7 @@ def test_expert_runs_nest_inside_the_ranking_run(experts) -> None:
     with collect_runs() as cb:
         ranker.invoke("hi", {"tags": ["eval"]})
     (root,) = cb.traced_runs
-    assert root.name == "RewardRankingRunnable"
+    assert root.name == "ChatRewardRanker"  # runs are named after the class; the old name is an alias
     assert sorted(child.name for child in root.child_runs) == sorted(experts)
     assert all("eval" in child.tags for child in root.child_runs)
 

@@ -1,13 +1,12 @@
-"""ZooterRouterRunnable: routing decisions, visibility, batching, async, fallback and tools."""
+"""ChatZooterRouter (alias ZooterRouterRunnable): routing, visibility, batching, async, fallback, tools, caching."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from typing import Any
 
 import pytest
+from conftest import EventLoopWatch
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -17,7 +16,7 @@ from langchain_core.tracers.context import collect_runs
 from pydantic import BaseModel
 
 from zooter.errors import ExpertMismatchError, ZooterError
-from zooter_langchain import FakeExpertChatModel, ZooterRouterRunnable
+from zooter_langchain import ChatZooterRouter, FakeExpertChatModel, ZooterRouterRunnable
 
 QUESTIONS = ["please explain this integral", "python regex segfault", "write a haiku about the sea", "hello"]
 
@@ -95,12 +94,14 @@ def test_decision_is_a_custom_event_and_the_expert_run_nests_inside(model) -> No
     assert [name for name, _ in recorder.events] == ["zooter_route"]
     assert recorder.events[0][1]["expert"] == "coder"
     (root,) = runs.traced_runs
-    assert root.name == "ZooterRouterRunnable"
+    assert root.name == "ChatZooterRouter"
     assert [child.name for child in root.child_runs] == ["coder"]
     child = root.child_runs[0]
     assert "t1" in child.tags and child.extra["metadata"]["user"] == "u"
-    assert root.extra["metadata"]["ls_model_name"] == "coder-v1"
+    # the router's run starts before the route is known; the expert's run inside it names the model
+    assert root.extra["metadata"]["ls_model_name"] == "zooter-router"
     assert root.extra["metadata"]["ls_provider"] == "zooter"
+    assert child.extra["metadata"]["ls_model_name"] == "coder-v1"
 
 
 def test_streaming_yields_the_expert_tokens_once_with_the_decision(model) -> None:
@@ -160,31 +161,12 @@ def test_batch_routes_in_one_router_pass(model, keyword_router, monkeypatch) -> 
 
 
 async def test_async_calls_do_not_run_the_encoder_on_the_event_loop(model, keyword_router, monkeypatch) -> None:
-    loop_thread = threading.get_ident()
-    threads = []
-    original = keyword_router.forward
-
-    def slow_forward(*args: Any, **kwargs: Any):
-        threads.append(threading.get_ident())
-        time.sleep(0.2)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(keyword_router, "forward", slow_forward)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    await model.ainvoke("python regex")
-    await model.abatch(QUESTIONS)
-    _ = [c async for c in model.astream("write a haiku")]
-    task.cancel()
-    assert threads and loop_thread not in threads
-    assert ticks >= 30  # the loop kept ticking through ~0.6 s of encoder time
+    async with EventLoopWatch(keyword_router, monkeypatch) as watch:
+        await model.ainvoke("python regex")
+        await model.abatch(QUESTIONS)
+        _ = [c async for c in model.astream("write a haiku")]
+    assert watch.off_the_loop
+    assert watch.ticks >= 30  # the loop kept ticking through ~0.6 s of encoder time
 
 
 def test_fallback_tries_the_next_most_probable_experts_in_order(keyword_router) -> None:
@@ -327,3 +309,77 @@ def test_text_free_calls_route_as_the_router_routes_the_empty_query(keyword_rout
 
 def test_allowed_experts_may_name_a_single_expert(model) -> None:
     assert model.invoke("python regex", allowed_experts="poet").response_metadata["zooter"]["expert"] == "poet"
+
+
+class InvocationParams(BaseCallbackHandler):
+    """Records the invocation params of every top-level chat-model run."""
+
+    def __init__(self) -> None:
+        self.params: list[dict[str, Any]] = []
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        if kwargs.get("parent_run_id") is None:
+            self.params.append(kwargs.get("invocation_params") or {})
+
+
+def test_a_repeated_prompt_is_an_llm_cache_hit_and_the_route_stays_out_of_the_call(
+    model, keyword_router, monkeypatch
+) -> None:
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    passes = []
+    original = keyword_router.estimate
+    monkeypatch.setattr(keyword_router, "estimate", lambda q, **kw: passes.append(len(q)) or original(q, **kw))
+    params = InvocationParams()
+    set_llm_cache(InMemoryCache())
+    try:
+        first = model.invoke("python regex", config={"callbacks": [params]})
+        again = model.invoke("python regex", config={"callbacks": [params]})
+        batched = model.batch(["write a haiku", "write a haiku"], config={"callbacks": [params], "max_concurrency": 1})
+    finally:
+        set_llm_cache(None)
+    assert passes == [1, 2]  # the repeat was answered from the cache without routing; the batch routed once
+    assert again.content == first.content == "[coder] python regex"
+    assert again.response_metadata["zooter"]["expert"] == "coder"  # the cached answer keeps its decision
+    assert [m.content for m in batched] == ["[poet] write a haiku"] * 2
+    assert len(params.params) == 4
+    for invocation in params.params:
+        assert not {"zooter_route", "probabilities", "expert"} & set(invocation)
+        assert "probabilities" not in str(invocation)
+
+
+def coder_down() -> dict[str, FakeExpertChatModel]:
+    """Experts of which the coder always fails."""
+    return {n: FakeExpertChatModel(name=n, fail_every=int(n == "coder")) for n in ("mathbot", "coder", "poet")}
+
+
+def test_fallback_recovers_only_from_the_exceptions_it_is_told_to(keyword_router) -> None:
+    experts = coder_down()
+    picky = ZooterRouterRunnable(
+        router=keyword_router, experts=experts, fallback=True, exceptions_to_handle=(TimeoutError,)
+    )
+    with pytest.raises(RuntimeError, match="coder is unavailable"):
+        picky.invoke("python regex")
+    with pytest.raises(RuntimeError, match="coder is unavailable"):
+        list(picky.stream("python regex"))
+    lenient = ZooterRouterRunnable(router=keyword_router, experts=experts, fallback=True)
+    assert lenient.invoke("python regex").response_metadata["zooter"]["reason"] == "fallback"
+
+
+async def test_async_fallback_and_streamed_fallback(keyword_router) -> None:
+    experts = coder_down()
+    model = ZooterRouterRunnable(router=keyword_router, experts=experts, fallback=True)
+    reply = await model.ainvoke("python regex")
+    assert reply.response_metadata["zooter"]["routed_to"] == "coder"
+    assert reply.response_metadata["zooter"]["attempts"][0]["expert"] == "coder"
+    chunks = [c async for c in model.astream("python regex")]
+    assert chunks[0].response_metadata["zooter"]["expert"] == reply.response_metadata["zooter"]["expert"]
+
+
+def test_the_old_names_are_aliases() -> None:
+    from zooter_langchain import ChatRewardRanker, RewardRankingRunnable
+
+    assert ZooterRouterRunnable is ChatZooterRouter
+    assert RewardRankingRunnable is ChatRewardRanker
+    assert "alias" in (ChatZooterRouter.__doc__ or "") and "alias" in (ChatRewardRanker.__doc__ or "")

@@ -40,8 +40,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messag
 from zooter._io import drop_torn_tail, iter_jsonl, refuse_overwriting_inputs, torn_tail
 from zooter.data import Query, RoutingExample, load_queries
 from zooter.errors import ConfigError, DataError
+from zooter_langchain._messages import message_text
 from zooter_langchain._retry import RetriesExhausted, call_with_retries, describe, is_transient
-from zooter_langchain.runnable import message_text
 
 logger = logging.getLogger(__name__)
 
@@ -344,3 +344,13 @@ def collect_responses(
         "collect_responses() cannot run inside a running event loop (e.g. Jupyter or an async app); "
         "use `await acollect_responses(...)` there"
     )
+
+
+__all__ = [
+    "CollectFailure",
+    "CollectReport",
+    "acollect_responses",
+    "collect_responses",
+    "default_failures_path",
+    "read_collected",
+]

@@ -188,3 +188,6 @@ def _arguments(parameters: dict[str, Any], text: str) -> dict[str, Any]:
         else:
             args[field] = text
     return args
+
+
+__all__ = ["FakeExpertChatModel", "ReplayChatModel"]

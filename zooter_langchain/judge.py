@@ -27,8 +27,9 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from zooter.data import Query, query_text
 from zooter.errors import ConfigError, ZooterError
 from zooter_langchain._aio import run_sync
+from zooter_langchain._messages import message_text
 from zooter_langchain._retry import RetriesExhausted, call_with_retries, describe, is_transient
-from zooter_langchain.runnable import _model_name, message_text
+from zooter_langchain._tracing import model_name
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class JudgeScorer:
         self.retry_if = retry_if
         self.stats = {"graded": 0, "unparsable": 0, "failed": 0}
         # what the grades came from: the score stage refuses to mix two judges' scales in one file
-        self.name = f"judge:{_model_name(grader, type(grader).__name__)}"
+        self.name = f"judge:{model_name(grader, type(grader).__name__)}"
 
     @classmethod
     def from_model_spec(cls, spec: str, *, model_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> JudgeScorer:
@@ -226,3 +227,6 @@ class JudgeScorer:
 
 def _tail(text: str, n: int = 120) -> str:
     return text if len(text) <= n else "..." + text[-n:]
+
+
+__all__ = ["JudgeScorer", "Judgment", "parse_grade"]

@@ -61,3 +61,6 @@ def parse_expert_specs(values: Iterable[str]) -> dict[str, str]:
     if not specs:
         raise ConfigError("give at least one --expert NAME=PROVIDER:MODEL")
     return specs
+
+
+__all__ = ["chat_model_from_spec", "parse_expert_specs"]

@@ -1,13 +1,15 @@
-"""The paper's baseline, reward-model ranking: ask every expert, score every answer, keep the best.
+"""``ChatRewardRanker``, the paper's baseline: ask every expert, score every answer, keep the best.
+
+``RewardRankingRunnable`` is the same class under its earlier name, kept as an alias.
 
 It is the quality reference a router is compared with, and its cost is what routing saves: each
 call makes one call per expert plus one scorer pass over all their answers, where a
-:class:`~zooter_langchain.ZooterRouterRunnable` makes one small encoder pass and one expert call.
+:class:`~zooter_langchain.ChatZooterRouter` makes one small encoder pass and one expert call.
 
 Example:
     >>> from zooter.scorers import RewardModelScorer
-    >>> from zooter_langchain import RewardRankingRunnable
-    >>> ranker = RewardRankingRunnable(  # doctest: +SKIP
+    >>> from zooter_langchain import ChatRewardRanker
+    >>> ranker = ChatRewardRanker(  # doctest: +SKIP
     ...     experts={"gpt-4o-mini": gpt, "haiku": haiku, "mixtral": mixtral},
     ...     scorer=RewardModelScorer.from_pretrained("OpenAssistant/reward-model-deberta-v3-large-v2"),
     ... )
@@ -27,30 +29,21 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import ConfigDict, Field
 
-from zooter.data import Query
 from zooter.errors import ZooterError
+from zooter_langchain._messages import message_text, messages_to_query
 from zooter_langchain._retry import describe
-from zooter_langchain.runnable import _model_name, child_callbacks, message_text
+from zooter_langchain._tracing import child_callbacks, model_name
 
 logger = logging.getLogger(__name__)
 
-_ROLES = {"human": "user", "ai": "assistant"}
 
-
-def messages_to_query(messages: Sequence[BaseMessage]) -> Query:
-    """The query a scorer reads for a call: the text of a lone human message, else the chat."""
-    if len(messages) == 1 and isinstance(messages[0], HumanMessage):
-        return message_text(messages[0])
-    return [{"role": _ROLES.get(m.type, m.type), "content": message_text(m)} for m in messages]
-
-
-class RewardRankingRunnable(BaseChatModel):
+class ChatRewardRanker(BaseChatModel):
     """A chat model that asks every expert, scores all their answers, and returns the best one.
 
     Every answer carries ``response_metadata["reward_ranking"]``: the chosen ``expert``, every
@@ -58,6 +51,8 @@ class RewardRankingRunnable(BaseChatModel):
     ``failed`` experts with their errors, and ``usage`` summed over all experts (the cost of the
     call; the returned message's own ``usage_metadata`` stays the chosen expert's). Experts that
     raise are skipped; if all raise, or the scorer scores no answer, the call raises.
+
+    ``RewardRankingRunnable`` is this class under its earlier name (an alias, kept for existing code).
 
     Args:
         experts: expert name -> chat model.
@@ -69,7 +64,7 @@ class RewardRankingRunnable(BaseChatModel):
 
     Example:
         >>> experts = {"a": model_a, "b": model_b}  # doctest: +SKIP
-        >>> ranker = RewardRankingRunnable(experts=experts, scorer=JudgeScorer(grader))  # doctest: +SKIP
+        >>> ranker = ChatRewardRanker(experts=experts, scorer=JudgeScorer(grader))  # doctest: +SKIP
         >>> chain = prompt | ranker | StrOutputParser()  # doctest: +SKIP
     """
 
@@ -82,7 +77,7 @@ class RewardRankingRunnable(BaseChatModel):
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
         if not self.experts:
-            raise ZooterError("RewardRankingRunnable needs at least one expert")
+            raise ZooterError("ChatRewardRanker needs at least one expert")
         if not callable(getattr(self.scorer, "score", None)):
             raise ZooterError(f"scorer {type(self.scorer).__name__} has no score(queries, responses) method")
 
@@ -93,7 +88,7 @@ class RewardRankingRunnable(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {
-            "experts": {name: _model_name(model, name) for name, model in self.experts.items()},
+            "experts": {name: model_name(model, name) for name, model in self.experts.items()},
             "scorer": type(self.scorer).__name__,
         }
 
@@ -189,7 +184,7 @@ class RewardRankingRunnable(BaseChatModel):
                 usage = add_usage(usage, message.usage_metadata)
         message = answers[best]
         metadata = {
-            "model_name": _model_name(self.experts[best], best),
+            "model_name": model_name(self.experts[best], best),
             **message.response_metadata,
             "reward_ranking": {
                 "expert": best,
@@ -201,3 +196,9 @@ class RewardRankingRunnable(BaseChatModel):
         }
         message = message.model_copy(update={"response_metadata": metadata})
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+RewardRankingRunnable = ChatRewardRanker
+"""The earlier name of :class:`ChatRewardRanker`, kept as an alias."""
+
+__all__ = ["ChatRewardRanker", "RewardRankingRunnable"]

@@ -1,10 +1,17 @@
-"""``ZooterRouterRunnable``: a chat model that answers each call with the expert a router picks.
+"""``ChatZooterRouter``: a chat model that answers each call with the expert a router picks.
+
+``ZooterRouterRunnable`` is the same class under its earlier name, kept as an alias.
+
+One call, from ``invoke`` to the chosen expert, in three steps: LangChain's ``BaseChatModel``
+calls :meth:`ChatZooterRouter._generate` (or ``_agenerate``, ``_stream``, ``_astream``), which
+makes a :class:`_Plan` (route once, the fallback candidates, the call's tools, the child callbacks)
+and hands it to :meth:`ChatZooterRouter._dispatch`, which calls the experts in order.
 
 Example:
     >>> from langchain_core.prompts import ChatPromptTemplate
     >>> from langchain_core.output_parsers import StrOutputParser
-    >>> from zooter_langchain import ZooterRouterRunnable
-    >>> model = ZooterRouterRunnable.from_pretrained(  # doctest: +SKIP
+    >>> from zooter_langchain import ChatZooterRouter
+    >>> model = ChatZooterRouter.from_pretrained(  # doctest: +SKIP
     ...     "my-router", experts={"gpt-4o": ChatOpenAI(model="gpt-4o"), "claude": ChatAnthropic(model=...)}
     ... )
     >>> chain = ChatPromptTemplate.from_template("{question}") | model | StrOutputParser()  # doctest: +SKIP
@@ -15,112 +22,138 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
-    CallbackManager,
     CallbackManagerForLLMRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
-from langchain_core.runnables.config import ensure_config, get_config_list, get_executor_for_config, run_in_executor
+from langchain_core.runnables.config import get_config_list, get_executor_for_config, run_in_executor
 from langchain_core.runnables.utils import gather_with_concurrency
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from zooter.errors import ExpertMismatchError, ZooterError, name_list
+from zooter_langchain._messages import RouteOn, route_text
+from zooter_langchain._tracing import aemit, child_callbacks, emit, model_name, stream_run
 
 logger = logging.getLogger(__name__)
 
 ROUTE_EVENT = "zooter_route"
-# (run id, config) of the stream call in progress: see ZooterRouterRunnable._enter_stream
-_STREAM_PARENT: ContextVar[tuple[uuid.UUID, RunnableConfig] | None] = ContextVar("zooter_stream_parent", default=None)
-_DECISION_KWARG = "zooter_route"  # carries a precomputed decision from invoke/batch into _generate
-_CALL_OPTIONS = ("allowed_experts", "force_expert")  # per-call kwargs that stay with the router
+# A batch routes all its inputs in one pass, then runs each input's call with this set to
+# (the model, its decision); _plan takes it from here. Not a keyword argument: those end up in the
+# run's invocation params and in the LLM cache key.
+_BATCH_DECISION: ContextVar[tuple[Any, dict[str, Any]] | None] = ContextVar("zooter_batch_decision", default=None)
 
 
-def _record_failure(attempts: list[dict[str, str]], name: str, error: Exception, next_expert: str) -> None:
-    attempts.append({"expert": name, "error": f"{type(error).__name__}: {error}"})
-    logger.warning("expert %s failed (%s); falling back to %s", name, error, next_expert)
+@dataclass(frozen=True)
+class _RouteOptions:
+    """How one call is routed, read from its keyword arguments; the other arguments go to the expert.
 
-
-async def _emit(children: Any, decision: dict[str, Any]) -> None:
-    result = children.on_custom_event(ROUTE_EVENT, decision, run_id=children.parent_run_id)
-    if asyncio.iscoroutine(result):  # an async manager; a sync one (stream path) has already run
-        await result
-
-
-def message_text(message: BaseMessage) -> str:
-    """The text of a message; non-text content blocks (images, audio, tool calls) are skipped."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return " ".join(parts)
-
-
-def last_human_text(messages: Sequence[BaseMessage]) -> str:
-    """The text of the last human message (empty when there is none)."""
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return message_text(message)
-    return ""
-
-
-def conversation_text(messages: Sequence[BaseMessage]) -> str:
-    """The whole conversation as ``role: text`` lines (tool results and system prompts included)."""
-    return "\n".join(f"{m.type}: {message_text(m)}" for m in messages if message_text(m))
-
-
-def child_callbacks(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
-) -> CallbackManager | AsyncCallbackManager:
-    """A callback manager whose runs nest under ``run_manager``'s run.
-
-    Chat-model run managers have no ``get_child``; this does what ``ParentRunManager.get_child``
-    does, so a wrapped model's run shows inside the wrapper's run in traces.
+    Attributes:
+        allowed_experts: choose only among these (``invoke(..., allowed_experts=[...])``).
+        force_expert: answer with this expert, still reporting the router's view.
     """
-    cls = AsyncCallbackManager if isinstance(run_manager, AsyncCallbackManagerForLLMRun) else CallbackManager
-    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    return manager
+
+    allowed_experts: list[str] | None = None
+    force_expert: str | None = None
+
+    @classmethod
+    def split(cls, kwargs: Mapping[str, Any]) -> tuple[_RouteOptions, dict[str, Any]]:
+        """The routing options in ``kwargs``, and the other arguments."""
+        rest = dict(kwargs)
+        allowed = rest.pop("allowed_experts", None)
+        if isinstance(allowed, str):  # one name, not its letters
+            allowed = [allowed]
+        return cls(allowed_experts=allowed, force_expert=rest.pop("force_expert", None)), rest
 
 
-def _model_name(model: Any, fallback: str) -> str:
-    for attr in ("model_name", "model", "model_id"):
-        value = getattr(model, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    try:
-        name = model._get_ls_params().get("ls_model_name")
-    except Exception:  # a chat model whose tracing params need arguments or fail: the name will do
-        name = None
-    return name or fallback
+def _split_tools(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``bind_tools`` arguments of a call (empty without tools), and the other arguments."""
+    rest = dict(kwargs)
+    tools = rest.pop("tools", None)
+    tool_choice = rest.pop("tool_choice", None)
+    options = dict(rest.pop("tool_options", None) or {})
+    if not tools:
+        return {}, rest
+    if tool_choice is not None:
+        options["tool_choice"] = tool_choice
+    return {"tools": tools, **options}, rest
 
 
-class ZooterRouterRunnable(BaseChatModel):
+@dataclass
+class _Plan:
+    """One call, decided once: the route, the experts to try in order, and how to call them.
+
+    Attributes:
+        decision: the router's decision (expert, reason, probabilities, allowed experts).
+        candidates: the chosen expert, then (with fallback) the next most probable allowed ones.
+        tools: this call's ``bind_tools`` arguments, bound on whichever expert runs.
+        children: callbacks under which the expert's run nests (None: no run to nest in).
+        kwargs: the call's other arguments, passed on to the expert.
+        exceptions_to_handle: the errors after which the next candidate is tried.
+        attempts: the candidates that failed, with their errors.
+    """
+
+    decision: dict[str, Any]
+    candidates: list[str]
+    tools: dict[str, Any]
+    children: Any
+    kwargs: dict[str, Any]
+    exceptions_to_handle: tuple[type[BaseException], ...]
+    attempts: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def config(self) -> RunnableConfig:
+        return {"callbacks": self.children}
+
+    def fall_back(self, name: str, error: BaseException, *, started: bool) -> bool:
+        """Record ``name``'s failure if the next candidate may try; False when ``error`` must surface.
+
+        It must when ``name`` is the last candidate, or it already sent output (streamed tokens
+        cannot be taken back).
+        """
+        index = self.candidates.index(name)
+        if started or index == len(self.candidates) - 1:
+            return False
+        self.attempts.append({"expert": name, "error": f"{type(error).__name__}: {error}"})
+        logger.warning("expert %s failed (%s); falling back to %s", name, error, self.candidates[index + 1])
+        return True
+
+    def record(self, answered_by: str) -> dict[str, Any]:
+        """What an answer from ``answered_by`` carries in ``response_metadata["zooter"]``."""
+        decision = self.decision
+        return {
+            "expert": answered_by,
+            "routed_to": decision["expert"],
+            "reason": decision["reason"] if answered_by == decision["expert"] else "fallback",
+            "probabilities": decision["probabilities"],
+            "attempts": self.attempts,
+        }
+
+
+class ChatZooterRouter(BaseChatModel):
     """A chat model that routes each call to one of several expert chat models.
 
     A trained :class:`zooter.ZooterRouter` reads the query (by default the last human message) and
     picks the expert most likely to answer it best; only that expert runs. Every answer carries the
     decision in ``response_metadata["zooter"]`` (chosen expert, every expert's probability, any
-    fallback attempts), and a ``zooter_route`` custom callback event carries the same.
+    fallback attempts), and a ``zooter_route`` custom callback event carries the same. The
+    expert's run nests inside this model's run in traces, with the expert's own model name.
+
+    ``ZooterRouterRunnable`` is this class under its earlier name (an alias, kept for existing code).
 
     Args:
         experts: expert name -> chat model; names must match the router's experts.
@@ -131,6 +164,8 @@ class ZooterRouterRunnable(BaseChatModel):
             default such calls are routed like an empty query.
         fallback: when the chosen expert raises, try the next most probable ones.
         max_fallbacks: how many other experts fallback may try.
+        exceptions_to_handle: the errors fallback recovers from, as in ``Runnable.with_fallbacks``
+            (default: any ``Exception``); others surface at once.
         allowed_experts: choose only among these (per call: ``invoke(..., allowed_experts=[...])``).
         force_expert: always use this expert, still reporting the router's probabilities (per call:
             ``invoke(..., force_expert="name")``), e.g. for A/B checks.
@@ -140,7 +175,7 @@ class ZooterRouterRunnable(BaseChatModel):
             ``default_batch_size``, 8 on a CPU and 64 on a GPU).
 
     Example:
-        >>> model = ZooterRouterRunnable(router=router, experts={"coder": coder, "writer": writer})  # doctest: +SKIP
+        >>> model = ChatZooterRouter(router=router, experts={"coder": coder, "writer": writer})  # doctest: +SKIP
         >>> reply = model.invoke("Fix this segfault in my C code")  # doctest: +SKIP
         >>> reply.response_metadata["zooter"]["expert"]  # doctest: +SKIP
         'coder'
@@ -148,10 +183,11 @@ class ZooterRouterRunnable(BaseChatModel):
 
     experts: dict[str, Any]
     router: Any = Field(exclude=True)
-    route_on: Literal["last_human", "conversation"] | Callable[[list[BaseMessage]], str] = "last_human"
+    route_on: RouteOn = "last_human"
     default_expert: str | None = None
     fallback: bool = False
     max_fallbacks: int = Field(default=2, ge=0)
+    exceptions_to_handle: tuple[type[BaseException], ...] = (Exception,)
     allowed_experts: list[str] | None = None
     force_expert: str | None = None
     allow_subset: bool = False
@@ -195,14 +231,14 @@ class ZooterRouterRunnable(BaseChatModel):
         token: str | None = None,
         device: str | None = None,
         **kwargs: Any,
-    ) -> ZooterRouterRunnable:
+    ) -> ChatZooterRouter:
         """Load a saved router (local folder or Hub repo id) and wrap ``experts`` with it."""
         from zooter.router import ZooterRouter
 
         router = ZooterRouter.from_pretrained(path_or_repo_id, revision=revision, token=token, device=device)
         return cls(router=router, experts=experts, **kwargs)
 
-    # -- LangChain hooks ---------------------------------------------------------------------
+    # -- LangChain's chat-model hooks: plan, then dispatch ---------------------------------------
     @property
     def _llm_type(self) -> str:
         return "zooter-router"
@@ -210,29 +246,94 @@ class ZooterRouterRunnable(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {
-            "experts": {name: _model_name(model, name) for name, model in self.experts.items()},
+            "experts": {name: model_name(model, name) for name, model in self.experts.items()},
             "route_on": self.route_on if isinstance(self.route_on, str) else getattr(self.route_on, "__name__", "fn"),
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        # The run starts before the route is known; the expert's own run, nested inside, reports its model.
         params = LangSmithParams(ls_provider="zooter", ls_model_type="chat", ls_model_name="zooter-router")
-        decision = kwargs.get(_DECISION_KWARG)
         if isinstance(kwargs.get("model"), str):  # a per-call model override, passed on to the expert
             params["ls_model_name"] = kwargs["model"]
-        elif decision is not None:  # known before the run starts when invoke/batch routed first
-            params["ls_model_name"] = _model_name(self.experts[decision["expert"]], decision["expert"])
         if stop:
             params["ls_stop"] = stop
         return params
 
-    # -- routing -------------------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        plan = self._plan(messages, run_manager, kwargs)
+        ((name, message),) = self._dispatch(plan, messages, stop)
+        return ChatResult(generations=[ChatGeneration(message=self._tagged(message, plan, name))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        plan = await self._aplan(messages, run_manager, kwargs)
+        ((name, message),) = [answer async for answer in self._adispatch(plan, messages, stop)]
+        return ChatResult(generations=[ChatGeneration(message=self._tagged(message, plan, name))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        plan = self._plan(messages, run_manager, kwargs)
+        for i, (name, chunk) in enumerate(self._dispatch(plan, messages, stop, stream=True)):
+            yield self._chunk(chunk, plan, name, first=i == 0)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        plan = await self._aplan(messages, run_manager, kwargs)
+        first = True
+        async for name, chunk in self._adispatch(plan, messages, stop, stream=True):
+            yield self._chunk(chunk, plan, name, first=first)
+            first = False
+
+    # -- the plan: route once ----------------------------------------------------------------------
+    def _plan(self, messages: list[BaseMessage], run_manager: Any, kwargs: dict[str, Any]) -> _Plan:
+        """Route the call (unless its batch already did), and settle what the experts are called with.
+
+        The one place a call's routing options are read (:meth:`_RouteOptions.split`).
+        """
+        options, kwargs = _RouteOptions.split(kwargs)
+        tools, kwargs = _split_tools(kwargs)
+        batched = _BATCH_DECISION.get()
+        if batched is not None and batched[0] is self:
+            decision = batched[1]
+        else:
+            decision = self._route([self.route_text(messages)], options)[0]
+        return _Plan(
+            decision=decision,
+            candidates=self._candidates(decision),
+            tools=tools,
+            children=child_callbacks(run_manager),
+            kwargs=kwargs,
+            exceptions_to_handle=self.exceptions_to_handle,
+        )
+
+    async def _aplan(self, messages: list[BaseMessage], run_manager: Any, kwargs: dict[str, Any]) -> _Plan:
+        """:meth:`_plan` in a worker thread: the encoder never runs on the event loop."""
+        return await asyncio.to_thread(self._plan, messages, run_manager, kwargs)
+
     def route_text(self, messages: Sequence[BaseMessage]) -> str:
         """The text the router reads for a call."""
-        if callable(self.route_on):
-            return self.route_on(list(messages))
-        if self.route_on == "conversation":
-            return conversation_text(messages)
-        return last_human_text(messages)
+        return route_text(messages, self.route_on)
 
     def decide(self, inputs: Sequence[LanguageModelInput], **options: Any) -> list[dict[str, Any]]:
         """Route many inputs in one router pass; returns one decision dict per input.
@@ -241,20 +342,23 @@ class ZooterRouterRunnable(BaseChatModel):
             inputs: strings, message lists or prompt values.
             options: ``allowed_experts`` / ``force_expert`` for these calls.
         """
-        texts = [self.route_text(self._convert_input(i).to_messages()) for i in inputs]
-        return self._decide_texts(texts, **options)
+        route_options, unknown = _RouteOptions.split(options)
+        if unknown:
+            raise TypeError(f"decide() got unknown routing options {sorted(unknown)}")
+        return self._route(self._texts(inputs), route_options)
 
-    def _decide_texts(
-        self, texts: list[str], *, allowed_experts: Sequence[str] | None = None, force_expert: str | None = None
-    ) -> list[dict[str, Any]]:
-        if isinstance(allowed_experts, str):  # one name, not its letters
-            allowed_experts = [allowed_experts]
-        allowed = [e for e in (allowed_experts or self.allowed_experts or self.router.experts) if e in self.experts]
+    def _texts(self, inputs: Sequence[LanguageModelInput]) -> list[str]:
+        return [self.route_text(self._convert_input(i).to_messages()) for i in inputs]
+
+    def _route(self, texts: list[str], options: _RouteOptions) -> list[dict[str, Any]]:
+        """One router pass over ``texts``: the decision for each (expert, reason, probabilities, allowed)."""
+        wanted = options.allowed_experts or self.allowed_experts or self.router.experts
+        allowed = [e for e in wanted if e in self.experts]
         if not allowed:
             raise ZooterError(
-                f"no allowed expert has a chat model; allowed {allowed_experts}, have {list(self.experts)}"
+                f"no allowed expert has a chat model; allowed {options.allowed_experts}, have {list(self.experts)}"
             )
-        force = force_expert or self.force_expert
+        force = options.force_expert or self.force_expert
         if force is not None and force not in self.experts:
             raise ZooterError(f"force_expert {force!r} is not one of the experts {list(self.experts)}")
         decisions = self.router.route(texts, allowed=allowed, batch_size=self.batch_size)
@@ -270,21 +374,6 @@ class ZooterRouterRunnable(BaseChatModel):
             )
         return out
 
-    def _split_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return {key: kwargs.pop(key) for key in _CALL_OPTIONS if key in kwargs}
-
-    def _decision_for(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
-        options = self._split_options(kwargs)
-        decision = kwargs.pop(_DECISION_KWARG, None)
-        return decision or self._decide_texts([self.route_text(messages)], **options)[0]
-
-    async def _adecision_for(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`_decision_for` with any routing done in a worker thread, off the event loop."""
-        if _DECISION_KWARG in kwargs:
-            return self._decision_for(messages, kwargs)
-        options = self._split_options(kwargs)
-        return (await asyncio.to_thread(self._decide_texts, [self.route_text(messages)], **options))[0]
-
     def _candidates(self, decision: dict[str, Any]) -> list[str]:
         """The chosen expert, then (with fallback) the next most probable allowed ones."""
         if not self.fallback:
@@ -293,17 +382,47 @@ class ZooterRouterRunnable(BaseChatModel):
         others = sorted((e for e in decision["allowed"] if e != decision["expert"]), key=lambda e: -probs.get(e, 0.0))
         return [decision["expert"], *others[: self.max_fallbacks]]
 
-    @staticmethod
-    def _pop_tools(kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The ``bind_tools`` arguments of this call, taken out of ``kwargs``."""
-        tools = kwargs.pop("tools", None)
-        tool_choice = kwargs.pop("tool_choice", None)
-        options = dict(kwargs.pop("tool_options", None) or {})
-        if not tools:
-            return {}
-        if tool_choice is not None:
-            options["tool_choice"] = tool_choice
-        return {"tools": tools, **options}
+    # -- dispatch: the experts in order, one fallback rule ----------------------------------------
+    def _dispatch(
+        self, plan: _Plan, messages: list[BaseMessage], stop: list[str] | None, *, stream: bool = False
+    ) -> Iterator[tuple[str, BaseMessage]]:
+        """Announce the decision, then call the candidates in order until one answers.
+
+        Yields ``(expert, message)`` once, or ``(expert, chunk)`` per chunk with ``stream``.
+        """
+        emit(plan.children, ROUTE_EVENT, plan.decision)
+        for name in plan.candidates:
+            model, started = self._expert(name, plan.tools), False
+            try:
+                if stream:
+                    for chunk in model.stream(messages, plan.config, stop=stop, **plan.kwargs):
+                        started = True
+                        yield name, chunk
+                else:
+                    yield name, model.invoke(messages, plan.config, stop=stop, **plan.kwargs)
+                return
+            except plan.exceptions_to_handle as error:
+                if not plan.fall_back(name, error, started=started):
+                    raise
+
+    async def _adispatch(
+        self, plan: _Plan, messages: list[BaseMessage], stop: list[str] | None, *, stream: bool = False
+    ) -> AsyncIterator[tuple[str, BaseMessage]]:
+        """Async :meth:`_dispatch`."""
+        await aemit(plan.children, ROUTE_EVENT, plan.decision)
+        for name in plan.candidates:
+            model, started = self._expert(name, plan.tools), False
+            try:
+                if stream:
+                    async for chunk in model.astream(messages, plan.config, stop=stop, **plan.kwargs):
+                        started = True
+                        yield name, chunk
+                else:
+                    yield name, await model.ainvoke(messages, plan.config, stop=stop, **plan.kwargs)
+                return
+            except plan.exceptions_to_handle as error:
+                if not plan.fall_back(name, error, started=started):
+                    raise
 
     def _expert(self, name: str, tools: dict[str, Any] | None = None) -> Runnable:
         """The expert's chat model, with this call's tools bound."""
@@ -313,52 +432,24 @@ class ZooterRouterRunnable(BaseChatModel):
             model = model.bind_tools(options.pop("tools"), **options)
         return model
 
-    @staticmethod
-    def _metadata(decision: dict[str, Any], answered_by: str, attempts: list[dict[str, str]]) -> dict[str, Any]:
-        return {
-            "expert": answered_by,
-            "routed_to": decision["expert"],
-            "reason": decision["reason"] if answered_by == decision["expert"] else "fallback",
-            "probabilities": decision["probabilities"],
-            "attempts": attempts,
+    def _tagged(self, message: Any, plan: _Plan, name: str) -> BaseMessage:
+        """The expert's answer (or first chunk) with the decision in its response metadata."""
+        if not isinstance(message, BaseMessage):
+            raise ZooterError(f"expert {name!r} returned {type(message).__name__}, not a chat message")
+        metadata = {
+            "model_name": model_name(self.experts[name], name),
+            **message.response_metadata,
+            "zooter": plan.record(name),
         }
+        return message.model_copy(update={"response_metadata": metadata})
 
-    # -- calls: route first, so tracing knows the expert and batches share one router pass ----
-    def _route_first(self, input: LanguageModelInput, kwargs: dict[str, Any]) -> None:
-        """Put the decision into ``kwargs`` unless a batch already did."""
-        if _DECISION_KWARG not in kwargs:
-            kwargs[_DECISION_KWARG] = self.decide([input], **self._split_options(kwargs))[0]
+    def _chunk(self, chunk: Any, plan: _Plan, name: str, *, first: bool) -> ChatGenerationChunk:
+        """A streamed chunk of the expert's answer; the first carries the decision."""
+        if not isinstance(chunk, AIMessageChunk):
+            chunk = AIMessageChunk(content=getattr(chunk, "content", chunk))
+        return ChatGenerationChunk(message=self._tagged(chunk, plan, name) if first else chunk)
 
-    async def _aroute_first(
-        self, input: LanguageModelInput, config: RunnableConfig | None, kwargs: dict[str, Any]
-    ) -> None:
-        """:meth:`_route_first` with the encoder in a worker thread, never on the event loop."""
-        if _DECISION_KWARG not in kwargs:
-            options = self._split_options(kwargs)
-            kwargs[_DECISION_KWARG] = (await run_in_executor(config, self.decide, [input], **options))[0]
-
-    def invoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        self._route_first(input, kwargs)
-        return super().invoke(input, config, stop=stop, **kwargs)
-
-    async def ainvoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        await self._aroute_first(input, config, kwargs)
-        return await super().ainvoke(input, config, stop=stop, **kwargs)
-
+    # -- calls LangChain does not hand the hooks all they need -----------------------------------
     def stream(
         self,
         input: LanguageModelInput,
@@ -367,12 +458,9 @@ class ZooterRouterRunnable(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        self._route_first(input, kwargs)
-        config, previous = self._enter_stream(config)
-        try:
+        """``BaseChatModel.stream``, with its run pinned so the expert's run nests inside it."""
+        with stream_run(config) as config:  # _stream gets no run manager from BaseChatModel.stream
             yield from super().stream(input, config, stop=stop, **kwargs)
-        finally:
-            _STREAM_PARENT.set(previous)
 
     async def astream(
         self,
@@ -382,23 +470,19 @@ class ZooterRouterRunnable(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        await self._aroute_first(input, config, kwargs)
-        config, previous = self._enter_stream(config)
-        try:
+        """``BaseChatModel.astream``, with its run pinned so the expert's run nests inside it."""
+        with stream_run(config) as config:
             async for chunk in super().astream(input, config, stop=stop, **kwargs):
                 yield chunk
-        finally:
-            _STREAM_PARENT.set(previous)
 
-    @staticmethod
-    def _enter_stream(config: RunnableConfig | None) -> tuple[RunnableConfig, Any]:
-        # BaseChatModel.stream calls _stream without its run manager; fix the run id in advance and
-        # leave it (with the callbacks) where _stream can find it, so the expert's run nests inside.
-        config = ensure_config(config)
-        config = {**config, "run_id": config.get("run_id") or uuid.uuid4()}
-        previous = _STREAM_PARENT.get()
-        _STREAM_PARENT.set((config["run_id"], config))
-        return config, previous
+    @contextmanager
+    def _batched(self, decision: dict[str, Any]) -> Iterator[None]:
+        """Within this block, this model's call uses ``decision`` instead of routing again."""
+        token = _BATCH_DECISION.set((self, decision))
+        try:
+            yield
+        finally:
+            _BATCH_DECISION.reset(token)
 
     def batch(
         self,
@@ -412,12 +496,13 @@ class ZooterRouterRunnable(BaseChatModel):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        decisions = self.decide(inputs, **self._split_options(kwargs))
+        decisions = self._route(self._texts(inputs), _RouteOptions.split(kwargs)[0])
 
         def run(item: tuple[LanguageModelInput, RunnableConfig, dict[str, Any]]) -> AIMessage | Exception:
             input_, config_, decision = item
             try:
-                return self.invoke(input_, config_, **kwargs, **{_DECISION_KWARG: decision})
+                with self._batched(decision):
+                    return self.invoke(input_, config_, **kwargs)
             except Exception as e:
                 if return_exceptions:
                     return e
@@ -439,12 +524,13 @@ class ZooterRouterRunnable(BaseChatModel):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        options = self._split_options(kwargs)
-        decisions = await run_in_executor(configs[0], self.decide, inputs, **options)
+        options = _RouteOptions.split(kwargs)[0]
+        decisions = await run_in_executor(configs[0], lambda: self._route(self._texts(inputs), options))
 
         async def run(input_: LanguageModelInput, config_: RunnableConfig, decision: dict[str, Any]) -> Any:
             try:
-                return await self.ainvoke(input_, config_, **kwargs, **{_DECISION_KWARG: decision})
+                with self._batched(decision):
+                    return await self.ainvoke(input_, config_, **kwargs)
             except Exception as e:
                 if return_exceptions:
                     return e
@@ -452,157 +538,6 @@ class ZooterRouterRunnable(BaseChatModel):
 
         coros = [run(i, c, d) for i, c, d in zip(inputs, configs, decisions)]
         return await gather_with_concurrency(configs[0].get("max_concurrency"), *coros)
-
-    # -- the BaseChatModel hooks ---------------------------------------------------------------
-    @staticmethod
-    def _children(run_manager: Any) -> Any:
-        """A callback manager whose runs nest under this router's run (or the stream in progress)."""
-        if run_manager is None:
-            parent = _STREAM_PARENT.get()
-            if parent is None:
-                return None
-            run_id, config = parent
-            manager = CallbackManager.configure(
-                config.get("callbacks"),
-                inheritable_tags=config.get("tags"),
-                inheritable_metadata=config.get("metadata"),
-            )
-            manager.parent_run_id = run_id
-            return manager
-        return child_callbacks(run_manager)
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        decision = self._decision_for(messages, kwargs)
-        children = self._children(run_manager)
-        if children is not None:
-            children.on_custom_event(ROUTE_EVENT, decision, run_id=children.parent_run_id)
-        tools = self._pop_tools(kwargs)
-        attempts: list[dict[str, str]] = []
-        candidates = self._candidates(decision)
-        for i, name in enumerate(candidates):
-            try:
-                message = self._expert(name, tools).invoke(messages, {"callbacks": children}, stop=stop, **kwargs)
-            except Exception as e:
-                if i == len(candidates) - 1:
-                    raise
-                _record_failure(attempts, name, e, candidates[i + 1])
-                continue
-            return self._result(message, decision, name, attempts)
-        raise AssertionError("unreachable")  # the last candidate either returns or raises
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        decision = await self._adecision_for(messages, kwargs)
-        children = self._children(run_manager)
-        if children is not None:
-            await _emit(children, decision)
-        tools = self._pop_tools(kwargs)
-        attempts: list[dict[str, str]] = []
-        candidates = self._candidates(decision)
-        for i, name in enumerate(candidates):
-            try:
-                message = await self._expert(name, tools).ainvoke(
-                    messages, {"callbacks": children}, stop=stop, **kwargs
-                )
-            except Exception as e:
-                if i == len(candidates) - 1:
-                    raise
-                _record_failure(attempts, name, e, candidates[i + 1])
-                continue
-            return self._result(message, decision, name, attempts)
-        raise AssertionError("unreachable")
-
-    def _result(self, message: Any, decision: dict[str, Any], name: str, attempts: list[dict[str, str]]) -> ChatResult:
-        if not isinstance(message, BaseMessage):
-            raise ZooterError(f"expert {name!r} returned {type(message).__name__}, not a chat message")
-        metadata = {
-            "model_name": _model_name(self.experts[name], name),
-            **message.response_metadata,
-            "zooter": self._metadata(decision, name, attempts),
-        }
-        message = message.model_copy(update={"response_metadata": metadata})
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        decision = self._decision_for(messages, kwargs)
-        children = self._children(run_manager)
-        if children is not None:
-            children.on_custom_event(ROUTE_EVENT, decision, run_id=children.parent_run_id)
-        tools = self._pop_tools(kwargs)
-        attempts: list[dict[str, str]] = []
-        candidates = self._candidates(decision)
-        for i, name in enumerate(candidates):
-            started = False
-            try:
-                for chunk in self._expert(name, tools).stream(messages, {"callbacks": children}, stop=stop, **kwargs):
-                    if not started:
-                        chunk = self._tag_first_chunk(chunk, decision, name, attempts)
-                        started = True
-                    yield ChatGenerationChunk(message=chunk)
-                return
-            except Exception as e:
-                if started or i == len(candidates) - 1:  # tokens already sent cannot be taken back
-                    raise
-                _record_failure(attempts, name, e, candidates[i + 1])
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        decision = await self._adecision_for(messages, kwargs)
-        children = self._children(run_manager)
-        if children is not None:
-            await _emit(children, decision)
-        tools = self._pop_tools(kwargs)
-        attempts: list[dict[str, str]] = []
-        candidates = self._candidates(decision)
-        for i, name in enumerate(candidates):
-            started = False
-            try:
-                async for chunk in self._expert(name, tools).astream(
-                    messages, {"callbacks": children}, stop=stop, **kwargs
-                ):
-                    if not started:
-                        chunk = self._tag_first_chunk(chunk, decision, name, attempts)
-                        started = True
-                    yield ChatGenerationChunk(message=chunk)
-                return
-            except Exception as e:
-                if started or i == len(candidates) - 1:
-                    raise
-                _record_failure(attempts, name, e, candidates[i + 1])
-
-    def _tag_first_chunk(
-        self, chunk: Any, decision: dict[str, Any], name: str, attempts: list[dict[str, str]]
-    ) -> AIMessageChunk:
-        if not isinstance(chunk, AIMessageChunk):
-            chunk = AIMessageChunk(content=getattr(chunk, "content", chunk))
-        metadata = {
-            "model_name": _model_name(self.experts[name], name),
-            **chunk.response_metadata,
-            "zooter": self._metadata(decision, name, attempts),
-        }
-        return chunk.model_copy(update={"response_metadata": metadata})
 
     # -- tools and structured output -------------------------------------------------------------
     def bind_tools(
@@ -630,17 +565,19 @@ class ZooterRouterRunnable(BaseChatModel):
         }
 
         def pick(input_: LanguageModelInput, config: RunnableConfig) -> Runnable:
-            from langchain_core.callbacks import dispatch_custom_event
-
             decision = self.decide([input_])[0]
             dispatch_custom_event(ROUTE_EVENT, decision, config=config)
             return structured[decision["expert"]]
 
         async def apick(input_: LanguageModelInput, config: RunnableConfig) -> Runnable:
-            from langchain_core.callbacks import adispatch_custom_event
-
             decision = (await asyncio.to_thread(self.decide, [input_]))[0]
             await adispatch_custom_event(ROUTE_EVENT, decision, config=config)
             return structured[decision["expert"]]
 
         return RunnableLambda(pick, afunc=apick, name="ZooterStructuredOutput")
+
+
+ZooterRouterRunnable = ChatZooterRouter
+"""The earlier name of :class:`ChatZooterRouter`, kept as an alias."""
+
+__all__ = ["ROUTE_EVENT", "ChatZooterRouter", "ZooterRouterRunnable"]

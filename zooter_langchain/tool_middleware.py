@@ -29,14 +29,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import adispatch_custom_event, dispatch_custom_event
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from zooter.errors import ConfigError, MissingDependencyError
-from zooter_langchain.runnable import message_text
-from zooter_langchain.tool_selection import ZooterToolSelector, check_tool_names
+from zooter_langchain._messages import message_text
+from zooter_langchain._tracing import adispatch_event, dispatch_event
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
@@ -45,6 +44,9 @@ except ImportError as e:  # langchain-core alone has no agents
         "ZooterToolSelectorMiddleware needs the langchain package: pip install 'zooter-langchain[agents]' "
         "(without it, use ZooterToolSelector.as_runnable())"
     ) from e
+
+if TYPE_CHECKING:  # for annotations only: at run time the selector module imports this one, not back
+    from zooter_langchain.tool_selection import ZooterToolSelector
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +70,6 @@ def _name_of(tool: Any) -> str | None:
     if not isinstance(name, str):
         raise TypeError(f"cannot tell the name of tool {tool!r}")
     return name
-
-
-def _emit(record: dict[str, Any]) -> None:
-    try:
-        dispatch_custom_event(TOOL_SELECTION_EVENT, record)
-    except RuntimeError:  # called outside any run (no parent run to attach the event to)
-        logger.debug("no run to attach the %s event to", TOOL_SELECTION_EVENT)
-
-
-async def _aemit(record: dict[str, Any]) -> None:
-    try:
-        await adispatch_custom_event(TOOL_SELECTION_EVENT, record)
-    except RuntimeError:
-        logger.debug("no run to attach the %s event to", TOOL_SELECTION_EVENT)
 
 
 class ZooterToolSelectorMiddleware(AgentMiddleware):
@@ -132,7 +120,7 @@ class ZooterToolSelectorMiddleware(AgentMiddleware):
         key = frozenset(names)
         if key in self._checked:
             return
-        check_tool_names(self.selector.tool_names, names, self.selector.always_include, allow_subset=self.allow_subset)
+        self.selector.check_tools(names, allow_subset=self.allow_subset)
         self._checked.add(key)
 
     # -- one turn's selection ------------------------------------------------------------------
@@ -199,7 +187,7 @@ class ZooterToolSelectorMiddleware(AgentMiddleware):
         probabilities = turn.probabilities if turn.probabilities is not None else self._route(turn)
         narrowed, record = self._narrow(request, turn, probabilities)
         if not record["cached"]:
-            _emit(record)
+            dispatch_event(TOOL_SELECTION_EVENT, record)
         return self._tag(handler(narrowed), record)
 
     async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]) -> Any:
@@ -213,7 +201,7 @@ class ZooterToolSelectorMiddleware(AgentMiddleware):
             probabilities = await asyncio.to_thread(self._route, turn)
         narrowed, record = self._narrow(request, turn, probabilities)
         if not record["cached"]:
-            await _aemit(record)
+            await adispatch_event(TOOL_SELECTION_EVENT, record)
         return self._tag(await handler(narrowed), record)
 
 

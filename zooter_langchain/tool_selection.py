@@ -22,10 +22,10 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
@@ -34,7 +34,7 @@ from langchain_core.runnables.config import run_in_executor
 
 from zooter.errors import ConfigError, ExpertMismatchError
 from zooter.policy import SelectionPolicy, select_top
-from zooter_langchain.runnable import conversation_text, last_human_text
+from zooter_langchain._messages import RouteOn, check_route_on, route_text
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
@@ -150,13 +150,12 @@ class ZooterToolSelector:
         min_k: int = 1,
         max_k: int | None = None,
         always_include: Sequence[str] = (),
-        route_on: Literal["last_human", "conversation"] | Callable[[list[BaseMessage]], str] = "last_human",
+        route_on: RouteOn = "last_human",
         batch_size: int | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if isinstance(route_on, str) and route_on not in ("last_human", "conversation"):
-            raise ConfigError(f"route_on must be 'last_human', 'conversation' or a function, got {route_on!r}")
+        check_route_on(route_on)
         self.router = router
         self.always_include = list(dict.fromkeys(always_include))
         known = [name for name in self.always_include if name in router.experts]
@@ -196,11 +195,11 @@ class ZooterToolSelector:
         if isinstance(query, str):
             return query
         messages = query.to_messages() if isinstance(query, PromptValue) else convert_to_messages(query)
-        if callable(self.route_on):
-            return self.route_on(list(messages))
-        if self.route_on == "conversation":
-            return conversation_text(messages)
-        return last_human_text(messages)
+        return route_text(messages, self.route_on)
+
+    def check_tools(self, agent_tools: Sequence[str], *, allow_subset: bool = False) -> None:
+        """Check that an agent's tool names agree with this selector's (see :func:`check_tool_names`)."""
+        check_tool_names(self.tool_names, agent_tools, self.always_include, allow_subset=allow_subset)
 
     def select(self, query: ToolQuery, *, allowed: Sequence[str] | None = None) -> ToolSelection:
         """The tools for one query (see :meth:`select_many`)."""
@@ -281,7 +280,7 @@ class ZooterToolSelectorRunnable(Runnable[ToolQuery, list[Any]]):
         self.tools = {_tool_name(t): t for t in tools} if tools is not None else None
         self.allowed: list[str] | None = None
         if self.tools is not None:
-            check_tool_names(selector.tool_names, list(self.tools), selector.always_include, allow_subset=allow_subset)
+            selector.check_tools(list(self.tools), allow_subset=allow_subset)
             self.allowed = [name for name in selector.tool_names if name in self.tools]
 
     @property

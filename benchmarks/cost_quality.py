@@ -15,7 +15,8 @@ Sets (train -> test, fixed splits, as ``benchmarks/routing_quality.py``):
 - ``llmrouter``: ``../shared/data/llmrouter_9model`` with its ``experts.json`` prices (0.10-0.90
   USD per million tokens); targets: the best single expert's quality at the lowest cost, 95 % of
   it, and half its mean cost.
-- ``routellm``: ``../shared/data/routellm_mmlu_gsm8k`` (20 % test by id hash, seed 0) with
+- ``routellm``: ``../shared/data/routellm_mmlu_gsm8k`` (20 % test by id hash, seed 0; other
+  splits with ``--split-seeds``) with
   ``examples/data/routellm_costs.json`` (the RouteLLM paper's prices: 24.7 USD per million tokens
   for GPT-4, 0.24 for Mixtral); targets: at most 50 % of calls to GPT-4, and 95 % of GPT-4's
   quality at the lowest cost.
@@ -45,6 +46,7 @@ from _common import SHARED_DATA, machine
 from routing_quality import load_set
 
 from zooter.costs import CostTable, CostTarget, calibrate_cost_weight, call_penalties, sweep_cost_weights
+from zooter.data import RoutingDataset
 from zooter.evaluation import evaluate_costs
 from zooter.labels import reward_tensor
 from zooter.router import ZooterRouter
@@ -71,11 +73,21 @@ def targets(name: str, best_cost: float) -> dict[str, CostTarget]:
     }
 
 
-def trained(name: str, cache: Path, device: str | None) -> tuple[ZooterRouter, float | None]:
-    folder = cache / f"{name}-router"
+def splits(name: str, seed: int) -> tuple[RoutingDataset, RoutingDataset]:
+    """(train, test) of a set; RouteLLM's id-hash split can be drawn with another seed."""
+    if name == "routellm" and seed != 0:
+        data = RoutingDataset.load(SHARED_DATA / "routellm_mmlu_gsm8k" / "rewards.jsonl.gz")
+        parts = data.split(validation_fraction=0.0, test_fraction=0.2, seed=seed)
+        return parts.train, parts.test
+    train, _, test = load_set(name)
+    return train, test
+
+
+def trained(name: str, seed: int, cache: Path, device: str | None) -> tuple[ZooterRouter, float | None]:
+    folder = cache / (f"{name}-router" if seed == 0 else f"{name}-split{seed}-router")
     if (folder / "config.json").is_file():
         return ZooterRouter.from_pretrained(folder, device=device), None
-    train, _, _ = load_set(name)
+    train, _ = splits(name, seed)
     started = time.perf_counter()
     router = train_router(train, TrainingConfig(device=device, show_progress=False))
     seconds = time.perf_counter() - started
@@ -83,9 +95,9 @@ def trained(name: str, cache: Path, device: str | None) -> tuple[ZooterRouter, f
     return router, seconds
 
 
-def run(name: str, cache: Path, plots: Path, output_tokens: float, device: str | None) -> dict[str, Any]:
-    train, _, test = load_set(name)
-    router, seconds = trained(name, cache, device)
+def run(name: str, seed: int, cache: Path, plots: Path, output_tokens: float, device: str | None) -> dict[str, Any]:
+    train, test = splits(name, seed)
+    router, seconds = trained(name, seed, cache, device)
     experts = router.experts
     prices = CostTable.load(PRICES[name])
     prices = prices.with_output_tokens(
@@ -94,7 +106,7 @@ def run(name: str, cache: Path, plots: Path, output_tokens: float, device: str |
     router.set_costs(prices)
     test = test.select_experts(experts)
     report = evaluate_costs(router, test)
-    plot = report.plot(plots / f"cost_quality_{name}.png")
+    plot = report.plot(plots / (f"cost_quality_{name}.png" if seed == 0 else f"cost_quality_{name}_split{seed}.png"))
 
     # λ for each target, calibrated as `zooter train --target-...` does: on leave-one-out estimates
     held_out = router.bank.leave_one_out().expected_rewards  # type: ignore[union-attr]
@@ -126,6 +138,7 @@ def run(name: str, cache: Path, plots: Path, output_tokens: float, device: str |
         }
     return {
         "set": name,
+        "split_seed": seed,
         "train_rows": len(train),
         "test_rows": report.n,
         "prices": PRICES[name].name if name == "llmrouter" else str(PRICES[name].relative_to(ROOT)),
@@ -142,7 +155,8 @@ def markdown(result: dict[str, Any]) -> str:
     report = result["report"]
     best = report["best_single"]
     lines = [
-        f"**{result['set']}** ({result['test_rows']} test queries; prices {result['prices']}, "
+        f"**{result['set']}**, split seed {result['split_seed']} ({result['test_rows']} test queries; "
+        f"prices {result['prices']}, "
         f"answers counted as {result['output_tokens']:.0f} tokens)",
         "",
         "| system | mean reward | USD / 1k queries | cost vs best single |",
@@ -186,13 +200,19 @@ def main() -> None:
     parser.add_argument("--output-tokens", type=float, default=256.0, help="tokens counted per answer")
     parser.add_argument("--cache", default=str(ROOT / ".benchmarks"), help="folder of trained routers (reused)")
     parser.add_argument("--plots", default=str(ROOT / ".benchmarks"), help="folder for the frontier plots")
+    parser.add_argument("--split-seeds", default="0", help="routellm: comma-separated seeds of its id-hash split")
     parser.add_argument("--device")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cache, plots = Path(args.cache), Path(args.plots)
     cache.mkdir(parents=True, exist_ok=True)
     plots.mkdir(parents=True, exist_ok=True)
-    results = [run(name, cache, plots, args.output_tokens, args.device) for name in args.sets.split(",")]
+    seeds = [int(seed) for seed in args.split_seeds.split(",")]
+    results = [
+        run(name, seed, cache, plots, args.output_tokens, args.device)
+        for name in args.sets.split(",")
+        for seed in (seeds if name == "routellm" else [0])  # llmrouter's split is its source's
+    ]
     print(json.dumps({"machine": machine(), "results": results}))
     for result in results:
         print()

@@ -1,4 +1,4 @@
-"""ZooterRouterRunnable in LangChain: an LCEL chain, streaming, batch, and an agent with two tools.
+"""ChatZooterRouter in LangChain: an LCEL chain, streaming, batch, and an agent with two tools.
 
 Runs offline: the experts are FakeExpertChatModel instances (swap in ChatOpenAI, ChatAnthropic, ...
 for real use), and the router is trained in a few seconds on a small hand-made dataset with the
@@ -18,7 +18,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 from zooter import RoutingDataset, RoutingExample, TrainingConfig, ZooterRouter, train_router
-from zooter_langchain import ROUTE_EVENT, FakeExpertChatModel, ZooterRouterRunnable
+from zooter_langchain import ROUTE_EVENT, ChatZooterRouter, FakeExpertChatModel
 
 TOPICS = {
     "coder": [
@@ -72,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     router = ZooterRouter.from_pretrained(args.router) if args.router else train_small_router()
     experts = {name: FakeExpertChatModel(name=name, model_name=f"fake-{name}") for name in router.experts}
-    model = ZooterRouterRunnable(router=router, experts=experts)
+    model = ChatZooterRouter(router=router, experts=experts)
 
     print("== LCEL chain: prompt | router | parser")
     chain = ChatPromptTemplate.from_messages([("system", "Answer briefly."), ("human", "{question}")]) | model

@@ -313,3 +313,41 @@ def test_the_frontier_of_a_quality_router_starts_at_its_own_choices(
     pareto = report.pareto()
     assert [p["cost"] for p in pareto] == sorted(p["cost"] for p in pareto)
     assert [p["reward"] for p in pareto] == sorted(p["reward"] for p in pareto)
+
+
+# -- in LangChain ---------------------------------------------------------------------------------
+def test_the_chat_model_routes_by_cost_per_call_and_records_the_expected_cost(
+    router: ZooterRouter, held_out: RoutingDataset, tmp_path: Path
+) -> None:
+    from zooter_langchain import ChatZooterRouter, FakeExpertChatModel
+
+    router.set_costs(PRICES, cost_weight=500.0)
+    try:
+        router.save_pretrained(tmp_path / "priced")
+    finally:
+        router.set_costs(None)
+    experts = {name: FakeExpertChatModel(name=name) for name in EXPERTS}
+    model = ChatZooterRouter.from_pretrained(tmp_path / "priced", experts=experts)
+    priced = model.router
+    queries = [example.query for example in held_out][:12]
+
+    # by default the router folder's own λ decides
+    for query, decision in zip(queries, priced.route(queries)):
+        meta = model.invoke(query).response_metadata["zooter"]
+        assert meta["expert"] == decision.expert
+        assert meta["expected_cost"] == pytest.approx(decision.expected_cost)
+        assert meta["expected_reward"] == pytest.approx(decision.expected_reward)
+    # per call: quality only, a huge λ, a budget; batch takes the same options
+    quality = [d.expert for d in priced.route(queries, cost_weight=0.0)]
+    assert "coder" in quality  # so that pricing coder out below changes something
+    assert [m.response_metadata["zooter"]["expert"] for m in model.batch(queries, cost_weight=0.0)] == quality
+    assert {model.invoke(q, cost_weight=1e9).response_metadata["zooter"]["expert"] for q in queries} <= {
+        "mathbot",
+        "poet",
+    }
+    budget = model.invoke(queries[0], max_cost=2e-4).response_metadata["zooter"]
+    assert budget["expected_cost"] <= 2e-4
+    # a model-wide setting, overridden per call
+    cheap = ChatZooterRouter(router=priced, experts=experts, cost_weight=1e9)
+    assert "coder" not in {m.response_metadata["zooter"]["expert"] for m in cheap.batch(queries)}
+    assert [m.response_metadata["zooter"]["expert"] for m in cheap.batch(queries, cost_weight=0.0)] == quality

@@ -65,10 +65,14 @@ class _RouteOptions:
     Attributes:
         allowed_experts: choose only among these (``invoke(..., allowed_experts=[...])``).
         force_expert: answer with this expert, still reporting the router's view.
+        cost_weight: λ of the cost-aware decision for this call (``invoke(..., cost_weight=...)``).
+        max_cost: leave out experts expected to cost more than this, in USD (``invoke(..., max_cost=...)``).
     """
 
     allowed_experts: list[str] | None = None
     force_expert: str | None = None
+    cost_weight: float | None = None
+    max_cost: float | None = None
 
     @classmethod
     def split(cls, kwargs: Mapping[str, Any]) -> tuple[_RouteOptions, dict[str, Any]]:
@@ -77,7 +81,13 @@ class _RouteOptions:
         allowed = rest.pop("allowed_experts", None)
         if isinstance(allowed, str):  # one name, not its letters
             allowed = [allowed]
-        return cls(allowed_experts=allowed, force_expert=rest.pop("force_expert", None)), rest
+        options = cls(
+            allowed_experts=allowed,
+            force_expert=rest.pop("force_expert", None),
+            cost_weight=rest.pop("cost_weight", None),
+            max_cost=rest.pop("max_cost", None),
+        )
+        return options, rest
 
 
 def _split_tools(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -135,13 +145,18 @@ class _Plan:
     def record(self, answered_by: str) -> dict[str, Any]:
         """What an answer from ``answered_by`` carries in ``response_metadata["zooter"]``."""
         decision = self.decision
-        return {
+        record = {
             "expert": answered_by,
             "routed_to": decision["expert"],
             "reason": decision["reason"] if answered_by == decision["expert"] else "fallback",
             "probabilities": decision["probabilities"],
             "attempts": self.attempts,
         }
+        if "expected_rewards" in decision:
+            record["expected_reward"] = decision["expected_rewards"].get(answered_by)
+        if "costs" in decision:
+            record["expected_cost"] = decision["costs"][answered_by]
+        return record
 
 
 class ChatZooterRouter(BaseChatModel):
@@ -149,7 +164,8 @@ class ChatZooterRouter(BaseChatModel):
 
     A trained :class:`zooter.ZooterRouter` reads the query (by default the last human message) and
     picks the expert most likely to answer it best; only that expert runs. Every answer carries the
-    decision in ``response_metadata["zooter"]`` (chosen expert, every expert's probability, any
+    decision in ``response_metadata["zooter"]`` (chosen expert, every expert's probability, the
+    chosen expert's expected reward and, when the router has prices, its expected cost in USD, any
     fallback attempts), and a ``zooter_route`` custom callback event carries the same. The
     expert's run nests inside this model's run in traces, with the expert's own model name.
 
@@ -167,6 +183,12 @@ class ChatZooterRouter(BaseChatModel):
         exceptions_to_handle: the errors fallback recovers from, as in ``Runnable.with_fallbacks``
             (default: any ``Exception``); others surface at once.
         allowed_experts: choose only among these (per call: ``invoke(..., allowed_experts=[...])``).
+        cost_weight: λ of the cost-aware decision, ``argmax expected reward - λ * cost`` (needs a
+            router with prices, see :meth:`zooter.ZooterRouter.set_costs`); None (default): the
+            router's own, calibrated when it was trained with a cost target (per call:
+            ``invoke(..., cost_weight=...)``).
+        max_cost: a per-query budget in USD: experts expected to cost more are left out, and when
+            none fits, the cheapest answers (per call: ``invoke(..., max_cost=...)``).
         force_expert: always use this expert, still reporting the router's probabilities (per call:
             ``invoke(..., force_expert="name")``), e.g. for A/B checks.
         allow_subset: accept ``experts`` that cover only some of the router's experts; the others
@@ -189,6 +211,8 @@ class ChatZooterRouter(BaseChatModel):
     max_fallbacks: int = Field(default=2, ge=0)
     exceptions_to_handle: tuple[type[BaseException], ...] = (Exception,)
     allowed_experts: list[str] | None = None
+    cost_weight: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    max_cost: float | None = Field(default=None, allow_inf_nan=False)
     force_expert: str | None = None
     allow_subset: bool = False
     batch_size: int | None = Field(default=None, ge=1)
@@ -340,7 +364,7 @@ class ChatZooterRouter(BaseChatModel):
 
         Args:
             inputs: strings, message lists or prompt values.
-            options: ``allowed_experts`` / ``force_expert`` for these calls.
+            options: ``allowed_experts`` / ``force_expert`` / ``cost_weight`` / ``max_cost`` for these calls.
         """
         route_options, unknown = _RouteOptions.split(options)
         if unknown:
@@ -361,7 +385,13 @@ class ChatZooterRouter(BaseChatModel):
         force = options.force_expert or self.force_expert
         if force is not None and force not in self.experts:
             raise ZooterError(f"force_expert {force!r} is not one of the experts {list(self.experts)}")
-        decisions = self.router.route(texts, allowed=allowed, batch_size=self.batch_size)
+        decisions = self.router.route(
+            texts,
+            allowed=allowed,
+            cost_weight=options.cost_weight if options.cost_weight is not None else self.cost_weight,
+            max_cost=options.max_cost if options.max_cost is not None else self.max_cost,
+            batch_size=self.batch_size,
+        )
         out = []
         for text, decision in zip(texts, decisions):
             expert, reason = decision.expert, "router"
@@ -369,9 +399,12 @@ class ChatZooterRouter(BaseChatModel):
                 expert, reason = force, "forced"
             elif not text.strip() and self.default_expert is not None:
                 expert, reason = self.default_expert, "empty query"
-            out.append(
-                {"expert": expert, "reason": reason, "probabilities": decision.probabilities, "allowed": allowed}
-            )
+            entry = {"expert": expert, "reason": reason, "probabilities": decision.probabilities, "allowed": allowed}
+            if decision.expected_rewards is not None:
+                entry["expected_rewards"] = decision.expected_rewards
+            if decision.costs is not None:
+                entry["costs"] = decision.costs
+            out.append(entry)
         return out
 
     def _candidates(self, decision: dict[str, Any]) -> list[str]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from langchain_core.decisions import (
@@ -42,12 +41,13 @@ from langchain_core.runnables.config import get_config_list, run_in_executor
 from pydantic import ConfigDict, Field, TypeAdapter
 
 from zooter.errors import ConfigError, ExpertMismatchError, ZooterError, name_list
+from zooter_langchain._loading import FromPretrained
 from zooter_langchain._messages import RouteOn, check_route_on, message_text, route_text
 
 _QUESTION = TypeAdapter(Question)
 
 
-class ZooterDecisionModel(BaseDecisionModel):
+class ZooterDecisionModel(BaseDecisionModel, FromPretrained):
     """Answers ``Choice`` questions over a router's experts with the router's decision.
 
     Each ``Choice`` label must be one of the router's experts, or a key of ``labels`` (which maps
@@ -105,20 +105,8 @@ class ZooterDecisionModel(BaseDecisionModel):
                 raise ConfigError(f"labels must name distinct experts; several labels map to {name_list(shared)}")
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path_or_repo_id: str | Path,
-        *,
-        revision: str | None = None,
-        token: str | None = None,
-        device: str | None = None,
-        **kwargs: Any,
-    ) -> ZooterDecisionModel:
-        """Load a saved router (local folder or Hub repo id); ``kwargs`` go to the constructor."""
-        from zooter.router import ZooterRouter
-
-        router = ZooterRouter.from_pretrained(path_or_repo_id, revision=revision, token=token, device=device)
-        kwargs.setdefault("model", str(path_or_repo_id))
+    def _from_router(cls, router: Any, source: str, **kwargs: Any) -> ZooterDecisionModel:
+        kwargs.setdefault("model", source)  # the router's folder or Hub id names the model in traces
         return cls(router=router, **kwargs)
 
     @property

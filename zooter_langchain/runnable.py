@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 from langchain_core.callbacks import (
@@ -46,6 +45,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
 from zooter.errors import ExpertMismatchError, ZooterError, name_list
+from zooter_langchain._loading import FromPretrained
 from zooter_langchain._messages import RouteOn, route_text
 from zooter_langchain._tracing import aemit, child_callbacks, emit, model_name, stream_run
 
@@ -159,7 +159,7 @@ class _Plan:
         return record
 
 
-class ChatZooterRouter(BaseChatModel):
+class ChatZooterRouter(BaseChatModel, FromPretrained):
     """A chat model that routes each call to one of several expert chat models.
 
     A trained :class:`zooter.ZooterRouter` reads the query (by default the last human message) and
@@ -170,6 +170,7 @@ class ChatZooterRouter(BaseChatModel):
     expert's run nests inside this model's run in traces, with the expert's own model name.
 
     ``ZooterRouterRunnable`` is this class under its earlier name (an alias, kept for existing code).
+    ``ChatZooterRouter.from_pretrained(folder_or_hub_id, experts=..., **settings)`` loads the router.
 
     Args:
         experts: expert name -> chat model; names must match the router's experts.
@@ -244,23 +245,6 @@ class ChatZooterRouter(BaseChatModel):
                 raise ExpertMismatchError(
                     f"{name!r} is not one of the experts {list(self.experts)}", missing=[name], extra=[]
                 )
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path_or_repo_id: str | Path,
-        *,
-        experts: dict[str, Any],
-        revision: str | None = None,
-        token: str | None = None,
-        device: str | None = None,
-        **kwargs: Any,
-    ) -> ChatZooterRouter:
-        """Load a saved router (local folder or Hub repo id) and wrap ``experts`` with it."""
-        from zooter.router import ZooterRouter
-
-        router = ZooterRouter.from_pretrained(path_or_repo_id, revision=revision, token=token, device=device)
-        return cls(router=router, experts=experts, **kwargs)
 
     # -- LangChain's chat-model hooks: plan, then dispatch ---------------------------------------
     @property

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, convert_to_messages
@@ -34,6 +33,7 @@ from langchain_core.runnables.config import run_in_executor
 
 from zooter.errors import ConfigError, ExpertMismatchError
 from zooter.policy import SelectionPolicy, select_top
+from zooter_langchain._loading import FromPretrained
 from zooter_langchain._messages import RouteOn, check_route_on, route_text
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def _tool_name(tool: Any) -> str:
     return name
 
 
-class ZooterToolSelector:
+class ZooterToolSelector(FromPretrained):
     """Chooses the tools an agent needs for a query with a trained :class:`zooter.ZooterRouter`.
 
     The router's experts are tool names. Selection keeps the ``k`` most probable tools, or the
@@ -166,19 +166,7 @@ class ZooterToolSelector:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(
-        cls,
-        path_or_repo_id: str | Path,
-        *,
-        revision: str | None = None,
-        token: str | None = None,
-        device: str | None = None,
-        **settings: Any,
-    ) -> ZooterToolSelector:
-        """Load a saved router (local folder or Hub repo id); ``settings`` go to the constructor."""
-        from zooter.router import ZooterRouter
-
-        router = ZooterRouter.from_pretrained(path_or_repo_id, revision=revision, token=token, device=device)
+    def _from_router(cls, router: Any, source: str, **settings: Any) -> ZooterToolSelector:
         return cls(router, **settings)
 
     @property

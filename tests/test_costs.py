@@ -351,3 +351,23 @@ def test_the_chat_model_routes_by_cost_per_call_and_records_the_expected_cost(
     cheap = ChatZooterRouter(router=priced, experts=experts, cost_weight=1e9)
     assert "coder" not in {m.response_metadata["zooter"]["expert"] for m in cheap.batch(queries)}
     assert [m.response_metadata["zooter"]["expert"] for m in cheap.batch(queries, cost_weight=0.0)] == quality
+
+
+def test_plotting_without_matplotlib_is_refused_before_any_work(
+    router: ZooterRouter, held_out: RoutingDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import importlib.util
+
+    router.set_costs(PRICES)
+    try:
+        router.save_pretrained(tmp_path / "priced")
+    finally:
+        router.set_costs(None)
+    held_out.save(tmp_path / "test.jsonl")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    code = main(["eval", str(tmp_path / "priced"), str(tmp_path / "test.jsonl"), "--plot", str(tmp_path / "f.png")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "zooter-langchain[plot]" in captured.err and captured.out == ""  # nothing evaluated, nothing printed
+    assert not (tmp_path / "f.png").exists()

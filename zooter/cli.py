@@ -330,8 +330,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zooter.router import ZooterRouter
 
     if args.plot:
+        from zooter.evaluation import check_plotting
+
         refuse_overwriting_inputs([args.plot], [args.data, args.costs])
         check_writable(args.plot)
+        check_plotting()
     router = ZooterRouter.from_pretrained(args.router, device=args.device)
     data = RoutingDataset.load(args.data)
     if args.drop_extra_experts:

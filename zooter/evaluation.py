@@ -463,15 +463,12 @@ class CostReport:
 
     def plot(self, path: str | Path) -> Path:
         """Draw the frontier, every expert and the oracle to an image file (needs matplotlib)."""
-        try:
-            import matplotlib
+        check_plotting()
+        import matplotlib
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise MissingDependencyError(
-                "drawing the frontier needs matplotlib: pip install 'zooter-langchain[plot]'"
-            ) from None
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
         path = Path(path)
         fig, ax = plt.subplots(figsize=(7, 4.5))
         front = self.pareto()
@@ -498,6 +495,14 @@ class CostReport:
 
 
 QUALITY_LEVELS = (0.5, 0.8, 0.95)
+
+
+def check_plotting() -> None:
+    """Raise :class:`MissingDependencyError` unless matplotlib can be imported (``--plot`` checks first)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise MissingDependencyError("drawing the frontier needs matplotlib: pip install 'zooter-langchain[plot]'")
 
 
 def evaluate_costs(
@@ -625,6 +630,7 @@ __all__ = [
     "EvalReport",
     "SelectionReport",
     "SubsetScores",
+    "check_plotting",
     "evaluate",
     "evaluate_choices",
     "evaluate_costs",

@@ -45,7 +45,7 @@ from typing import Any
 from _common import SHARED_DATA, machine
 from routing_quality import load_set
 
-from zooter.costs import CostTable, CostTarget, calibrate_cost_weight, call_penalties, sweep_cost_weights
+from zooter.costs import CostTable, CostTarget
 from zooter.data import RoutingDataset
 from zooter.evaluation import evaluate_costs
 from zooter.labels import reward_tensor
@@ -105,26 +105,19 @@ def run(name: str, seed: int, cache: Path, plots: Path, output_tokens: float, de
     )
     router.set_costs(prices)
     test = test.select_experts(experts)
-    report = evaluate_costs(router, test)
+    estimates = router.estimate([ex.query for ex in test])  # one encoder pass over the test rows
+    report = evaluate_costs(router, test, estimates=estimates)
     plot = report.plot(plots / (f"cost_quality_{name}.png" if seed == 0 else f"cost_quality_{name}_split{seed}.png"))
 
-    # λ for each target, calibrated as `zooter train --target-...` does: on leave-one-out estimates
-    held_out = router.bank.leave_one_out().expected_rewards  # type: ignore[union-attr]
+    # λ for each target, calibrated as `zooter train --target-...` does (on leave-one-out estimates),
+    # then the router's own point on the test rows
+    held_out = router.bank.leave_one_out()  # type: ignore[union-attr]
     train_costs = prices.query_costs(router.count_tokens([ex.query for ex in train]), experts)
-    train_rewards = reward_tensor(train)
-    best_train = int(train_rewards.nanmean(dim=0).argmax())
-    estimates = router.estimate([ex.query for ex in test]).expected_rewards
-    test_costs = router.query_costs([ex.query for ex in test])
-    test_rewards = reward_tensor(test)
+    best_train = int(reward_tensor(train).nanmean(dim=0).argmax())
     calibrated = {}
     for label, target in targets(name, float(train_costs[:, best_train].mean())).items():
-        c = calibrate_cost_weight(
-            held_out, train_costs, train_rewards, experts, router.decision, target, source="leave-one-out"
-        )
-        penalties = call_penalties(len(test), experts, c["penalised"]) if c["unit"] == "calls" else None
-        on_test = sweep_cost_weights(
-            estimates, test_costs, test_rewards, experts, router.decision, [c["cost_weight"]], penalties=penalties
-        )[0]
+        c = router.calibrate_costs(train, target, estimates=held_out, source="leave-one-out")
+        on_test = evaluate_costs(router, test, estimates=estimates).router
         calibrated[label] = {
             "target": target.to_dict(),
             "cost_weight": c["cost_weight"],

@@ -347,12 +347,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         costs.check_experts(router.experts)
     elif args.plot and router.costs is None:
         raise ConfigError("--plot draws the cost-quality frontier, which needs prices: add --costs experts.json")
-    report = evaluate(router, data, batch_size=args.batch_size, show_progress=not args.quiet)
+    priced = costs is not None or router.costs is not None
+    # one encoder pass over the data serves both reports
+    data.check_experts(router.experts)
+    data = data.select_experts(router.experts)
+    estimates = router.estimate([ex.query for ex in data], batch_size=args.batch_size, show_progress=not args.quiet)
+    report = evaluate(router, data, estimates=estimates)
     cost_report = None
-    if costs is not None or router.costs is not None:
+    if priced:
         from zooter.evaluation import evaluate_costs
 
-        cost_report = evaluate_costs(router, data, costs, batch_size=args.batch_size)
+        cost_report = evaluate_costs(router, data, costs, estimates=estimates)
     if args.json:
         print(_json({**report.to_dict(), **({"costs": cost_report.to_dict()} if cost_report else {})}))
     else:

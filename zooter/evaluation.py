@@ -206,16 +206,26 @@ def evaluate_choices(dataset: RoutingDataset, choices: Sequence[str]) -> EvalRep
 
 
 def evaluate(
-    router: Any, dataset: RoutingDataset, *, batch_size: int | None = None, show_progress: bool = False
+    router: Any,
+    dataset: RoutingDataset,
+    *,
+    batch_size: int | None = None,
+    show_progress: bool = False,
+    estimates: Any = None,
 ) -> EvalReport:
     """Route every query of ``dataset`` with ``router`` and score the choices.
+
+    Args:
+        estimates: the router's estimates of ``dataset``'s rows, when already made (see
+            :func:`evaluate_costs`, which can share them); by default routing makes them.
 
     Raises:
         ExpertMismatchError: the dataset's experts differ from the router's.
     """
     dataset.check_experts(router.experts)
     dataset = dataset.select_experts(router.experts)  # head order
-    decisions = router.route([ex.query for ex in dataset], batch_size=batch_size, show_progress=show_progress)
+    shared = {} if estimates is None else {"estimates": estimates}
+    decisions = router.route([ex.query for ex in dataset], batch_size=batch_size, show_progress=show_progress, **shared)
     return evaluate_choices(dataset, [d.expert for d in decisions])
 
 
@@ -512,6 +522,7 @@ def evaluate_costs(
     *,
     batch_size: int | None = None,
     show_progress: bool = False,
+    estimates: Any = None,
 ) -> CostReport:
     """Sweep the cost weight on ``dataset`` and report the cost-quality frontier.
 
@@ -522,6 +533,8 @@ def evaluate_costs(
             router's own prices.
         batch_size: queries per encoder forward.
         show_progress: show a progress bar.
+        estimates: the router's estimates of every row of ``dataset``, when already made (e.g.
+            for :func:`evaluate` too); by default they are made here.
 
     Raises:
         ConfigError: no prices, or the router does not estimate expected rewards.
@@ -529,6 +542,7 @@ def evaluate_costs(
     """
     from zooter.costs import CostTable, cost_weight_grid, sweep_cost_weights
     from zooter.errors import ConfigError
+    from zooter.neighbours import Estimates
 
     if costs is None:
         table = router.costs
@@ -547,7 +561,13 @@ def evaluate_costs(
         raise ZooterError("no row has a reward for every expert; nothing to evaluate on")
     rows = [dataset[i] for i in complete]
     queries = [example.query for example in rows]
-    estimates = router.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+    if estimates is None:
+        estimates = router.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+    elif len(estimates.probabilities) != len(dataset):
+        raise ConfigError(f"got estimates of {len(estimates.probabilities)} rows for {len(dataset)} rows")
+    else:  # estimates of every row: keep those of the rows scored here
+        expected = estimates.expected_rewards
+        estimates = Estimates(estimates.probabilities[complete], None if expected is None else expected[complete])
     if estimates.expected_rewards is None:
         raise ConfigError(
             "the cost-quality frontier weighs expected rewards, which this router does not estimate "

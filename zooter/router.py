@@ -270,7 +270,8 @@ class ZooterRouter(QueryEncoder):
         if cost_weight and self.bank is None:
             raise _no_expected_rewards()
         table.warn_unknown_lengths(self.experts)
-        prices = {name: table.to_dict()[name] for name in self.experts}
+        listed = table.to_dict()
+        prices = {name: listed[name] for name in self.experts}
         self.config.costs = {"prices": prices, "cost_weight": float(cost_weight), "calibration": calibration}
         return self
 
@@ -288,14 +289,22 @@ class ZooterRouter(QueryEncoder):
         return costs
 
     def calibrate_costs(
-        self, dataset: Any, target: CostTarget, *, batch_size: int | None = None, show_progress: bool = False
+        self,
+        dataset: Any,
+        target: CostTarget,
+        *,
+        estimates: Estimates | None = None,
+        source: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool = False,
     ) -> dict[str, Any]:
         """Set the cost weight to the one that meets ``target`` on ``dataset`` (held-out rows).
 
         The router estimates every row of ``dataset`` and sweeps λ from 0 (quality only) to the
         value that sends every query to its cheapest expert; the λ kept is the one that meets the
         target there (see :func:`zooter.costs.calibrate_cost_weight`). Use rows the router was not
-        trained on (training calibrates on leave-one-out estimates by itself).
+        trained on (training calibrates on leave-one-out estimates by itself, passing them as
+        ``estimates``: held-out estimates of ``dataset``'s rows, in its order).
 
         Returns:
             What the calibration measured (also saved under ``config.json`` ``costs.calibration``).
@@ -312,7 +321,8 @@ class ZooterRouter(QueryEncoder):
         dataset.check_experts(self.experts)
         dataset = dataset.select_experts(self.experts)
         queries = [example.query for example in dataset]
-        estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+        if estimates is None:
+            estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
         if estimates.expected_rewards is None:
             raise _no_expected_rewards()
         result = calibrate_cost_weight(
@@ -322,7 +332,7 @@ class ZooterRouter(QueryEncoder):
             self.experts,
             self.decision,
             target,
-            source=dataset.source or "validation",
+            source=source or dataset.source or "validation",
         )
         self.set_costs(table, cost_weight=result["cost_weight"], calibration=result)
         return result
@@ -375,6 +385,7 @@ class ZooterRouter(QueryEncoder):
         max_cost: float | None = None,
         batch_size: int | None = None,
         show_progress: bool = False,
+        estimates: Estimates | None = None,
     ) -> list[RouteDecision]:
         """The chosen expert and every expert's probability, for each query (batched).
 
@@ -388,6 +399,8 @@ class ZooterRouter(QueryEncoder):
                 none is left, the cheapest allowed expert answers.
             batch_size: queries per encoder forward (default: :attr:`default_batch_size`).
             show_progress: show a progress bar.
+            estimates: this router's :meth:`estimate` of these queries, when already made (an
+                evaluation that also sweeps costs needs them twice); by default they are made here.
         """
         experts = self.config.experts
         if isinstance(allowed, str):  # one name, not its letters
@@ -406,7 +419,10 @@ class ZooterRouter(QueryEncoder):
         costs = self.query_costs(queries) if self.config.costs else None
         if costs is None and (weight or max_cost is not None):
             raise ConfigError("cost_weight and max_cost need the experts' prices: call router.set_costs(...) first")
-        estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+        if estimates is None:
+            estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+        elif len(estimates.probabilities) != len(queries):
+            raise ConfigError(f"got estimates of {len(estimates.probabilities)} queries for {len(queries)} queries")
         if weight and estimates.expected_rewards is None:
             raise _no_expected_rewards()
         scores, rule = estimates.scores, self.decision

@@ -37,12 +37,12 @@ import torch
 from pydantic import Field, field_validator
 
 from zooter.config import ZooterConfig
-from zooter.costs import CostTable, CostTarget, calibrate_cost_weight, mean_output_tokens
+from zooter.costs import CostTable, CostTarget, mean_output_tokens
 from zooter.data import RoutingDataset
 from zooter.encoder import autocast, half_dtype, pick_device
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels import LabelConfig, LabelEnhancer, make_targets, reward_tensor
-from zooter.neighbours import NeighbourBank
+from zooter.neighbours import Estimates, NeighbourBank
 from zooter.policy import DecisionRule, best_expert, calibrate_decision
 from zooter.router import ZooterRouter, non_finite_weights
 
@@ -290,17 +290,17 @@ def _distill(
 
 def _fit_neighbours(
     router: ZooterRouter, dataset: RoutingDataset, targets: torch.Tensor, config: TrainingConfig
-) -> tuple[dict[str, Any], DecisionRule, torch.Tensor]:
+) -> tuple[dict[str, Any], DecisionRule, Estimates]:
     """Embed the training queries once and keep the number of neighbours that routes best left-one-out.
 
-    Returns the summary, the calibrated rule and the kept bank's leave-one-out scores (held-out
+    Returns the summary, the calibrated rule and the kept bank's leave-one-out estimates (held-out
     estimates of the training rows, for calibrating a cost weight).
     """
     embeddings = router.embed_queries(
         [ex.query for ex in dataset], batch_size=router.default_batch_size * 4, show_progress=config.show_progress
     )
     rewards = reward_tensor(dataset).to(embeddings.device)
-    best: tuple[float, NeighbourBank, DecisionRule, torch.Tensor] | None = None
+    best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
     log = []
     for k in config.neighbours:
         bank = NeighbourBank(
@@ -312,13 +312,13 @@ def _fit_neighbours(
         log.append({"neighbours": k, "leave_one_out_gain": gain, "pays": rule.routes})
         logger.info("k=%d: leave-one-out gain over the default expert %.4g", k, gain)
         if best is None or gain > best[0]:
-            best = (gain, bank, rule, held_out.scores)
+            best = (gain, bank, rule, held_out)
     assert best is not None  # config.neighbours is never empty
-    _, bank, rule, scores = best
+    _, bank, rule, estimates = best
     router.bank = bank
     router.config.neighbours = bank.settings()
     router.training_log = log
-    return {"neighbours": bank.k}, rule, scores
+    return {"neighbours": bank.k}, rule, estimates
 
 
 def _log_decision(rule: DecisionRule) -> None:
@@ -348,7 +348,7 @@ def _set_costs(
     costs: CostTable,
     cost_weight: float,
     target: CostTarget | None,
-    held_out: torch.Tensor | None,
+    held_out: Estimates | None,
     responses: Sequence[Any] | None,
 ) -> None:
     """Give the router its prices, with λ as given or calibrated on the leave-one-out estimates."""
@@ -359,17 +359,8 @@ def _set_costs(
     if target is None or held_out is None:
         router.set_costs(costs, cost_weight=cost_weight)
         return
-    queries = [example.query for example in dataset]
-    result = calibrate_cost_weight(
-        held_out,
-        costs.query_costs(router.count_tokens(queries), dataset.experts),
-        reward_tensor(dataset),
-        dataset.experts,
-        router.decision,
-        target,
-        source="leave-one-out",
-    )
-    router.set_costs(costs, cost_weight=result["cost_weight"], calibration=result)
+    router.set_costs(costs)
+    result = router.calibrate_costs(dataset, target, estimates=held_out, source="leave-one-out")
     logger.info(
         "cost weight %.4g meets %s on %d leave-one-out rows: mean reward %.4g at %.4g USD per query",
         result["cost_weight"],
@@ -456,7 +447,7 @@ def train_router(
     tagger = getattr(enhancer, "tagger", None)
     router.tagger = tagger if isinstance(tagger, Tagger) else None  # saved with the router: labels can be rebuilt
     started = time.perf_counter()
-    held_out: torch.Tensor | None = None
+    held_out: Estimates | None = None
     rule: DecisionRule | None = None
     if config.method == "neighbours":
         summary, rule, held_out = _fit_neighbours(router, dataset, targets, config)

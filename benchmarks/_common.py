@@ -14,7 +14,7 @@ import torch
 
 from zooter.cli import DEMO_EXPERTS, demo_data_path, demo_splits
 from zooter.data import RoutingDataset
-from zooter.router import ZooterRouter
+from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -45,11 +45,11 @@ from typing import Any
 from _common import SHARED_DATA, machine
 from routing_quality import load_set
 
-from zooter.costs import CostTable, CostTarget
 from zooter.data import RoutingDataset
+from zooter.decide.costs import CostTable, CostTarget
 from zooter.evaluation import evaluate_costs
-from zooter.labels import reward_tensor
-from zooter.router import ZooterRouter
+from zooter.labels.targets import reward_tensor
+from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -42,7 +42,7 @@ from _common import SHARED_DATA, machine
 from zooter.cli import demo_splits
 from zooter.data import RoutingDataset
 from zooter.evaluation import evaluate, evaluate_choices
-from zooter.labels import reward_tensor
+from zooter.labels.targets import reward_tensor
 from zooter.training import TrainingConfig, train_router
 
 SETS = ("arena", "routellm", "llmrouter")

@@ -22,8 +22,8 @@ import torch
 from _common import best_of, demo_router, machine, real_queries
 
 from zooter.cli import DEMO_EXPERTS
-from zooter.encoder import autocast, half_dtype, length_sorted_batches
-from zooter.router import ZooterRouter
+from zooter.model.encoder import autocast, half_dtype, length_sorted_batches
+from zooter.model.router import ZooterRouter
 
 
 def bare_forward(router: ZooterRouter, queries: list[str], batch_size: int):

@@ -19,7 +19,7 @@ from _common import machine, percentile
 
 from zooter.cli import DEMO_EXPERTS, demo_data_path
 from zooter.data import RoutingDataset
-from zooter.router import ZooterRouter
+from zooter.model.router import ZooterRouter
 from zooter_langchain import FakeExpertChatModel, ZooterRouterRunnable
 
 

@@ -71,7 +71,7 @@ def append_result(path: Path, row: dict[str, Any]) -> None:
 
 def run_one(splits: Any, labels: dict[str, Any], seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from zooter.evaluation import evaluate
-    from zooter.labels import LabelConfig
+    from zooter.labels.targets import LabelConfig
     from zooter.training import TrainingConfig, train_router
 
     settings: dict[str, Any] = {"seed": seed, "show_progress": False, "labels": LabelConfig(**labels)}

@@ -36,7 +36,7 @@ from _common import SHARED_DATA, demo_router, machine
 
 from zooter.cli import demo_splits
 from zooter.data import Query, query_text
-from zooter.scorers import RewardModelScorer
+from zooter.rewards.scorers import RewardModelScorer
 from zooter_langchain import ReplayChatModel, RewardRankingRunnable, ZooterRouterRunnable
 
 RESPONSES = SHARED_DATA / "arena_bench_v1" / "responses.jsonl.gz"

@@ -165,7 +165,7 @@ def test_train_applies_experts_to_the_validation_file_too(trained_dir, tiny_enco
 
 
 def test_json_output_never_holds_nan(trained_dir, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from zooter.router import RouteDecision, ZooterRouter
+    from zooter.model.router import RouteDecision, ZooterRouter
 
     def nan_route(self, queries, **kwargs):
         return [RouteDecision("poet", {"mathbot": float("nan"), "coder": float("inf"), "poet": 0.5}) for _ in queries]

@@ -11,13 +11,13 @@ import torch
 from conftest import keyword_rows
 
 from zooter.cli import main
-from zooter.costs import CostTable, CostTarget, calibrate_cost_weight, call_penalties, sweep_cost_weights
 from zooter.data import RoutingDataset, RoutingExample
+from zooter.decide.costs import CostTable, CostTarget, calibrate_cost_weight, call_penalties, sweep_cost_weights
+from zooter.decide.policy import DecisionRule, decide
 from zooter.errors import ConfigError, DataError
 from zooter.evaluation import evaluate_costs
-from zooter.policy import DecisionRule, decide
-from zooter.responses import ResponseRecord
-from zooter.router import ZooterRouter
+from zooter.model.router import ZooterRouter
+from zooter.rewards.responses import ResponseRecord
 from zooter.training import TrainingConfig, train_router
 
 EXPERTS = ["mathbot", "coder", "poet"]

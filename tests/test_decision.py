@@ -12,11 +12,11 @@ import torch
 from conftest import keyword_rows
 
 from zooter.data import RoutingDataset, RoutingExample
+from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision, decide
 from zooter.errors import ConfigError
 from zooter.evaluation import evaluate
-from zooter.neighbours import NEIGHBOURS_NAME, NeighbourBank
-from zooter.policy import DecisionRule, best_expert, calibrate_decision, decide
-from zooter.router import ZooterRouter
+from zooter.model.neighbours import NEIGHBOURS_NAME, NeighbourBank
+from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 
 EXPERTS = ["a", "b", "c"]

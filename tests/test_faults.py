@@ -32,7 +32,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.e
 WARM = r"""
 import json, os, runpy, sys, traceback
 import torch, transformers, safetensors.torch  # noqa: F401  (the slow imports, paid once)
-import zooter.data, zooter.router, zooter.scoring, zooter.training  # noqa: F401
+import zooter.data, zooter.model.router, zooter.rewards.scoring, zooter.training  # noqa: F401
 sys.modules.pop("zooter.cli", None)  # runpy runs it as __main__, fresh
 
 for line in sys.stdin:
@@ -433,7 +433,7 @@ def test_a_damaged_training_log_is_a_warning_not_a_failure(zooter: Zooter, ws: P
 SAVE_KILLED_AT = r"""
 import os, pathlib, shutil, signal, sys
 import torch
-from zooter.router import ZooterRouter
+from zooter.model.router import ZooterRouter
 
 source, target, point = sys.argv[1], sys.argv[2], int(sys.argv[3])
 router = ZooterRouter.from_pretrained(source, device="cpu")
@@ -462,7 +462,7 @@ def test_a_save_killed_at_any_point_leaves_a_whole_router(zooter: Zooter, ws: Pa
 
     import torch
 
-    from zooter.router import ZooterRouter
+    from zooter.model.router import ZooterRouter
 
     script = tmp_path / "save_killed_at.py"
     script.write_text(SAVE_KILLED_AT, encoding="utf-8")
@@ -490,7 +490,7 @@ def test_a_save_killed_at_any_point_leaves_a_whole_router(zooter: Zooter, ws: Pa
 
 
 def test_a_query_without_text_routes_as_in_the_api_with_a_warning(zooter: Zooter, ws: Path) -> None:
-    from zooter.router import ZooterRouter
+    from zooter.model.router import ZooterRouter
 
     expected = ZooterRouter.from_pretrained(ws / "router", device="cpu").route([""])[0]
     result = zooter("route", "router", "  ", "--json", cwd=ws)

@@ -15,7 +15,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 from zooter.errors import ConfigError, MissingDependencyError, ZooterError
-from zooter.scorers import RewardScorer
+from zooter.rewards.scorers import RewardScorer
 from zooter_langchain import FakeExpertChatModel, JudgeScorer, RewardRankingRunnable, parse_grade
 
 # Replies in the shape GPT-4 gives to MT-Bench's single-answer grading prompt: an explanation, then
@@ -193,7 +193,7 @@ def test_zooter_score_with_a_judge_writes_a_dataset_with_missing_grades_left_out
     import zooter_langchain.models
     from zooter.cli import main
     from zooter.data import RoutingDataset
-    from zooter.scoring import scored_pairs_path
+    from zooter.rewards.scoring import scored_pairs_path
 
     made: list[tuple[str, dict]] = []
 

@@ -11,7 +11,7 @@ import torch
 
 from zooter.data import RoutingDataset, RoutingExample
 from zooter.errors import ConfigError
-from zooter.labels import LabelConfig, LabelEnhancer, make_targets, reward_tensor, soft_targets
+from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor, soft_targets
 
 NAN = float("nan")
 

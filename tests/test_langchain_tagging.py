@@ -17,8 +17,8 @@ from pydantic import Field
 
 from zooter.data import RoutingDataset, RoutingExample
 from zooter.errors import ConfigError
-from zooter.labels import make_targets
-from zooter.tagging import DataTagger, TagEnhancer
+from zooter.labels.tagging import DataTagger, TagEnhancer
+from zooter.labels.targets import make_targets
 from zooter_langchain.tagging import (
     ChatModelTagger,
     fold_plural,

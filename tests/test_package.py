@@ -102,7 +102,7 @@ def test_shipped_demo_data_loads_with_its_attribution() -> None:
 @pytest.mark.slow
 def test_real_minilm_routes_with_padding_masked(tmp_path) -> None:
     """The bundled all-MiniLM-L6-v2 loads offline; padding never changes a query's routing."""
-    from zooter.router import ZooterRouter
+    from zooter.model.router import ZooterRouter
 
     router = ZooterRouter.from_encoder(experts=["a", "b", "c"], device="cpu")
     assert router.encoder.config.hidden_size == 384

@@ -15,7 +15,7 @@ from langchain_core.tracers.context import collect_runs
 
 from zooter.data import Query
 from zooter.errors import ZooterError
-from zooter.scorers import RewardScorer
+from zooter.rewards.scorers import RewardScorer
 from zooter_langchain import FakeExpertChatModel, RewardRankingRunnable
 
 

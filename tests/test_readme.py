@@ -65,7 +65,7 @@ def test_every_python_snippet_in_the_readme_runs(
 ) -> None:
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-    import zooter.encoder
+    import zooter.model.encoder
     import zooter_langchain.models
     from zooter.cli import demo_data_path
 
@@ -75,9 +75,9 @@ def test_every_python_snippet_in_the_readme_runs(
     build_tiny_encoder(tmp_path / "OpenAssistant" / "reward-model-deberta-v3-large-v2", num_labels=1)
     (tmp_path / "examples" / "data").mkdir(parents=True)
     shutil.copy(ROOT / "examples" / "data" / "tool_use.jsonl", tmp_path / "examples" / "data")
-    default = zooter.encoder.resolve_encoder
+    default = zooter.model.encoder.resolve_encoder
     monkeypatch.setattr(
-        zooter.encoder, "resolve_encoder", lambda name=None: tiny_encoder if name is None else default(name)
+        zooter.model.encoder, "resolve_encoder", lambda name=None: tiny_encoder if name is None else default(name)
     )
     monkeypatch.setattr(
         zooter_langchain.models,

@@ -21,9 +21,9 @@ from conftest import SHARED_DATA, build_tiny_encoder
 from zooter.cli import main
 from zooter.data import RoutingDataset
 from zooter.errors import ConfigError, DataError, ZooterError
-from zooter.responses import read_responses
-from zooter.scorers import RewardModelScorer, RewardScorer
-from zooter.scoring import score_responses, scored_pairs_path
+from zooter.rewards.responses import read_responses
+from zooter.rewards.scorers import RewardModelScorer, RewardScorer
+from zooter.rewards.scoring import score_responses, scored_pairs_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ARENA = SHARED_DATA / "arena_bench_v1"
@@ -430,9 +430,9 @@ def test_a_line_cut_short_by_a_kill_is_scored_again(write_jsonl, tmp_path: Path)
 # The real CLI, except that from its 4th batch on the reward model hangs: the test kills it there.
 HANGING_SCORE = """
 import runpy, sys, time
-from zooter import rewards
+from zooter.rewards import scorers
 
-score, calls = rewards.RewardModelScorer.score, []
+score, calls = scorers.RewardModelScorer.score, []
 
 def hanging_score(self, queries, responses):
     calls.append(len(queries))
@@ -440,7 +440,7 @@ def hanging_score(self, queries, responses):
         time.sleep(600)
     return score(self, queries, responses)
 
-rewards.RewardModelScorer.score = hanging_score
+scorers.RewardModelScorer.score = hanging_score
 sys.argv = ["zooter", *sys.argv[1:]]
 runpy.run_module("zooter.cli", run_name="__main__")
 """

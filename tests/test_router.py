@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from zooter.errors import ConfigError, ZooterError
-from zooter.router import RouterConfig, ZooterRouter
+from zooter.model.router import RouterConfig, ZooterRouter
 
 QUERIES = [
     "hello",

@@ -12,7 +12,7 @@ from conftest import build_tiny_encoder
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from zooter.router import ZooterRouter
+from zooter.model.router import ZooterRouter
 from zooter_langchain import FakeExpertChatModel, ZooterRouterRunnable
 
 

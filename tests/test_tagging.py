@@ -13,9 +13,7 @@ from conftest import keyword_rows
 from zooter.cli import main as cli_main
 from zooter.data import RoutingDataset, RoutingExample
 from zooter.errors import ConfigError
-from zooter.labels import LabelConfig, hard_targets, make_targets
-from zooter.router import ZooterRouter
-from zooter.tagging import (
+from zooter.labels.tagging import (
     ClusterTagger,
     DataTagger,
     TagEnhancer,
@@ -23,6 +21,8 @@ from zooter.tagging import (
     enhancer_from_config,
     kmeans,
 )
+from zooter.labels.targets import LabelConfig, hard_targets, make_targets
+from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 
 LN3, LN4, LN9 = math.log(3), math.log(4), math.log(9)
@@ -229,7 +229,7 @@ def test_kmeans_finds_separated_blobs_and_is_seeded():
 
 def test_the_tagger_embeds_queries_as_a_fresh_router_does(tiny_encoder: str):
     """ClusterTagger's bare QueryEncoder and the router share one embedding path, so their vectors agree."""
-    from zooter.encoder import QueryEncoder
+    from zooter.model.encoder import QueryEncoder
 
     queries = [row["query"] for row in keyword_rows(12, seed=3)]
     bare = QueryEncoder.load(tiny_encoder, max_length=32, device="cpu")

@@ -19,9 +19,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import Field
 
 from zooter.data import RoutingDataset, RoutingExample
+from zooter.decide.policy import SelectionPolicy, select_top
 from zooter.errors import ConfigError, ExpertMismatchError, MissingDependencyError, ZooterError
 from zooter.evaluation import evaluate_rankings, evaluate_selection
-from zooter.policy import SelectionPolicy, select_top
 from zooter.training import TrainingConfig, train_router
 from zooter_langchain import TOOL_SELECTION_EVENT, FakeExpertChatModel, ZooterToolSelector
 

@@ -11,8 +11,8 @@ from conftest import keyword_rows
 from zooter.data import RoutingDataset, RoutingExample
 from zooter.errors import ConfigError
 from zooter.evaluation import evaluate
-from zooter.labels import LabelConfig
-from zooter.router import ZooterRouter
+from zooter.labels.targets import LabelConfig
+from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 
 

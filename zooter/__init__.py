@@ -23,57 +23,57 @@ _EXPORTS = {
     "RoutingExample": "zooter.data",
     "DatasetSplits": "zooter.data",
     "load_queries": "zooter.data",
-    "LabelConfig": "zooter.labels",
-    "LabelEnhancer": "zooter.labels",
-    "make_targets": "zooter.labels",
-    "soft_targets": "zooter.labels",
-    "Tagger": "zooter.tagging",
-    "DataTagger": "zooter.tagging",
-    "ClusterTagger": "zooter.tagging",
-    "TagEnhancer": "zooter.tagging",
-    "ZooterRouter": "zooter.router",
-    "RouterConfig": "zooter.router",
-    "RouteDecision": "zooter.router",
-    "Estimates": "zooter.neighbours",
+    "LabelConfig": "zooter.labels.targets",
+    "LabelEnhancer": "zooter.labels.targets",
+    "make_targets": "zooter.labels.targets",
+    "soft_targets": "zooter.labels.targets",
+    "Tagger": "zooter.labels.tagging",
+    "DataTagger": "zooter.labels.tagging",
+    "ClusterTagger": "zooter.labels.tagging",
+    "TagEnhancer": "zooter.labels.tagging",
+    "ZooterRouter": "zooter.model.router",
+    "RouterConfig": "zooter.model.router",
+    "RouteDecision": "zooter.model.router",
+    "Estimates": "zooter.model.neighbours",
     "TrainingConfig": "zooter.training",
     "train_router": "zooter.training",
     "EvalReport": "zooter.evaluation",
     "evaluate": "zooter.evaluation",
     "evaluate_choices": "zooter.evaluation",
-    "RewardScorer": "zooter.scorers",
-    "RewardModelScorer": "zooter.scorers",
-    "read_responses": "zooter.responses",
-    "ResponseRecord": "zooter.responses",
-    "SkippedPair": "zooter.responses",
-    "ScoreReport": "zooter.scoring",
-    "score_responses": "zooter.scoring",
-    "scored_pairs_path": "zooter.scoring",
+    "RewardScorer": "zooter.rewards.scorers",
+    "RewardModelScorer": "zooter.rewards.scorers",
+    "read_responses": "zooter.rewards.responses",
+    "ResponseRecord": "zooter.rewards.responses",
+    "SkippedPair": "zooter.rewards.responses",
+    "ScoreReport": "zooter.rewards.scoring",
+    "score_responses": "zooter.rewards.scoring",
+    "scored_pairs_path": "zooter.rewards.scoring",
     "CostReport": "zooter.evaluation",
     "evaluate_costs": "zooter.evaluation",
-    "CostTable": "zooter.costs",
-    "CostTarget": "zooter.costs",
-    "ExpertCost": "zooter.costs",
+    "CostTable": "zooter.decide.costs",
+    "CostTarget": "zooter.decide.costs",
+    "ExpertCost": "zooter.decide.costs",
     "SelectionReport": "zooter.evaluation",
     "evaluate_selection": "zooter.evaluation",
     "evaluate_rankings": "zooter.evaluation",
-    "DecisionRule": "zooter.policy",
-    "SelectionPolicy": "zooter.policy",
-    "Selection": "zooter.policy",
-    "select_top": "zooter.policy",
+    "DecisionRule": "zooter.decide.policy",
+    "SelectionPolicy": "zooter.decide.policy",
+    "Selection": "zooter.decide.policy",
+    "select_top": "zooter.decide.policy",
     "ZooterError": "zooter.errors",
     "DataError": "zooter.errors",
     "ConfigError": "zooter.errors",
     "ExpertMismatchError": "zooter.errors",
     "MissingDependencyError": "zooter.errors",
-    "DEFAULT_ENCODER": "zooter.encoder",
+    "DEFAULT_ENCODER": "zooter.model.encoder",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from zooter.costs import CostTable, CostTarget, ExpertCost
     from zooter.data import DatasetSplits, RoutingDataset, RoutingExample, load_queries
-    from zooter.encoder import DEFAULT_ENCODER
+    from zooter.decide.costs import CostTable, CostTarget, ExpertCost
+    from zooter.decide.policy import DecisionRule, Selection, SelectionPolicy, select_top
     from zooter.errors import ConfigError, DataError, ExpertMismatchError, MissingDependencyError, ZooterError
     from zooter.evaluation import (
         CostReport,
@@ -85,14 +85,14 @@ if TYPE_CHECKING:
         evaluate_rankings,
         evaluate_selection,
     )
-    from zooter.labels import LabelConfig, LabelEnhancer, make_targets, soft_targets
-    from zooter.neighbours import Estimates
-    from zooter.policy import DecisionRule, Selection, SelectionPolicy, select_top
-    from zooter.responses import ResponseRecord, SkippedPair, read_responses
-    from zooter.router import RouteDecision, RouterConfig, ZooterRouter
-    from zooter.scorers import RewardModelScorer, RewardScorer
-    from zooter.scoring import ScoreReport, score_responses, scored_pairs_path
-    from zooter.tagging import ClusterTagger, DataTagger, TagEnhancer, Tagger
+    from zooter.labels.tagging import ClusterTagger, DataTagger, TagEnhancer, Tagger
+    from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, soft_targets
+    from zooter.model.encoder import DEFAULT_ENCODER
+    from zooter.model.neighbours import Estimates
+    from zooter.model.router import RouteDecision, RouterConfig, ZooterRouter
+    from zooter.rewards.responses import ResponseRecord, SkippedPair, read_responses
+    from zooter.rewards.scorers import RewardModelScorer, RewardScorer
+    from zooter.rewards.scoring import ScoreReport, score_responses, scored_pairs_path
     from zooter.training import TrainingConfig, train_router
 
 

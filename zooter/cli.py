@@ -105,7 +105,7 @@ def _scorer_factory(args: argparse.Namespace) -> Callable[[argparse.Namespace], 
 
 
 def _reward_model_scorer(args: argparse.Namespace) -> Any:
-    from zooter.scorers import RewardModelScorer
+    from zooter.rewards.scorers import RewardModelScorer
 
     return RewardModelScorer.from_pretrained(
         args.reward_model,
@@ -118,8 +118,8 @@ def _reward_model_scorer(args: argparse.Namespace) -> Any:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from zooter.data import load_queries
-    from zooter.responses import answering_models, read_responses
-    from zooter.scoring import score_responses, scored_pairs_path
+    from zooter.rewards.responses import answering_models, read_responses
+    from zooter.rewards.scoring import score_responses, scored_pairs_path
 
     if args.batch_size < 1:
         raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -175,7 +175,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def _training_config(args: argparse.Namespace) -> Any:
-    from zooter.labels import LabelConfig
+    from zooter.labels.targets import LabelConfig
     from zooter.training import TrainingConfig
 
     given = {
@@ -203,7 +203,7 @@ def _training_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
-    from zooter.router import check_save_directory
+    from zooter.model.router import check_save_directory
     from zooter.training import train_router
 
     refuse_overwriting_inputs([args.output], [args.data, args.validation, args.costs, args.responses])
@@ -232,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, Any, Any]:
     """The price table, the cost target and the responses records that ``zooter train`` was given."""
-    from zooter.costs import CostTable, CostTarget
+    from zooter.decide.costs import CostTable, CostTarget
 
     wants = {
         "--cost-weight": args.cost_weight,
@@ -256,7 +256,7 @@ def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, An
         costs = costs.with_output_tokens(dict.fromkeys(unknown, args.output_tokens))
     responses = None
     if args.responses is not None:
-        from zooter.responses import read_responses
+        from zooter.rewards.responses import read_responses
 
         responses, _ = read_responses(args.responses)
     target = None
@@ -327,7 +327,7 @@ def describe_decision(router: Any) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
     from zooter.evaluation import evaluate
-    from zooter.router import ZooterRouter
+    from zooter.model.router import ZooterRouter
 
     if args.plot:
         from zooter.evaluation import check_plotting
@@ -341,7 +341,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         data = data.select_experts(router.experts)  # still fails if the data lacks a router expert
     costs = None
     if args.costs is not None:
-        from zooter.costs import CostTable
+        from zooter.decide.costs import CostTable
 
         costs = CostTable.load(args.costs)
         costs.check_experts(router.experts)
@@ -373,7 +373,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from zooter.router import ZooterRouter
+    from zooter.model.router import ZooterRouter
 
     router = ZooterRouter.from_pretrained(args.router, device=args.device)
     queries = list(args.queries)
@@ -429,7 +429,7 @@ def demo_splits() -> tuple[Any, Any]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from zooter.evaluation import evaluate
-    from zooter.router import check_save_directory
+    from zooter.model.router import check_save_directory
     from zooter.training import TrainingConfig, train_router
 
     if args.output:

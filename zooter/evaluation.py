@@ -352,10 +352,10 @@ def evaluate_selection(
     """Rank every expert for each query of ``dataset`` (one router pass) and report recall@k.
 
     Args:
-        router: a trained :class:`~zooter.router.ZooterRouter`.
+        router: a trained :class:`~zooter.model.router.ZooterRouter`.
         dataset: labelled rows over the router's experts.
         ks: the cut-offs to report recall at.
-        policy: a :class:`~zooter.policy.SelectionPolicy` to evaluate as well (its recall and the
+        policy: a :class:`~zooter.decide.policy.SelectionPolicy` to evaluate as well (its recall and the
             mean number of experts it selects).
         batch_size: queries per encoder forward.
         show_progress: show a progress bar.
@@ -363,7 +363,7 @@ def evaluate_selection(
     Raises:
         ExpertMismatchError: the dataset's experts differ from the router's.
     """
-    from zooter.policy import select_top
+    from zooter.decide.policy import select_top
 
     dataset.check_experts(router.experts)
     probs = router.predict_proba([ex.query for ex in dataset], batch_size=batch_size, show_progress=show_progress)
@@ -529,7 +529,7 @@ def evaluate_costs(
     Args:
         router: a router that estimates expected rewards (the default ``"neighbours"`` method).
         dataset: labelled rows (held out from training).
-        costs: a :class:`~zooter.costs.CostTable` (or its dict, or a JSON file); by default the
+        costs: a :class:`~zooter.decide.costs.CostTable` (or its dict, or a JSON file); by default the
             router's own prices.
         batch_size: queries per encoder forward.
         show_progress: show a progress bar.
@@ -540,9 +540,9 @@ def evaluate_costs(
         ConfigError: no prices, or the router does not estimate expected rewards.
         ExpertMismatchError: the dataset's experts differ from the router's.
     """
-    from zooter.costs import CostTable, cost_weight_grid, sweep_cost_weights
+    from zooter.decide.costs import CostTable, cost_weight_grid, sweep_cost_weights
     from zooter.errors import ConfigError
-    from zooter.neighbours import Estimates
+    from zooter.model.neighbours import Estimates
 
     if costs is None:
         table = router.costs

@@ -3,7 +3,7 @@
 Two methods, one decision step:
 
 - ``"neighbours"`` (the default): the pretrained encoder embeds every training query once; the
-  router keeps those embeddings with their rewards and soft targets (:mod:`zooter.neighbours`) and
+  router keeps those embeddings with their rewards and soft targets (:mod:`zooter.model.neighbours`) and
   estimates each expert's expected reward on a new query from its nearest training queries.
   Training is one encoder pass, and the leave-one-out estimates of the training rows choose the
   number of neighbours and calibrate the decision.
@@ -11,7 +11,7 @@ Two methods, one decision step:
   ``KL(s* || softmax(logits))``, averaged over queries, by AdamW with linear warm-up then decay and
   gradient clipping; the best epoch on validation rows is kept.
 
-Then :func:`zooter.policy.calibrate_decision` sets the :class:`~zooter.policy.DecisionRule`: the
+Then :func:`zooter.decide.policy.calibrate_decision` sets the :class:`~zooter.decide.policy.DecisionRule`: the
 default expert (the best on the training rows) is left only by a margin that paid on held-out
 estimates, and when routing did not pay there, every query goes to the default expert.
 
@@ -37,14 +37,14 @@ import torch
 from pydantic import Field, field_validator
 
 from zooter.config import ZooterConfig
-from zooter.costs import CostTable, CostTarget, mean_output_tokens
 from zooter.data import RoutingDataset
-from zooter.encoder import autocast, half_dtype, pick_device
+from zooter.decide.costs import CostTable, CostTarget, mean_output_tokens
+from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision
 from zooter.errors import ConfigError, ZooterError
-from zooter.labels import LabelConfig, LabelEnhancer, make_targets, reward_tensor
-from zooter.neighbours import Estimates, NeighbourBank
-from zooter.policy import DecisionRule, best_expert, calibrate_decision
-from zooter.router import ZooterRouter, non_finite_weights
+from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
+from zooter.model.encoder import autocast, half_dtype, pick_device
+from zooter.model.neighbours import Estimates, NeighbourBank
+from zooter.model.router import ZooterRouter, non_finite_weights
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ def train_router(
             ``dataset`` is held out (by id hash), or none when that is 0.
         enhancer: optional label enhancement, fitted on the training rows only; by default the one
             ``config.labels.tags`` names (none unless set). Passing both is an error.
-        costs: every expert's price, saved with the router (see :mod:`zooter.costs`).
+        costs: every expert's price, saved with the router (see :mod:`zooter.decide.costs`).
         cost_weight: λ of the cost-aware decision (0: quality only).
         cost_target: calibrate λ to meet this target instead, on held-out estimates: the
             leave-one-out estimates of the training rows (``"neighbours"``).
@@ -434,7 +434,7 @@ def train_router(
     router = ZooterRouter.from_encoder(
         config.encoder, experts=dataset.experts, max_length=config.max_length, device=device
     )
-    from zooter.tagging import Tagger, enhancer_from_config
+    from zooter.labels.tagging import Tagger, enhancer_from_config
 
     if enhancer is None and config.labels.enhanced:
         # Cluster tags cluster the training queries as this still-pretrained encoder embeds them. Tagging

@@ -31,7 +31,7 @@ class FromPretrained:
             token: a Hub token, for private repos.
             device: "cpu", "cuda", ...; CUDA when present by default.
         """
-        from zooter.router import ZooterRouter
+        from zooter.model.router import ZooterRouter
 
         router = ZooterRouter.from_pretrained(path_or_repo_id, revision=revision, token=token, device=device)
         return cls._from_router(router, str(path_or_repo_id), **kwargs)

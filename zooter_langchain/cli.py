@@ -2,7 +2,7 @@
 
 The core command (:mod:`zooter.cli`) never imports this module: ``pyproject.toml`` registers its
 pieces in two entry point groups the core reads, ``zooter.commands`` (a function that adds one
-subcommand to the parser) and ``zooter.scorers`` (a function that makes a scorer from the parsed
+subcommand to the parser) and ``zooter.rewards.scorers`` (a function that makes a scorer from the parsed
 arguments of ``zooter score``). Importing it loads no LangChain; each command imports what it
 runs.
 

@@ -87,7 +87,7 @@ class Judgment:
 class JudgeScorer:
     """Scores answers with a chat model acting as an MT-Bench-style judge (grades 1-10).
 
-    A :class:`zooter.scorers.RewardScorer`: ``score`` (and async ``ascore``) return one grade per
+    A :class:`zooter.rewards.scorers.RewardScorer`: ``score`` (and async ``ascore``) return one grade per
     ``(query, response)`` pair, ``None`` where the grader's reply holds no clear grade or the call
     kept failing. Grader calls run concurrently (``max_concurrency``) and transient errors (rate
     limits, time-outs, 5xx) are retried with exponential backoff. ``stats`` counts the outcomes.

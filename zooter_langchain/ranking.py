@@ -7,7 +7,7 @@ call makes one call per expert plus one scorer pass over all their answers, wher
 :class:`~zooter_langchain.ChatZooterRouter` makes one small encoder pass and one expert call.
 
 Example:
-    >>> from zooter.scorers import RewardModelScorer
+    >>> from zooter.rewards.scorers import RewardModelScorer
     >>> from zooter_langchain import ChatRewardRanker
     >>> ranker = ChatRewardRanker(  # doctest: +SKIP
     ...     experts={"gpt-4o-mini": gpt, "haiku": haiku, "mixtral": mixtral},
@@ -56,7 +56,7 @@ class ChatRewardRanker(BaseChatModel):
 
     Args:
         experts: expert name -> chat model.
-        scorer: a :class:`zooter.scorers.RewardScorer` (a reward model, a
+        scorer: a :class:`zooter.rewards.scorers.RewardScorer` (a reward model, a
             :class:`~zooter_langchain.JudgeScorer`...). Its async ``ascore`` is used when it has
             one; otherwise ``score`` runs in a worker thread off the event loop. Each call makes
             one scorer call over all the answers.

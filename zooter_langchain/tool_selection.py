@@ -31,8 +31,8 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import run_in_executor
 
+from zooter.decide.policy import SelectionPolicy, select_top
 from zooter.errors import ConfigError, ExpertMismatchError
-from zooter.policy import SelectionPolicy, select_top
 from zooter_langchain._loading import FromPretrained
 from zooter_langchain._messages import RouteOn, check_route_on, route_text
 
@@ -119,7 +119,7 @@ class ZooterToolSelector(FromPretrained):
     """Chooses the tools an agent needs for a query with a trained :class:`zooter.ZooterRouter`.
 
     The router's experts are tool names. Selection keeps the ``k`` most probable tools, or the
-    fewest whose probabilities add up to ``cumulative_p`` (see :class:`zooter.policy.SelectionPolicy`),
+    fewest whose probabilities add up to ``cumulative_p`` (see :class:`zooter.decide.policy.SelectionPolicy`),
     then adds ``always_include``.
 
     Args:

@@ -221,8 +221,8 @@ class QueryEncoder(torch.nn.Module):
     """A pretrained text encoder and its tokenizer: queries in, one pooled vector each out, batched.
 
     Queries are tokenised in one call (truncated to ``max_length``), sorted by length, padded per
-    batch and mean-pooled under the attention mask. :class:`~zooter.router.ZooterRouter` is one with a
-    head on top; :class:`~zooter.tagging.ClusterTagger` embeds queries with a bare one, so both see
+    batch and mean-pooled under the attention mask. :class:`~zooter.model.router.ZooterRouter` is one with a
+    head on top; :class:`~zooter.labels.tagging.ClusterTagger` embeds queries with a bare one, so both see
     the same vectors for the same encoder.
 
     Args:

@@ -126,7 +126,7 @@ def describe_costs(config: Any) -> str:
 
 
 def render_model_card(config: Any) -> str:
-    """Markdown model card for a :class:`~zooter.router.RouterConfig`."""
+    """Markdown model card for a :class:`~zooter.model.router.RouterConfig`."""
     experts = "\n".join(f"{i}. `{name}`" for i, name in enumerate(config.experts))
     training = (
         json.dumps({**config.training, **config.training_summary}, indent=2, sort_keys=True)

@@ -4,7 +4,7 @@ Each line is ``{"id", "model", "response"}`` (or ``{"id", "model", "error"}`` fo
 stage gave up on). :func:`read_responses` keeps what is usable and says why it skipped the rest.
 
 Example:
-    >>> from zooter.responses import answering_models, read_responses
+    >>> from zooter.rewards.responses import answering_models, read_responses
     >>> records, skipped = read_responses("responses.jsonl")  # doctest: +SKIP
     >>> answering_models(records, None, "responses.jsonl")  # doctest: +SKIP
     ['coder', 'writer']

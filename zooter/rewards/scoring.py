@@ -1,12 +1,12 @@
 """The score stage of the pipeline (collect -> score -> label -> train), resumable.
 
-:func:`score_responses` runs a :class:`~zooter.scorers.RewardScorer` over a responses file
-(:mod:`zooter.responses`) and writes the dataset ``zooter train`` reads, resuming where an
+:func:`score_responses` runs a :class:`~zooter.rewards.scorers.RewardScorer` over a responses file
+(:mod:`zooter.rewards.responses`) and writes the dataset ``zooter train`` reads, resuming where an
 interrupted run stopped: every batch of scores is on disk before the next one starts.
 
 Example:
-    >>> from zooter.scorers import RewardModelScorer
-    >>> from zooter.scoring import score_responses
+    >>> from zooter.rewards.scorers import RewardModelScorer
+    >>> from zooter.rewards.scoring import score_responses
     >>> scorer = RewardModelScorer.from_pretrained("OpenAssistant/reward-model-deberta-v3-large-v2")  # doctest: +SKIP
     >>> report = score_responses("responses.jsonl", "queries.jsonl", scorer, "rewards.jsonl")  # doctest: +SKIP
     >>> print(report.format_summary())  # doctest: +SKIP
@@ -27,8 +27,8 @@ from typing import Any
 from zooter._io import drop_torn_tail, parse_json_line, refuse_overwriting_inputs, write_jsonl
 from zooter.data import RoutingExample, load_queries
 from zooter.errors import ConfigError, DataError, ZooterError
-from zooter.responses import SKIP_REASONS, ResponseRecord, SkippedPair, answering_models, read_responses
-from zooter.scorers import RewardScorer
+from zooter.rewards.responses import SKIP_REASONS, ResponseRecord, SkippedPair, answering_models, read_responses
+from zooter.rewards.scorers import RewardScorer
 
 logger = logging.getLogger(__name__)
 

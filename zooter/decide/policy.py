@@ -19,7 +19,7 @@ asks the two likeliest models. :class:`SelectionPolicy` says how large the set i
   probability counts towards ``cumulative_p``.
 
 Example:
-    >>> from zooter.policy import SelectionPolicy, select_top
+    >>> from zooter.decide.policy import SelectionPolicy, select_top
     >>> policy = SelectionPolicy(cumulative_p=0.8, always_include=["web_search"])
     >>> probs = [[0.80, 0.10, 0.05, 0.05]]
     >>> select_top(probs, ["calculator", "code_runner", "web_search", "weather"], policy)[0].selected

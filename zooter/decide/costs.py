@@ -18,7 +18,7 @@ experts' tokenizers count, good for comparing experts, not for an invoice.
 
 Example:
     >>> import torch
-    >>> from zooter.costs import CostTable
+    >>> from zooter.decide.costs import CostTable
     >>> table = CostTable.from_dict({"big": {"input_price_per_mtok": 10}, "small": {"cost_per_call": 1e-6}})
     >>> table.query_costs(torch.tensor([100]), ["big", "small"])
     tensor([[1.0000e-03, 1.0000e-06]])
@@ -275,7 +275,7 @@ def sweep_cost_weights(
     Returns:
         One point per weight: ``{"cost_weight", "reward", "cost", "share": {expert: share}}``.
     """
-    from zooter.policy import choose
+    from zooter.decide.policy import choose
 
     experts = list(experts)
     penalties = costs if penalties is None else penalties
@@ -317,7 +317,7 @@ def calibrate_cost_weight(
         costs: the same rows' cost on each expert (USD).
         rewards: the same rows' true rewards; rows without every reward are left out.
         experts: the column names.
-        rule: the router's :class:`~zooter.policy.DecisionRule` (default expert and margin), or None.
+        rule: the router's :class:`~zooter.decide.policy.DecisionRule` (default expert and margin), or None.
         target: what to achieve.
         source: where the estimates came from, for the record.
 
@@ -405,8 +405,8 @@ def mean_output_tokens(records: Sequence[Any], count_tokens: Any) -> dict[str, f
     """Each model's mean answer length in tokens, from responses records (``.model``, ``.response``).
 
     Args:
-        records: what :func:`zooter.responses.read_responses` returns first.
-        count_tokens: ``texts -> token counts`` (e.g. :meth:`zooter.router.ZooterRouter.count_tokens`).
+        records: what :func:`zooter.rewards.responses.read_responses` returns first.
+        count_tokens: ``texts -> token counts`` (e.g. :meth:`zooter.model.router.ZooterRouter.count_tokens`).
     """
     counts = count_tokens([record.response for record in records])
     totals: dict[str, list[float]] = {}

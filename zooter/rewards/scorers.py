@@ -2,10 +2,10 @@
 
 Anything with a ``score(queries, responses)`` method is a :class:`RewardScorer`: a Hugging Face
 reward model (:class:`RewardModelScorer`) here, or a chat model acting as a judge in
-``zooter_langchain``. :func:`zooter.scoring.score_responses` runs one over a responses file.
+``zooter_langchain``. :func:`zooter.rewards.scoring.score_responses` runs one over a responses file.
 
 Example:
-    >>> from zooter.scorers import RewardModelScorer
+    >>> from zooter.rewards.scorers import RewardModelScorer
     >>> scorer = RewardModelScorer.from_pretrained("OpenAssistant/reward-model-deberta-v3-large-v2")  # doctest: +SKIP
     >>> scorer.score(["What is 2 + 2?"], ["4."])  # doctest: +SKIP
     [3.1]
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from zooter.data import Query, content_text, query_text
-from zooter.encoder import position_limit
 from zooter.errors import ConfigError
+from zooter.model.encoder import position_limit
 
 if TYPE_CHECKING:
     import torch
@@ -157,7 +157,7 @@ class RewardModelScorer:
         """
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from zooter.encoder import dtype_argument, load_error, pick_device
+        from zooter.model.encoder import dtype_argument, load_error, pick_device
 
         source = str(name_or_path)
         chosen = pick_device(device)
@@ -313,7 +313,7 @@ class RewardModelScorer:
         """
         import torch
 
-        from zooter.encoder import length_sorted_batches
+        from zooter.model.encoder import length_sorted_batches
 
         rows = self.encode(queries, responses)
         scores: list[float | None] = [None] * len(rows)
@@ -361,7 +361,7 @@ def _labels_message(source: str, num_labels: Any) -> str:
 def _weights_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     import torch
 
-    from zooter.encoder import half_dtype
+    from zooter.model.encoder import half_dtype
 
     if dtype is None:
         return half_dtype(device) or torch.float32

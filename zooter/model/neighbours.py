@@ -13,7 +13,7 @@ and it trains in one encoder pass over the training queries (see the README's "R
 
 Example:
     >>> import torch
-    >>> from zooter.neighbours import NeighbourBank
+    >>> from zooter.model.neighbours import NeighbourBank
     >>> bank = NeighbourBank(torch.eye(2), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.eye(2), k=1)
     >>> bank.estimate(torch.tensor([[0.9, 0.1]])).expected_rewards
     tensor([[1., 0.]])

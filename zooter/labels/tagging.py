@@ -21,8 +21,8 @@ shape the labels.
 
 Example:
     >>> from zooter.data import RoutingDataset
-    >>> from zooter.labels import make_targets
-    >>> from zooter.tagging import DataTagger, TagEnhancer
+    >>> from zooter.labels.targets import make_targets
+    >>> from zooter.labels.tagging import DataTagger, TagEnhancer
     >>> train = RoutingDataset.load("train.jsonl")  # rows with "tags"  # doctest: +SKIP
     >>> targets = make_targets(train, enhancer=TagEnhancer(DataTagger(), beta=0.3))  # doctest: +SKIP
 """
@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from zooter.data import Query, RoutingDataset, RoutingExample
-from zooter.encoder import QueryEncoder
 from zooter.errors import ConfigError, ZooterError
+from zooter.model.encoder import QueryEncoder
 
 if TYPE_CHECKING:
-    from zooter.labels import LabelConfig
+    from zooter.labels.targets import LabelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class ClusterTagger:
     """Tags from k-means clusters of the encoder's embeddings of the training queries.
 
     The queries are embedded by the *pretrained* encoder the router starts from (a
-    :class:`~zooter.encoder.QueryEncoder`: the router's own tokenisation and masked mean pooling),
+    :class:`~zooter.model.encoder.QueryEncoder`: the router's own tokenisation and masked mean pooling),
     L2-normalised, and clustered with seeded k-means++; each query is tagged ``cluster-<j>`` for
     its ``top_m`` nearest centroids. The centroids live in
     the pretrained encoder's space, so tagging new queries later loads that encoder again (the
@@ -197,7 +197,7 @@ class ClusterTagger:
         encoder: Hub id or folder of the encoder (None: the bundled default).
         max_length: tokens kept per query.
         embedder: the pretrained encoder to embed the training queries in ``fit`` (``train_router``
-            passes its freshly initialised router, a :class:`~zooter.encoder.QueryEncoder` too,
+            passes its freshly initialised router, a :class:`~zooter.model.encoder.QueryEncoder` too,
             saving a second load); it is let go after ``fit``. By default, and for tagging later,
             one is loaded from ``encoder``.
 
@@ -354,7 +354,7 @@ class TagEnhancer:
         beta: weight of the row's own target (1: no enhancement; the paper's best is 0.3).
 
     Example:
-        >>> from zooter.labels import make_targets
+        >>> from zooter.labels.targets import make_targets
         >>> targets = make_targets(train, enhancer=TagEnhancer(DataTagger(), beta=0.3))  # doctest: +SKIP
     """
 
@@ -424,7 +424,7 @@ class TagEnhancer:
 def enhancer_from_config(
     config: LabelConfig, *, encoder: str | None = None, max_length: int = 256, seed: int = 0, embedder: Any = None
 ) -> TagEnhancer | None:
-    """The :class:`TagEnhancer` a :class:`~zooter.labels.LabelConfig` asks for, or None when it is off."""
+    """The :class:`TagEnhancer` a :class:`~zooter.labels.targets.LabelConfig` asks for, or None when it is off."""
     if not config.enhanced:
         return None
     tagger = tagger_from_spec(config.tags, encoder=encoder, max_length=max_length, seed=seed, embedder=embedder)

@@ -5,11 +5,11 @@ reward on it (the others get probability 0); with ``hard=True`` it is the argmax
 so the KL loss is plain cross-entropy). A :class:`LabelEnhancer` may then mix each target with
 information from other queries: the paper's tag-based enhancement,
 ``s*(q) = beta * s(q) + (1 - beta) * mean_{t in T(q)} s_t``, is
-:class:`zooter.tagging.TagEnhancer`, switched on by ``LabelConfig(tags=...)``.
+:class:`zooter.labels.tagging.TagEnhancer`, switched on by ``LabelConfig(tags=...)``.
 
 Example:
     >>> import torch
-    >>> from zooter.labels import soft_targets
+    >>> from zooter.labels.targets import soft_targets
     >>> soft_targets(torch.tensor([[1.0, 1.0, float("nan")]]), temperature=1.0)
     tensor([[0.5000, 0.5000, 0.0000]])
 """
@@ -126,7 +126,7 @@ def make_targets(
     """The training targets of ``dataset``: soft (or hard) targets, then ``enhancer`` if given.
 
     ``config.tags`` is not acted on here: the caller builds the enhancer it names (see
-    :func:`zooter.tagging.enhancer_from_config`; :func:`~zooter.training.train_router` does).
+    :func:`zooter.labels.tagging.enhancer_from_config`; :func:`~zooter.training.train_router` does).
     """
     config = config or LabelConfig()
     rewards = reward_tensor(dataset)

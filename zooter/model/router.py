@@ -25,9 +25,11 @@ from pydantic import Field, field_validator
 from zooter import __version__
 from zooter._io import atomic_directory, check_writable, link_or_copy, recover_directory, settle_files
 from zooter.config import ZooterConfig
-from zooter.costs import CostTable, CostTarget, call_penalties
 from zooter.data import Query
-from zooter.encoder import (
+from zooter.decide.costs import CostTable, CostTarget, call_penalties
+from zooter.decide.policy import DecisionRule, decide
+from zooter.errors import ConfigError, ZooterError, name_list
+from zooter.model.encoder import (
     DEFAULT_ENCODER,
     DEFAULT_ENCODER_ALIASES,
     QueryEncoder,
@@ -36,9 +38,7 @@ from zooter.encoder import (
     load_encoder,
     pick_device,
 )
-from zooter.errors import ConfigError, ZooterError, name_list
-from zooter.neighbours import Estimates, NeighbourBank
-from zooter.policy import DecisionRule, decide
+from zooter.model.neighbours import Estimates, NeighbourBank
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +57,17 @@ class RouterConfig(ZooterConfig):
         encoder_config: the encoder's ``transformers`` config, to rebuild it without a download.
         max_length: queries are truncated to this many tokens.
         pooling: how token vectors become one query vector.
-        labels: how the training targets were made (see :mod:`zooter.labels`).
+        labels: how the training targets were made (see :mod:`zooter.labels.targets`).
         training: the training settings (see :class:`zooter.training.TrainingConfig`).
         training_summary: what the training run did: rows used, epoch kept, seconds, device.
         evaluation: the last evaluation report, when one was saved with the router.
         neighbours: the neighbour bank's settings (``k``, ``temperature``, ``rows``) when the router
             estimates rewards from its training queries (``neighbours.safetensors``); None when the
             head alone decides.
-        decision: the calibrated :class:`~zooter.policy.DecisionRule` (default expert, margin and
+        decision: the calibrated :class:`~zooter.decide.policy.DecisionRule` (default expert, margin and
             what the calibration measured); None: the most probable expert wins.
         costs: what each expert costs and how much that weighs in decisions: ``prices`` (a
-            :class:`~zooter.costs.CostTable` as a dict), ``cost_weight`` (λ, reward per USD) and,
+            :class:`~zooter.decide.costs.CostTable` as a dict), ``cost_weight`` (λ, reward per USD) and,
             when λ was calibrated to a target, ``calibration``; None: costs play no part.
         tokenizer: the saved tokenizer: its ``files``, ``vocab_size`` and a ``sha256`` of its
             vocabulary, so loading can refuse a folder whose tokenizer is missing or another one.
@@ -115,7 +115,7 @@ class RouteDecision:
     """The router's choice for one query.
 
     Attributes:
-        expert: the chosen expert (see :class:`~zooter.policy.DecisionRule`: the default expert
+        expert: the chosen expert (see :class:`~zooter.decide.policy.DecisionRule`: the default expert
             unless another is expected to do clearly better; without a rule, the most probable).
         probabilities: the router's probability for every expert, in head order.
         expected_rewards: every expert's expected reward on the training rewards' scale, when the
@@ -173,7 +173,7 @@ class ZooterRouter(QueryEncoder):
         torch.nn.init.zeros_(self.head.bias)
         self.training_log: list[dict[str, Any]] = []
         self.quantized: str | None = None
-        self.tagger: Any = None  # the zooter.tagging.Tagger that tagged the training queries, if any
+        self.tagger: Any = None  # the zooter.labels.tagging.Tagger that tagged the training queries, if any
         self.bank: NeighbourBank | None = None  # training queries to estimate rewards from, if any
         self.eval()
 
@@ -245,7 +245,7 @@ class ZooterRouter(QueryEncoder):
         """Give the router every expert's price (saved in ``config.json``), or None to drop them.
 
         Args:
-            costs: a :class:`~zooter.costs.CostTable`, its dict (``{expert: {"input_price_per_mtok":
+            costs: a :class:`~zooter.decide.costs.CostTable`, its dict (``{expert: {"input_price_per_mtok":
                 ..., "output_price_per_mtok": ..., "expected_output_tokens": ..., "cost_per_call":
                 ...}}``) or a JSON file of that shape; it must price every expert.
             cost_weight: λ for decisions: choose ``argmax quality - λ * cost`` (0: quality only;
@@ -282,7 +282,7 @@ class ZooterRouter(QueryEncoder):
 
     def cost_penalties(self, costs: torch.Tensor) -> torch.Tensor:
         """What λ multiplies in decisions: the USD ``costs``, or calls to some experts when the
-        router was calibrated to a share of calls (see :func:`zooter.costs.calibrate_cost_weight`)."""
+        router was calibrated to a share of calls (see :func:`zooter.decide.costs.calibrate_cost_weight`)."""
         calibration = (self.config.costs or {}).get("calibration") or {}
         if calibration.get("unit") == "calls":
             return call_penalties(len(costs), self.experts, calibration.get("penalised", []))
@@ -302,7 +302,7 @@ class ZooterRouter(QueryEncoder):
 
         The router estimates every row of ``dataset`` and sweeps λ from 0 (quality only) to the
         value that sends every query to its cheapest expert; the λ kept is the one that meets the
-        target there (see :func:`zooter.costs.calibrate_cost_weight`). Use rows the router was not
+        target there (see :func:`zooter.decide.costs.calibrate_cost_weight`). Use rows the router was not
         trained on (training calibrates on leave-one-out estimates by itself, passing them as
         ``estimates``: held-out estimates of ``dataset``'s rows, in its order).
 
@@ -312,8 +312,8 @@ class ZooterRouter(QueryEncoder):
         Raises:
             ConfigError: the router has no prices, or does not estimate expected rewards.
         """
-        from zooter.costs import calibrate_cost_weight
-        from zooter.labels import reward_tensor
+        from zooter.decide.costs import calibrate_cost_weight
+        from zooter.labels.targets import reward_tensor
 
         table = self.costs
         if table is None:
@@ -352,10 +352,10 @@ class ZooterRouter(QueryEncoder):
         Queries are tokenised in one call, sorted by length and run in batches of ``batch_size``
         (default: :attr:`default_batch_size`); on CUDA the encoder computes in bf16 (or fp16). A
         router with a neighbour bank estimates from the training queries nearest to each query
-        (:mod:`zooter.neighbours`); otherwise the head's softmax gives the probabilities.
+        (:mod:`zooter.model.neighbours`); otherwise the head's softmax gives the probabilities.
 
         Returns:
-            :class:`~zooter.neighbours.Estimates`: float32 CPU tensors of shape
+            :class:`~zooter.model.neighbours.Estimates`: float32 CPU tensors of shape
             ``(len(queries), len(experts))``, rows in input order.
         """
         vectors = self._encode(queries, batch_size, show_progress, pooled=self.bank is not None)
@@ -501,7 +501,7 @@ class ZooterRouter(QueryEncoder):
         """
         from safetensors.torch import save_model
 
-        from zooter.card import render_model_card
+        from zooter.model.card import render_model_card
 
         if self.quantized:
             raise ZooterError("a quantised router cannot be saved; save the fp32 router and quantise after loading")
@@ -738,7 +738,7 @@ def _load_tagger(config: RouterConfig, folder: Path) -> Any:
     settings = enhancer.get("tagger") if isinstance(enhancer, dict) else None
     if not isinstance(settings, dict):
         return None
-    from zooter.tagging import load_tagger
+    from zooter.labels.tagging import load_tagger
 
     try:
         return load_tagger(settings, folder)

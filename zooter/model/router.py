@@ -33,6 +33,7 @@ from zooter.model.encoder import (
     DEFAULT_ENCODER,
     DEFAULT_ENCODER_ALIASES,
     QueryEncoder,
+    backend_device,
     check_hub_source,
     encoder_from_config,
     load_encoder,
@@ -466,6 +467,8 @@ class ZooterRouter(QueryEncoder):
             raise ConfigError(f"quantize supports 'int8', got {mode!r}")
         if self.device.type != "cpu":
             raise ConfigError(f"int8 dynamic quantisation runs on CPU; this router is on {self.device}")
+        if self.backend != "torch":
+            raise ConfigError(f"quantize() quantises the PyTorch encoder; this router runs on {self.backend!r}")
         import warnings
 
         from torch.ao.quantization import quantize_dynamic
@@ -554,6 +557,7 @@ class ZooterRouter(QueryEncoder):
         revision: str | None = None,
         token: str | None = None,
         device: str | torch.device | None = None,
+        backend: str | None = None,
     ) -> ZooterRouter:
         """Load a router from a local folder or a Hugging Face Hub repo id.
 
@@ -561,7 +565,10 @@ class ZooterRouter(QueryEncoder):
             path_or_repo_id: a folder written by :meth:`save_pretrained`, or a Hub repo holding one.
             revision: Hub revision (branch, tag or commit).
             token: Hub token for private repos.
-            device: where to put the router; CUDA when present by default.
+            device: where to put the router; CUDA when present by default (the CPU for ONNX).
+            backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` (see :meth:`set_backend`); by
+                default the one its neighbour bank was embedded with in training (``"torch"``
+                unless ``TrainingConfig.backend`` said otherwise).
         """
         from safetensors.torch import load_model
 
@@ -615,7 +622,23 @@ class ZooterRouter(QueryEncoder):
         router.tagger = _load_tagger(config, folder)
         if config.neighbours is not None:
             router.bank = NeighbourBank.load(folder, config.neighbours)
-        return router.to(pick_device(device))
+        if backend is None:
+            backend = str(config.training.get("backend") or "torch")
+        return router.to(backend_device(backend, device)).set_backend(backend)
+
+    def set_backend(
+        self, backend: str, *, cache_dir: str | Path | None = None, threads: int | None = None
+    ) -> ZooterRouter:
+        """Run the encoder on PyTorch or ONNX Runtime; see :meth:`QueryEncoder.set_backend`.
+
+        Routes agree best when queries are embedded by the variant that embedded the neighbour
+        bank: ``TrainingConfig(backend=...)`` trains with the same one. Returns the router itself.
+        """
+        trained = self.config.training.get("backend") or "torch"
+        if self.bank is not None and backend != trained:
+            logger.info("routing on backend %s; the neighbour bank was embedded on %s", backend, trained)
+        super().set_backend(backend, cache_dir=cache_dir, threads=threads)
+        return self
 
     def push_to_hub(
         self,

@@ -28,7 +28,7 @@ from zooter.data import Query
 from zooter.decide.costs import CostTable, CostTarget, call_penalties
 from zooter.decide.decision import RouteDecision
 from zooter.decide.policy import DecisionRule, check_allowed, check_max_cost, route_decisions
-from zooter.errors import ConfigError, ZooterError
+from zooter.errors import ConfigError, ZooterError, name_list
 from zooter.model.encoder import (
     DEFAULT_ENCODER,
     DEFAULT_ENCODER_ALIASES,

@@ -214,7 +214,7 @@ def test_selector_reads_texts_chats_and_prompts(tool_router) -> None:
     prompt = ChatPromptTemplate.from_messages([("system", "be brief"), ("human", "{q}")]).invoke({"q": "a haiku"})
     assert selector.select(prompt).tools == ["writer"]
     whole = ZooterToolSelector(tool_router, k=1, route_on="conversation")
-    assert whole.query_text(chat).startswith("human: write a sonnet")
+    assert whole.query_text(chat).startswith("user: write a sonnet")
     assert ZooterToolSelector(tool_router, route_on=lambda messages: "regex").select(chat).tools[0] == "code_runner"
     with pytest.raises(ConfigError, match="route_on"):
         ZooterToolSelector(tool_router, route_on="first_human")

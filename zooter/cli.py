@@ -419,7 +419,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"frontier drawn to {args.plot}")
     e = report.evaluation
     reach = report.costs.cost_to_reach.get("100%") if report.costs is not None else None
-    cost = f"; the best single model's quality at {reach['relative_cost']:.0%} of its cost" if reach else ""
+    cost = ""
+    if reach is not None and reach["relative_cost"] is not None:
+        cost = f"; the best single model's quality at {reach['relative_cost']:.0%} of its cost"
     return finish(
         args,
         f"routed {e.routed:.3f} vs best single {e.best_single['score']:.3f} on {e.n} test queries{cost}",

@@ -187,9 +187,9 @@ class DemoReport:
             f"  {'mean reward':>11}  {'USD / 1k queries':>16}  {'of the best single model':>24}",
         ]
         for point in costs.spread(rows):
-            relative = point["cost"] / best["cost"] if best["cost"] > 0 else float("nan")
+            relative = f"{point['cost'] / best['cost']:>24.1%}" if best["cost"] > 0 else f"{'n/a':>24}"
             lines.append(
-                f"  {point['reward']:>11.3f}  {1000 * point['cost']:>16.4f}  {relative:>24.1%}"
+                f"  {point['reward']:>11.3f}  {1000 * point['cost']:>16.4f}  {relative}"
                 f"   λ = {point['cost_weight']:.4g}"
             )
         lines.append(f"  {best['reward']:>11.3f}  {1000 * best['cost']:>16.4f}  {1:>24.1%}   {best['expert']} alone")
@@ -197,9 +197,11 @@ class DemoReport:
         if reach is None:
             lines.append("routing does not reach the best single model's quality at any λ on these queries")
         else:
+            relative = reach["relative_cost"]  # None when the best single model is free
+            share = "" if relative is None else f": {relative:.1%} of its cost"
             lines.append(
                 f"routing reaches the best single model's quality ({best['reward']:.3f}) at "
-                f"{1000 * reach['cost']:.4f} USD per 1k queries: {reach['relative_cost']:.1%} of its cost "
+                f"{1000 * reach['cost']:.4f} USD per 1k queries{share} "
                 f"(λ = {reach['cost_weight']:.4g}, mean reward {reach['reward']:.3f})"
             )
         return lines

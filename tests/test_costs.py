@@ -120,7 +120,8 @@ def test_prices_and_the_cost_weight_survive_save_and_load(router: ZooterRouter, 
         card = (tmp_path / "r" / "README.md").read_text()
         assert "## Costs" in card and "λ = 12.5" in card and "| `coder` | 20 | 20 | 200 | 0 |" in card
         queries = ["hello world", "short simple"]
-        assert [d.to_dict() for d in loaded.route(queries)] == [d.to_dict() for d in router.route(queries)]
+        same = [d.to_dict() | {"id": None} for d in loaded.route(queries)]
+        assert same == [d.to_dict() | {"id": None} for d in router.route(queries)]  # each decision has its own id
     finally:
         router.set_costs(None)
 

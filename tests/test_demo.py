@@ -98,7 +98,7 @@ def test_demo_json_reports_routing_costs_and_examples(demo_run: dict) -> None:
         assert reach["reward"] >= best - 1e-9
         assert report["best_single_quality_cost"] == reach["cost"] <= costs["best_single"]["cost"]
     assert [ex["task"] for ex in report["examples"]] == ["gsm8k", "human_eval", "trivia_qa"]
-    assert all(ex["expert"] in shares and ex["expected_rewards"] for ex in report["examples"])
+    assert all(ex["expert"] in shares and ex["expected_rewards"] and ex["reason"] for ex in report["examples"])
     assert demo_run["err"].strip().splitlines()[-1].startswith("zooter demo: routed ")
     assert (demo_run["folder"] / "frontier.png").read_bytes().startswith(b"\x89PNG")
 
@@ -115,7 +115,7 @@ def test_demo_text_tells_the_whole_story(demo_run: dict) -> None:
         assert part in text
     assert "share of test queries routed to each model" in text and "cost-quality frontier" in text
     assert "best single model's quality" in text
-    assert text.count("    -> ") == 3
+    assert text.count("<- chosen") == 3 and "default expert: llama-3.1-nemotron-51b-instruct" in text
 
 
 def test_the_arena_demo_still_runs_and_quiet_keeps_stderr_empty(tiny_encoder: str, capsys) -> None:
@@ -123,7 +123,7 @@ def test_the_arena_demo_still_runs_and_quiet_keeps_stderr_empty(tiny_encoder: st
     captured = capsys.readouterr()
     assert "arena-bench-v1" in captured.out and "best single" in captured.out
     assert "cost-quality frontier" not in captured.out  # no prices for this set
-    assert captured.out.count("    -> ") == 3
+    assert captured.out.count("<- chosen") == 3
     assert captured.err == ""  # --quiet: no progress bar, no summary line
 
 

@@ -127,7 +127,7 @@ def test_demo_runs_end_to_end_offline(tmp_path, capsys) -> None:
     assert main(["demo", "--data", "arena", "--quiet", "--output", str(tmp_path / "demo-router")]) == 0
     out = capsys.readouterr().out
     assert "held-out test split" in out and "zooter (routed)" in out and "oracle" in out
-    assert out.count("    -> ") == 3  # three example queries routed
+    assert out.count("<- chosen") == 3  # three example queries explained
     card = (tmp_path / "demo-router" / "README.md").read_text()
     assert "| zooter (routed) |" in card
 

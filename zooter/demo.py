@@ -211,35 +211,12 @@ class DemoReport:
         text = " ".join(str(example["query"]).split())
         short = text if len(text) <= 90 else text[:87] + "..."
         task = f" ({example['task']})" if example["task"] else ""
-        lines = [f'  "{short}"{task}']
-        expected = decision.expected_rewards
-        rule = self.router.decision
-        if expected is None:
-            ranked = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])[:3]
-            probabilities = ", ".join(f"{n} {p:.2f}" for n, p in ranked)
-            lines.append(f"    -> {decision.expert}   (highest probabilities: {probabilities})")
-        else:
-            ranked = sorted(((n, r) for n, r in expected.items() if r is not None), key=lambda kv: -kv[1])[:3]
-            why = ""
-            if rule is not None and rule.default_expert != decision.expert:
-                default = expected.get(rule.default_expert)
-                why = (
-                    f"; it beats the default {rule.default_expert} ({default:.3f}) by more than the margin "
-                    f"{rule.margin:.3g}"
-                    if default is not None and rule.margin is not None
-                    else ""
-                )
-            elif rule is not None:
-                why = "; no model beats the default expert by the margin" if rule.routes else "; routing did not pay"
-            lines.append(f"    -> {decision.expert}, expected reward {decision.expected_reward:.3f}{why}")
-            lines.append("       highest expected rewards: " + ", ".join(f"{n} {r:.3f}" for n, r in ranked))
-        if decision.costs is not None:
-            lines.append(f"       cost: {1000 * decision.expected_cost:.4f} USD per 1k such queries")
+        lines = ["", f'  "{short}"{task}']
+        lines += [f"    {line}" for line in decision.explain().splitlines()]
         if example["rewards"]:
-            shown = dict.fromkeys([decision.expert, *(rule.default_expert for rule in [rule] if rule is not None)])
-            lines.append(
-                "       reward on this test row: " + ", ".join(f"{n} {example['rewards'][n]:g}" for n in shown)
-            )
+            shown = dict.fromkeys(name for name in (decision.expert, decision.default_expert) if name is not None)
+            rewards = ", ".join(f"{name} {example['rewards'][name]:g}" for name in shown)
+            lines.append(f"    the rewards on this test row: {rewards}")
         return lines
 
 

@@ -307,7 +307,7 @@ def test_train_calibrates_and_eval_draws_the_frontier(
     assert costs["router"]["reward"] == pytest.approx(report["routed"])
     assert costs["router"]["share"] == pytest.approx(report["routing_share"])
     assert costs["apgr"] is None or math.isfinite(costs["apgr"])
-    assert set(costs["cost_to_reach"]) == {"50%", "80%", "95%"}
+    assert set(costs["cost_to_reach"]) == {"50%", "80%", "95%", "100%"}
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert main(["eval", str(out), str(test), "--quiet"]) == 0

@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 from _common import DEMO_ROUTER, best_of, demo_router, machine, real_queries
 
-from zooter.cli import DEMO_EXPERTS
 from zooter.data import RoutingDataset
+from zooter.demo import DEMO_EXPERTS
 from zooter.model.encoder import autocast, half_dtype, length_sorted_batches
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router

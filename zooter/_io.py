@@ -110,7 +110,8 @@ def check_writable(path: str | Path, *, folder: bool = False) -> None:
 
     Raises:
         ZooterError: the path is a folder where a file is wanted (or the reverse), lies under a
-            file, or its nearest existing folder is not writable.
+            file, or its nearest existing folder is not writable (a file is created there and
+            removed at once to find out).
     """
     path = Path(path)
     if path.is_dir() and not folder:
@@ -124,6 +125,12 @@ def check_writable(path: str | Path, *, folder: bool = False) -> None:
         raise ZooterError(f"cannot write {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ZooterError(f"cannot write {path}: no permission to write in {parent}")
+    try:  # what the permission bits do not tell: a read-only or special file system, a quota
+        fd, probe = tempfile.mkstemp(prefix=".zooter-probe.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise ZooterError(f"cannot write {path}: {e.strerror or e} in {parent}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _same_file(a: Path, b: Path) -> bool:

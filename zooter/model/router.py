@@ -274,6 +274,7 @@ class ZooterRouter(QueryEncoder):
 
         Raises:
             ConfigError: the router has no prices, or does not estimate expected rewards.
+            ZooterError: ``dataset`` is empty, or no row of it has every reward.
         """
         from zooter.decide.costs import calibrate_cost_weight
         from zooter.labels.targets import reward_tensor
@@ -281,6 +282,8 @@ class ZooterRouter(QueryEncoder):
         table = self.costs
         if table is None:
             raise ConfigError("calibrating a cost weight needs the experts' prices: call set_costs(...) first")
+        if not len(dataset):
+            raise ZooterError("calibrating a cost weight needs held-out rows with rewards; the dataset is empty")
         dataset.check_experts(self.experts)
         dataset = dataset.select_experts(self.experts)
         queries = [example.query for example in dataset]

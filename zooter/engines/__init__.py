@@ -19,10 +19,10 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Protocol
 
+from zooter.engines.loader import ModelLoader
 from zooter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,32 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class ModelLoader:
-    """How to build a model where it will run: ``function(*args, **kwargs, device=device)``.
-
-    An engine that runs on other processes or machines ships this recipe (small, picklable) and
-    each worker loads the model once, instead of shipping gigabytes of weights from the driver.
-
-    Attributes:
-        function: what builds the model, e.g. ``RewardModelScorer.from_pretrained``.
-        args: its positional arguments.
-        kwargs: its keyword arguments (``device`` is given at the call).
-        name: what the model is called before it is loaded (a scorer's name goes in the side file).
-    """
-
-    function: Callable[..., Any]
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    name: str | None = None
-
-    def __call__(self, device: str | None = None) -> Any:
-        kwargs = dict(self.kwargs)
-        if device is not None:
-            kwargs["device"] = device
-        return self.function(*self.args, **kwargs)
 
 
 class Engine(Protocol):

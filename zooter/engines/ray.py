@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zooter.engines import ModelLoader
+from zooter.engines.loader import ModelLoader
 from zooter.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:

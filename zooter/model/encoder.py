@@ -378,9 +378,13 @@ class QueryEncoder(torch.nn.Module):
         return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled query vectors."""
+        """Pooled query vectors, computed by the backend (:meth:`set_backend`)."""
         if self.runtime is not None:
             return self.runtime(input_ids, attention_mask)
+        return self.torch_embed(input_ids, attention_mask)
+
+    def torch_embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled query vectors computed by the PyTorch encoder (what the ONNX backends export)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 

@@ -25,15 +25,11 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from zooter.errors import ConfigError, MissingDependencyError
-from zooter.model.encoder import mean_pool
-
-if TYPE_CHECKING:
-    from zooter.model.encoder import QueryEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +63,15 @@ def cache_root() -> Path:
 
 
 class _Pooled(torch.nn.Module):
-    """What is exported: token ids and mask in, mean-pooled vectors out (pooling inside the graph)."""
+    """What is exported: token ids and mask in, pooled vectors out, as PyTorch computes them
+    (:meth:`~zooter.model.encoder.QueryEncoder.torch_embed`: pooling inside the graph)."""
 
-    def __init__(self, encoder: Any) -> None:
+    def __init__(self, query_encoder: Any) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.query_encoder = query_encoder
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return mean_pool(hidden, attention_mask)
+        return self.query_encoder.torch_embed(input_ids, attention_mask)
 
 
 class OnnxEncoder:
@@ -112,11 +108,11 @@ def weights_fingerprint(encoder: Any) -> str:
     return digest.hexdigest()
 
 
-def export_encoder(encoder: QueryEncoder, backend: str, *, cache_dir: str | Path | None = None) -> Path:
+def export_encoder(encoder: Any, backend: str, *, cache_dir: str | Path | None = None) -> Path:
     """The ``.onnx`` file of ``encoder``'s pooled forward for ``backend`` (exported once, then cached).
 
     Args:
-        encoder: the encoder (its PyTorch weights are what is exported).
+        encoder: a :class:`~zooter.model.encoder.QueryEncoder` (its PyTorch weights are exported).
         backend: ``"onnx"`` (fp32) or ``"onnx-int8"`` (dynamic int8 quantisation of the fp32 export).
         cache_dir: where to keep the file (default: :func:`cache_root` / ``onnx``).
 
@@ -142,12 +138,12 @@ def export_encoder(encoder: QueryEncoder, backend: str, *, cache_dir: str | Path
     return path
 
 
-def _export_fp32(encoder: QueryEncoder, path: Path) -> None:
+def _export_fp32(encoder: Any, path: Path) -> None:
     try:
         import onnx  # noqa: F401  (torch.onnx writes through it)
     except ImportError as e:
         raise MissingDependencyError(f"exporting the encoder to ONNX needs onnx: {ONNX_INSTALL} ({e})") from None
-    module = _Pooled(encoder.encoder).eval().cpu()
+    module = _Pooled(encoder).eval()
     sample = torch.full((2, 16), encoder.pad_id, dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
     mask[1, 8:] = 0  # a padded row, so that the mask is traced as data, not as a constant

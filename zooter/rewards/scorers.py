@@ -26,7 +26,7 @@ from zooter.model.encoder import position_limit
 if TYPE_CHECKING:
     import torch
 
-    from zooter.engines import ModelLoader
+    from zooter.engines.loader import ModelLoader
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class RewardModelScorer:
         An engine that runs elsewhere (:class:`zooter.engines.ray.RayEngine`) loads the model once
         per worker from this recipe, on the worker's own device.
         """
-        from zooter.engines import ModelLoader
+        from zooter.engines.loader import ModelLoader
 
         kwargs = {
             "revision": revision,

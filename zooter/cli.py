@@ -203,7 +203,7 @@ def _training_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
-    from zooter.model.router import check_save_directory
+    from zooter.model.persistence import check_save_directory
     from zooter.training import train_router
 
     refuse_overwriting_inputs([args.output], [args.data, args.validation, args.costs, args.responses])
@@ -429,7 +429,7 @@ def demo_splits() -> tuple[Any, Any]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from zooter.evaluation import evaluate
-    from zooter.model.router import check_save_directory
+    from zooter.model.persistence import check_save_directory
     from zooter.training import TrainingConfig, train_router
 
     if args.output:

@@ -162,7 +162,7 @@ def test_policy_errors_name_the_value() -> None:
         SelectionPolicy(cumulative_p=0.9, min_k=3, max_k=2)
     with pytest.raises(ConfigError, match=r"always_include names \['zz'\]"):
         select_top(PROBS, EXPERTS, SelectionPolicy(always_include=["zz"]))
-    with pytest.raises(ConfigError, match=r"allowed names \['zz'\]"):
+    with pytest.raises(ConfigError, match=r"allowed names unknown expert\(s\) \['zz'\]"):
         select_top(PROBS, EXPERTS, SelectionPolicy(), allowed=["a", "zz"])
     policy = SelectionPolicy(cumulative_p=0.9, max_k=3, always_include=["a"])
     assert SelectionPolicy.from_dict(policy.to_dict()) == policy

@@ -24,6 +24,7 @@ _EXPORTS = {
     "ZooterRouterRunnable": "zooter_langchain.runnable",
     "ROUTE_EVENT": "zooter_langchain.runnable",
     "ZooterDecisionModel": "zooter_langchain.decision",
+    "ZooterChoiceAnswer": "zooter_langchain.decision",
     "FakeExpertChatModel": "zooter_langchain.fake",
     "ReplayChatModel": "zooter_langchain.fake",
     "acollect_responses": "zooter_langchain.collect",
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
         default_failures_path,
         read_collected,
     )
-    from zooter_langchain.decision import ZooterDecisionModel
+    from zooter_langchain.decision import ZooterChoiceAnswer, ZooterDecisionModel
     from zooter_langchain.fake import FakeExpertChatModel, ReplayChatModel
     from zooter_langchain.judge import JudgeScorer, Judgment, parse_grade
     from zooter_langchain.models import chat_model_from_spec, parse_expert_specs

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,9 @@ from zooter import __version__
 from zooter.config import ZooterConfig
 from zooter.data import Query
 from zooter.decide.costs import CostTable, CostTarget, call_penalties
-from zooter.decide.policy import DecisionRule, decide
-from zooter.errors import ConfigError, ZooterError, name_list
+from zooter.decide.decision import RouteDecision
+from zooter.decide.policy import DecisionRule, check_allowed, check_max_cost, route_decisions
+from zooter.errors import ConfigError
 from zooter.model.encoder import DEFAULT_ENCODER, DEFAULT_ENCODER_ALIASES, QueryEncoder, load_encoder, pick_device
 from zooter.model.neighbours import Estimates, NeighbourBank, NeighbourSettings
 from zooter.model.persistence import FileRecord, RouterPersistence, check_file_name, file_records
@@ -110,44 +110,6 @@ class RouterConfig(ZooterConfig):
         if value != "mean":
             raise ValueError(f"pooling must be 'mean', got {value!r}")
         return value
-
-
-@dataclass(frozen=True)
-class RouteDecision:
-    """The router's choice for one query.
-
-    Attributes:
-        expert: the chosen expert (see :class:`~zooter.decide.policy.DecisionRule`: the default expert
-            unless another is expected to do clearly better; without a rule, the most probable).
-        probabilities: the router's probability for every expert, in head order.
-        expected_rewards: every expert's expected reward on the training rewards' scale, when the
-            router estimates it (None for an expert no neighbour has a reward for); None otherwise.
-        costs: every expert's expected cost of answering this query (USD), when the router has
-            prices (:meth:`ZooterRouter.set_costs`); None otherwise.
-    """
-
-    expert: str
-    probabilities: dict[str, float]
-    expected_rewards: dict[str, float | None] | None = None
-    costs: dict[str, float] | None = None
-
-    @property
-    def expected_reward(self) -> float | None:
-        """The chosen expert's expected reward, when the router estimates rewards."""
-        return None if self.expected_rewards is None else self.expected_rewards.get(self.expert)
-
-    @property
-    def expected_cost(self) -> float | None:
-        """The chosen expert's expected cost (USD), when the router has prices."""
-        return None if self.costs is None else self.costs[self.expert]
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"expert": self.expert, "probabilities": self.probabilities}
-        if self.expected_rewards is not None:
-            out["expected_rewards"] = self.expected_rewards
-        if self.costs is not None:
-            out["costs"] = self.costs
-        return out
 
 
 class ZooterRouter(RouterPersistence, QueryEncoder):
@@ -407,19 +369,11 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
                 evaluation that also sweeps costs needs them twice); by default they are made here.
         """
         experts = self.config.experts
-        if isinstance(allowed, str):  # one name, not its letters
-            allowed = [allowed]
-        if allowed is not None:
-            unknown = sorted(set(allowed) - set(experts))
-            if unknown or not allowed:
-                raise ZooterError(
-                    f"allowed experts must be a non-empty subset of {name_list(experts)}; unknown: {name_list(unknown)}"
-                )
+        allowed = check_allowed(allowed, experts)
+        max_cost = check_max_cost(max_cost)
         weight = self.cost_weight if cost_weight is None else cost_weight
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             raise ConfigError(f"cost_weight must be a finite number >= 0, got {weight!r}")
-        if max_cost is not None and not (isinstance(max_cost, (int, float)) and math.isfinite(max_cost)):
-            raise ConfigError(f"max_cost must be a finite number of USD, got {max_cost!r}")
         costs = self.query_costs(queries) if self.config.costs else None
         if costs is None and (weight or max_cost is not None):
             raise ConfigError("cost_weight and max_cost need the experts' prices: call router.set_costs(...) first")
@@ -429,29 +383,17 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             raise ConfigError(f"got estimates of {len(estimates.probabilities)} queries for {len(queries)} queries")
         if weight and estimates.expected_rewards is None:
             raise _no_expected_rewards()
-        scores, rule = estimates.scores, self.decision
-        chosen = decide(
-            scores,
+        return route_decisions(
+            estimates.probabilities,
+            estimates.expected_rewards,
             experts,
-            rule,
+            self.decision,
             allowed=allowed,
             costs=costs,
             penalties=None if costs is None else self.cost_penalties(costs),
             cost_weight=weight,
             max_cost=max_cost,
         )
-        rows = estimates.probabilities.tolist()
-        expected: list[Any] = [None] * len(rows)
-        if estimates.expected_rewards is not None:
-            expected = [
-                {name: (value if value == value else None) for name, value in zip(experts, row)}  # nan -> None
-                for row in estimates.expected_rewards.tolist()
-            ]
-        prices: list[Any] = [None] * len(rows) if costs is None else [dict(zip(experts, row)) for row in costs.tolist()]
-        return [
-            RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row)), expected_rewards=e, costs=p)
-            for c, row, e, p in zip(chosen, rows, expected, prices)
-        ]
 
     # -- speed -------------------------------------------------------------------------------
     def quantize(self, mode: str = "int8") -> ZooterRouter:

@@ -19,8 +19,8 @@ import torch
 from conftest import keyword_rows, record_file
 
 from zooter.errors import ZooterError
+from zooter.model.folder import FolderFiles
 from zooter.model.neighbours import NEIGHBOURS_NAME, NeighbourBank
-from zooter.model.persistence import FolderFiles
 from zooter.model.router import ZooterRouter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -433,7 +433,7 @@ def run(point):
 
 def check(point):
     # what a later process finds: one whole router, and a save after it leaves nothing behind
-    from zooter.model.persistence import FolderFiles
+    from zooter.model.folder import FolderFiles
     from zooter.model.router import ZooterRouter
 
     router = ZooterRouter.from_pretrained(target, device="cpu")

@@ -43,7 +43,7 @@ from zooter.model.encoder import QueryEncoder
 
 if TYPE_CHECKING:
     from zooter.labels.targets import LabelConfig
-    from zooter.model.persistence import FolderFiles
+    from zooter.model.folder import FolderFiles
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def load_tagger(settings: dict[str, Any], files: FolderFiles) -> Tagger:
     """Rebuild the tagger described by ``settings`` (its ``to_dict``), with any state in the router folder ``files``.
 
     A tagger's ``save(folder)`` writes its state into the router folder being saved; ``load``
-    reads it back through ``files`` (see :mod:`zooter.model.persistence`).
+    reads it back through ``files`` (see :mod:`zooter.model.folder`).
     """
     kind = settings.get("kind")
     tagger_class = TAGGER_KINDS.get(kind) if isinstance(kind, str) else None

@@ -35,7 +35,7 @@ from zooter.config import ZooterConfig
 from zooter.errors import ZooterError, name_list
 
 if TYPE_CHECKING:
-    from zooter.model.persistence import FolderFiles
+    from zooter.model.folder import FolderFiles
 
 NEIGHBOURS_NAME = "neighbours.safetensors"
 _CHUNK = 1024  # query rows per similarity block: bounds memory at 1024 x bank size floats
@@ -181,7 +181,7 @@ class NeighbourBank:
         """Write the bank into a router folder being saved (``neighbours.safetensors``).
 
         Any file written into ``folder`` is listed in ``config.json`` with its sha256 and checked
-        at load (:mod:`zooter.model.persistence`); :meth:`load` reads it back from the ``files`` it
+        at load (:mod:`zooter.model.folder`); :meth:`load` reads it back from the ``files`` it
         is given. ``experts`` name the bank's columns, recorded in the file so that a bank copied
         from another router is refused at load.
         """
@@ -201,7 +201,7 @@ class NeighbourBank:
         """The bank of a router folder, checked against ``config.json``.
 
         Args:
-            files: the router folder, opened (:class:`~zooter.model.persistence.FolderFiles`).
+            files: the router folder, opened (:class:`~zooter.model.folder.FolderFiles`).
             settings: its ``config.json`` ``neighbours`` section.
             experts: the router's experts: the bank's columns, in order.
             dimension: the encoder's hidden size: the length of the bank's embeddings.

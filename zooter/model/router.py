@@ -30,8 +30,9 @@ from zooter.decide.decision import RouteDecision
 from zooter.decide.policy import DecisionRule, check_allowed, check_max_cost, route_decisions
 from zooter.errors import ConfigError
 from zooter.model.encoder import DEFAULT_ENCODER, DEFAULT_ENCODER_ALIASES, QueryEncoder, load_encoder, pick_device
+from zooter.model.folder import FileRecord, check_file_name, file_records
 from zooter.model.neighbours import Estimates, NeighbourBank, NeighbourSettings
-from zooter.model.persistence import FileRecord, RouterPersistence, check_file_name, file_records
+from zooter.model.persistence import RouterPersistence
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class RouterConfig(ZooterConfig):
         tokenizer: the saved tokenizer: its ``files``, ``vocab_size`` and a ``sha256`` of its
             vocabulary, so loading can refuse a folder whose tokenizer is missing or another one.
         files: every file the router wrote in its folder but ``config.json``, with its size and
-            sha256 (:class:`~zooter.model.persistence.FileRecord`), checked at load; other files
+            sha256 (:class:`~zooter.model.folder.FileRecord`), checked at load; other files
             (the user's) are kept when a router is saved over it. A folder written before checksums
             lists names only (``None`` records).
         zooter_version: the package version that wrote the folder.

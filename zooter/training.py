@@ -38,13 +38,15 @@ from pydantic import Field, field_validator
 
 from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
-from zooter.decide.costs import CostTable, CostTarget, mean_output_tokens
-from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision
+from zooter.decide.costs import CostTable, CostTarget, check_calibration_rows, mean_output_tokens
+from zooter.decide.policy import DecisionRule, calibrate_decision
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
 from zooter.model.encoder import autocast, half_dtype, pick_device
 from zooter.model.neighbours import Estimates, NeighbourBank
-from zooter.model.router import ZooterRouter, non_finite_weights
+from zooter.model.persistence import non_finite_weights
+from zooter.model.router import ZooterRouter
+from zooter.rewards.responses import answers_for
 
 logger = logging.getLogger(__name__)
 
@@ -323,6 +325,22 @@ def _fit_neighbours(
 
 def _log_decision(rule: DecisionRule) -> None:
     figures = rule.calibration
+    support = figures.get("default_support") or {}
+    if support.get("passed_over"):
+        logger.warning(
+            "%s had a better mean reward than %s on too few rows (fewer than %d, half of what the best-covered "
+            "expert has): not considered as the default expert, which takes every query routing does not move",
+            ", ".join(f"{name} (rewards on {rows} rows)" for name, rows in support["passed_over"].items()),
+            rule.default_expert,
+            support["min_rows"],
+        )
+    if figures.get("sparse_experts"):
+        logger.warning(
+            "only %s %s rows have a reward for every expert (%s): too few to calibrate routing",
+            figures.get("rows"),
+            figures.get("source"),
+            ", ".join(f"{name} has {rows}" for name, rows in figures["sparse_experts"].items()),
+        )
     if rule.routes:
         logger.info(
             "routing pays on %s rows (%s): %.4g against %.4g for %s alone; %.0f%% of queries leave it",
@@ -353,7 +371,7 @@ def _set_costs(
 ) -> None:
     """Give the router its prices, with λ as given or calibrated on the leave-one-out estimates."""
     if responses:
-        lengths = mean_output_tokens([r for r in responses if r.model in dataset.experts], router.count_tokens)
+        lengths = mean_output_tokens(answers_for(responses, dataset.experts), router.count_tokens)
         costs = costs.with_output_tokens(lengths)
         logger.info("expected answer lengths (tokens): %s", {name: round(n) for name, n in lengths.items()})
     if target is None or held_out is None:
@@ -419,6 +437,12 @@ def train_router(
         raise ConfigError(f"pass either an enhancer or labels.tags={config.labels.tags!r}, not both")
     if costs is not None:
         costs.check_experts(dataset.experts)
+    # what calibrating the prices needs is checked before training, not after it
+    if responses and costs is not None:
+        answers_for(responses, dataset.experts)
+    if cost_target is not None:
+        cost_target.check_experts(dataset.experts)
+        check_calibration_rows(reward_tensor(dataset), dataset.experts, source=dataset.source or "the training data")
     if (cost_weight or cost_target is not None) and costs is None:
         raise ConfigError("a cost weight or a cost target needs the experts' prices (costs)")
     if cost_weight and cost_target is not None:
@@ -458,7 +482,7 @@ def train_router(
             router.predict_proba([ex.query for ex in validation]),
             reward_tensor(validation),
             dataset.experts,
-            default_expert=best_expert(reward_tensor(dataset), dataset.experts),
+            default_rewards=reward_tensor(dataset),
             min_z=config.min_z,
         )
     if config.calibrate and rule is not None:

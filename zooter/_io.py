@@ -110,7 +110,8 @@ def check_writable(path: str | Path, *, folder: bool = False) -> None:
 
     Raises:
         ZooterError: the path is a folder where a file is wanted (or the reverse), lies under a
-            file, or its nearest existing folder is not writable.
+            file, or its nearest existing folder is not writable (a file is created there and
+            removed at once to find out).
     """
     path = Path(path)
     if path.is_dir() and not folder:
@@ -124,6 +125,12 @@ def check_writable(path: str | Path, *, folder: bool = False) -> None:
         raise ZooterError(f"cannot write {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ZooterError(f"cannot write {path}: no permission to write in {parent}")
+    try:  # what the permission bits do not tell: a read-only or special file system, a quota
+        fd, probe = tempfile.mkstemp(prefix=".zooter-probe.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise ZooterError(f"cannot write {path}: {e.strerror or e} in {parent}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -364,10 +371,7 @@ def recover_directory(path: str | Path) -> None:
     folders written half-way) are removed. Those of a running process are left alone.
     """
     path = Path(path).absolute()
-    if not path.parent.is_dir():
-        return
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
-    leftovers = [p for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and not _running(int(m.group(1)))]
+    leftovers = [p for p, pid in _save_leftovers(path) if not _running(pid)]
     set_aside = sorted((p for p in leftovers if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
     if set_aside and not path.exists():
         restored = set_aside.pop()
@@ -383,6 +387,19 @@ def recover_directory(path: str | Path) -> None:
     for leftover in leftovers:
         shutil.rmtree(leftover, ignore_errors=True)
         logger.info("removed %s, left by an interrupted save", leftover)
+
+
+def save_in_progress(path: str | Path) -> bool:
+    """Whether a running process is saving over the folder ``path`` (its temporary folders are beside it)."""
+    return any(_running(pid) for _, pid in _save_leftovers(Path(path).absolute()))
+
+
+def _save_leftovers(path: Path) -> list[tuple[Path, int]]:
+    """What :func:`atomic_directory` keeps beside ``path`` while it runs, with the process id in each name."""
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
+    return [(p, int(m.group(1))) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name))]
 
 
 def _running(pid: int) -> bool:

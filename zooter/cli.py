@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from zooter import __version__
 from zooter._io import check_writable, refuse_overwriting_inputs
@@ -184,7 +184,7 @@ def _training_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
-    from zooter.model.router import check_save_directory
+    from zooter.model.persistence import check_save_directory
     from zooter.training import train_router
 
     refuse_overwriting_inputs([args.output], [args.data, args.validation, args.costs, args.responses])
@@ -237,9 +237,10 @@ def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, An
         costs = costs.with_output_tokens(dict.fromkeys(unknown, args.output_tokens))
     responses = None
     if args.responses is not None:
-        from zooter.rewards.responses import read_responses
+        from zooter.rewards.responses import answers_for, read_responses
 
-        responses, _ = read_responses(args.responses)
+        responses, _ = read_responses(args.responses, strict=True)
+        answers_for(responses, experts, args.responses)
     target = None
     if args.target_cost is not None:
         target = CostTarget(mean_cost=args.target_cost)
@@ -302,7 +303,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         refuse_overwriting_inputs([args.plot], [args.data, args.costs])
         check_writable(args.plot)
-        check_plotting()
+        check_plotting(args.plot)
     router = ZooterRouter.from_pretrained(args.router, device=args.device)
     data = RoutingDataset.load(args.data)
     if args.drop_extra_experts:
@@ -393,7 +394,7 @@ def _format_decision(query: str, decision: Any) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from zooter.demo import run_demo
-    from zooter.model.router import check_save_directory
+    from zooter.model.persistence import check_save_directory
 
     if args.output:
         check_save_directory(args.output)
@@ -429,8 +430,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line and exit 2, like every other zooter error.
+
+    Its subcommands' parsers are of the same class (argparse makes them so), including the ones
+    installed packages register.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="zooter", description="Train and run Zooter routers: send each query to the LLM likely to answer it best."
     )
     parser.add_argument("--version", action="version", version=f"zooter-langchain {__version__}")

@@ -531,21 +531,43 @@ class CostReport:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
-        plt.close(fig)
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=120, format=_image_format(path))
+        except OSError as e:  # named by the user's path, not by the temporary file beside it
+            raise ZooterError(f"cannot write {path}: {e.strerror or e}") from None
+        finally:
+            plt.close(fig)
         return path
 
 
 QUALITY_LEVELS = (0.5, 0.8, 0.95, 1.0)
 
 
-def check_plotting() -> None:
-    """Raise :class:`MissingDependencyError` unless matplotlib can be imported (``--plot`` checks first)."""
+def check_plotting(path: str | Path | None = None) -> None:
+    """Raise unless the frontier can be drawn (to ``path``): ``--plot`` checks this before any work.
+
+    Raises:
+        MissingDependencyError: matplotlib cannot be imported.
+        ZooterError: matplotlib writes no image of ``path``'s kind (its suffix).
+    """
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
         raise MissingDependencyError("drawing the frontier needs matplotlib: pip install 'zooter-langchain[plot]'")
+    if path is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        if _image_format(Path(path)) not in kinds:
+            raise ZooterError(
+                f"cannot draw the frontier to {path}: matplotlib writes no {Path(path).suffix!r} images "
+                f"(it writes {', '.join(sorted(kinds))})"
+            )
+
+
+def _image_format(path: Path) -> str:
+    return path.suffix.lstrip(".").lower() or "png"
 
 
 def evaluate_costs(

@@ -17,8 +17,12 @@ C = TypeVar("C", bound="ZooterConfig")
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{where}={item.get('input')!r}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a check of several fields together: its message names them
+            parts.append(message)
+            continue
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}={item.get('input')!r:.80}: {message}")
     return "; ".join(parts)
 
 
@@ -43,11 +47,18 @@ class ZooterConfig(BaseModel):
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        return cls(**cls.known_keys(data))
+
+    @classmethod
+    def known_keys(cls, data: Any) -> Any:
+        """``data`` without the keys this config does not know (dropped with a warning); a non-dict as it is."""
+        if not isinstance(data, dict):
+            return data
         known = {k: v for k, v in data.items() if k in cls.model_fields}
         unknown = sorted(set(data) - set(known))
         if unknown:
             logger.warning("%s: ignoring unknown keys %s (written by a newer version?)", cls.__name__, unknown)
-        return cls(**known)
+        return known
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with ``changes`` applied and validated."""

@@ -57,7 +57,7 @@ def describe_decision(config: Any) -> str:
         )
     else:
         parts.append("The linear head's probabilities rank the experts.")
-    rule = config.decision
+    rule = None if config.decision is None else config.decision.to_dict()
     if not rule:
         parts.append("The most probable expert is chosen (no decision rule was calibrated).")
         return " ".join(parts)
@@ -79,7 +79,7 @@ def describe_decision(config: Any) -> str:
 
 def describe_costs(config: Any) -> str:
     """The experts' prices and how much cost weighs in decisions, from the config."""
-    costs = config.costs
+    costs = None if config.costs is None else config.costs.to_dict()
     if not costs:
         return "No prices were given: the router maximises expected reward alone."
     lines = [

@@ -383,6 +383,8 @@ def cmd_route(args: argparse.Namespace) -> int:
         check_cost_weight(args.cost_weight, what="--cost-weight")
     router = ZooterRouter.from_pretrained(args.router, device=args.device)
     queries = list(args.queries)
+    if isinstance(args.explain, str):  # `zooter route ROUTER --explain QUERY`
+        queries.append(args.explain)
     if not queries or queries == ["-"]:
         queries = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not queries:
@@ -596,8 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument(
         "--explain",
-        action="store_true",
-        help="after each decision, every expert's estimate, cost and score, and why the chosen one won",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="QUERY",
+        help="after each decision, every expert's estimate, cost and score, and why the chosen one won "
+        "(`--explain QUERY` explains that query)",
     )
     p.add_argument("--device")
     p.set_defaults(func=cmd_route)

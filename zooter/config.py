@@ -14,15 +14,25 @@ logger = logging.getLogger(__name__)
 C = TypeVar("C", bound="ZooterConfig")
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
+def _problems(error: ValidationError) -> list[tuple[tuple[Any, ...], Any, str]]:
+    """Each problem as (where, the value, what is wrong); a nested config's problems under its field."""
+    found = []
     for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        if not item["loc"]:  # a check of several fields together: its message names them
+        inner = getattr((item.get("ctx") or {}).get("error"), "problems", None)
+        if inner:  # a nested config's own __init__ said it: keep its fields, under this one
+            found += [(tuple(item["loc"]) + loc, value, message) for loc, value, message in inner]
+        else:
+            found.append((tuple(item["loc"]), item.get("input"), item["msg"].removeprefix("Value error, ")))
+    return found
+
+
+def _describe(problems: list[tuple[tuple[Any, ...], Any, str]]) -> str:
+    parts = []
+    for loc, value, message in problems:
+        if not loc:  # a check of several fields together: its message names them
             parts.append(message)
-            continue
-        where = ".".join(str(p) for p in item["loc"])
-        parts.append(f"{where}={item.get('input')!r:.80}: {message}")
+        else:
+            parts.append(f"{'.'.join(str(p) for p in loc)}={value!r:.80}: {message}")
     return "; ".join(parts)
 
 
@@ -40,7 +50,16 @@ class ZooterConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            raise ConfigError(f"invalid {type(self).__name__}: {_describe(e)}") from None
+            problems = _problems(e)
+            error = ConfigError(f"invalid {type(self).__name__}: {_describe(problems)}")
+            error.problems = problems  # type: ignore[attr-defined]  # read by an enclosing config
+            raise error from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            raise ConfigError(f"invalid {type(self).__name__}: {_describe(_problems(e))}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

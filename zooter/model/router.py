@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from zooter import __version__
 from zooter._io import atomic_directory, check_writable, link_or_copy, recover_directory, settle_files
@@ -107,15 +107,12 @@ class RouterConfig(ZooterConfig):
             raise ValueError(f"pooling must be 'mean', got {value!r}")
         return value
 
-    @field_validator("decision", mode="before")
+    @field_validator("decision", "costs", mode="before")
     @classmethod
-    def _decision_keys(cls, value: Any) -> Any:
-        return DecisionRule.known_keys(value)
-
-    @field_validator("costs", mode="before")
-    @classmethod
-    def _costs_keys(cls, value: Any) -> Any:
-        return CostSettings.known_keys(value)
+    def _section_keys(cls, value: Any, info: ValidationInfo) -> Any:
+        """A section written by a newer version loads without the keys this one does not know."""
+        section = DecisionRule if info.field_name == "decision" else CostSettings
+        return section.known_keys(value)
 
     @model_validator(mode="after")
     def _sections_name_experts(self) -> RouterConfig:
@@ -544,7 +541,10 @@ class ZooterRouter(QueryEncoder):
                 f"{folder} is not a router folder: its {CONFIG_NAME} has no 'experts' "
                 "(a plain encoder? train a router on it with `zooter train --encoder`)"
             )
-        config = RouterConfig.from_dict(raw)
+        try:
+            config = RouterConfig.from_dict(raw)
+        except ConfigError as e:  # the message names the field; the path says which file
+            raise ConfigError(f"{config_path}: {e}") from None
         if not config.encoder_config:
             raise ZooterError(f"{config_path}: field 'encoder_config' is empty; cannot rebuild the encoder")
         from transformers import AutoTokenizer

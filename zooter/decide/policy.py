@@ -65,6 +65,25 @@ class DecisionRule(ZooterConfig):
         return self.margin is not None
 
 
+def describe_decision(rule: DecisionRule | None) -> str:
+    """One line on a calibrated decision: does routing pay, and how much leaves the default expert."""
+    if rule is None:
+        return "decision: the most probable expert (not calibrated: no held-out rows)"
+    c = rule.calibration
+    where = f"{c.get('rows')} held-out rows ({c.get('source')})"
+    if not rule.routes:
+        return (
+            f"routing did not pay on {where}: every query goes to {rule.default_expert}, the best expert "
+            f"on the training data (mean reward {c.get('default_score', float('nan')):.4g})"
+        )
+    z = c["gain"] / c["standard_error"] if c.get("standard_error") else float("inf")
+    return (
+        f"routing pays on {where}: {c['routed_score']:.4g} against {c['default_score']:.4g} for "
+        f"{rule.default_expert} alone (+{c['gain']:.3g}, {z:.1f} standard errors); "
+        f"{c['share_routed_away']:.0%} of queries leave it"
+    )
+
+
 def check_allowed(
     allowed: str | Sequence[str] | None, experts: Sequence[str], *, what: str = "allowed", allow_empty: bool = False
 ) -> list[str] | None:

@@ -286,7 +286,9 @@ class QueryEncoder(torch.nn.Module):
         """Each query's token ids (truncated to ``max_length``, special tokens added) and its full
         length in tokens (not truncated, without special tokens: what a cost estimate counts), from
         one tokenizer call."""
-        self.check_queries(queries)
+        check_queries(queries)
+        if not queries:  # the tokenizer fails on an empty batch
+            return [], []
         # only whitespace is no text: every such query is routed as the empty one
         texts = [text if text.strip() else "" for text in map(query_text, queries)]
         specials = self._special_tokens()
@@ -341,6 +343,9 @@ class QueryEncoder(torch.nn.Module):
 
     def count_tokens(self, queries: Sequence[Query]) -> list[int]:
         """Each query's length in the tokenizer's tokens, not truncated (what a cost estimate counts)."""
+        check_queries(queries)
+        if not queries:  # the tokenizer fails on an empty batch
+            return []
         encoded = self.tokenizer(
             [query_text(query) for query in queries],
             add_special_tokens=False,
@@ -391,18 +396,6 @@ class QueryEncoder(torch.nn.Module):
         """The encoder's pooled vector of each query (float32, on the router's device, input order)."""
         return self._encode(queries, batch_size, show_progress, pooled=True)
 
-    @staticmethod
-    def check_queries(queries: Sequence[Query]) -> None:
-        """Raise :class:`TypeError` unless ``queries`` is a list of texts or chats."""
-        if isinstance(queries, (str, dict)) or (queries and isinstance(queries[0], dict)):
-            raise TypeError(
-                "the router takes a list of queries, each a string or a list of chat messages; "
-                "wrap a single query (or a single chat) in a list"
-            )
-        for i, query in enumerate(queries):
-            if not (isinstance(query, str) or (isinstance(query, list) and all(isinstance(m, dict) for m in query))):
-                raise TypeError(f"query {i} is {query!r:.80}; expected a string or a list of chat messages")
-
     def _encode(
         self,
         queries: Sequence[Query],
@@ -416,7 +409,7 @@ class QueryEncoder(torch.nn.Module):
 
         ``token_ids``: the queries' ids from :meth:`tokenize_and_count`, when already tokenised.
         """
-        self.check_queries(queries)
+        check_queries(queries)
         blank = sum(1 for query in queries if isinstance(query, str) and not query.strip())
         if blank:
             logger.warning(
@@ -459,12 +452,25 @@ class QueryEncoder(torch.nn.Module):
         return self.embed(input_ids, attention_mask)
 
 
+def check_queries(queries: Sequence[Query]) -> None:
+    """Raise :class:`TypeError` unless ``queries`` is a list of texts or chats (lists of messages)."""
+    if isinstance(queries, (str, dict)) or (queries and isinstance(queries[0], dict)):
+        raise TypeError(
+            "the router takes a list of queries, each a string or a list of chat messages; "
+            "wrap a single query (or a single chat) in a list"
+        )
+    for i, query in enumerate(queries):
+        if not (isinstance(query, str) or (isinstance(query, list) and all(isinstance(m, dict) for m in query))):
+            raise TypeError(f"query {i} is {query!r:.80}; expected a string or a list of chat messages")
+
+
 __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_ENCODER_ALIASES",
     "QueryEncoder",
     "autocast",
     "check_hub_source",
+    "check_queries",
     "dtype_argument",
     "encoder_from_config",
     "half_dtype",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
@@ -282,6 +283,7 @@ class ZooterRouter(QueryEncoder):
 
         Raises:
             ConfigError: the router has no prices, or does not estimate expected rewards.
+            ZooterError: ``dataset`` is empty, or no row of it has every reward.
         """
         from zooter.decide.costs import calibrate_cost_weight
         from zooter.labels.targets import reward_tensor
@@ -289,6 +291,8 @@ class ZooterRouter(QueryEncoder):
         table = self.costs
         if table is None:
             raise ConfigError("calibrating a cost weight needs the experts' prices: call set_costs(...) first")
+        if not len(dataset):
+            raise ZooterError("calibrating a cost weight needs held-out rows with rewards; the dataset is empty")
         dataset.check_experts(self.experts)
         dataset = dataset.select_experts(self.experts)
         queries = [example.query for example in dataset]
@@ -307,6 +311,94 @@ class ZooterRouter(QueryEncoder):
         )
         self.set_costs(table, cost_weight=result["cost_weight"], calibration=result)
         return result
+
+    # -- growing without retraining -------------------------------------------------------------
+    def add_expert_from_examples(
+        self,
+        name: str,
+        queries: Sequence[Query],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> ZooterRouter:
+        """Make a new expert choosable from a few queries it serves, without retraining.
+
+        The one-vs-rest case of an agent's tools or skills, where the examples are all that is
+        known of the new expert: each query joins the neighbour bank rewarding ``name`` with 1 and
+        every other expert with 0, and the bank's earlier rows reward ``name`` with 0 (they were
+        served by the experts they name). A query near the examples then ranks ``name`` first, as
+        if the router had been trained with it. Together the examples count as much as the rows the
+        median expert wins (each at least once), so a handful of them is not outvoted by experts
+        with many rows. Targets of the new rows follow the router's label settings (temperature,
+        hard labels). Save the router to keep the expert.
+
+        Args:
+            name: the new expert (a tool name, for a tool selector).
+            queries: requests the new expert serves (a handful to a few dozen).
+            batch_size: queries per encoder forward.
+            show_progress: show a progress bar.
+
+        Returns:
+            The router itself, with ``name`` last among its experts.
+
+        Raises:
+            ConfigError: the router has no neighbour bank (a distilled head keeps no training
+                queries to set the examples against), prices its experts, already has ``name``,
+                or ``queries`` is empty or holds an empty query.
+        """
+        from zooter.labels.targets import hard_targets, soft_targets
+
+        if self.bank is None:
+            raise ConfigError(
+                "adding an expert from examples needs a router with a neighbour bank "
+                "(train it with method 'neighbours', the default); a distilled head keeps no training queries"
+            )
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"an expert's name must be a non-empty string, got {name!r}")
+        if name in self.config.experts:
+            raise ConfigError(f"the router already has an expert {name!r}; its experts are {name_list(self.experts)}")
+        if self.config.costs:
+            raise ConfigError(
+                f"the router prices its experts and has no price for {name!r}; drop the prices first "
+                "(router.set_costs(None)) and set them again with the new expert's"
+            )
+        if isinstance(queries, str) or not queries:
+            raise ConfigError(f"give a list of example queries for {name!r}, got {queries!r:.80}")
+        blank = [i for i, q in enumerate(queries) if isinstance(q, str) and not q.strip()]
+        if blank:
+            raise ConfigError(f"example queries for {name!r} must not be empty; empty at positions {blank}")
+        embeddings = self.embed_queries(list(queries), batch_size=batch_size, show_progress=show_progress)
+        rewards = torch.zeros((len(queries), len(self.config.experts) + 1))
+        rewards[:, -1] = 1.0
+        labels = self.config.labels
+        targets = hard_targets(rewards) if labels.get("hard") else soft_targets(rewards, labels.get("temperature", 1.0))
+        # The examples stand for the new expert's share of queries: together they count as much as
+        # the rows the median expert wins, so a handful is not outvoted by experts with many rows.
+        known = self.bank.rewards.nan_to_num(nan=-math.inf)
+        wins = ((known >= known.max(dim=1, keepdim=True).values) & torch.isfinite(self.bank.rewards)).float()
+        typical = (wins * self.bank.row_weights().unsqueeze(1)).sum(dim=0).median().item()
+        weight = max(1.0, typical / len(queries))
+        self.bank = self.bank.with_expert(0.0).with_rows(embeddings, rewards, targets, weight=weight)
+        head = torch.nn.Linear(self.head.in_features, self.head.out_features + 1, device=self.device)
+        with torch.no_grad():  # the bank decides; the head only keeps its shape (one logit per expert)
+            head.weight.zero_()
+            head.bias.zero_()
+            head.weight[:-1] = self.head.weight
+            head.bias[:-1] = self.head.bias
+        self.head = head
+        added = [
+            *self.config.training_summary.get("added_from_examples", []),
+            {"expert": name, "examples": len(queries)},
+        ]
+        self.config = self.config.replace(
+            experts=[*self.config.experts, name],
+            neighbours=self.bank.settings(),
+            training_summary={**self.config.training_summary, "added_from_examples": added},
+        )
+        logger.info(
+            "added expert %s from %d example queries; the bank holds %d rows", name, len(queries), len(self.bank)
+        )
+        return self
 
     # -- computing -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

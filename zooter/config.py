@@ -14,26 +14,26 @@ logger = logging.getLogger(__name__)
 C = TypeVar("C", bound="ZooterConfig")
 
 
-def _problems(error: ValidationError) -> list[tuple[tuple[Any, ...], Any, str]]:
-    """Each problem as (where, the value, what is wrong); a nested config's problems under its field."""
-    found = []
+def _fields(error: ValidationError) -> list[tuple[str, Any, str]]:
+    """``(field path, value, what is wrong)`` of each error, a nested config's fields under its own path.
+
+    A check of several fields together has an empty path: its message names them.
+    """
+    out = []
     for item in error.errors():
-        inner = getattr((item.get("ctx") or {}).get("error"), "problems", None)
-        if inner:  # a nested config's own __init__ said it: keep its fields, under this one
-            found += [(tuple(item["loc"]) + loc, value, message) for loc, value, message in inner]
+        where = ".".join(str(p) for p in item["loc"])
+        nested = (item.get("ctx") or {}).get("error")
+        if isinstance(nested, ConfigError) and getattr(nested, "fields", None):
+            # a section that is itself a ZooterConfig refused its values: name them by their full path
+            for field, value, msg in nested.fields:
+                out.append((f"{where}.{field}" if where and field else field or where, value, msg))
         else:
-            found.append((tuple(item["loc"]), item.get("input"), item["msg"].removeprefix("Value error, ")))
-    return found
+            out.append((where, item.get("input"), item["msg"].removeprefix("Value error, ")))
+    return out
 
 
-def _describe(problems: list[tuple[tuple[Any, ...], Any, str]]) -> str:
-    parts = []
-    for loc, value, message in problems:
-        if not loc:  # a check of several fields together: its message names them
-            parts.append(message)
-        else:
-            parts.append(f"{'.'.join(str(p) for p in loc)}={value!r:.80}: {message}")
-    return "; ".join(parts)
+def _describe(fields: list[tuple[str, Any, str]]) -> str:
+    return "; ".join(f"{where}={value!r:.80}: {msg}" if where else msg for where, value, msg in fields)
 
 
 class ZooterConfig(BaseModel):
@@ -50,16 +50,16 @@ class ZooterConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            problems = _problems(e)
-            error = ConfigError(f"invalid {type(self).__name__}: {_describe(problems)}")
-            error.problems = problems  # type: ignore[attr-defined]  # read by an enclosing config
+            fields = _fields(e)
+            error = ConfigError(f"invalid {type(self).__name__}: {_describe(fields)}")
+            error.fields = fields  # type: ignore[attr-defined]  # read by an enclosing config
             raise error from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
             super().__setattr__(name, value)
         except ValidationError as e:
-            raise ConfigError(f"invalid {type(self).__name__}: {_describe(_problems(e))}") from None
+            raise ConfigError(f"invalid {type(self).__name__}: {_describe(_fields(e))}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -73,6 +73,30 @@ def offline_names() -> dict[str, object]:
     return names
 
 
+def given_objects(code: str) -> dict[str, object]:
+    """The objects a doc's snippets take as given (``router``, ``experts``, ``selector``), built when used.
+
+    Runs in the working folder: ``router`` is ``my-router`` (the arena demo's six experts), ``experts``
+    a fake chat model for each of them, ``selector`` a tool selector trained on the tool-use examples.
+    """
+    from zooter_langchain import FakeExpertChatModel
+
+    names: dict[str, object] = {}
+    if re.search(r"\b(router|experts)\b", code):
+        from zooter import ZooterRouter
+
+        names["router"] = router = ZooterRouter.from_pretrained("my-router")
+        names["experts"] = {name: FakeExpertChatModel(name=name) for name in router.experts}
+    if re.search(r"\bselector\b", code):
+        from zooter import LabelConfig, RoutingDataset, TrainingConfig, train_router
+        from zooter_langchain import ZooterToolSelector
+
+        tools = RoutingDataset.load("examples/data/tool_use.jsonl")
+        config = TrainingConfig(labels=LabelConfig(temperature=0.25), show_progress=False)
+        names["selector"] = ZooterToolSelector(train_router(tools, config), k=2)
+    return names
+
+
 @pytest.fixture(scope="module")
 def prepared(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The working folder every file's snippets start from (copied afresh for each file)."""
@@ -131,6 +155,7 @@ def test_every_python_snippet_runs(
 
     namespace = offline_names()
     snippets = python_snippets(path)
+    namespace.update(given_objects(" ".join(code for _, code, _ in snippets)))
     if path == README:
         assert len(snippets) >= 3
     name = path.relative_to(ROOT).as_posix()

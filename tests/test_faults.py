@@ -413,9 +413,42 @@ CASES = [
         "costs",
     ),
     ("train-without-arguments", ("train",), ["required", "--output"], None),
+    # issue 20 item 10: an expert named explicitly that has no reward; λ fitted on a handful of rows
+    (
+        "train-expert-all-null",
+        ("train", "sparse.jsonl", *TRAIN[2:], "--output", "new", "--experts", "mathbot,ghost"),
+        ["sparse.jsonl", "ghost", "null"],
+        "sparse",
+    ),
     ("eval-plot-without-prices", ("eval", "router", "data.jsonl", "--plot", "f.png"), ["--plot", "--costs"], None),
     ("route-cost-weight-without-prices", ("route", "router", "hello", "--cost-weight", "2"), ["set_costs"], None),
+    # issue 20 item 5: a negative budget is refused, as a negative cost weight is
+    ("route-negative-max-cost", ("route", "router", "hello", "--max-cost", "-1"), ["--max-cost", ">= 0", "-1"], None),
+    # issue 20 item 3: config.json sections checked where they load, naming the file and the field
+    (
+        "route-config-default-expert-unknown",
+        ("route", "router", "hello"),
+        ["config.json", "decision.default_expert", "nobody"],
+        "config-default-expert",
+    ),
+    (
+        "route-config-penalised-unknown",
+        ("route", "router", "hello"),
+        ["config.json", "costs.calibration.penalised", "nobody"],
+        "config-penalised",
+    ),
+    (
+        "route-config-cost-weight-text",
+        ("route", "router", "hello"),
+        ["config.json", "costs.cost_weight", "abc"],
+        "config-cost-weight",
+    ),
 ]
+
+
+def edit_config(ws: Path, **changes: object) -> None:
+    path = ws / "router" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}, indent=2))
 
 
 def setup_case(ws: Path, setup: str | None) -> None:
@@ -460,10 +493,33 @@ def setup_case(ws: Path, setup: str | None) -> None:
         (ws / "r-cut.jsonl").write_text("".join([*answers[:2], answers[2][:25] + "\n", *answers[3:]]))
         other = [{"id": "q0", "model": name, "response": "hi"} for name in ("gpt-4", "claude")]
         write_lines(ws / "r-other.jsonl", other)
+    elif setup == "sparse":
+        rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
+        for i, row in enumerate(rows):
+            row["rewards"].update(rare=10.0 if i == 0 else None, ghost=None)
+        write_lines(ws / "sparse.jsonl", rows)
+        prices = {name: {"input_price_per_mtok": 1.0} for name in ("mathbot", "coder", "poet", "rare")}
+        (ws / "c-sparse.json").write_text(json.dumps(prices))
     elif setup == "big-rewards":
         rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
         rows[0]["rewards"]["mathbot"] = 1e39
         write_lines(ws / "big.jsonl", rows)
+    elif setup is not None and setup.startswith("config-"):
+        prices = {name: {"cost_per_call": 1e-6} for name in ("mathbot", "coder", "poet")}
+        edit_config(
+            ws,
+            **{
+                "config-default-expert": {"decision": {"default_expert": "nobody", "margin": 0.0}},
+                "config-penalised": {
+                    "costs": {
+                        "prices": prices,
+                        "cost_weight": 1.0,
+                        "calibration": {"unit": "calls", "penalised": ["nobody"]},
+                    }
+                },
+                "config-cost-weight": {"costs": {"prices": prices, "cost_weight": "abc"}},
+            }[setup],
+        )
     elif setup == "parts":
         (ws / "parts").mkdir()
         shutil.copy(ws / "data.jsonl", ws / "parts" / "train.jsonl")
@@ -504,6 +560,20 @@ def test_a_plot_that_cannot_be_written_is_refused_before_evaluating(zooter: Zoot
     result = zooter("eval", "router", "data.jsonl", "--costs", "c-good.json", "--plot", "/proc/frontier.png", cwd=ws)
     assert_refused(result, "cannot write /proc/frontier.png")
     assert ".tmp" not in result.stderr and result.stdout == ""  # the user's path, before any evaluation
+    assert snapshot(ws) == before
+
+
+def test_a_cost_target_on_a_sparse_expert_is_refused_before_training(zooter: Zooter, ws: Path) -> None:
+    # issue 20 item 10: 'rare' has one reward in 24 rows; λ was fitted on that one row. The missing
+    # encoder would be loaded before training: the refusal comes first. The data's warnings come before it.
+    setup_case(ws, "sparse")
+    before = snapshot(ws)
+    argv = ("train", "sparse.jsonl", *TRAIN[2:], "--output", "new", "--costs", "c-sparse.json", "--target-cost", "1")
+    result = zooter(*argv, "--encoder", "gone", cwd=ws)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("zooter train: error: only 1 of 24") and "rare has 1" in last, last
+    assert "every reward of ['ghost'] is null" in result.stderr and "Traceback" not in result.stderr
     assert snapshot(ws) == before
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -86,6 +87,12 @@ def _scorer_factory(args: argparse.Namespace) -> Callable[[argparse.Namespace], 
 def _reward_model_scorer(args: argparse.Namespace) -> Any:
     from zooter.rewards.scorers import RewardModelScorer
 
+    if args.engine == "ray":  # each Ray worker loads the model from this recipe, on its own device
+        if args.device is not None:
+            raise ZooterError("--device does not apply to --engine ray: each worker uses its GPU when it has one")
+        return RewardModelScorer.loader(
+            args.reward_model, revision=args.revision, batch_size=args.batch_size, max_length=args.max_length
+        )
     return RewardModelScorer.from_pretrained(
         args.reward_model,
         revision=args.revision,
@@ -104,6 +111,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")
     experts = _csv(args.experts) if args.experts else None
     make_scorer = _scorer_factory(args)
+    if args.judge and args.engine != "local":
+        raise ZooterError("--judge runs its grader calls concurrently in this process; use --engine local")
+    engine = _engine(args)
     # fail on unusable inputs before loading a reward model of several gigabytes
     refuse_overwriting_inputs([args.output, scored_pairs_path(args.output)], [args.responses, args.queries])
     check_writable(args.output)
@@ -121,6 +131,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         experts=experts,
         batch_size=batch_size,
         show_progress=not args.quiet,
+        engine=engine,
     )
     print(report.format_summary())
     if getattr(scorer, "pairs_truncated", 0):
@@ -130,6 +141,39 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
     return finish(
         args, f"{report.scored} pairs scored ({report.resumed} resumed), {report.rows} queries -> {report.output}"
+    )
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    """The engine ``--engine`` names, with ``--ray-address`` and ``--workers``."""
+    from zooter.engines import make_engine
+
+    if args.engine == "local":
+        if args.ray_address is not None or args.workers is not None:
+            raise ZooterError("--ray-address and --workers need --engine ray")
+        return make_engine("local")
+    from zooter.engines.ray import import_ray
+
+    import_ray()  # a missing extra fails here, before any data is read or model loaded
+    return make_engine(args.engine, address=args.ray_address, workers=args.workers)
+
+
+def _add_engine_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help=f"where {what} runs: this process (default) or Ray Data workers (needs the ray extra)",
+    )
+    p.add_argument("--ray-address", help="the Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--workers", type=int, help="Ray workers, each loading the model once (default: one per GPU/CPU)")
+
+
+def _add_backend_option(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        help=f"what runs the encoder: PyTorch, or ONNX Runtime on CPU (needs the onnx extra); default: {default_help}",
     )
 
 
@@ -171,6 +215,7 @@ def _training_config(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "validation_fraction": args.validation_fraction,
         "device": args.device,
+        "backend": args.backend,
     }
     config = TrainingConfig(**{k: v for k, v in given.items() if v is not None}, show_progress=not args.quiet)
     labels = {"temperature": args.temperature, "beta": args.beta, "tags": args.tags, "hard": args.hard_labels or None}
@@ -190,6 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs([args.output], [args.data, args.validation, args.costs, args.responses])
     check_save_directory(args.output)
     config = _training_config(args)
+    engine = _engine(args)
     experts = _csv(args.experts) if args.experts is not None else None
     data = RoutingDataset.load(args.data, experts=experts)
     validation = RoutingDataset.load(args.validation, experts=experts) if args.validation else None
@@ -202,6 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cost_weight=args.cost_weight or 0.0,
         cost_target=target,
         responses=responses,
+        engine=engine,
     )
     router.save_pretrained(args.output)
     print(f"{describe_training(router)}; saved to {args.output}")
@@ -213,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, Any, Any]:
     """The price table, the cost target and the responses records that ``zooter train`` was given."""
-    from zooter.decide.costs import CostTable, CostTarget
+    from zooter.decide.costs import CostTable, CostTarget, check_cost_weight
 
     wants = {
         "--cost-weight": args.cost_weight,
@@ -255,21 +302,21 @@ def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, An
         if not names or not math.isfinite(share):
             raise ConfigError(f"--target-share takes EXPERTS=FRACTION (e.g. gpt-4=0.5), got {args.target_share!r}")
         target = CostTarget(share=share, share_experts=_csv(names))
-    if args.cost_weight is not None and args.cost_weight < 0:
-        raise ConfigError(f"--cost-weight must be >= 0, got {args.cost_weight:g}")
+    if args.cost_weight is not None:
+        check_cost_weight(args.cost_weight, what="--cost-weight")
     return costs, target, responses
 
 
 def describe_costs(router: Any) -> str:
     """One line on the cost-aware decision: λ, and what its calibration measured."""
-    c = (router.config.costs or {}).get("calibration")
-    if not c:
+    c = None if router.config.costs is None else router.config.costs.calibration
+    if c is None:
         return f"cost weight λ = {router.cost_weight:.4g} (set, not calibrated)"
-    best = c["best_single"]
-    met = "meets" if c["met"] else "does NOT meet (closest kept)"
+    best = c.best_single
+    met = "meets" if c.met else "does NOT meet (closest kept)"
     return (
-        f"cost weight λ = {c['cost_weight']:.4g} {met} the target on {c['rows']} {c['source']} rows: mean reward "
-        f"{c['reward']:.4g} at {1000 * c['cost']:.4g} USD per 1k queries, against {best['reward']:.4g} at "
+        f"cost weight λ = {c.cost_weight:.4g} {met} the target on {c.rows} {c.source} rows: mean reward "
+        f"{c.reward:.4g} at {1000 * c.cost:.4g} USD per 1k queries, against {best['reward']:.4g} at "
         f"{1000 * best['cost']:.4g} for {best['expert']} alone"
     )
 
@@ -304,7 +351,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         refuse_overwriting_inputs([args.plot], [args.data, args.costs])
         check_writable(args.plot)
         check_plotting(args.plot)
-    router = ZooterRouter.from_pretrained(args.router, device=args.device)
+    router = ZooterRouter.from_pretrained(args.router, device=args.device, backend=args.backend)
     data = RoutingDataset.load(args.data)
     if args.drop_extra_experts:
         data = data.select_experts(router.experts)  # still fails if the data lacks a router expert
@@ -346,10 +393,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    from zooter.decide.costs import check_cost_weight
+    from zooter.decide.policy import check_max_cost
     from zooter.model.router import ZooterRouter
 
-    router = ZooterRouter.from_pretrained(args.router, device=args.device)
+    check_max_cost(args.max_cost, what="--max-cost")  # before loading: a bad limit fails at once
+    if args.cost_weight is not None:
+        check_cost_weight(args.cost_weight, what="--cost-weight")
+    router = ZooterRouter.from_pretrained(args.router, device=args.device, backend=args.backend)
     queries = list(args.queries)
+    if isinstance(args.explain, str):  # `zooter route ROUTER --explain QUERY`
+        queries.append(args.explain)
     if not queries or queries == ["-"]:
         queries = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not queries:
@@ -366,6 +420,8 @@ def cmd_route(args: argparse.Namespace) -> int:
         return finish(args, f"{len(queries)} queries routed")
     for query, decision in zip(queries, decisions):
         print(_format_decision(query, decision))
+        if args.explain:
+            print(textwrap.indent(decision.explain(), "     "))
     return finish(args, f"{len(queries)} queries routed")
 
 
@@ -385,11 +441,18 @@ def _json(obj: Any) -> str:
 
 
 def _format_decision(query: str, decision: Any) -> str:
+    """The query, the chosen expert and what the rule compared: expected rewards when the router
+    estimates them (a distilled head: probabilities), best first."""
     short = query if len(query) <= 70 else query[:67] + "..."
-    ranked = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])
-    probs = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
+    if decision.expected_rewards is not None:
+        known = {name: value for name, value in decision.expected_rewards.items() if value is not None}
+        ranked = sorted(known.items(), key=lambda kv: -kv[1])
+        shown = "expected reward " + ", ".join(f"{name} {value:.3g}" for name, value in ranked)
+    else:
+        ranked = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
     cost = "" if decision.expected_cost is None else f", expected cost {decision.expected_cost:.3g} USD"
-    return f"{short}\n  -> {decision.expert}{cost}   ({probs})"
+    return f"{short}\n  -> {decision.expert}{cost}   ({shown})"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -470,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="pairs per reward-model pass (and per saved batch)")
     p.add_argument("--max-length", type=int, help="tokens per (query, response) pair (default: what the model reads)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    _add_engine_options(p, "the reward model")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("split", help="split a dataset deterministically into train/validation/test files")
@@ -532,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="calibrate λ: the cheapest routing with FRACTION (e.g. 0.95) of the best single expert's mean reward",
     )
+    _add_engine_options(p, "embedding the training queries")
+    _add_backend_option(p, "torch; the saved router routes on the same one")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a router on a labelled dataset")
@@ -545,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", help="draw the cost-quality frontier to this image file (needs the plot extra)")
     p.add_argument("--device")
+    _add_backend_option(p, "the one the router was trained on")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("route", help="route queries with a trained router")
@@ -556,7 +623,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-weight", type=float, help="λ for these queries (default: the router's own)")
     p.add_argument("--max-cost", type=float, help="leave out experts expected to cost more than this (USD)")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.add_argument(
+        "--explain",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="QUERY",
+        help="after each decision, every expert's estimate, cost and score, and why the chosen one won "
+        "(`--explain QUERY` explains that query)",
+    )
     p.add_argument("--device")
+    _add_backend_option(p, "the one the router was trained on")
     p.set_defaults(func=cmd_route)
 
     add_registered_commands(sub)

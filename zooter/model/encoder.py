@@ -178,6 +178,16 @@ def encoder_from_config(config_dict: dict[str, Any]) -> Any:
         return AutoModel.from_config(config)
 
 
+def backend_device(backend: str, device: str | torch.device | None) -> torch.device:
+    """Where an encoder on ``backend`` runs: ``device`` (default CUDA when present), the CPU for ONNX."""
+    if backend == "torch":
+        return pick_device(device)
+    chosen = pick_device(device or "cpu")
+    if chosen.type != "cpu":
+        raise ConfigError(f"backend {backend!r} runs on CPU, not on {chosen} (use backend 'torch' there)")
+    return chosen
+
+
 def length_sorted_batches(sequences: Sequence[Sized], batch_size: int) -> Iterator[list[int]]:
     """Indices of ``sequences`` in batches of ``batch_size``, longest first.
 
@@ -242,6 +252,8 @@ class QueryEncoder(torch.nn.Module):
         self.tokenizer = tokenizer
         if max_length is not None:
             self._max_length = self.fit_length(max_length)
+        self.backend = "torch"
+        self.runtime: Any = None  # the zooter.model.onnx.OnnxEncoder computing embed() off PyTorch, if any
 
     @classmethod
     def load(
@@ -251,10 +263,48 @@ class QueryEncoder(torch.nn.Module):
         max_length: int = 256,
         revision: str | None = None,
         device: str | torch.device | None = None,
+        backend: str = "torch",
     ) -> QueryEncoder:
-        """A pretrained encoder (Hub id, local folder, or None for the default), ready to embed queries."""
+        """A pretrained encoder (Hub id, local folder, or None for the default), ready to embed queries.
+
+        ``backend`` as in :meth:`set_backend`.
+        """
         model, tokenizer = load_encoder(name_or_path, revision=revision)
-        return cls(model, tokenizer, max_length).eval().to(pick_device(device))
+        encoder = cls(model, tokenizer, max_length).eval()
+        return encoder.to(backend_device(backend, device)).set_backend(backend)
+
+    def set_backend(
+        self, backend: str, *, cache_dir: str | Path | None = None, threads: int | None = None
+    ) -> QueryEncoder:
+        """Run the encoder on ``"torch"`` (PyTorch), ``"onnx"`` or ``"onnx-int8"`` (ONNX Runtime, CPU).
+
+        The ONNX backends need the ``onnx`` extra; the model is exported from these weights on first
+        use and cached (see :mod:`zooter.model.onnx`). ``onnx`` gives the same vectors to float
+        rounding, ``onnx-int8`` the fastest CPU routing with vectors slightly off: check its
+        agreement on your own queries (``benchmarks/routing_throughput.py --onnx``). The PyTorch
+        weights are kept, so the router can still be saved.
+
+        Args:
+            backend: one of ``"torch"``, ``"onnx"``, ``"onnx-int8"``.
+            cache_dir: where exported files are kept (default ``$ZOOTER_CACHE/onnx``).
+            threads: ONNX Runtime's intra-op threads (default: one per physical core).
+
+        Returns:
+            The encoder itself.
+        """
+        from zooter.model.onnx import OnnxEncoder, check_backend, export_encoder
+
+        check_backend(backend)
+        if backend == "torch":
+            self.backend, self.runtime = backend, None
+            return self
+        if self.device.type != "cpu":
+            raise ConfigError(f"backend {backend!r} runs on CPU; this encoder is on {self.device} (use 'torch' there)")
+        if getattr(self, "quantized", None):
+            raise ConfigError(f"backend {backend!r} exports the fp32 encoder; this one was quantised in PyTorch")
+        self.runtime = OnnxEncoder(export_encoder(self, backend, cache_dir=cache_dir), threads=threads)
+        self.backend = backend
+        return self
 
     @property
     def max_length(self) -> int:
@@ -280,8 +330,42 @@ class QueryEncoder(torch.nn.Module):
 
     def tokenize(self, queries: Sequence[Query]) -> list[list[int]]:
         """Token ids of each query, truncated to ``max_length``, in one tokenizer call."""
+        return self.tokenize_and_count(queries)[0]
+
+    def tokenize_and_count(self, queries: Sequence[Query]) -> tuple[list[list[int]], list[int]]:
+        """Each query's token ids (truncated to ``max_length``, special tokens added) and its full
+        length in tokens (not truncated, without special tokens: what a cost estimate counts), from
+        one tokenizer call."""
+        check_queries(queries)
+        if not queries:  # the tokenizer fails on an empty batch
+            return [], []
         # only whitespace is no text: every such query is routed as the empty one
         texts = [text if text.strip() else "" for text in map(query_text, queries)]
+        specials = self._special_tokens()
+        if specials is None:  # a tokenizer whose special tokens cannot be told apart: it truncates, twice
+            return self._tokenize_truncated(texts), self.count_tokens(texts)
+        encoded = self.tokenizer(
+            texts,
+            truncation=False,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )["input_ids"]
+        before, after = specials
+        counts = [max(len(ids) - before - after, 0) for ids in encoded]
+        keep = max(self.max_length - before - after, 0)
+        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+        token_ids = []
+        for ids in encoded:
+            if len(ids) > self.max_length:  # truncated as the tokenizer truncates: the text, not its special tokens
+                body = ids[before : len(ids) - after]
+                body = body[len(body) - keep :] if left else body[:keep]
+                ids = [*ids[:before], *body, *ids[len(ids) - after :]]
+            token_ids.append(ids)
+        return self._filled(token_ids), counts
+
+    def _tokenize_truncated(self, texts: list[str]) -> list[list[int]]:
         encoded = self.tokenizer(
             texts,
             truncation=True,
@@ -290,9 +374,22 @@ class QueryEncoder(torch.nn.Module):
             return_attention_mask=False,
             return_token_type_ids=False,
         )
+        return self._filled(encoded["input_ids"])
+
+    def _filled(self, token_ids: list[list[int]]) -> list[list[int]]:
         # a query that tokenises to nothing (no special tokens, empty text) still needs one position
         filler = [self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else self.pad_id]
-        return [ids or filler for ids in encoded["input_ids"]]
+        return [ids or filler for ids in token_ids]
+
+    def _special_tokens(self) -> tuple[int, int] | None:
+        """How many special tokens the tokenizer puts before and after a text (e.g. 1 and 1 for BERT)."""
+        if not hasattr(self, "_specials"):
+            probe = "hello world"
+            plain = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+            full = self.tokenizer(probe)["input_ids"]
+            starts = [i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain]
+            self._specials = (starts[0], len(full) - len(plain) - starts[0]) if plain and starts else None
+        return self._specials
 
     def count_tokens(self, queries: Sequence[Query]) -> list[int]:
         """Each query's length in the tokenizer's tokens, not truncated (what a cost estimate counts)."""
@@ -328,7 +425,13 @@ class QueryEncoder(torch.nn.Module):
         return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled query vectors."""
+        """Pooled query vectors, computed by the backend (:meth:`set_backend`)."""
+        if self.runtime is not None:
+            return self.runtime(input_ids, attention_mask)
+        return self.torch_embed(input_ids, attention_mask)
+
+    def torch_embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled query vectors computed by the PyTorch encoder (what the ONNX backends export)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
@@ -350,9 +453,18 @@ class QueryEncoder(torch.nn.Module):
         return self._encode(queries, batch_size, show_progress, pooled=True)
 
     def _encode(
-        self, queries: Sequence[Query], batch_size: int | None, show_progress: bool, *, pooled: bool
+        self,
+        queries: Sequence[Query],
+        batch_size: int | None,
+        show_progress: bool,
+        *,
+        pooled: bool,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> torch.Tensor:
-        """Pooled vectors (``pooled``) or :meth:`forward` outputs of ``queries``, batched by length, in input order."""
+        """Pooled vectors (``pooled``) or :meth:`forward` outputs of ``queries``, batched by length, in input order.
+
+        ``token_ids``: the queries' ids from :meth:`tokenize_and_count`, when already tokenised.
+        """
         check_queries(queries)
         blank = sum(1 for query in queries if isinstance(query, str) and not query.strip())
         if blank:
@@ -373,7 +485,8 @@ class QueryEncoder(torch.nn.Module):
             return out
         was_training = self.training
         self.eval()
-        token_ids = self.tokenize(queries)
+        if token_ids is None:
+            token_ids = self.tokenize(queries)
         amp = half_dtype(self.device) if next(self.parameters()).dtype == torch.float32 else None
         batches = length_sorted_batches(token_ids, batch_size)
         if show_progress:
@@ -412,6 +525,7 @@ __all__ = [
     "DEFAULT_ENCODER_ALIASES",
     "QueryEncoder",
     "autocast",
+    "backend_device",
     "check_hub_source",
     "check_queries",
     "dtype_argument",

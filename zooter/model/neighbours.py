@@ -8,6 +8,10 @@ expert's *expected reward* on the query, on the rewards' own scale (what the dec
 cost trade-off need), plus the same average of the training targets (the Zooter soft labels), which
 is a distribution over the experts.
 
+Finding the neighbours (:meth:`NeighbourBank.search`) is the job of the bank's index
+(:mod:`zooter.model.index`): exact search for small banks, a faiss ANN index for large ones; the
+weighting and averaging of their rewards (:meth:`NeighbourBank.average`) is the same for both.
+
 On real routing data this estimate routed better than a fine-tuned encoder with a linear head,
 and it trains in one encoder pass over the training queries (see the README's "Routing quality").
 
@@ -21,8 +25,7 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +33,22 @@ from typing import Any
 import torch
 
 from zooter.errors import ZooterError
+from zooter.model.index import (
+    ANN_EXTRA,
+    INDEX_NAME,
+    TARGET_RECALL,
+    BankIndex,
+    ExactIndex,
+    FaissIndex,
+    build_index,
+    faiss_available,
+    fingerprint,
+)
+
+logger = logging.getLogger(__name__)
 
 NEIGHBOURS_NAME = "neighbours.safetensors"
-_CHUNK = 1024  # query rows per similarity block: bounds memory at 1024 x bank size floats
+_CHUNK = 1024  # query rows averaged at once: bounds memory at 1024 x k x experts floats
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,8 @@ class NeighbourBank:
         self.targets = targets.float()
         self.k = k
         self.temperature = temperature
+        self.index: BankIndex = ExactIndex(self.embeddings)
+        self._fingerprint: str | None = None
 
     def to(self, device: torch.device) -> NeighbourBank:
         """The bank on ``device`` (itself when already there)."""
@@ -96,7 +114,15 @@ class NeighbourBank:
             return self
         moved = {name: t.to(device) for name, t in self.tensors().items()}
         bank = NeighbourBank.__new__(NeighbourBank)
-        bank.__dict__.update(self.__dict__, **moved)
+        bank.__dict__.update(self.__dict__, **moved, index=self.index.to(device))
+        return bank
+
+    def with_k(self, k: int) -> NeighbourBank:
+        """The same bank and index, averaging over ``k`` neighbours."""
+        if k < 1:
+            raise ZooterError(f"a neighbour bank needs k >= 1, got k={k}")
+        bank = NeighbourBank.__new__(NeighbourBank)
+        bank.__dict__.update(self.__dict__, k=k)
         return bank
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -104,6 +130,43 @@ class NeighbourBank:
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
+
+    @property
+    def fingerprint(self) -> str:
+        """A sha256 of the embeddings: what a saved index must have been built from."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.embeddings)
+        return self._fingerprint
+
+    def build_index(self, kind: str = "auto", *, k: int | None = None, seed: int = 0, **options: Any) -> NeighbourBank:
+        """Search with a new index of ``kind`` (``"exact"``, ``"ann"`` or ``"auto"``; see
+        :func:`zooter.model.index.build_index`), tuned for ``k`` neighbours (default: the bank's).
+
+        Returns:
+            The bank itself.
+        """
+        self.index = build_index(self.embeddings, kind, k=k or self.k, seed=seed, **options)
+        return self
+
+    # -- estimating -------------------------------------------------------------------------------
+    def search(
+        self, queries: torch.Tensor, *, k: int | None = None, leave_out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` (default: the bank's) most similar rows of each query, from the bank's index.
+
+        Args:
+            queries: pooled query vectors (rows x hidden; normalised here).
+            k: neighbours per query (capped at the bank's size, less the row left out).
+            leave_out: for each query row, the index of a bank row it must not use (itself, for
+                leave-one-out estimates on the training rows), or -1 for none.
+
+        Returns:
+            Similarities and bank row indices, queries x k each, most similar first.
+        """
+        queries = torch.nn.functional.normalize(queries.float(), dim=-1).to(self.rewards.device)
+        k = min(k or self.k, len(self) - (1 if leave_out is not None else 0))
+        top, index = self.index.search(queries, max(k, 1), leave_out=leave_out)
+        return top.to(self.rewards.device), index.to(self.rewards.device)
 
     def estimate(self, queries: torch.Tensor, *, leave_out: torch.Tensor | None = None) -> Estimates:
         """Neighbour estimates for query embeddings (rows x hidden; normalised here).
@@ -113,16 +176,21 @@ class NeighbourBank:
             leave_out: for each query row, the index of a bank row it must not use (itself, for
                 leave-one-out estimates on the training rows), or -1 for none.
         """
-        queries = torch.nn.functional.normalize(queries.float(), dim=-1).to(self.rewards.device)
+        top, index = self.search(queries, leave_out=leave_out)
+        return self.average(top, index)
+
+    def average(self, similarities: torch.Tensor, neighbours: torch.Tensor) -> Estimates:
+        """The weighted average of the rewards and targets of each query's neighbours.
+
+        Args:
+            similarities: each query's neighbours' similarities, most similar first (queries x n);
+                only the first ``k`` are used, so one search at the largest ``k`` serves every smaller one.
+            neighbours: their bank row indices (queries x n).
+        """
         probabilities, expected = [], []
-        for start, block in _blocks(queries):
-            sims = block @ self.embeddings.float().T
-            if leave_out is not None:
-                rows = leave_out[start : start + len(block)].to(sims.device)
-                hit = rows >= 0
-                sims[hit.nonzero().squeeze(1), rows[hit]] = -math.inf
-            k = min(self.k, len(self) - (1 if leave_out is not None else 0))
-            top, index = sims.topk(max(k, 1), dim=-1)
+        for start in range(0, len(similarities), _CHUNK):
+            top = similarities[start : start + _CHUNK, : self.k]
+            index = neighbours[start : start + _CHUNK, : self.k]
             weights = torch.exp((top - top[:, :1]) / self.temperature).unsqueeze(-1)  # rows x k x 1
             rewards = self.rewards[index]  # rows x k x experts
             present = torch.isfinite(rewards)
@@ -140,19 +208,35 @@ class NeighbourBank:
             return Estimates(empty, empty.clone())
         return Estimates(torch.cat(probabilities), torch.cat(expected))
 
-    def leave_one_out(self) -> Estimates:
-        """Each training row estimated from the other rows: honest estimates to calibrate decisions on."""
-        return self.estimate(self.embeddings.float(), leave_out=torch.arange(len(self)))
+    def leave_one_out(self, rows: torch.Tensor | None = None) -> Estimates:
+        """Training rows estimated from the other rows: honest estimates to calibrate decisions on.
+
+        Args:
+            rows: the bank rows to estimate (default: all), e.g. a calibration sample.
+        """
+        rows = torch.arange(len(self)) if rows is None else rows
+        rows = rows.to(self.embeddings.device)
+        return self.estimate(self.embeddings[rows], leave_out=rows)
 
     # -- saving -----------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
-        return {"k": self.k, "temperature": self.temperature, "rows": len(self)}
+        index = self.index.settings()
+        if index["kind"] != "exact":
+            index["fingerprint"] = self.fingerprint
+        return {"k": self.k, "temperature": self.temperature, "rows": len(self), "index": index}
+
+    def files(self) -> list[str]:
+        """The files :meth:`save` writes."""
+        return [NEIGHBOURS_NAME] + ([INDEX_NAME] if isinstance(self.index, FaissIndex) else [])
 
     def save(self, folder: Path) -> None:
+        """Write the bank (``neighbours.safetensors``) and its ANN index, if any (``neighbours.faiss``)."""
         from safetensors.torch import save_file
 
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.tensors().items()}
         save_file(tensors, str(folder / NEIGHBOURS_NAME), metadata={"format": "pt"})
+        if isinstance(self.index, FaissIndex):
+            self.index.save(folder)
 
     @classmethod
     def load(cls, folder: Path, settings: dict[str, Any]) -> NeighbourBank:
@@ -163,7 +247,7 @@ class NeighbourBank:
             raise ZooterError(f"{folder}: config.json names a neighbour bank but {NEIGHBOURS_NAME} is missing")
         try:
             tensors = load_file(str(path))
-            return cls(
+            bank = cls(
                 tensors["embeddings"],
                 tensors["rewards"],
                 tensors["targets"],
@@ -174,11 +258,46 @@ class NeighbourBank:
             raise ZooterError(f"{path} or its settings in config.json are damaged: {e}") from None
         except Exception as e:  # safetensors' own error type for a damaged file
             raise ZooterError(f"{path} is not a readable safetensors file: {e}") from None
+        index = settings.get("index") or {"kind": "exact"}  # routers from before indexes searched exactly
+        if index.get("kind", "exact") != "exact":
+            bank.index = _load_index(folder, bank, index)
+        return bank
 
 
-def _blocks(queries: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-    for start in range(0, len(queries), _CHUNK):
-        yield start, queries[start : start + _CHUNK]
+def _load_index(folder: Path, bank: NeighbourBank, settings: dict[str, Any]) -> BankIndex:
+    """The saved ANN index of ``bank``: checked against the bank, rebuilt when missing, exact without faiss."""
+    path = folder / INDEX_NAME
+    recorded = settings.get("fingerprint")
+    if recorded != bank.fingerprint:
+        raise ZooterError(
+            f"{folder}: the neighbour index in config.json was built for another bank (fingerprint "
+            f"{str(recorded)[:19]}, {NEIGHBOURS_NAME} has {bank.fingerprint[:19]}); copy the whole router folder again"
+        )
+    if not faiss_available():
+        logger.warning(
+            "%s: the router was saved with a faiss index but faiss is not installed; searching exactly "
+            "(same neighbours, slower on a large bank: %s)",
+            folder,
+            ANN_EXTRA,
+        )
+        return ExactIndex(bank.embeddings)
+    if not path.is_file():
+        logger.warning(
+            "%s: %s is missing; rebuilding it from the bank (%s)", folder, INDEX_NAME, settings.get("factory")
+        )
+        return FaissIndex.build(
+            bank.embeddings,
+            factory=settings.get("factory"),
+            k=int(settings.get("recall_at") or bank.k),
+            target_recall=float(settings.get("target_recall") or TARGET_RECALL),
+        )
+    index = FaissIndex.load(path, settings)
+    if not index.holds(bank.embeddings):
+        raise ZooterError(
+            f"{path} does not index {NEIGHBOURS_NAME} (its rows do not find themselves); "
+            f"delete {INDEX_NAME} to rebuild it, or copy the whole router folder again"
+        )
+    return index
 
 
 __all__ = ["NEIGHBOURS_NAME", "Estimates", "NeighbourBank"]

@@ -346,6 +346,73 @@ CASES = [
         ["neighbours"],
         "costs",
     ),
+    # issue 20 item 8: a price no float holds, or one whose product overflows, refused before training
+    (
+        "train-costs-400-digit-price",
+        (*TRAIN, "--output", "new", "--costs", "c-huge.json"),
+        ["c-huge.json", "mathbot.input_price_per_mtok", "401 digits"],
+        "costs",
+    ),
+    (
+        "train-costs-overflowing-product",
+        (*TRAIN, "--output", "new", "--costs", "c-overflow.json", "--target-cost", "0.001"),
+        ["c-overflow.json", "mathbot.output_price_per_mtok", "<= 1e+09"],
+        "costs",
+    ),
+    # issue 20 item 9: a reward finite in JSON but beyond what float32 sums hold
+    (
+        "train-reward-beyond-float32",
+        ("train", "big.jsonl", *TRAIN[2:], "--output", "new"),
+        ["big.jsonl:1", "rewards.mathbot", "1e+15", "1e+39"],
+        "big-rewards",
+    ),
+    # issue 20 item 11: a responses file of other experts
+    (
+        "train-responses-of-other-experts",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--responses", "r-other.jsonl"),
+        ["r-other.jsonl", "no answer from any of the experts", "gpt-4"],
+        "costs",
+    ),
+    # issue 20 item 12: a cut line in the middle of --responses, and a folder given as the file
+    (
+        "train-responses-cut-line",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--responses", "r-cut.jsonl"),
+        ["r-cut.jsonl:3", "malformed JSON"],
+        "costs",
+    ),
+    (
+        "train-responses-is-a-folder",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--responses", "router"),
+        ["router", "is a folder"],
+        "costs",
+    ),
+    # issue 20 item 13: checked before training (the missing encoder would be loaded first otherwise),
+    # an image kind matplotlib cannot write, and argparse's own errors in one line
+    (
+        "train-target-share-unknown-expert",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--target-share", "gpt-4=0.5", "--encoder", "gone"),
+        ["gpt-4", "share_experts"],
+        "costs",
+    ),
+    (
+        "eval-plot-unknown-image-kind",
+        ("eval", "router", "data.jsonl", "--costs", "c-good.json", "--plot", "f.xyz"),
+        ["f.xyz", "png"],
+        "costs",
+    ),
+    (
+        "train-two-targets",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--target-cost", "1", "--target-quality", "0.9"),
+        ["--target-quality", "not allowed with", "--help"],
+        "costs",
+    ),
+    (
+        "train-cost-weight-not-a-number",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--cost-weight", "abc"),
+        ["--cost-weight", "'abc'"],
+        "costs",
+    ),
+    ("train-without-arguments", ("train",), ["required", "--output"], None),
     ("eval-plot-without-prices", ("eval", "router", "data.jsonl", "--plot", "f.png"), ["--plot", "--costs"], None),
     ("route-cost-weight-without-prices", ("route", "router", "hello", "--cost-weight", "2"), ["set_costs"], None),
 ]
@@ -384,6 +451,17 @@ def setup_case(ws: Path, setup: str | None) -> None:
         (ws / "c-negative.json").write_text(json.dumps({**good, "mathbot": {"input_price_per_mtok": -1}}))
         (ws / "c-text.json").write_text(json.dumps({**good, "coder": {"output_price_per_mtok": "cheap"}}))
         (ws / "c-broken.json").write_text('{"mathbot": ')
+        (ws / "c-huge.json").write_text(json.dumps({**good, "mathbot": {"input_price_per_mtok": int("9" * 401)}}))
+        overflow = {"output_price_per_mtok": 1e300, "expected_output_tokens": 1e300}
+        (ws / "c-overflow.json").write_text(json.dumps({**good, "mathbot": overflow}))
+        answers = (ws / "responses.jsonl").read_text().splitlines(keepends=True)
+        (ws / "r-cut.jsonl").write_text("".join([*answers[:2], answers[2][:25] + "\n", *answers[3:]]))
+        other = [{"id": "q0", "model": name, "response": "hi"} for name in ("gpt-4", "claude")]
+        write_lines(ws / "r-other.jsonl", other)
+    elif setup == "big-rewards":
+        rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
+        rows[0]["rewards"]["mathbot"] = 1e39
+        write_lines(ws / "big.jsonl", rows)
     elif setup == "parts":
         (ws / "parts").mkdir()
         shutil.copy(ws / "data.jsonl", ws / "parts" / "train.jsonl")
@@ -397,6 +475,33 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(
     before = snapshot(ws)
     result = zooter(*argv, cwd=ws)
     assert_refused(result, *words)
+    assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize("free", [["mathbot", "coder", "poet"], ["mathbot"]], ids=["all-free", "best-free"])
+def test_eval_costs_with_a_free_best_expert_says_n_a_where_no_ratio_exists(
+    zooter: Zooter, ws: Path, free: list[str]
+) -> None:
+    # issue 20 item 7: self-hosted experts cost nothing; mathbot is the best single expert on data.jsonl
+    prices = {name: {"input_price_per_mtok": 0.0 if name in free else 2.0} for name in ("mathbot", "coder", "poet")}
+    (ws / "free.json").write_text(json.dumps(prices))
+    result = zooter("eval", "router", "data.jsonl", "--costs", "free.json", "--quiet", cwd=ws)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best single mathbot" in result.stdout
+    assert "95% of the best single expert's quality: 0 USD / 1k queries (n/a: the best single expert is free)" in (
+        result.stdout
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")
+def test_a_plot_that_cannot_be_written_is_refused_before_evaluating(zooter: Zooter, ws: Path) -> None:
+    # issue 20 item 13: permission bits do not show it (root passes them): /proc takes no new file
+    setup_case(ws, "costs")
+    before = snapshot(ws)
+    result = zooter("eval", "router", "data.jsonl", "--costs", "c-good.json", "--plot", "/proc/frontier.png", cwd=ws)
+    assert_refused(result, "cannot write /proc/frontier.png")
+    assert ".tmp" not in result.stderr and result.stdout == ""  # the user's path, before any evaluation
     assert snapshot(ws) == before
 
 

@@ -7,6 +7,8 @@ A line of the JSONL file looks like::
 
 ``query`` may also be a chat (a list of ``{"role", "content"}`` messages). ``tags`` and ``task``
 are optional. An expert may lack a reward on some rows: it is masked out of those rows' labels.
+Rewards are finite numbers within ±:data:`MAX_REWARD`: they are kept and averaged in float32,
+where larger ones (a 1e39 is finite in JSON, infinite in float32) overflow.
 
 Example:
     >>> from zooter.data import RoutingDataset
@@ -37,6 +39,10 @@ _repr.maxstring = 80
 _repr.maxother = 80
 _short = _repr.repr  # values in error messages stay one readable line
 
+#: The largest reward magnitude accepted. Rewards are kept in float32 (largest: about 3.4e38) and
+#: their squares are summed (for standard errors): beyond this they overflow to infinity.
+MAX_REWARD = 1e15
+
 Message = dict[str, Any]
 Query = str | list[Message]
 
@@ -47,9 +53,11 @@ def content_text(content: Any) -> str:
         return ""
     if isinstance(content, str):
         return content
-    # multimodal content blocks: keep the text parts only
+    # multimodal content blocks: keep the text parts only (a bare string is a text part)
     return " ".join(
-        str(block.get("text", "")) for block in content if isinstance(block, dict) and block.get("type") == "text"
+        block if isinstance(block, str) else str(block.get("text", ""))
+        for block in content
+        if isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text")
     )
 
 
@@ -161,6 +169,13 @@ class RoutingExample:
                 reward = math.inf
             if not math.isfinite(reward):
                 raise fail(f"reward for expert {name!r} must be finite, got {_short(value)}", f"rewards.{name}", value)
+            if abs(reward) > MAX_REWARD:
+                raise fail(
+                    f"reward for expert {name!r} must be within ±{MAX_REWARD:g} (rewards are averaged in float32, "
+                    f"where larger ones overflow), got {reward:g}",
+                    f"rewards.{name}",
+                    value,
+                )
             rewards[name] = reward
         if not rewards and require_rewards:
             raise fail("every reward is null; a row needs at least one", "rewards", raw_rewards)
@@ -479,6 +494,7 @@ class RoutingDataset(Sequence[RoutingExample]):
 
 
 __all__ = [
+    "MAX_REWARD",
     "DatasetSplits",
     "Message",
     "Query",

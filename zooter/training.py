@@ -47,6 +47,7 @@ from zooter.model.encoder import autocast, half_dtype, pick_device
 from zooter.model.index import import_faiss
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.router import ZooterRouter, non_finite_weights
+from zooter.rewards.responses import answers_for
 
 logger = logging.getLogger(__name__)
 
@@ -430,7 +431,7 @@ def _set_costs(
     """Give the router its prices, with λ as given or calibrated on the leave-one-out estimates
     (of ``held_out_rows``: the training rows' calibration sample)."""
     if responses:
-        lengths = mean_output_tokens([r for r in responses if r.model in dataset.experts], router.count_tokens)
+        lengths = mean_output_tokens(answers_for(responses, dataset.experts), router.count_tokens)
         costs = costs.with_output_tokens(lengths)
         logger.info("expected answer lengths (tokens): %s", {name: round(n) for name, n in lengths.items()})
     if target is None or held_out is None:
@@ -496,6 +497,11 @@ def train_router(
         raise ConfigError(f"pass either an enhancer or labels.tags={config.labels.tags!r}, not both")
     if costs is not None:
         costs.check_experts(dataset.experts)
+    # what calibrating the prices needs is checked before training, not after it
+    if responses and costs is not None:
+        answers_for(responses, dataset.experts)
+    if cost_target is not None:
+        cost_target.check_experts(dataset.experts)
     if (cost_weight or cost_target is not None) and costs is None:
         raise ConfigError("a cost weight or a cost target needs the experts' prices (costs)")
     if cost_weight and cost_target is not None:

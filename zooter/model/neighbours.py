@@ -79,6 +79,8 @@ class NeighbourBank:
         targets: rows x experts, each row a distribution (the training soft labels).
         k: neighbours per query (capped at the bank's size).
         temperature: similarity temperature of the neighbour weights (> 0).
+        weights: how much each row counts, multiplying its similarity weight (None: 1 each); rows
+            added from a few examples of a new expert stand for more than one query each.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class NeighbourBank:
         *,
         k: int,
         temperature: float = 0.1,
+        weights: torch.Tensor | None = None,
     ) -> None:
         if embeddings.ndim != 2 or rewards.shape != targets.shape or rewards.shape[0] != embeddings.shape[0]:
             raise ZooterError(
@@ -103,6 +106,11 @@ class NeighbourBank:
         self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1).half()
         self.rewards = rewards.float()
         self.targets = targets.float()
+        if weights is not None and (
+            weights.shape != (rewards.shape[0],) or not bool((torch.isfinite(weights) & (weights > 0)).all())
+        ):
+            raise ZooterError(f"a neighbour bank's row weights must be {rewards.shape[0]} positive numbers")
+        self.weights = None if weights is None else weights.float().to(self.rewards.device)
         self.k = k
         self.temperature = temperature
         self.index: BankIndex = ExactIndex(self.embeddings)
@@ -126,10 +134,53 @@ class NeighbourBank:
         return bank
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"embeddings": self.embeddings, "rewards": self.rewards, "targets": self.targets}
+        tensors = {"embeddings": self.embeddings, "rewards": self.rewards, "targets": self.targets}
+        if self.weights is not None:
+            tensors["weights"] = self.weights
+        return tensors
+
+    def row_weights(self) -> torch.Tensor:
+        """How much each row counts (1 each unless rows were given weights)."""
+        return self.weights if self.weights is not None else torch.ones(len(self), device=self.rewards.device)
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
+
+    def with_rows(
+        self, embeddings: torch.Tensor, rewards: torch.Tensor, targets: torch.Tensor, *, weight: float = 1.0
+    ) -> NeighbourBank:
+        """A new bank: this bank's rows, then these, each counting ``weight`` (same experts, ``k``, temperature)."""
+        device = self.rewards.device
+        weights = None
+        if weight != 1.0 or self.weights is not None:
+            weights = torch.cat([self.row_weights(), torch.full((len(rewards),), float(weight), device=device)])
+        return NeighbourBank(
+            torch.cat([self.embeddings.float(), embeddings.float().to(device)]),
+            torch.cat([self.rewards, rewards.float().to(device)]),
+            torch.cat([self.targets, targets.float().to(device)]),
+            k=self.k,
+            temperature=self.temperature,
+            weights=weights,
+        )
+
+    def with_expert(self, reward: float, target: float = 0.0) -> NeighbourBank:
+        """A new bank with one more expert, last, holding ``reward`` and ``target`` on every row.
+
+        ``reward`` may be ``nan`` (no reward known); ``target`` is its share of each row's
+        distribution, taken from the other experts' shares in proportion.
+        """
+        if not 0.0 <= target < 1.0:
+            raise ZooterError(f"a new expert's target share must be in [0, 1), got {target}")
+        rows = len(self)
+        column = torch.full((rows, 1), float(reward), device=self.rewards.device)
+        return NeighbourBank(
+            self.embeddings.float(),
+            torch.cat([self.rewards, column], dim=1),
+            torch.cat([self.targets * (1.0 - target), torch.full_like(column, target)], dim=1),
+            k=self.k,
+            temperature=self.temperature,
+            weights=self.weights,
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -191,7 +242,10 @@ class NeighbourBank:
         for start in range(0, len(similarities), _CHUNK):
             top = similarities[start : start + _CHUNK, : self.k]
             index = neighbours[start : start + _CHUNK, : self.k]
-            weights = torch.exp((top - top[:, :1]) / self.temperature).unsqueeze(-1)  # rows x k x 1
+            weights = torch.exp((top - top[:, :1]) / self.temperature)
+            if self.weights is not None:
+                weights = weights * self.weights[index]
+            weights = weights.unsqueeze(-1)  # rows x k x 1
             rewards = self.rewards[index]  # rows x k x experts
             present = torch.isfinite(rewards)
             weight = (weights * present).sum(dim=1)
@@ -253,6 +307,7 @@ class NeighbourBank:
                 tensors["targets"],
                 k=int(settings["k"]),
                 temperature=float(settings["temperature"]),
+                weights=tensors.get("weights"),
             )
         except (KeyError, TypeError, ValueError, OSError) as e:
             raise ZooterError(f"{path} or its settings in config.json are damaged: {e}") from None

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from zooter._io import atomic_directory, check_writable, link_or_copy, recover_d
 from zooter.config import ZooterConfig
 from zooter.data import Query
 from zooter.decide.costs import CostTable, CostTarget, call_penalties
-from zooter.decide.policy import DecisionRule, decide
+from zooter.decide.decision import RouteDecision
+from zooter.decide.policy import DecisionRule, check_allowed, check_max_cost, route_decisions
 from zooter.errors import ConfigError, ZooterError, name_list
 from zooter.model.encoder import (
     DEFAULT_ENCODER,
@@ -108,44 +108,6 @@ class RouterConfig(ZooterConfig):
         if value != "mean":
             raise ValueError(f"pooling must be 'mean', got {value!r}")
         return value
-
-
-@dataclass(frozen=True)
-class RouteDecision:
-    """The router's choice for one query.
-
-    Attributes:
-        expert: the chosen expert (see :class:`~zooter.decide.policy.DecisionRule`: the default expert
-            unless another is expected to do clearly better; without a rule, the most probable).
-        probabilities: the router's probability for every expert, in head order.
-        expected_rewards: every expert's expected reward on the training rewards' scale, when the
-            router estimates it (None for an expert no neighbour has a reward for); None otherwise.
-        costs: every expert's expected cost of answering this query (USD), when the router has
-            prices (:meth:`ZooterRouter.set_costs`); None otherwise.
-    """
-
-    expert: str
-    probabilities: dict[str, float]
-    expected_rewards: dict[str, float | None] | None = None
-    costs: dict[str, float] | None = None
-
-    @property
-    def expected_reward(self) -> float | None:
-        """The chosen expert's expected reward, when the router estimates rewards."""
-        return None if self.expected_rewards is None else self.expected_rewards.get(self.expert)
-
-    @property
-    def expected_cost(self) -> float | None:
-        """The chosen expert's expected cost (USD), when the router has prices."""
-        return None if self.costs is None else self.costs[self.expert]
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"expert": self.expert, "probabilities": self.probabilities}
-        if self.expected_rewards is not None:
-            out["expected_rewards"] = self.expected_rewards
-        if self.costs is not None:
-            out["costs"] = self.costs
-        return out
 
 
 class ZooterRouter(QueryEncoder):
@@ -311,6 +273,7 @@ class ZooterRouter(QueryEncoder):
 
         Raises:
             ConfigError: the router has no prices, or does not estimate expected rewards.
+            ZooterError: ``dataset`` is empty, or no row of it has every reward.
         """
         from zooter.decide.costs import calibrate_cost_weight
         from zooter.labels.targets import reward_tensor
@@ -318,6 +281,8 @@ class ZooterRouter(QueryEncoder):
         table = self.costs
         if table is None:
             raise ConfigError("calibrating a cost weight needs the experts' prices: call set_costs(...) first")
+        if not len(dataset):
+            raise ZooterError("calibrating a cost weight needs held-out rows with rewards; the dataset is empty")
         dataset.check_experts(self.experts)
         dataset = dataset.select_experts(self.experts)
         queries = [example.query for example in dataset]
@@ -336,6 +301,94 @@ class ZooterRouter(QueryEncoder):
         )
         self.set_costs(table, cost_weight=result["cost_weight"], calibration=result)
         return result
+
+    # -- growing without retraining -------------------------------------------------------------
+    def add_expert_from_examples(
+        self,
+        name: str,
+        queries: Sequence[Query],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> ZooterRouter:
+        """Make a new expert choosable from a few queries it serves, without retraining.
+
+        The one-vs-rest case of an agent's tools or skills, where the examples are all that is
+        known of the new expert: each query joins the neighbour bank rewarding ``name`` with 1 and
+        every other expert with 0, and the bank's earlier rows reward ``name`` with 0 (they were
+        served by the experts they name). A query near the examples then ranks ``name`` first, as
+        if the router had been trained with it. Together the examples count as much as the rows the
+        median expert wins (each at least once), so a handful of them is not outvoted by experts
+        with many rows. Targets of the new rows follow the router's label settings (temperature,
+        hard labels). Save the router to keep the expert.
+
+        Args:
+            name: the new expert (a tool name, for a tool selector).
+            queries: requests the new expert serves (a handful to a few dozen).
+            batch_size: queries per encoder forward.
+            show_progress: show a progress bar.
+
+        Returns:
+            The router itself, with ``name`` last among its experts.
+
+        Raises:
+            ConfigError: the router has no neighbour bank (a distilled head keeps no training
+                queries to set the examples against), prices its experts, already has ``name``,
+                or ``queries`` is empty or holds an empty query.
+        """
+        from zooter.labels.targets import hard_targets, soft_targets
+
+        if self.bank is None:
+            raise ConfigError(
+                "adding an expert from examples needs a router with a neighbour bank "
+                "(train it with method 'neighbours', the default); a distilled head keeps no training queries"
+            )
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"an expert's name must be a non-empty string, got {name!r}")
+        if name in self.config.experts:
+            raise ConfigError(f"the router already has an expert {name!r}; its experts are {name_list(self.experts)}")
+        if self.config.costs:
+            raise ConfigError(
+                f"the router prices its experts and has no price for {name!r}; drop the prices first "
+                "(router.set_costs(None)) and set them again with the new expert's"
+            )
+        if isinstance(queries, str) or not queries:
+            raise ConfigError(f"give a list of example queries for {name!r}, got {queries!r:.80}")
+        blank = [i for i, q in enumerate(queries) if isinstance(q, str) and not q.strip()]
+        if blank:
+            raise ConfigError(f"example queries for {name!r} must not be empty; empty at positions {blank}")
+        embeddings = self.embed_queries(list(queries), batch_size=batch_size, show_progress=show_progress)
+        rewards = torch.zeros((len(queries), len(self.config.experts) + 1))
+        rewards[:, -1] = 1.0
+        labels = self.config.labels
+        targets = hard_targets(rewards) if labels.get("hard") else soft_targets(rewards, labels.get("temperature", 1.0))
+        # The examples stand for the new expert's share of queries: together they count as much as
+        # the rows the median expert wins, so a handful is not outvoted by experts with many rows.
+        known = self.bank.rewards.nan_to_num(nan=-math.inf)
+        wins = ((known >= known.max(dim=1, keepdim=True).values) & torch.isfinite(self.bank.rewards)).float()
+        typical = (wins * self.bank.row_weights().unsqueeze(1)).sum(dim=0).median().item()
+        weight = max(1.0, typical / len(queries))
+        self.bank = self.bank.with_expert(0.0).with_rows(embeddings, rewards, targets, weight=weight)
+        head = torch.nn.Linear(self.head.in_features, self.head.out_features + 1, device=self.device)
+        with torch.no_grad():  # the bank decides; the head only keeps its shape (one logit per expert)
+            head.weight.zero_()
+            head.bias.zero_()
+            head.weight[:-1] = self.head.weight
+            head.bias[:-1] = self.head.bias
+        self.head = head
+        added = [
+            *self.config.training_summary.get("added_from_examples", []),
+            {"expert": name, "examples": len(queries)},
+        ]
+        self.config = self.config.replace(
+            experts=[*self.config.experts, name],
+            neighbours=self.bank.settings(),
+            training_summary={**self.config.training_summary, "added_from_examples": added},
+        )
+        logger.info(
+            "added expert %s from %d example queries; the bank holds %d rows", name, len(queries), len(self.bank)
+        )
+        return self
 
     # -- computing -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -403,19 +456,11 @@ class ZooterRouter(QueryEncoder):
                 evaluation that also sweeps costs needs them twice); by default they are made here.
         """
         experts = self.config.experts
-        if isinstance(allowed, str):  # one name, not its letters
-            allowed = [allowed]
-        if allowed is not None:
-            unknown = sorted(set(allowed) - set(experts))
-            if unknown or not allowed:
-                raise ZooterError(
-                    f"allowed experts must be a non-empty subset of {name_list(experts)}; unknown: {name_list(unknown)}"
-                )
+        allowed = check_allowed(allowed, experts)
+        max_cost = check_max_cost(max_cost)
         weight = self.cost_weight if cost_weight is None else cost_weight
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             raise ConfigError(f"cost_weight must be a finite number >= 0, got {weight!r}")
-        if max_cost is not None and not (isinstance(max_cost, (int, float)) and math.isfinite(max_cost)):
-            raise ConfigError(f"max_cost must be a finite number of USD, got {max_cost!r}")
         costs = self.query_costs(queries) if self.config.costs else None
         if costs is None and (weight or max_cost is not None):
             raise ConfigError("cost_weight and max_cost need the experts' prices: call router.set_costs(...) first")
@@ -425,29 +470,17 @@ class ZooterRouter(QueryEncoder):
             raise ConfigError(f"got estimates of {len(estimates.probabilities)} queries for {len(queries)} queries")
         if weight and estimates.expected_rewards is None:
             raise _no_expected_rewards()
-        scores, rule = estimates.scores, self.decision
-        chosen = decide(
-            scores,
+        return route_decisions(
+            estimates.probabilities,
+            estimates.expected_rewards,
             experts,
-            rule,
+            self.decision,
             allowed=allowed,
             costs=costs,
             penalties=None if costs is None else self.cost_penalties(costs),
             cost_weight=weight,
             max_cost=max_cost,
         )
-        rows = estimates.probabilities.tolist()
-        expected: list[Any] = [None] * len(rows)
-        if estimates.expected_rewards is not None:
-            expected = [
-                {name: (value if value == value else None) for name, value in zip(experts, row)}  # nan -> None
-                for row in estimates.expected_rewards.tolist()
-            ]
-        prices: list[Any] = [None] * len(rows) if costs is None else [dict(zip(experts, row)) for row in costs.tolist()]
-        return [
-            RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row)), expected_rewards=e, costs=p)
-            for c, row, e, p in zip(chosen, rows, expected, prices)
-        ]
 
     # -- speed -------------------------------------------------------------------------------
     def quantize(self, mode: str = "int8") -> ZooterRouter:

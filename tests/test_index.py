@@ -165,3 +165,17 @@ def test_calibration_sample_is_bounded_stratified_and_reported(tiny_encoder: str
     everything = train_router(data, neighbours_config(tiny_encoder))
     assert everything.decision.calibration["sample"]["by"] == "all rows"
     assert everything.decision.calibration["rows"] == 300
+
+
+def test_a_bank_that_grows_keeps_its_kind_of_index() -> None:
+    bank = clustered_bank(3000).build_index("ann")
+    vectors, rewards = clustered(3100)
+    grown = bank.with_expert(0.0).with_rows(
+        vectors[3000:], torch.cat([rewards[3000:], torch.zeros(100, 1)], 1), (torch.full((100, 5), 0.2))
+    )
+    assert isinstance(grown.index, FaissIndex) and len(grown.index) == 3100
+    assert grown.index.holds(grown.embeddings)
+    _, found = grown.search(grown.embeddings[3000:])
+    assert (found[:, 0] >= 3000).float().mean() > 0.9  # the new rows are found where they are
+    exact = clustered_bank(3000).with_rows(vectors[3000:], rewards[3000:], torch.full((100, 4), 0.25))
+    assert isinstance(exact.index, ExactIndex) and len(exact.index) == 3100

@@ -77,6 +77,10 @@ class BankIndex(Protocol):
 
     def to(self, device: torch.device) -> BankIndex: ...
 
+    def extended(self, vectors: torch.Tensor) -> BankIndex:
+        """This index with ``vectors`` added after its rows (a bank that grew)."""
+        ...
+
     def settings(self) -> dict[str, Any]: ...
 
     def memory_bytes(self) -> int: ...
@@ -109,6 +113,10 @@ class ExactIndex:
 
     def to(self, device: torch.device) -> ExactIndex:
         return self if self.vectors.device == device else ExactIndex(self.vectors.to(device))
+
+    def extended(self, vectors: torch.Tensor) -> ExactIndex:
+        """This index with ``vectors`` (unit rows) added after its rows."""
+        return ExactIndex(torch.cat([self.vectors, vectors.to(self.vectors.device, self.vectors.dtype)]))
 
     def settings(self) -> dict[str, Any]:
         return {"kind": self.kind}
@@ -309,6 +317,17 @@ class FaissIndex:
             sims, order = sims.topk(max(1, wanted), dim=1)
             rows = rows.gather(1, order)
         return sims.to(device), rows.clamp_min(0).to(device)
+
+    def extended(self, vectors: torch.Tensor) -> FaissIndex:
+        """A copy of this index with ``vectors`` (unit rows) added after its rows, same search setting.
+
+        The lists and their centroids stay as trained: right for a bank that grows by a small
+        share; rebuild the index (:func:`build_index`) when it has grown a lot.
+        """
+        faiss = import_faiss()
+        index = faiss.clone_index(self.cpu_index)
+        index.add(vectors.detach().to("cpu", torch.float32).contiguous().numpy())
+        return FaissIndex(index, self.factory, self.search_params, self.record).to(self.device)
 
     def holds(self, embeddings: torch.Tensor, *, probes: int = 16) -> bool:
         """Whether this index was built over ``embeddings``: it has as many rows of the same width,

@@ -154,7 +154,7 @@ class NeighbourBank:
         weights = None
         if weight != 1.0 or self.weights is not None:
             weights = torch.cat([self.row_weights(), torch.full((len(rewards),), float(weight), device=device)])
-        return NeighbourBank(
+        bank = NeighbourBank(
             torch.cat([self.embeddings.float(), embeddings.float().to(device)]),
             torch.cat([self.rewards, rewards.float().to(device)]),
             torch.cat([self.targets, targets.float().to(device)]),
@@ -162,6 +162,8 @@ class NeighbourBank:
             temperature=self.temperature,
             weights=weights,
         )
+        bank.index = self.index.extended(bank.embeddings[len(self) :])  # the same kind of index, grown
+        return bank
 
     def with_expert(self, reward: float, target: float = 0.0) -> NeighbourBank:
         """A new bank with one more expert, last, holding ``reward`` and ``target`` on every row.
@@ -173,7 +175,7 @@ class NeighbourBank:
             raise ZooterError(f"a new expert's target share must be in [0, 1), got {target}")
         rows = len(self)
         column = torch.full((rows, 1), float(reward), device=self.rewards.device)
-        return NeighbourBank(
+        bank = NeighbourBank(
             self.embeddings.float(),
             torch.cat([self.rewards, column], dim=1),
             torch.cat([self.targets * (1.0 - target), torch.full_like(column, target)], dim=1),
@@ -181,6 +183,8 @@ class NeighbourBank:
             temperature=self.temperature,
             weights=self.weights,
         )
+        bank.index, bank._fingerprint = self.index, self._fingerprint  # the same rows: the same index
+        return bank
 
     @property
     def fingerprint(self) -> str:

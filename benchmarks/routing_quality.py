@@ -113,7 +113,7 @@ def run(name: str, seed: int, method: str, device: str | None, encoder: str | No
         if rule is None
         else sum(share for expert, share in report.routing_share.items() if expert != rule.default_expert),
         "decision": None if rule is None else rule.to_dict(),
-        "neighbours": router.config.neighbours,
+        "neighbours": None if router.config.neighbours is None else router.config.neighbours.to_dict(),
         "train_seconds": round(seconds, 1),
         "device": str(router.device),
     }

@@ -422,11 +422,13 @@ def setup_case(ws: Path, setup: str | None) -> None:
     if setup == "link":
         (ws / "link.jsonl").symlink_to("responses.jsonl")
     elif setup == "nan-router":
+        from conftest import record_file
         from safetensors.torch import load_file, save_file
 
         weights = load_file(ws / "router" / "model.safetensors")
-        weights["head.weight"][0, 0] = float("nan")
+        weights["encoder.pooler.dense.weight"][0, 0] = float("nan")
         save_file(weights, ws / "router" / "model.safetensors", metadata={"format": "pt"})
+        record_file(ws / "router", "model.safetensors")  # the checksum fixed too: the weights are refused
     elif setup == "no-tokenizer":
         (ws / "router" / "tokenizer.json").unlink()
     elif setup == "other":  # a queries file whose last line lacks its newline

@@ -16,12 +16,15 @@ from zooter.data import RoutingDataset, RoutingExample
 from zooter.decide.policy import calibrate_decision, decide
 from zooter.errors import MissingDependencyError, ZooterError
 from zooter.model import index as index_module
+from zooter.model.folder import FolderFiles
 from zooter.model.index import INDEX_NAME, ExactIndex, FaissIndex, build_index
-from zooter.model.neighbours import NeighbourBank
+from zooter.model.neighbours import NeighbourBank, NeighbourSettings
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 
 pytest.importorskip("faiss")  # the test extra installs it; an ANN index needs it
+
+EXPERTS = ["a", "b", "c", "d"]
 
 
 def clustered(rows: int, *, seed: int = 0, dim: int = 48, clusters: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +65,7 @@ def test_ann_decisions_agree_with_exact_search_on_clustered_vectors() -> None:
     record = ann.index.settings()
     assert record["factory"].startswith("IVF") and record["recall"] >= 0.95 and record["recall_at"] == 50
     held_out = exact.leave_one_out()
-    experts = ["a", "b", "c", "d"]
+    experts = EXPERTS
     rule = calibrate_decision(held_out.scores, exact.rewards, experts, min_z=0.0)
     queries = clustered(5000)[0][4000:]  # new rows from the bank's topics
     exact_choice = decide(exact.estimate(queries).scores, experts, rule)
@@ -121,7 +124,7 @@ def test_index_is_saved_with_the_router_and_rebuilt_when_missing(
     folder = router.save_pretrained(tmp_path / "router")
     assert (folder / INDEX_NAME).is_file()
     assert INDEX_NAME in router.config.files
-    saved = router.config.neighbours["index"]
+    saved = router.config.neighbours.index
     assert saved["fingerprint"] == router.bank.fingerprint and saved["search"]
 
     loaded = ZooterRouter.from_pretrained(folder, device="cpu")
@@ -130,9 +133,16 @@ def test_index_is_saved_with_the_router_and_rebuilt_when_missing(
 
     (folder / INDEX_NAME).unlink()
     with caplog.at_level(logging.WARNING):
-        rebuilt = NeighbourBank.load(folder, loaded.config.neighbours)
+        rebuilt = ZooterRouter.from_pretrained(folder, device="cpu")
     assert "rebuilding" in caplog.text
-    assert isinstance(rebuilt.index, FaissIndex) and len(rebuilt.index) == len(rebuilt)
+    assert isinstance(rebuilt.bank.index, FaissIndex) and len(rebuilt.bank.index) == len(rebuilt.bank)
+    assert [d.expert for d in rebuilt.route(queries)] == expected
+
+
+def load_bank(folder: Path, settings: NeighbourSettings) -> NeighbourBank:
+    """The bank saved in ``folder`` (bank files only: read unchecked, as in a folder from before checksums)."""
+    with FolderFiles.open(folder) as files:
+        return NeighbourBank.load(files, settings, experts=EXPERTS, dimension=None)
 
 
 def test_an_index_that_does_not_match_its_bank_is_refused(tmp_path: Path) -> None:
@@ -140,17 +150,17 @@ def test_an_index_that_does_not_match_its_bank_is_refused(tmp_path: Path) -> Non
     other = clustered_bank(3000, seed=7).build_index("ann")
     for name, b in (("bank", bank), ("other", other)):
         (tmp_path / name).mkdir()
-        b.save(tmp_path / name)
+        b.save(tmp_path / name, experts=EXPERTS)
     settings = bank.settings()
-    assert NeighbourBank.load(tmp_path / "bank", settings).index.holds(bank.embeddings)
+    assert load_bank(tmp_path / "bank", settings).index.holds(bank.embeddings)
 
     # another bank's index file beside this bank
     shutil.copy(tmp_path / "other" / INDEX_NAME, tmp_path / "bank" / INDEX_NAME)
     with pytest.raises(ZooterError, match="does not index"):
-        NeighbourBank.load(tmp_path / "bank", settings)
+        load_bank(tmp_path / "bank", settings)
     # a bank file other than the one the index was recorded for
     with pytest.raises(ZooterError, match="fingerprint"):
-        NeighbourBank.load(tmp_path / "other", settings)
+        load_bank(tmp_path / "other", settings)
 
 
 def test_calibration_sample_is_bounded_stratified_and_reported(tiny_encoder: str) -> None:

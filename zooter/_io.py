@@ -371,10 +371,7 @@ def recover_directory(path: str | Path) -> None:
     folders written half-way) are removed. Those of a running process are left alone.
     """
     path = Path(path).absolute()
-    if not path.parent.is_dir():
-        return
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
-    leftovers = [p for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and not _running(int(m.group(1)))]
+    leftovers = [p for p, pid in _save_leftovers(path) if not _running(pid)]
     set_aside = sorted((p for p in leftovers if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
     if set_aside and not path.exists():
         restored = set_aside.pop()
@@ -390,6 +387,19 @@ def recover_directory(path: str | Path) -> None:
     for leftover in leftovers:
         shutil.rmtree(leftover, ignore_errors=True)
         logger.info("removed %s, left by an interrupted save", leftover)
+
+
+def save_in_progress(path: str | Path) -> bool:
+    """Whether a running process is saving over the folder ``path`` (its temporary folders are beside it)."""
+    return any(_running(pid) for _, pid in _save_leftovers(Path(path).absolute()))
+
+
+def _save_leftovers(path: Path) -> list[tuple[Path, int]]:
+    """What :func:`atomic_directory` keeps beside ``path`` while it runs, with the process id in each name."""
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
+    return [(p, int(m.group(1))) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name))]
 
 
 def _running(pid: int) -> bool:

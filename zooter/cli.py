@@ -186,7 +186,7 @@ def _training_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
-    from zooter.model.router import check_save_directory
+    from zooter.model.persistence import check_save_directory
     from zooter.training import train_router
 
     refuse_overwriting_inputs([args.output], [args.data, args.validation, args.costs, args.responses])
@@ -396,7 +396,7 @@ def _format_decision(query: str, decision: Any) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from zooter.demo import run_demo
-    from zooter.model.router import check_save_directory
+    from zooter.model.persistence import check_save_directory
 
     if args.output:
         check_save_directory(args.output)

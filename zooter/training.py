@@ -46,7 +46,8 @@ from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, rewa
 from zooter.model.encoder import autocast, half_dtype, pick_device
 from zooter.model.index import import_faiss
 from zooter.model.neighbours import Estimates, NeighbourBank
-from zooter.model.router import ZooterRouter, non_finite_weights
+from zooter.model.persistence import non_finite_weights
+from zooter.model.router import ZooterRouter
 from zooter.rewards.responses import answers_for
 
 logger = logging.getLogger(__name__)

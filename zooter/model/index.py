@@ -368,12 +368,15 @@ class FaissIndex:
         import_faiss().write_index(self.cpu_index, str(folder / INDEX_NAME))
 
     @classmethod
-    def load(cls, path: Path, settings: dict[str, Any]) -> FaissIndex:
+    def from_bytes(cls, data: bytes, settings: dict[str, Any], *, where: Path) -> FaissIndex:
+        """An index saved by :meth:`save`, from the file's bytes (``where``: its path, for messages)."""
+        import numpy as np
+
         faiss = import_faiss()
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError as e:
-            raise ZooterError(f"{path} is not a readable faiss index: {str(e).splitlines()[0]}") from None
+            raise ZooterError(f"{where} is not a readable faiss index: {str(e).splitlines()[0]}") from None
         search = settings.get("search") or {}
         record = {key: value for key, value in settings.items() if key not in ("kind", "file", "search")}
         return cls(index, str(settings.get("factory", "")), {str(k): int(v) for k, v in search.items()}, record)

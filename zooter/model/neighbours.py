@@ -25,14 +25,18 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import Field
 
-from zooter.errors import ZooterError
+from zooter.config import ZooterConfig
+from zooter.errors import ZooterError, name_list
 from zooter.model.index import (
     ANN_EXTRA,
     INDEX_NAME,
@@ -44,6 +48,9 @@ from zooter.model.index import (
     faiss_available,
     fingerprint,
 )
+
+if TYPE_CHECKING:
+    from zooter.model.folder import FolderFiles
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,30 @@ class Estimates:
     def scores(self) -> torch.Tensor:
         """What decisions compare: expected rewards when known, else probabilities."""
         return self.expected_rewards if self.expected_rewards is not None else self.probabilities
+
+
+class NeighbourSettings(ZooterConfig):
+    """The ``neighbours`` section of a router's ``config.json``: how the bank estimates, and its shape.
+
+    The bank's columns are the router's experts, in ``config.json``'s ``experts`` order (the bank
+    file records them too, so a bank from another router is refused at load).
+
+    Attributes:
+        k: neighbours per query (capped at the bank's size).
+        temperature: similarity temperature of the neighbour weights (> 0, finite).
+        rows: the bank's rows (training queries).
+        dimension: the length of the bank's embeddings (the encoder's hidden size); None in
+            folders written before it was recorded.
+        index: how the bank is searched (:mod:`zooter.model.index`): ``{"kind": "exact"}``, or a
+            faiss index's file, factory string, tuned search setting, measured recall and the
+            fingerprint of the bank it was built for; None in folders from before (exact search).
+    """
+
+    k: int = Field(ge=1, strict=True)
+    temperature: float = Field(gt=0, strict=True)
+    rows: int = Field(ge=1, strict=True)
+    dimension: int | None = Field(default=None, ge=1, strict=True)
+    index: dict[str, Any] | None = None
 
 
 class NeighbourBank:
@@ -277,55 +308,141 @@ class NeighbourBank:
         return self.estimate(self.embeddings[rows], leave_out=rows)
 
     # -- saving -----------------------------------------------------------------------------------
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> NeighbourSettings:
+        """What ``config.json`` records of the bank (its ``neighbours`` section), with its index."""
         index = self.index.settings()
         if index["kind"] != "exact":
             index["fingerprint"] = self.fingerprint
-        return {"k": self.k, "temperature": self.temperature, "rows": len(self), "index": index}
+        return NeighbourSettings(
+            k=self.k,
+            temperature=float(self.temperature),
+            rows=len(self),
+            dimension=self.embeddings.shape[1],
+            index=index,
+        )
 
-    def files(self) -> list[str]:
-        """The files :meth:`save` writes."""
-        return [NEIGHBOURS_NAME] + ([INDEX_NAME] if isinstance(self.index, FaissIndex) else [])
+    def save(self, folder: Path, *, experts: Sequence[str]) -> None:
+        """Write the bank into a router folder being saved: ``neighbours.safetensors``, and its ANN
+        index, if any (``neighbours.faiss``).
 
-    def save(self, folder: Path) -> None:
-        """Write the bank (``neighbours.safetensors``) and its ANN index, if any (``neighbours.faiss``)."""
+        Any file written into ``folder`` is listed in ``config.json`` with its sha256 and checked
+        at load (:mod:`zooter.model.folder`); :meth:`load` reads it back from the ``files`` it
+        is given. ``experts`` name the bank's columns, recorded in the file so that a bank copied
+        from another router is refused at load.
+        """
         from safetensors.torch import save_file
 
+        broken = non_finite(self.embeddings, self.rewards, self.targets)
+        if broken:
+            raise ZooterError(f"the neighbour bank holds {broken}; it cannot be saved")
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.tensors().items()}
-        save_file(tensors, str(folder / NEIGHBOURS_NAME), metadata={"format": "pt"})
+        metadata = {"format": "pt", "experts": json.dumps(list(experts))}
+        save_file(tensors, str(folder / NEIGHBOURS_NAME), metadata=metadata)
         if isinstance(self.index, FaissIndex):
             self.index.save(folder)
 
     @classmethod
-    def load(cls, folder: Path, settings: dict[str, Any]) -> NeighbourBank:
-        from safetensors.torch import load_file
+    def load(
+        cls, files: FolderFiles, settings: NeighbourSettings, *, experts: Sequence[str], dimension: int | None
+    ) -> NeighbourBank:
+        """The bank of a router folder, checked against ``config.json``.
 
-        path = folder / NEIGHBOURS_NAME
-        if not path.is_file():
-            raise ZooterError(f"{folder}: config.json names a neighbour bank but {NEIGHBOURS_NAME} is missing")
+        Args:
+            files: the router folder, opened (:class:`~zooter.model.folder.FolderFiles`).
+            settings: its ``config.json`` ``neighbours`` section.
+            experts: the router's experts: the bank's columns, in order.
+            dimension: the encoder's hidden size: the length of the bank's embeddings.
+
+        Raises:
+            ZooterError: naming the file: missing or changed, not a bank, another router's bank, a
+                shape other than ``config.json`` describes, or values that are not finite.
+        """
+        from safetensors.torch import load
+
+        path = files.where(NEIGHBOURS_NAME)
+        if not files.has(NEIGHBOURS_NAME):
+            raise ZooterError(f"{files.folder}: config.json names a neighbour bank but {NEIGHBOURS_NAME} is missing")
+        data = files.read(NEIGHBOURS_NAME)
         try:
-            tensors = load_file(str(path))
-            bank = cls(
-                tensors["embeddings"],
-                tensors["rewards"],
-                tensors["targets"],
-                k=int(settings["k"]),
-                temperature=float(settings["temperature"]),
-                weights=tensors.get("weights"),
-            )
-        except (KeyError, TypeError, ValueError, OSError) as e:
-            raise ZooterError(f"{path} or its settings in config.json are damaged: {e}") from None
+            tensors = load(data)
+            recorded = json.loads(safetensors_metadata(data).get("experts", "null"))
         except Exception as e:  # safetensors' own error type for a damaged file
             raise ZooterError(f"{path} is not a readable safetensors file: {e}") from None
-        index = settings.get("index") or {"kind": "exact"}  # routers from before indexes searched exactly
+        missing = sorted({"embeddings", "rewards", "targets"} - set(tensors))
+        if missing:
+            raise ZooterError(f"{path} is not a neighbour bank: it lacks the tensors {missing}")
+        embeddings, rewards, targets = tensors["embeddings"], tensors["rewards"], tensors["targets"]
+        if recorded is not None and recorded != list(experts):
+            raise ZooterError(
+                f"{path} is another router's bank: its columns are the experts {name_list(recorded)}, "
+                f"config.json's experts are {name_list(experts)}; copy the whole router folder again"
+            )
+        if not (
+            embeddings.ndim == rewards.ndim == 2
+            and rewards.shape == targets.shape
+            and rewards.shape[0] == embeddings.shape[0]
+        ):
+            raise ZooterError(
+                f"{path} is not a neighbour bank: it needs rows x dimension embeddings and rows x experts rewards "
+                f"and targets, got {tuple(embeddings.shape)}, {tuple(rewards.shape)}, {tuple(targets.shape)}"
+            )
+        rows, width = embeddings.shape
+        wrong = []
+        if rows != settings.rows:
+            wrong.append(f"{rows} rows where config.json's neighbours.rows says {settings.rows}")
+        if rewards.shape[1] != len(experts):
+            wrong.append(f"{rewards.shape[1]} experts where config.json lists {len(experts)}")
+        for where, want in (("config.json's neighbours.dimension", settings.dimension), ("the encoder's", dimension)):
+            if want is not None and width != want:
+                wrong.append(f"embeddings of length {width} where {where} is {want}")
+        if wrong:
+            raise ZooterError(f"{path} does not fit config.json: {'; '.join(dict.fromkeys(wrong))}")
+        broken = non_finite(embeddings, rewards, targets)
+        if broken:
+            raise ZooterError(f"{path} holds {broken}; train the router again")
+        try:  # row weights, when the bank has them, are checked where the bank is built
+            bank = cls(
+                embeddings,
+                rewards,
+                targets,
+                k=settings.k,
+                temperature=settings.temperature,
+                weights=tensors.get("weights"),
+            )
+        except ZooterError as e:
+            raise ZooterError(f"{path}: {e}") from None
+        index = settings.index or {"kind": "exact"}  # routers from before indexes searched exactly
         if index.get("kind", "exact") != "exact":
-            bank.index = _load_index(folder, bank, index)
+            bank.index = _load_index(files, bank, index)
         return bank
 
 
-def _load_index(folder: Path, bank: NeighbourBank, settings: dict[str, Any]) -> BankIndex:
+def non_finite(embeddings: torch.Tensor, rewards: torch.Tensor, targets: torch.Tensor) -> str | None:
+    """What in a bank is not finite, in words (rewards may be NaN: no reward), or None when all is."""
+    broken = [
+        name
+        for name, tensor in (("embeddings", embeddings), ("rewards", rewards), ("targets", targets))
+        if not bool((torch.isfinite(tensor) | (tensor.isnan() if name == "rewards" else False)).all())
+    ]
+    if not broken:
+        return None
+    return (
+        f"values that are not finite in its {', '.join(broken)} (a reward may be NaN, meaning none; "
+        "nothing else may be NaN or infinite)"
+    )
+
+
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's bytes (its header is 8 bytes of length, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    metadata = header.get("__metadata__") or {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _load_index(files: FolderFiles, bank: NeighbourBank, settings: dict[str, Any]) -> BankIndex:
     """The saved ANN index of ``bank``: checked against the bank, rebuilt when missing, exact without faiss."""
-    path = folder / INDEX_NAME
+    folder, path = files.folder, files.where(INDEX_NAME)
     recorded = settings.get("fingerprint")
     if recorded != bank.fingerprint:
         raise ZooterError(
@@ -350,7 +467,7 @@ def _load_index(folder: Path, bank: NeighbourBank, settings: dict[str, Any]) -> 
             k=int(settings.get("recall_at") or bank.k),
             target_recall=float(settings.get("target_recall") or TARGET_RECALL),
         )
-    index = FaissIndex.load(path, settings)
+    index = FaissIndex.from_bytes(files.read(INDEX_NAME), settings, where=path)
     if not index.holds(bank.embeddings):
         raise ZooterError(
             f"{path} does not index {NEIGHBOURS_NAME} (its rows do not find themselves); "
@@ -359,4 +476,4 @@ def _load_index(folder: Path, bank: NeighbourBank, settings: dict[str, Any]) -> 
     return index
 
 
-__all__ = ["NEIGHBOURS_NAME", "Estimates", "NeighbourBank"]
+__all__ = ["NEIGHBOURS_NAME", "Estimates", "NeighbourBank", "NeighbourSettings", "safetensors_metadata"]

@@ -337,7 +337,6 @@ def fit_bank(
     rows = dataset.sample(config.calibration_rows, seed=config.seed)
     sample = torch.tensor(rows, device=embeddings.device)
     found = bank.search(bank.embeddings[sample], leave_out=sample)
-    default_expert = best_expert(rewards, dataset.experts)
     record = {
         "rows": len(rows),
         "of": len(dataset),
@@ -353,7 +352,7 @@ def fit_bank(
             held_out.scores,
             rewards[sample],
             dataset.experts,
-            default_expert=default_expert,
+            default_rewards=rewards,  # the default expert is the best on all rows, not on the sample
             min_z=config.min_z,
             source="leave-one-out",
         )

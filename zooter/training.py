@@ -41,9 +41,10 @@ from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
 from zooter.decide.costs import CostTable, CostTarget, check_calibration_rows, mean_output_tokens
 from zooter.decide.policy import DecisionRule, calibrate_decision
+from zooter.engines import Engine, LocalEngine, ModelLoader
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
-from zooter.model.encoder import autocast, half_dtype, pick_device
+from zooter.model.encoder import QueryEncoder, autocast, backend_device, half_dtype
 from zooter.model.index import import_faiss
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.persistence import non_finite_weights
@@ -100,6 +101,9 @@ class TrainingConfig(ZooterConfig):
         group_by_length: batch queries of similar length together (less padding, faster on CPU);
             batches are still drawn in a seeded random order.
         device: "cpu", "cuda", ...; CUDA when present by default.
+        backend: what runs the encoder that embeds the neighbour bank: ``"torch"``, or ONNX Runtime
+            on CPU (``"onnx"``, ``"onnx-int8"``; extra ``onnx``); the saved router routes on the same
+            one by default, so its queries and its bank are embedded alike. ``"neighbours"`` only.
         mixed_precision: on CUDA, compute in bf16 (or fp16 with loss scaling).
         log_every: steps between loss-log entries.
         show_progress: show a progress bar.
@@ -128,6 +132,7 @@ class TrainingConfig(ZooterConfig):
     prior_bias: bool = True
     group_by_length: bool = True
     device: str | None = None
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     mixed_precision: bool = True
     log_every: int = Field(default=10, ge=1)
     show_progress: bool = True
@@ -300,6 +305,29 @@ def _distill(
     }
 
 
+def embed_training_queries(
+    router: ZooterRouter, queries: Sequence[Any], config: TrainingConfig, engine: Engine | None = None
+) -> torch.Tensor:
+    """The pretrained encoder's vector of each query, for the neighbour bank, on ``engine``.
+
+    The Ray engine loads the same encoder (``config.encoder``, ``max_length``, ``backend``) on each
+    worker; the local one uses ``router``'s. Rows in input order, on ``router``'s device.
+    """
+    loader = ModelLoader(
+        QueryEncoder.load,
+        (config.encoder,),
+        {"max_length": config.max_length, "backend": config.backend},
+        name=config.encoder,
+    )
+    return (engine or LocalEngine()).embed_queries(
+        router,
+        queries,
+        loader=loader,
+        batch_size=router.default_batch_size * 4,
+        show_progress=config.show_progress,
+    )
+
+
 @dataclass
 class BankFit:
     """What :func:`fit_bank` kept: the bank (with its index and chosen ``k``), the calibrated rule,
@@ -384,12 +412,14 @@ def fit_bank(
 
 
 def _fit_neighbours(
-    router: ZooterRouter, dataset: RoutingDataset, targets: torch.Tensor, config: TrainingConfig
+    router: ZooterRouter,
+    dataset: RoutingDataset,
+    targets: torch.Tensor,
+    config: TrainingConfig,
+    engine: Engine | None = None,
 ) -> BankFit:
-    """Embed the training queries once, then :func:`fit_bank`; the router keeps the bank."""
-    embeddings = router.embed_queries(
-        [ex.query for ex in dataset], batch_size=router.default_batch_size * 4, show_progress=config.show_progress
-    )
+    """Embed the training queries once (on ``engine``), then :func:`fit_bank`; the router keeps the bank."""
+    embeddings = embed_training_queries(router, [ex.query for ex in dataset], config, engine)
     fit = fit_bank(embeddings, dataset, targets, config)
     router.bank = fit.bank
     router.config.neighbours = fit.bank.settings()
@@ -475,6 +505,7 @@ def train_router(
     cost_weight: float = 0.0,
     cost_target: CostTarget | None = None,
     responses: Sequence[Any] | None = None,
+    engine: Engine | None = None,
 ) -> ZooterRouter:
     """Train a router on ``dataset`` (query + per-expert rewards) and return it.
 
@@ -491,6 +522,8 @@ def train_router(
             leave-one-out estimates of the training rows (``"neighbours"``).
         responses: the experts' answers (``read_responses`` records): each expert's mean answer
             length, in the router's tokens, becomes its ``expected_output_tokens`` in ``costs``.
+        engine: where the training queries are embedded (:func:`zooter.engines.make_engine`): this
+            process by default, or Ray workers; the bank is the same either way (to float rounding).
 
     Returns:
         The trained router (on the training device, in eval mode), its ``config.training`` and
@@ -523,6 +556,11 @@ def train_router(
         raise ConfigError("a cost weight or a cost target needs the experts' prices (costs)")
     if cost_weight and cost_target is not None:
         raise ConfigError("give a cost weight or a cost target to calibrate one, not both")
+    if config.backend != "torch" and config.method != "neighbours":
+        raise ConfigError(
+            f"backend {config.backend!r} embeds a neighbour bank; method {config.method!r} fine-tunes the PyTorch "
+            "encoder (route a distilled router on ONNX with ZooterRouter.from_pretrained(..., backend=...))"
+        )
     if (cost_weight or cost_target is not None) and config.method != "neighbours":
         raise ConfigError(
             "cost-aware routing weighs expected rewards, which only the 'neighbours' method estimates; "
@@ -532,10 +570,11 @@ def train_router(
     if config.method == "neighbours" and config.index == "ann":
         import_faiss()  # fail before the encoder pass, not after it
     _seed_everything(config.seed)
-    device = pick_device(config.device)
+    device = backend_device(config.backend, config.device)
     router = ZooterRouter.from_encoder(
         config.encoder, experts=dataset.experts, max_length=config.max_length, device=device
     )
+    router.set_backend(config.backend)
     from zooter.labels.tagging import Tagger, enhancer_from_config
 
     if enhancer is None and config.labels.enhanced:
@@ -553,7 +592,7 @@ def train_router(
     held_out_rows = dataset
     rule: DecisionRule | None = None
     if config.method == "neighbours":
-        fit = _fit_neighbours(router, dataset, targets, config)
+        fit = _fit_neighbours(router, dataset, targets, config, engine)
         summary, rule, held_out, held_out_rows = fit.summary, fit.rule, fit.held_out, fit.held_out_rows
     else:
         summary = _distill(router, dataset, targets, validation, config, device)
@@ -596,4 +635,4 @@ def train_router(
     return router
 
 
-__all__ = ["BankFit", "TrainingConfig", "fit_bank", "train_router"]
+__all__ = ["BankFit", "TrainingConfig", "embed_training_queries", "fit_bank", "train_router"]

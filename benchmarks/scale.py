@@ -23,8 +23,9 @@ Then, for each index kind (``exact``; the ANN kinds ``ivf`` (IVF, flat vectors),
 
 Prints one JSON object with ``--json``, then a markdown table.
 
-**Part 2: ``zooter score`` local vs Ray** is measured by its own section at the end of this file
-(see ``score_part``).
+**Part 2: ``zooter score`` local vs Ray** (``score_part``, through ``benchmarks/score_engines.py``):
+the wall time of ``zooter score`` with a tiny reward model on ``--score-pairs`` real arena-bench
+pairs, ``--engine local`` against ``--engine ray --workers 2``, and whether their rewards agree.
 
 Usage::
 
@@ -250,10 +251,14 @@ def table(result: dict[str, Any]) -> str:
 def score_part(args: argparse.Namespace) -> dict[str, Any] | None:
     """Times ``zooter score`` (tiny reward model) with ``--engine local`` and ``--engine ray`` (2 workers).
 
-    Not measured yet: the Ray engine lands separately, and fills this in (its figures go under
-    the JSON key ``"score"`` and a table of their own).
+    ``benchmarks/score_engines.py`` does the work (real arena-bench pairs, each engine's command in
+    a fresh process, the rewards compared); ``--score-pairs 0`` skips this part.
     """
-    return None
+    if not args.score_pairs:
+        return None
+    from score_engines import score_part as time_score
+
+    return time_score(pairs=args.score_pairs, workers=2, repeats=args.score_repeats)
 
 
 def main() -> None:
@@ -264,6 +269,8 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=50, help="single queries timed (median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=str(LLMROUTER), help="the llmrouter_9model folder (train/test.jsonl.gz)")
+    parser.add_argument("--score-pairs", type=int, default=2000, help="part 2's pairs to score (0: skip part 2)")
+    parser.add_argument("--score-repeats", type=int, default=2, help="part 2's runs of each engine (median)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
@@ -277,6 +284,11 @@ def main() -> None:
         print(json.dumps(result))
     print()
     print(table(result))
+    if score is not None:
+        from score_engines import score_table
+
+        print()
+        print(score_table(score))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from zooter.decide.costs import CostTable, CostTarget, mean_output_tokens
 from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
+from zooter.lifecycle import bank_settings, source_record
 from zooter.model.encoder import autocast, half_dtype, pick_device
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.router import ZooterRouter, non_finite_weights
@@ -65,6 +66,9 @@ class TrainingConfig(ZooterConfig):
             best on the training rows is kept.
         neighbour_temperature: similarity temperature of the neighbour weights (lower: the closest
             neighbours count more).
+        neighbour_shrinkage: pseudo-neighbours with which an expert's estimate is pulled towards
+            its prior where few neighbours carry its reward (0: the plain neighbour average); see
+            :class:`~zooter.model.neighbours.NeighbourBank` and ``docs/keeping-current.md``.
         calibrate: calibrate the decision rule (leave the default expert only by a margin that paid
             on held-out estimates); False: the most probable expert always wins.
         min_z: routing is kept only if its held-out gain over the default expert is at least this
@@ -98,6 +102,7 @@ class TrainingConfig(ZooterConfig):
     method: Literal["neighbours", "distill"] = "neighbours"
     neighbours: list[int] = Field(default_factory=lambda: [50, 100, 200, 400], min_length=1)
     neighbour_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
+    neighbour_shrinkage: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
     calibrate: bool = True
     min_z: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
     encoder: str | None = None
@@ -304,10 +309,23 @@ def _fit_neighbours(
     log = []
     for k in config.neighbours:
         bank = NeighbourBank(
-            embeddings, rewards, targets.to(embeddings.device), k=k, temperature=config.neighbour_temperature
+            embeddings,
+            rewards,
+            targets.to(embeddings.device),
+            k=k,
+            temperature=config.neighbour_temperature,
+            shrinkage=config.neighbour_shrinkage,
+            ids=[ex.id for ex in dataset],
         )
         held_out = bank.leave_one_out()
-        rule = calibrate_decision(held_out.scores, rewards, dataset.experts, min_z=config.min_z, source="leave-one-out")
+        rule = calibrate_decision(
+            held_out.scores,
+            rewards,
+            dataset.experts,
+            filled=bank.filled_rewards(),
+            min_z=config.min_z,
+            source="leave-one-out",
+        )
         gain = rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))
         log.append({"neighbours": k, "leave_one_out_gain": gain, "pays": rule.routes})
         logger.info("k=%d: leave-one-out gain over the default expert %.4g", k, gain)
@@ -316,7 +334,11 @@ def _fit_neighbours(
     assert best is not None  # config.neighbours is never empty
     _, bank, rule, estimates = best
     router.bank = bank
-    router.config.neighbours = bank.settings()
+    router.config.neighbours = {
+        **bank_settings(bank, dataset.experts),
+        "updates": 0,
+        "sources": [source_record(dataset.source, len(dataset))],
+    }
     router.training_log = log
     return {"neighbours": bank.k}, rule, estimates
 

@@ -150,11 +150,17 @@ def choose(
     return torch.where(stay, torch.full_like(best, default), best)
 
 
-def best_expert(rewards: torch.Tensor, experts: Sequence[str]) -> str:
-    """The expert with the highest mean reward over the rows that have one (``nan``: missing)."""
+def best_expert(rewards: torch.Tensor, experts: Sequence[str], *, min_support: float = 0.5) -> str:
+    """The expert with the highest mean reward over the rows that have one (``nan``: missing).
+
+    Only experts with a reward on at least ``min_support`` times as many rows as the best-covered
+    expert compete: an expert added from a few hundred rows (or seen only when explored) may look
+    best on its few rows, but every query would then rest on its thin evidence.
+    """
     present = torch.isfinite(rewards)
-    means = rewards.float().nan_to_num(0.0).sum(0) / present.sum(0).clamp_min(1)
-    means = means.masked_fill(present.sum(0) == 0, -math.inf)
+    counts = present.sum(0)
+    means = rewards.float().nan_to_num(0.0).sum(0) / counts.clamp_min(1)
+    means = means.masked_fill((counts == 0) | (counts < min_support * counts.max()), -math.inf)
     return list(experts)[int(means.argmax())]
 
 
@@ -164,6 +170,7 @@ def calibrate_decision(
     experts: Sequence[str],
     *,
     default_expert: str | None = None,
+    filled: torch.Tensor | None = None,
     min_z: float = 2.0,
     source: str = "validation",
 ) -> DecisionRule:
@@ -171,8 +178,13 @@ def calibrate_decision(
 
     Args:
         scores: the router's held-out scores, rows x experts (e.g. leave-one-out estimates).
-        rewards: the same rows' rewards, ``nan`` where missing; rows without every reward are left out.
+        rewards: the same rows' rewards, ``nan`` where missing; rows without every reward are left
+            out, unless ``filled`` stands in for the missing ones.
         experts: the column names.
+        filled: stand-ins for the missing rewards (e.g. :meth:`NeighbourBank.filled_rewards`, from
+            each row's own observed rewards), so rows with only some rewards (an expert added from
+            a few hundred rows, bandit feedback) calibrate too; the significance test then counts
+            only the rows whose choice and default rewards are both observed.
         default_expert: the expert to keep unless routing pays; by default the best mean reward.
         min_z: routing is kept only if its mean gain over the default is at least this many
             standard errors above 0 (guards against a margin that won by chance on few rows).
@@ -187,10 +199,17 @@ def calibrate_decision(
     if default_expert is None:
         default_expert = best_expert(rewards, experts)
     default = experts.index(default_expert)
-    complete = torch.isfinite(rewards).all(dim=1)
-    rewards, scores = rewards[complete], scores[complete]
+    observed = torch.isfinite(rewards)
+    if filled is not None:
+        keep = observed.any(dim=1) & torch.isfinite(filled.float().cpu()).all(dim=1)
+        rewards = torch.where(observed, rewards, filled.float().cpu())
+    else:
+        keep = observed.all(dim=1)
+    rewards, scores, observed = rewards[keep], scores[keep], observed[keep]
     n = len(rewards)
     figures: dict[str, Any] = {"source": source, "rows": n, "min_z": min_z}
+    if filled is not None:
+        figures["complete_rows"] = int(observed.all(dim=1).sum())
     if n < 2:
         return DecisionRule(default_expert=default_expert, margin=None, calibration={**figures, "pays": False})
     filled = scores.nan_to_num(nan=-math.inf)
@@ -209,7 +228,10 @@ def calibrate_decision(
             chosen = (margin, diff)
     margin, diff = chosen  # type: ignore[misc]
     gain = float(diff.mean())
-    error = float(diff.std() / math.sqrt(n))
+    # stand-in rewards are not evidence: the spread is the diffs', the count only the observed ones
+    picks = torch.where(advantage > margin, best, torch.full_like(best, default))
+    known = int((observed.gather(1, picks.unsqueeze(1)).squeeze(1) & observed[:, default]).sum())
+    error = float(diff.std() / math.sqrt(max(known, 1)))
     pays = gain > 0 and gain >= min_z * error
     figures.update(
         default_score=float(base.mean()),

@@ -77,6 +77,9 @@ def test_the_shipped_price_list_reads_as_it_is(tmp_path: Path) -> None:
         ({"coder": {"price": 1}}, ["'coder'", "unknown price field", "price"]),
         ({"coder": 3}, ["'coder'", "expected an object"]),
         ([1, 2], ["expected an object of expert name"]),
+        ({"coder": {"input_price_per_mtok": int("9" * 400)}}, ["coder.input_price_per_mtok", "finite", "400 digits"]),
+        ({"coder": {"output_price_per_mtok": 1e300}}, ["coder.output_price_per_mtok", "<= 1e+09", "1e+300"]),
+        ({"coder": {"expected_output_tokens": 2e9}}, ["coder.expected_output_tokens", "<= 1e+09"]),
     ],
 )
 def test_a_bad_price_is_refused_naming_its_field(prices: object, words: list[str]) -> None:
@@ -86,6 +89,17 @@ def test_a_bad_price_is_refused_naming_its_field(prices: object, words: list[str
     assert message.startswith("prices.json")
     for word in words:
         assert word in message, (word, message)
+
+
+def test_no_price_that_passes_can_overflow_a_cost() -> None:
+    from zooter.decide.costs import MAX_PRICE, ExpertCost
+
+    with pytest.raises(ConfigError, match="cost_per_call"):
+        ExpertCost(cost_per_call=1e300)  # built in code, not read from a file: the same limit
+    most = {"input_price_per_mtok": MAX_PRICE, "output_price_per_mtok": MAX_PRICE, "expected_output_tokens": MAX_PRICE}
+    table = CostTable.from_dict({"a": most, "b": {"cost_per_call": MAX_PRICE}})
+    costs = table.query_costs([10**9] * 1000, ["a", "b"])  # a billion-token query, a thousand times
+    assert torch.isfinite(costs).all() and math.isfinite(float(costs.sum()))
 
 
 def test_a_price_list_must_cover_every_expert(router: ZooterRouter) -> None:

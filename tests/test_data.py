@@ -238,6 +238,24 @@ def test_non_finite_reward(write_jsonl, token):
     assert "finite" in str(err)
 
 
+@pytest.mark.parametrize("token", ["1e39", "-3.5e38", "2e15", "1" + "0" * 40])
+def test_a_reward_float32_sums_cannot_hold_is_refused(write_jsonl, token):
+    # finite in JSON and in Python, but infinite in float32 (or its square is): it must not become "missing"
+    path = write_jsonl([ROWS[0], '{"id":"a","query":"q","rewards":{"x":' + token + ',"y":1}}'])
+    err = error_of(path)
+    assert_names(err, path, 2)
+    assert (err.record_id, err.field) == ("a", "rewards.x")
+    assert "within ±1e+15" in str(err)
+    assert RoutingDataset.load(write_jsonl([ROWS[0], {"id": "a", "query": "q", "rewards": {"x": -1e15, "y": 1}}]))
+
+
+def test_a_number_python_will_not_read_is_refused_by_line(write_jsonl):
+    path = write_jsonl([ROWS[0], '{"id":"a","query":"q","rewards":{"x":' + "9" * 5000 + ',"y":1}}'])
+    err = error_of(path)
+    assert_names(err, path, 2)
+    assert "too many digits" in str(err)
+
+
 @pytest.mark.parametrize("rewards", [None, {}, [1, 2], {"a": None, "b": None}])
 def test_rewards_missing_empty_or_all_null(write_jsonl, rewards):
     row = {"id": "r", "query": "q"}

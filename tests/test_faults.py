@@ -346,6 +346,26 @@ CASES = [
         ["neighbours"],
         "costs",
     ),
+    # issue 20 item 8: a price no float holds, or one whose product overflows, refused before training
+    (
+        "train-costs-400-digit-price",
+        (*TRAIN, "--output", "new", "--costs", "c-huge.json"),
+        ["c-huge.json", "mathbot.input_price_per_mtok", "401 digits"],
+        "costs",
+    ),
+    (
+        "train-costs-overflowing-product",
+        (*TRAIN, "--output", "new", "--costs", "c-overflow.json", "--target-cost", "0.001"),
+        ["c-overflow.json", "mathbot.output_price_per_mtok", "<= 1e+09"],
+        "costs",
+    ),
+    # issue 20 item 9: a reward finite in JSON but beyond what float32 sums hold
+    (
+        "train-reward-beyond-float32",
+        ("train", "big.jsonl", *TRAIN[2:], "--output", "new"),
+        ["big.jsonl:1", "rewards.mathbot", "1e+15", "1e+39"],
+        "big-rewards",
+    ),
     ("eval-plot-without-prices", ("eval", "router", "data.jsonl", "--plot", "f.png"), ["--plot", "--costs"], None),
     ("route-cost-weight-without-prices", ("route", "router", "hello", "--cost-weight", "2"), ["set_costs"], None),
     # keeping a router current: bad feedback is refused whole, the router untouched
@@ -397,6 +417,13 @@ def setup_case(ws: Path, setup: str | None) -> None:
         (ws / "c-negative.json").write_text(json.dumps({**good, "mathbot": {"input_price_per_mtok": -1}}))
         (ws / "c-text.json").write_text(json.dumps({**good, "coder": {"output_price_per_mtok": "cheap"}}))
         (ws / "c-broken.json").write_text('{"mathbot": ')
+        (ws / "c-huge.json").write_text(json.dumps({**good, "mathbot": {"input_price_per_mtok": int("9" * 401)}}))
+        overflow = {"output_price_per_mtok": 1e300, "expected_output_tokens": 1e300}
+        (ws / "c-overflow.json").write_text(json.dumps({**good, "mathbot": overflow}))
+    elif setup == "big-rewards":
+        rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
+        rows[0]["rewards"]["mathbot"] = 1e39
+        write_lines(ws / "big.jsonl", rows)
     elif setup == "feedback":
         good = {"id": "f1", "query": "a new integral question", "rewards": {"mathbot": 7.0}}
         write_lines(ws / "fb-good.jsonl", [good])
@@ -418,6 +445,22 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(
     result = zooter(*argv, cwd=ws)
     assert_refused(result, *words)
     assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize("free", [["mathbot", "coder", "poet"], ["mathbot"]], ids=["all-free", "best-free"])
+def test_eval_costs_with_a_free_best_expert_says_n_a_where_no_ratio_exists(
+    zooter: Zooter, ws: Path, free: list[str]
+) -> None:
+    # issue 20 item 7: self-hosted experts cost nothing; mathbot is the best single expert on data.jsonl
+    prices = {name: {"input_price_per_mtok": 0.0 if name in free else 2.0} for name in ("mathbot", "coder", "poet")}
+    (ws / "free.json").write_text(json.dumps(prices))
+    result = zooter("eval", "router", "data.jsonl", "--costs", "free.json", "--quiet", cwd=ws)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best single mathbot" in result.stdout
+    assert "95% of the best single expert's quality: 0 USD / 1k queries (n/a: the best single expert is free)" in (
+        result.stdout
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_an_error_line_stays_short(zooter: Zooter, ws: Path) -> None:

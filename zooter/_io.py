@@ -57,6 +57,8 @@ def parse_json_line(line: str, path: Path, line_no: int) -> dict[str, Any]:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", path=path, line=line_no) from None
+    except ValueError:  # Python refuses to read an integer of more than 4300 digits
+        raise DataError("a number has too many digits to read", path=path, line=line_no) from None
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=line_no)
     return obj

@@ -7,6 +7,8 @@ A line of the JSONL file looks like::
 
 ``query`` may also be a chat (a list of ``{"role", "content"}`` messages). ``tags`` and ``task``
 are optional. An expert may lack a reward on some rows: it is masked out of those rows' labels.
+Rewards are finite numbers within ±:data:`MAX_REWARD`: they are kept and averaged in float32,
+where larger ones (a 1e39 is finite in JSON, infinite in float32) overflow.
 
 Example:
     >>> from zooter.data import RoutingDataset
@@ -36,6 +38,10 @@ _repr = reprlib.Repr()
 _repr.maxstring = 80
 _repr.maxother = 80
 _short = _repr.repr  # values in error messages stay one readable line
+
+#: The largest reward magnitude accepted. Rewards are kept in float32 (largest: about 3.4e38) and
+#: their squares are summed (for standard errors): beyond this they overflow to infinity.
+MAX_REWARD = 1e15
 
 Message = dict[str, Any]
 Query = str | list[Message]
@@ -161,6 +167,13 @@ class RoutingExample:
                 reward = math.inf
             if not math.isfinite(reward):
                 raise fail(f"reward for expert {name!r} must be finite, got {_short(value)}", f"rewards.{name}", value)
+            if abs(reward) > MAX_REWARD:
+                raise fail(
+                    f"reward for expert {name!r} must be within ±{MAX_REWARD:g} (rewards are averaged in float32, "
+                    f"where larger ones overflow), got {reward:g}",
+                    f"rewards.{name}",
+                    value,
+                )
             rewards[name] = reward
         if not rewards and require_rewards:
             raise fail("every reward is null; a row needs at least one", "rewards", raw_rewards)
@@ -472,6 +485,7 @@ class RoutingDataset(Sequence[RoutingExample]):
 
 
 __all__ = [
+    "MAX_REWARD",
     "DatasetSplits",
     "Message",
     "Query",

@@ -424,7 +424,7 @@ class CostReport:
             cost. None when the best single expert is also the cheapest.
         cost_to_reach: for 50, 80 and 95 % (keys "50%"...) of the best single expert's mean
             reward, the cheapest point that reaches it (with ``relative_cost``: its cost over the
-            best single expert's), or None when no λ does.
+            best single expert's; None when that expert is free), or None when no λ does.
         prices: where the prices came from.
         skipped: rows without every reward.
     """
@@ -466,7 +466,7 @@ class CostReport:
         ]
 
         def line(name: str, reward: float, cost: float) -> str:
-            relative = f"{cost / best_cost:>15.1%}" if best_cost > 0 else f"{'':>15}"
+            relative = f"{cost / best_cost:>15.1%}" if best_cost > 0 else f"{'n/a':>15}"  # the best expert is free
             return f"{name:<44}{reward:>12.4f}{1000 * cost:>18.4g} {relative}"
 
         lines.append(
@@ -489,9 +489,11 @@ class CostReport:
             if point is None:
                 lines.append(f"{level} of the best single expert's quality: not reached")
             else:
+                relative = point["relative_cost"]  # None: the best single expert is free, no ratio to give
+                share = "n/a: the best single expert is free" if relative is None else f"{relative:.1%} of its cost"
                 lines.append(
                     f"{level} of the best single expert's quality: {1000 * point['cost']:.4g} USD / 1k queries "
-                    f"({point['relative_cost']:.1%} of its cost), λ = {point['cost_weight']:.4g}"
+                    f"({share}), λ = {point['cost_weight']:.4g}"
                 )
         return "\n".join(lines)
 

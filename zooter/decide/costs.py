@@ -42,11 +42,17 @@ from zooter.errors import ConfigError, DataError, ZooterError, name_list
 logger = logging.getLogger(__name__)
 
 PRICE_FIELDS = ("input_price_per_mtok", "output_price_per_mtok", "expected_output_tokens", "cost_per_call")
+#: The largest price (USD per million tokens, or per call) and answer length (tokens) accepted. Real
+#: ones are many orders of magnitude below; a larger number is a typo, and would only overflow the
+#: products and sums that every cost estimate, calibration and report computes.
+MAX_PRICE = 1e9
 _RECORD_FIELDS = ("model", "size")  # descriptive fields some price lists carry; kept for the record
 
 
 class ExpertCost(ZooterConfig):
     """What one call of an expert costs.
+
+    Every value is a finite number from 0 to :data:`MAX_PRICE`.
 
     Attributes:
         input_price_per_mtok: USD per million prompt tokens.
@@ -58,12 +64,22 @@ class ExpertCost(ZooterConfig):
         size: the model's size, for the record.
     """
 
-    input_price_per_mtok: float = Field(default=0.0, ge=0.0)
-    output_price_per_mtok: float = Field(default=0.0, ge=0.0)
-    expected_output_tokens: float | None = Field(default=None, ge=0.0)
-    cost_per_call: float = Field(default=0.0, ge=0.0)
+    input_price_per_mtok: float = Field(default=0.0, ge=0.0, le=MAX_PRICE)
+    output_price_per_mtok: float = Field(default=0.0, ge=0.0, le=MAX_PRICE)
+    expected_output_tokens: float | None = Field(default=None, ge=0.0, le=MAX_PRICE)
+    cost_per_call: float = Field(default=0.0, ge=0.0, le=MAX_PRICE)
     model: str | None = None
     size: str | None = None
+
+
+def _short(value: Any) -> str:
+    """A number for a one-line message: a 400-digit integer is written by its size, not in full."""
+    if isinstance(value, int) and abs(value) >= 10**20:
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # more digits than Python writes out
+            return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return repr(value)
 
 
 class CostTable:
@@ -96,7 +112,7 @@ class CostTable:
 
         Raises:
             DataError: not a mapping of experts to price objects, an unknown field, or a price that
-                is not a finite number >= 0 (the message names ``source`` and the field).
+                is not a number from 0 to :data:`MAX_PRICE` (the message names ``source`` and the field).
         """
         if not isinstance(data, Mapping):
             raise DataError(f"expected an object of expert name -> prices, got {type(data).__name__}", path=source)
@@ -117,10 +133,23 @@ class CostTable:
                 value = prices.get(key)
                 if value is None:
                     continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise DataError(f"expected a finite number >= 0, got {value!r}", path=source, field=f"{name}.{key}")
-                if value < 0:
-                    raise DataError(f"expected a number >= 0, got {value!r}", path=source, field=f"{name}.{key}")
+                field = f"{name}.{key}"
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise DataError(f"expected a finite number >= 0, got {value!r:.60}", path=source, field=field)
+                try:
+                    number = float(value)
+                except OverflowError:  # an integer beyond any float
+                    number = math.inf
+                if not math.isfinite(number):
+                    raise DataError(f"expected a finite number >= 0, got {_short(value)}", path=source, field=field)
+                if number < 0:
+                    raise DataError(f"expected a number >= 0, got {value!r}", path=source, field=field)
+                if number > MAX_PRICE:
+                    raise DataError(
+                        f"expected a number <= {MAX_PRICE:g} (larger ones overflow the cost sums), got {_short(value)}",
+                        path=source,
+                        field=field,
+                    )
             costs[str(name)] = ExpertCost(**{k: v for k, v in prices.items() if v is not None})
         return cls(costs, source=source)
 
@@ -138,6 +167,8 @@ class CostTable:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"not valid JSON ({e})", path=path) from None
+        except ValueError:  # Python refuses to read an integer of more than 4300 digits
+            raise DataError("a number has too many digits to read", path=path) from None
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -247,6 +278,7 @@ def cost_weight_grid(
     dc = c.unsqueeze(2) - c.unsqueeze(1)
     valid = (dc > 0) & (dq > 0)
     switches = dq[valid] / dc[valid]
+    switches = switches[torch.isfinite(switches)]  # a tiny cost step: no finite λ would make that switch
     if not len(switches):
         return [0.0]
     if len(switches) > 4_000_000:  # torch.quantile's input limit: an even subsample keeps the spread

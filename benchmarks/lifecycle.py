@@ -107,10 +107,19 @@ class Neighbours:
 class Method:
     """How a bank estimates from partial rows, and which rows calibrate the decision."""
 
-    def __init__(self, estimator: str, shrinkage: float, calibration: str, min_z: float = 2.0) -> None:
+    def __init__(
+        self, estimator: str, shrinkage: float, calibration: str, min_z: float = 2.0, stderr_weight: float = 0.0
+    ) -> None:
         self.shrinkage = shrinkage if estimator == "shrunk" else 0.0
         self.calibration = calibration
         self.min_z = min_z
+        self.stderr_weight = stderr_weight
+
+    def scores(self, estimates: Estimates) -> torch.Tensor:
+        """What decisions compare: expected rewards, less ``stderr_weight`` standard errors."""
+        if self.stderr_weight and estimates.stderr is not None:
+            return estimates.scores - self.stderr_weight * estimates.stderr
+        return estimates.scores
 
     def bank(self, embeddings: torch.Tensor, rewards: torch.Tensor, k: int) -> NeighbourBank:
         return NeighbourBank(embeddings, rewards, soft_targets(rewards), k=k, shrinkage=self.shrinkage)
@@ -119,7 +128,7 @@ class Method:
         default = best_expert(bank.rewards, experts)
         filled = bank.filled_rewards() if self.calibration == "filled" else None
         return calibrate_decision(
-            held_out.scores,
+            self.scores(held_out),
             bank.rewards,
             experts,
             filled=filled,
@@ -145,8 +154,10 @@ class Method:
         return bank, self.calibrate(bank, near.held_out(bank), experts)
 
 
-def routed(near: Neighbours, bank: NeighbourBank, rule: DecisionRule, rewards: torch.Tensor, experts) -> float:
-    picks = choose(near.on_test(bank).scores, experts, rule)
+def routed(
+    near: Neighbours, bank: NeighbourBank, rule: DecisionRule, rewards: torch.Tensor, experts, method: Method
+) -> float:
+    picks = choose(method.scores(near.on_test(bank)), experts, rule)
     return float(rewards.gather(1, picks.unsqueeze(1)).mean())
 
 
@@ -157,8 +168,8 @@ def run_add(args, method: Method, train, test, emb, test_emb, embed_seconds) -> 
     near = Neighbours(emb, test_emb)
     full_bank, full_rule = method.fit(near, rewards, experts)
     retrain_seconds = embed_seconds + time.perf_counter() - started
-    full = routed(near, full_bank, full_rule, test_rewards, experts)
-    picks = choose(near.on_test(full_bank).scores, experts, full_rule).tolist()
+    full = routed(near, full_bank, full_rule, test_rewards, experts, method)
+    picks = choose(method.scores(near.on_test(full_bank)), experts, full_rule).tolist()
     out: dict[str, Any] = {
         "full_retrain": full,
         "full_k": full_bank.k,
@@ -172,7 +183,7 @@ def run_add(args, method: Method, train, test, emb, test_emb, embed_seconds) -> 
         others = [e for e in experts if e != name]
         keep = [i for i in range(len(experts)) if i != j]
         bank, rule = method.fit(near, rewards[:, keep], others)
-        without = routed(near, bank, rule, test_rewards[:, keep], others)
+        without = routed(near, bank, rule, test_rewards[:, keep], others, method)
         entry: dict[str, Any] = {"without": without, "k": bank.k, "sizes": {}}
         for n in args.sizes:
             scores, seconds, margins = [], [], []
@@ -192,7 +203,7 @@ def run_add(args, method: Method, train, test, emb, test_emb, embed_seconds) -> 
                     seconds.append(time.perf_counter() - started)
                 else:
                     added_rule = method.calibrate(added_bank, near.held_out(added_bank), experts)
-                scores.append(routed(near, added_bank, added_rule, test_rewards, experts))
+                scores.append(routed(near, added_bank, added_rule, test_rewards, experts, method))
                 margins.append(added_rule.margin)
             entry["sizes"][str(n)] = {
                 "mean": statistics.mean(scores),
@@ -230,7 +241,7 @@ def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) 
     near = Neighbours(emb, test_emb)
     full_bank, full_rule = method.fit(near, rewards, experts)
     retrain_seconds = embed_seconds + time.perf_counter() - started
-    full = routed(near, full_bank, full_rule, test_rewards, experts)
+    full = routed(near, full_bank, full_rule, test_rewards, experts, method)
     single = test_rewards.mean(0)
     out: dict[str, Any] = {
         "full_router": full,
@@ -247,7 +258,7 @@ def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) 
         traffic = order[len(train) // 10 :].tensor_split(9)
         start_near = Neighbours(emb[start_rows], test_emb)
         base_bank, base_rule = method.fit(start_near, rewards[start_rows], experts)
-        start = routed(start_near, base_bank, base_rule, test_rewards, experts)
+        start = routed(start_near, base_bank, base_rule, test_rewards, experts, method)
         curves: dict[str, Any] = {}
         for arm, eps, mode in arms:
             bank, rule = base_bank, base_rule
@@ -261,7 +272,7 @@ def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) 
                 revealed = rewards[batch]
                 if eps is not None:
                     estimates = bank.estimate(emb[batch])
-                    picks = explore(choose(estimates.scores, experts, rule), estimates, eps, mode, rng)
+                    picks = explore(choose(method.scores(estimates), experts, rule), estimates, eps, mode, rng)
                     mask = torch.zeros_like(revealed, dtype=torch.bool)
                     mask[torch.arange(len(batch)), picks] = True
                     revealed = torch.where(mask, revealed, torch.nan)
@@ -272,7 +283,7 @@ def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) 
                 bank = method.bank(emb[rows], logged, base_bank.k)
                 rule = method.calibrate(bank, bank.leave_one_out(), experts)
                 round_seconds.append(time.perf_counter() - t0 + per_query_embed * len(batch))
-                picks = choose(bank.estimate(test_emb).scores, experts, rule)
+                picks = choose(method.scores(bank.estimate(test_emb)), experts, rule)
                 curve.append(float(test_rewards.gather(1, picks.unsqueeze(1)).mean()))
             curves[arm] = {
                 "curve": curve,
@@ -333,6 +344,9 @@ def main() -> None:
     parser.add_argument("--estimator", choices=("plain", "shrunk"), default="shrunk")
     parser.add_argument("--shrinkage", type=float, default=3.0)
     parser.add_argument("--calibration", choices=("complete", "filled"), default="filled")
+    parser.add_argument(
+        "--stderr-weight", type=float, default=0.0, help="decide on expected reward less this many standard errors"
+    )
     parser.add_argument("--added", nargs="+", default=list(ADDED))
     parser.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -347,10 +361,15 @@ def main() -> None:
     cache = Path(args.cache)
     emb, embed_seconds = cached_embeddings(train, "train", cache)
     test_emb, _ = cached_embeddings(test, "test", cache)
-    method = Method(args.estimator, args.shrinkage, args.calibration)
+    method = Method(args.estimator, args.shrinkage, args.calibration, stderr_weight=args.stderr_weight)
     result: dict[str, Any] = {
         "data": str(folder),
-        "method": {"estimator": args.estimator, "shrinkage": method.shrinkage, "calibration": args.calibration},
+        "method": {
+            "estimator": args.estimator,
+            "shrinkage": method.shrinkage,
+            "calibration": args.calibration,
+            "stderr_weight": args.stderr_weight,
+        },
         "embed_seconds": embed_seconds,
         "machine": machine(),
     }

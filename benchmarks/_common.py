@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from zooter.cli import DEMO_EXPERTS, demo_data_path, demo_splits
 from zooter.data import RoutingDataset
+from zooter.demo import DEMO_EXPERTS, demo_data_path, demo_splits
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 

@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from _common import SHARED_DATA, machine
 
-from zooter.cli import demo_splits
 from zooter.data import RoutingDataset
-from zooter.evaluation import evaluate, evaluate_choices
+from zooter.demo import demo_splits
+from zooter.evaluation import evaluate, evaluate_choices, per_task_best_choices
 from zooter.labels.targets import reward_tensor
 from zooter.training import TrainingConfig, train_router
 
@@ -77,16 +77,6 @@ def knn_choices(train_vectors: torch.Tensor, train: RoutingDataset, test_vectors
     return [train.experts[j] for j in means.argmax(dim=-1).tolist()]
 
 
-def per_task_choices(train: RoutingDataset, test: RoutingDataset) -> list[str]:
-    rewards = reward_tensor(train)
-    overall = train.experts[int(rewards.nanmean(dim=0).nan_to_num(nan=-float("inf")).argmax())]
-    best: dict[str | None, str] = {}
-    for task in set(train.tasks):
-        rows = torch.tensor([t == task for t in train.tasks])
-        best[task] = train.experts[int(rewards[rows].nanmean(dim=0).nan_to_num(nan=-float("inf")).argmax())]
-    return [best.get(t, overall) for t in test.tasks]
-
-
 def run(name: str, seed: int, method: str, device: str | None, encoder: str | None = None) -> dict[str, Any]:
     train, validation, test = load_set(name)
     config = TrainingConfig(method=method, seed=seed, device=device, encoder=encoder, show_progress=False)
@@ -100,7 +90,7 @@ def run(name: str, seed: int, method: str, device: str | None, encoder: str | No
     )
     test_vectors = router.embed_queries([ex.query for ex in test])
     baselines = {
-        "per_task_best": evaluate_choices(test, per_task_choices(train, test)).routed,
+        "per_task_best": evaluate_choices(test, per_task_best_choices(train, test)).routed,
         **{
             f"knn_{k}": evaluate_choices(test, knn_choices(train_vectors, train, test_vectors, k)).routed
             for k in (10, 100)
@@ -123,7 +113,7 @@ def run(name: str, seed: int, method: str, device: str | None, encoder: str | No
         if rule is None
         else sum(share for expert, share in report.routing_share.items() if expert != rule.default_expert),
         "decision": None if rule is None else rule.to_dict(),
-        "neighbours": router.config.neighbours,
+        "neighbours": None if router.config.neighbours is None else router.config.neighbours.to_dict(),
         "train_seconds": round(seconds, 1),
         "device": str(router.device),
     }

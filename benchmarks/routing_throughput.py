@@ -21,7 +21,7 @@ import json
 import torch
 from _common import best_of, demo_router, machine, real_queries
 
-from zooter.cli import DEMO_EXPERTS
+from zooter.demo import DEMO_EXPERTS
 from zooter.model.encoder import autocast, half_dtype, length_sorted_batches
 from zooter.model.router import ZooterRouter
 

@@ -17,8 +17,8 @@ import time
 import torch
 from _common import machine, percentile
 
-from zooter.cli import DEMO_EXPERTS, demo_data_path
 from zooter.data import RoutingDataset
+from zooter.demo import DEMO_EXPERTS, demo_data_path
 from zooter.model.router import ZooterRouter
 from zooter_langchain import FakeExpertChatModel, ZooterRouterRunnable
 

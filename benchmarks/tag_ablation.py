@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from zooter.cli import DEMO_EXPERTS, demo_data_path
     from zooter.data import RoutingDataset
+    from zooter.demo import DEMO_EXPERTS, demo_data_path
 
     path = Path(args.data) if args.data else demo_data_path()
     experts = args.experts.split(",") if args.experts else (None if args.data else DEMO_EXPERTS)

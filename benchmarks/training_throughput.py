@@ -18,8 +18,8 @@ import time
 import torch
 from _common import machine, sync
 
-from zooter.cli import DEMO_EXPERTS, demo_data_path
 from zooter.data import RoutingDataset
+from zooter.demo import DEMO_EXPERTS, demo_data_path
 from zooter.model.encoder import autocast, half_dtype
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, _batches, train_router

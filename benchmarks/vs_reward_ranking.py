@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from _common import SHARED_DATA, demo_router, machine
 
-from zooter.cli import demo_splits
 from zooter.data import Query, query_text
+from zooter.demo import demo_splits
 from zooter.rewards.scorers import RewardModelScorer
 from zooter_langchain import ReplayChatModel, RewardRankingRunnable, ZooterRouterRunnable
 

@@ -16,8 +16,9 @@ import pytest
 from fake_experts import Gauge, MeteredExpert
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from zooter.cli import build_parser, demo_data_path, main
+from zooter.cli import build_parser, main
 from zooter.data import load_queries
+from zooter.demo import demo_data_path
 from zooter.errors import ConfigError, DataError, MissingDependencyError, ZooterError
 from zooter_langchain import FakeExpertChatModel, acollect_responses, collect_responses
 from zooter_langchain._retry import is_transient

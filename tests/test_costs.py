@@ -14,7 +14,7 @@ from zooter.cli import main
 from zooter.data import RoutingDataset, RoutingExample
 from zooter.decide.costs import CostTable, CostTarget, calibrate_cost_weight, call_penalties, sweep_cost_weights
 from zooter.decide.policy import DecisionRule, decide
-from zooter.errors import ConfigError, DataError
+from zooter.errors import ConfigError, DataError, ZooterError
 from zooter.evaluation import evaluate_costs
 from zooter.model.router import ZooterRouter
 from zooter.rewards.responses import ResponseRecord
@@ -120,7 +120,8 @@ def test_prices_and_the_cost_weight_survive_save_and_load(router: ZooterRouter, 
         card = (tmp_path / "r" / "README.md").read_text()
         assert "## Costs" in card and "λ = 12.5" in card and "| `coder` | 20 | 20 | 200 | 0 |" in card
         queries = ["hello world", "short simple"]
-        assert [d.to_dict() for d in loaded.route(queries)] == [d.to_dict() for d in router.route(queries)]
+        same = [d.to_dict() | {"id": None} for d in loaded.route(queries)]
+        assert same == [d.to_dict() | {"id": None} for d in router.route(queries)]  # each decision has its own id
     finally:
         router.set_costs(None)
 
@@ -257,6 +258,34 @@ def test_a_cost_target_takes_exactly_one_kind() -> None:
         CostTarget(share=0.5)
 
 
+def test_no_queries_route_to_nothing_and_a_bad_query_is_named_on_a_priced_router(
+    router: ZooterRouter, held_out: RoutingDataset
+) -> None:
+    # issue 20 items 11 and 13: counting a priced router's tokens came before the checks routing makes
+    router.set_costs(PRICES)
+    try:
+        assert router.route([]) == []
+        for bad in (None, 123):
+            with pytest.raises(TypeError, match=f"query 0 is {bad}; expected a string or a list of chat messages"):
+                router.route([bad])
+        with pytest.raises(ZooterError, match="the dataset is empty"):
+            router.calibrate_costs(held_out[:0], CostTarget(mean_cost=1e-4))
+    finally:
+        router.set_costs(None)
+
+
+def test_what_calibrating_the_prices_needs_is_checked_before_training(tmp_path: Path) -> None:
+    # issue 20 items 11 and 13: an encoder that does not exist is loaded only once these pass
+    data, prices = dataset(keyword_rows(20, seed=4)), CostTable.from_dict(PRICES)
+    settings = config(str(tmp_path / "no-such-encoder"))
+    others = [ResponseRecord("q0", "gpt-4", "an answer", 1)]
+    with pytest.raises(DataError, match=r"no answer from any of the experts .*'gpt-4'"):
+        train_router(data, settings, costs=prices, responses=others)
+    share = CostTarget(share=0.5, share_experts=["gpt-4"])
+    with pytest.raises(ConfigError, match=r"share_experts names \['gpt-4'\]"):
+        train_router(data, settings, costs=prices, cost_target=share)
+
+
 # -- training and the command line ----------------------------------------------------------------
 def test_training_learns_answer_lengths_from_responses(tiny_encoder: str) -> None:
     rows = keyword_rows(40, seed=4)
@@ -306,7 +335,7 @@ def test_train_calibrates_and_eval_draws_the_frontier(
     assert costs["router"]["reward"] == pytest.approx(report["routed"])
     assert costs["router"]["share"] == pytest.approx(report["routing_share"])
     assert costs["apgr"] is None or math.isfinite(costs["apgr"])
-    assert set(costs["cost_to_reach"]) == {"50%", "80%", "95%"}
+    assert set(costs["cost_to_reach"]) == {"50%", "80%", "95%", "100%"}
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert main(["eval", str(out), str(test), "--quiet"]) == 0

@@ -43,7 +43,7 @@ def test_the_answer_is_the_routers_decision_with_its_probabilities(classifier, k
     for question in QUESTIONS:
         routed = keyword_router.route([question])[0]
         answer = ask(classifier, question)
-        assert answer.choice == routed.expert == chat.decide([question])[0]["expert"]
+        assert answer.choice == routed.expert == chat.decide([question])[0].expert
         assert answer.probabilities == pytest.approx(routed.probabilities)
         assert answer.confidence == pytest.approx(routed.probabilities[routed.expert])
     assert [ask(classifier, q).choice for q in QUESTIONS] == list(EXPERTS)

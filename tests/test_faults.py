@@ -366,6 +366,53 @@ CASES = [
         ["big.jsonl:1", "rewards.mathbot", "1e+15", "1e+39"],
         "big-rewards",
     ),
+    # issue 20 item 11: a responses file of other experts
+    (
+        "train-responses-of-other-experts",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--responses", "r-other.jsonl"),
+        ["r-other.jsonl", "no answer from any of the experts", "gpt-4"],
+        "costs",
+    ),
+    # issue 20 item 12: a cut line in the middle of --responses, and a folder given as the file
+    (
+        "train-responses-cut-line",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--responses", "r-cut.jsonl"),
+        ["r-cut.jsonl:3", "malformed JSON"],
+        "costs",
+    ),
+    (
+        "train-responses-is-a-folder",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--responses", "router"),
+        ["router", "is a folder"],
+        "costs",
+    ),
+    # issue 20 item 13: checked before training (the missing encoder would be loaded first otherwise),
+    # an image kind matplotlib cannot write, and argparse's own errors in one line
+    (
+        "train-target-share-unknown-expert",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--target-share", "gpt-4=0.5", "--encoder", "gone"),
+        ["gpt-4", "share_experts"],
+        "costs",
+    ),
+    (
+        "eval-plot-unknown-image-kind",
+        ("eval", "router", "data.jsonl", "--costs", "c-good.json", "--plot", "f.xyz"),
+        ["f.xyz", "png"],
+        "costs",
+    ),
+    (
+        "train-two-targets",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--target-cost", "1", "--target-quality", "0.9"),
+        ["--target-quality", "not allowed with", "--help"],
+        "costs",
+    ),
+    (
+        "train-cost-weight-not-a-number",
+        (*TRAIN, "--output", "new", "--costs", "c-good.json", "--cost-weight", "abc"),
+        ["--cost-weight", "'abc'"],
+        "costs",
+    ),
+    ("train-without-arguments", ("train",), ["required", "--output"], None),
     ("eval-plot-without-prices", ("eval", "router", "data.jsonl", "--plot", "f.png"), ["--plot", "--costs"], None),
     ("route-cost-weight-without-prices", ("route", "router", "hello", "--cost-weight", "2"), ["set_costs"], None),
     # keeping a router current: bad feedback is refused whole, the router untouched
@@ -388,11 +435,13 @@ def setup_case(ws: Path, setup: str | None) -> None:
     if setup == "link":
         (ws / "link.jsonl").symlink_to("responses.jsonl")
     elif setup == "nan-router":
+        from conftest import record_file
         from safetensors.torch import load_file, save_file
 
         weights = load_file(ws / "router" / "model.safetensors")
-        weights["head.weight"][0, 0] = float("nan")
+        weights["encoder.pooler.dense.weight"][0, 0] = float("nan")
         save_file(weights, ws / "router" / "model.safetensors", metadata={"format": "pt"})
+        record_file(ws / "router", "model.safetensors")  # the checksum fixed too: the weights are refused
     elif setup == "no-tokenizer":
         (ws / "router" / "tokenizer.json").unlink()
     elif setup == "other":  # a queries file whose last line lacks its newline
@@ -420,6 +469,10 @@ def setup_case(ws: Path, setup: str | None) -> None:
         (ws / "c-huge.json").write_text(json.dumps({**good, "mathbot": {"input_price_per_mtok": int("9" * 401)}}))
         overflow = {"output_price_per_mtok": 1e300, "expected_output_tokens": 1e300}
         (ws / "c-overflow.json").write_text(json.dumps({**good, "mathbot": overflow}))
+        answers = (ws / "responses.jsonl").read_text().splitlines(keepends=True)
+        (ws / "r-cut.jsonl").write_text("".join([*answers[:2], answers[2][:25] + "\n", *answers[3:]]))
+        other = [{"id": "q0", "model": name, "response": "hi"} for name in ("gpt-4", "claude")]
+        write_lines(ws / "r-other.jsonl", other)
     elif setup == "big-rewards":
         rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
         rows[0]["rewards"]["mathbot"] = 1e39
@@ -461,6 +514,17 @@ def test_eval_costs_with_a_free_best_expert_says_n_a_where_no_ratio_exists(
         result.stdout
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")
+def test_a_plot_that_cannot_be_written_is_refused_before_evaluating(zooter: Zooter, ws: Path) -> None:
+    # issue 20 item 13: permission bits do not show it (root passes them): /proc takes no new file
+    setup_case(ws, "costs")
+    before = snapshot(ws)
+    result = zooter("eval", "router", "data.jsonl", "--costs", "c-good.json", "--plot", "/proc/frontier.png", cwd=ws)
+    assert_refused(result, "cannot write /proc/frontier.png")
+    assert ".tmp" not in result.stderr and result.stdout == ""  # the user's path, before any evaluation
+    assert snapshot(ws) == before
 
 
 def test_an_error_line_stays_short(zooter: Zooter, ws: Path) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zooter.cli import DEMO_EXPERTS, demo_data_path, main
+from zooter.cli import main
+from zooter.demo import DEMO_EXPERTS, demo_data_path
 
 
 def test_import_loads_no_heavy_or_optional_package() -> None:
@@ -122,10 +123,11 @@ def test_real_minilm_routes_with_padding_masked(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_offline(tmp_path, capsys) -> None:
-    assert main(["demo", "--epochs", "1", "--quiet", "--output", str(tmp_path / "demo-router")]) == 0
+    """The arena demo with the real bundled MiniLM (the default llmrouter demo runs in test_demo, tiny)."""
+    assert main(["demo", "--data", "arena", "--quiet", "--output", str(tmp_path / "demo-router")]) == 0
     out = capsys.readouterr().out
     assert "held-out test split" in out and "zooter (routed)" in out and "oracle" in out
-    assert out.count("  -> ") == 3  # three example queries routed
+    assert out.count("<- chosen") == 3  # three example queries explained
     card = (tmp_path / "demo-router" / "README.md").read_text()
     assert "| zooter (routed) |" in card
 

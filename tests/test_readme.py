@@ -67,7 +67,7 @@ def test_every_python_snippet_in_the_readme_runs(
 
     import zooter.model.encoder
     import zooter_langchain.models
-    from zooter.cli import demo_data_path
+    from zooter.demo import demo_data_path
 
     monkeypatch.chdir(tmp_path)
     rows = [json.loads(line) for line in demo_data_path().read_text(encoding="utf-8").splitlines()[:4]]

@@ -292,6 +292,25 @@ def test_read_responses_reports_bad_lines_and_keeps_the_rest(write_jsonl) -> Non
         read_responses(only_bad)
 
 
+def test_a_strict_read_refuses_a_malformed_line_but_skips_a_torn_last_one(
+    write_jsonl, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # issue 20 item 12: `zooter train --responses` reports no skips, so a cut line must not vanish
+    good = [{"id": str(i), "model": "m1", "response": "an answer"} for i in range(3)]
+    cut = write_jsonl([good[0], '{"id": "1", "model": "m1", "resp', good[2]], "cut.jsonl")
+    assert len(read_responses(cut)[0]) == 2  # the lenient read (zooter score reports the skip)
+    with pytest.raises(DataError, match=r"cut.jsonl:2: malformed JSON"):
+        read_responses(cut, strict=True)
+    # the torn last line a collect run still appending leaves: skipped, with a warning naming it
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text("".join(json.dumps(r) + "\n" for r in good) + '{"id": "3", "model": "m1", "res')
+    records, _ = read_responses(torn, strict=True)
+    assert [r.id for r in records] == ["0", "1", "2"]
+    assert "torn.jsonl:4: skipping the last line, which lacks its newline" in caplog.text
+    with pytest.raises(DataError, match="is a folder"):
+        read_responses(tmp_path)
+
+
 def test_score_skips_bad_pairs_reports_them_and_scores_the_rest(
     arena: SimpleNamespace, pair_rm: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -298,12 +298,16 @@ def test_compiled_router_routes_and_saves_like_the_original(router: ZooterRouter
 
 
 def test_a_router_with_non_finite_weights_is_refused(router: ZooterRouter, tmp_path: Path) -> None:
+    from conftest import record_file
     from safetensors.torch import load_file, save_file
 
     folder = router.save_pretrained(tmp_path / "router")
     weights = load_file(folder / "model.safetensors")
     weights["head.bias"][1] = float("nan")
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ZooterError, match=r"model\.safetensors is not the file this router was saved with"):
+        ZooterRouter.from_pretrained(folder)
+    record_file(folder, "model.safetensors")  # the checksum fixed too: the weights are still refused
     with pytest.raises(ZooterError, match=r"non-finite.*head\.bias"):
         ZooterRouter.from_pretrained(folder)
     with torch.no_grad():
@@ -340,8 +344,14 @@ def test_a_tokenizer_other_than_the_trained_one_is_refused(router: ZooterRouter,
     folder = router.save_pretrained(tmp_path / "router")
     words = [f"w{i}" for i in range(len(router.tokenizer) - 5)]  # as many tokens, other words
     other = build_tiny_encoder(tmp_path / "other", words=words)
+    from conftest import record_file
+
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((other / name).read_bytes())
+    with pytest.raises(ZooterError, match=r"tokenizer\.json is not the file this router was saved with"):
+        ZooterRouter.from_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        record_file(folder, name)  # the checksums fixed too: the vocabulary is still not the router's
     with pytest.raises(ZooterError, match=r"tokenizer\.json.*not the tokenizer the router was trained with"):
         ZooterRouter.from_pretrained(folder)
 

@@ -162,7 +162,7 @@ def test_policy_errors_name_the_value() -> None:
         SelectionPolicy(cumulative_p=0.9, min_k=3, max_k=2)
     with pytest.raises(ConfigError, match=r"always_include names \['zz'\]"):
         select_top(PROBS, EXPERTS, SelectionPolicy(always_include=["zz"]))
-    with pytest.raises(ConfigError, match=r"allowed names \['zz'\]"):
+    with pytest.raises(ConfigError, match=r"allowed names unknown expert\(s\) \['zz'\]"):
         select_top(PROBS, EXPERTS, SelectionPolicy(), allowed=["a", "zz"])
     policy = SelectionPolicy(cumulative_p=0.9, max_k=3, always_include=["a"])
     assert SelectionPolicy.from_dict(policy.to_dict()) == policy
@@ -214,7 +214,7 @@ def test_selector_reads_texts_chats_and_prompts(tool_router) -> None:
     prompt = ChatPromptTemplate.from_messages([("system", "be brief"), ("human", "{q}")]).invoke({"q": "a haiku"})
     assert selector.select(prompt).tools == ["writer"]
     whole = ZooterToolSelector(tool_router, k=1, route_on="conversation")
-    assert whole.query_text(chat).startswith("human: write a sonnet")
+    assert whole.query_text(chat).startswith("user: write a sonnet")
     assert ZooterToolSelector(tool_router, route_on=lambda messages: "regex").select(chat).tools[0] == "code_runner"
     with pytest.raises(ConfigError, match="route_on"):
         ZooterToolSelector(tool_router, route_on="first_human")
@@ -370,6 +370,88 @@ def test_allow_subset_selects_among_the_agents_tools(tool_router) -> None:
     agent = create_agent(model, tools=[code_runner, writer], middleware=[middleware])
     agent.invoke({"messages": [("user", "explain this integral")]})
     assert len(model.offered[0]) == 1 and model.offered[0][0] in {"code_runner", "writer"}
+
+
+# -- adding a tool without retraining ---------------------------------------------------------
+def topic_rows(n: int, *, seed: int, tools: list[str] | None = None) -> list[RoutingExample]:
+    """Short tool requests (two topic words and a filler word): a tiny random encoder's neighbours tell them apart."""
+    import random
+
+    from conftest import FILLER, TOPICS
+
+    rng = random.Random(seed)
+    tools = tools or list(TOOL_OF.values())
+    rows = []
+    for i in range(n):
+        topic = list(TOOL_OF)[i % len(TOOL_OF)]
+        words = [*rng.sample(TOPICS[topic], 2), rng.choice(FILLER)]
+        rng.shuffle(words)
+        right = TOOL_OF[topic]
+        rewards = {t: float(t == right) for t in tools}
+        rows.append(RoutingExample(f"{seed}-{i}", " ".join(words), rewards, task=right))
+    return rows
+
+
+@pytest.fixture
+def router_without_writer(tiny_encoder: str):
+    """A neighbour-bank tool router trained before the writer tool existed: no writer rows, no writer column."""
+    known = ["calculator", "code_runner"]
+    rows = [row for row in topic_rows(60, seed=1, tools=known) if row.task in known]
+    config = TrainingConfig(encoder=tiny_encoder, max_length=16, device="cpu", show_progress=False, neighbours=[5])
+    return train_router(RoutingDataset(rows), config)
+
+
+def test_a_tool_added_from_a_few_requests_is_selected_for_requests_like_them(router_without_writer, tmp_path) -> None:
+    held_out = RoutingDataset(topic_rows(60, seed=99))
+    writer_requests = [row.query for row in topic_rows(30, seed=5) if row.task == "writer"][:6]
+    selector = ZooterToolSelector(router_without_writer, k=1, always_include=["writer"])
+    assert selector.select("a haiku about the sea").tools[-1] == "writer"  # offered, but not ranked
+    rows_before = len(router_without_writer.bank)
+
+    selector.add_tool("writer", writer_requests)
+    assert selector.tool_names == ["calculator", "code_runner", "writer"]
+    assert selector.policy.always_include == ["writer"] and selector._unranked == []
+    report = evaluate_selection(selector.router, held_out, ks=(1,))
+    assert report.per_task["writer"][1] >= 0.8, report.per_task
+    assert report.recall_at_k[1] >= 0.85, report.per_task  # the other tools still win their requests
+    assert len(selector.router.bank) == rows_before + 6
+
+    # saved and loaded, the router ranks exactly as before: the new rows and their weights are kept
+    selector.router.save_pretrained(tmp_path / "tools")
+    loaded = ZooterToolSelector.from_pretrained(tmp_path / "tools", k=1)
+    queries = [row.query for row in held_out][:12]
+    assert loaded.tool_names == selector.tool_names
+    before, after = selector.router.predict_proba(queries), loaded.router.predict_proba(queries)
+    assert (after - before).abs().max().item() < 1e-5
+
+
+def test_adding_a_tool_refuses_what_it_cannot_do(router_without_writer, tool_router) -> None:
+    selector = ZooterToolSelector(router_without_writer)
+    with pytest.raises(ConfigError, match="already has an expert 'calculator'"):
+        selector.add_tool("calculator", ["integral please"])
+    with pytest.raises(ConfigError, match="list of example"):
+        selector.add_tool("writer", "a poem please")
+    with pytest.raises(ConfigError, match="list of example"):
+        selector.add_tool("writer", [])
+    with pytest.raises(ConfigError, match="must not be empty"):
+        selector.add_tool("writer", ["a poem", "  "])
+    with pytest.raises(ConfigError, match="neighbour bank"):
+        ZooterToolSelector(tool_router).add_tool("search", ["search the web"])  # a distilled router
+    assert selector.tool_names == ["calculator", "code_runner"]  # nothing changed
+
+
+def test_the_middleware_offers_a_tool_added_while_the_agent_runs(router_without_writer) -> None:
+    model = ToolRecordingModel(name="agent")
+    middleware = ZooterToolSelector(router_without_writer, k=1).as_middleware([calculator, code_runner])
+    agent = create_agent(model, tools=[calculator, code_runner], middleware=[middleware])
+    agent.invoke({"messages": [("user", "poem haiku please")]})
+    assert model.offered[-1] in (["calculator"], ["code_runner"])  # no writer tool yet
+
+    writer_requests = [row.query for row in topic_rows(30, seed=5) if row.task == "writer"][:6]
+    middleware.add_tool(writer, writer_requests)
+    agent = create_agent(model, tools=TOOLS, middleware=[middleware])  # the agent gets the tool too
+    agent.invoke({"messages": [("user", "poem haiku please")]})
+    assert model.offered[-1] == ["writer"]
 
 
 def test_middleware_without_langchain_names_the_extra(monkeypatch) -> None:

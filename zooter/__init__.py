@@ -35,7 +35,7 @@ _EXPORTS = {
     "TagEnhancer": "zooter.labels.tagging",
     "ZooterRouter": "zooter.model.router",
     "RouterConfig": "zooter.model.router",
-    "RouteDecision": "zooter.model.router",
+    "RouteDecision": "zooter.decide.decision",
     "Estimates": "zooter.model.neighbours",
     "TrainingConfig": "zooter.training",
     "train_router": "zooter.training",
@@ -75,6 +75,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from zooter.data import DatasetSplits, RoutingDataset, RoutingExample, load_queries, load_rows
     from zooter.decide.costs import CostTable, CostTarget, ExpertCost
+    from zooter.decide.decision import RouteDecision
     from zooter.decide.policy import DecisionRule, Selection, SelectionPolicy, select_top
     from zooter.errors import ConfigError, DataError, ExpertMismatchError, MissingDependencyError, ZooterError
     from zooter.evaluation import (
@@ -92,7 +93,7 @@ if TYPE_CHECKING:
     from zooter.lifecycle import UpdateReport
     from zooter.model.encoder import DEFAULT_ENCODER
     from zooter.model.neighbours import Estimates
-    from zooter.model.router import RouteDecision, RouterConfig, ZooterRouter
+    from zooter.model.router import RouterConfig, ZooterRouter
     from zooter.rewards.responses import ResponseRecord, SkippedPair, read_responses
     from zooter.rewards.scorers import RewardModelScorer, RewardScorer
     from zooter.rewards.scoring import ScoreReport, score_responses, scored_pairs_path

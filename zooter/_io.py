@@ -10,11 +10,17 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from zooter.errors import DataError, ZooterError
+
+try:
+    import fcntl
+except ImportError:  # Windows: appends stay one write each, without the lock
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +110,8 @@ def check_writable(path: str | Path, *, folder: bool = False) -> None:
 
     Raises:
         ZooterError: the path is a folder where a file is wanted (or the reverse), lies under a
-            file, or its nearest existing folder is not writable.
+            file, or its nearest existing folder is not writable (a file is created there and
+            removed at once to find out).
     """
     path = Path(path)
     if path.is_dir() and not folder:
@@ -118,6 +125,12 @@ def check_writable(path: str | Path, *, folder: bool = False) -> None:
         raise ZooterError(f"cannot write {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ZooterError(f"cannot write {path}: no permission to write in {parent}")
+    try:  # what the permission bits do not tell: a read-only or special file system, a quota
+        fd, probe = tempfile.mkstemp(prefix=".zooter-probe.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise ZooterError(f"cannot write {path}: {e.strerror or e} in {parent}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -169,6 +182,126 @@ def drop_torn_tail(path: Path) -> None:
         end = f.seek(0, os.SEEK_END)
         logger.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, end - pos)
         f.truncate(pos)
+
+
+class JsonlAppender:
+    """A JSONL file that several threads and processes append to, and read back as it grows.
+
+    Each :meth:`append` writes its lines with one ``write`` on a descriptor opened with
+    ``O_APPEND``, under an exclusive lock on the file (``flock``, where the platform has it), then
+    flushes them to disk (``fsync``, unless ``sync=False``). Under the lock, a last line without
+    its newline can only be what a writer killed mid-line left: it is cut before the next lines go
+    in (:func:`drop_torn_tail`). :meth:`read_new` returns the complete lines added since its last
+    call, so a reader never sees half a line, and keeps its place in the file.
+
+    Args:
+        path: the file; created (with its folder) on the first append.
+        sync: flush every append to disk (on by default; off for records one can afford to lose
+            in a power cut, which still survive the process).
+
+    Example:
+        >>> log = JsonlAppender(tmp_path / "events.jsonl")  # doctest: +SKIP
+        >>> log.append([{"id": "a", "n": 1}])  # doctest: +SKIP
+        >>> [row for _, row in log.read_new()]  # doctest: +SKIP
+        [{'id': 'a', 'n': 1}]
+    """
+
+    def __init__(self, path: str | Path, *, sync: bool = True) -> None:
+        self.path = Path(path)
+        self.sync = sync
+        self._offset = 0
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the file's lock (this thread's and every process's) for a read-check-append sequence."""
+        with self._thread_lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                self._fd, self._depth = fd, 1
+                tail = torn_tail(self.path)
+                if tail is not None:
+                    end = os.fstat(fd).st_size
+                    logger.warning(
+                        "%s: dropping an incomplete last line (line %d, %d bytes) left by a writer that was killed",
+                        self.path,
+                        tail[0],
+                        end - tail[1],
+                    )
+                    os.ftruncate(fd, tail[1])
+                    self._offset = min(self._offset, tail[1])
+                yield
+            finally:
+                self._fd, self._depth = None, 0
+                os.close(fd)  # closing releases the lock
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append ``rows``, one JSON object a line, in one write (flushed to disk with ``sync``)."""
+        data = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows).encode("utf-8")
+        if not data:
+            return
+        with self.locked():
+            assert self._fd is not None
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write (a full disk raises instead): finish the line
+                written += os.write(self._fd, data[written:])
+            if self.sync:
+                os.fsync(self._fd)
+
+    def read_new(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(byte offset, object)`` of every complete line added since the last call (all, the first time).
+
+        Raises:
+            DataError: a complete line is not a JSON object (naming the file and line offset).
+        """
+        with self._thread_lock:
+            if not self.path.is_file():
+                return []
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+            end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+            rows = []
+            position = self._offset
+            for raw in data[:end].splitlines(keepends=True):
+                if raw.strip():
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise DataError(f"not UTF-8 text at byte {position}", path=self.path) from None
+                    rows.append((position, _parse_line_at(text, self.path, position)))
+                position += len(raw)
+            self._offset += end
+            return rows
+
+    def read_at(self, offset: int) -> dict[str, Any]:
+        """The object on the line that starts at byte ``offset`` (one :meth:`read_new` returned)."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            line = f.readline()
+        return _parse_line_at(line.decode("utf-8"), self.path, offset)
+
+
+def _parse_line_at(text: str, path: Path, offset: int) -> dict[str, Any]:
+    """:func:`parse_json_line` for the line at byte ``offset``; its line number is counted only for an error."""
+    try:
+        return parse_json_line(text, path, 0)
+    except DataError:
+        with open(path, "rb") as f:
+            line = f.read(offset).count(b"\n") + 1
+        return parse_json_line(text, path, line)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -238,10 +371,7 @@ def recover_directory(path: str | Path) -> None:
     folders written half-way) are removed. Those of a running process are left alone.
     """
     path = Path(path).absolute()
-    if not path.parent.is_dir():
-        return
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
-    leftovers = [p for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and not _running(int(m.group(1)))]
+    leftovers = [p for p, pid in _save_leftovers(path) if not _running(pid)]
     set_aside = sorted((p for p in leftovers if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
     if set_aside and not path.exists():
         restored = set_aside.pop()
@@ -257,6 +387,19 @@ def recover_directory(path: str | Path) -> None:
     for leftover in leftovers:
         shutil.rmtree(leftover, ignore_errors=True)
         logger.info("removed %s, left by an interrupted save", leftover)
+
+
+def save_in_progress(path: str | Path) -> bool:
+    """Whether a running process is saving over the folder ``path`` (its temporary folders are beside it)."""
+    return any(_running(pid) for _, pid in _save_leftovers(Path(path).absolute()))
+
+
+def _save_leftovers(path: Path) -> list[tuple[Path, int]]:
+    """What :func:`atomic_directory` keeps beside ``path`` while it runs, with the process id in each name."""
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:\w+\.tmp|old)")
+    return [(p, int(m.group(1))) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name))]
 
 
 def _running(pid: int) -> bool:

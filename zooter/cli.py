@@ -12,6 +12,7 @@ extra to install.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -20,28 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from zooter import __version__
 from zooter._io import check_writable, refuse_overwriting_inputs
 from zooter.errors import ConfigError, MissingDependencyError, ZooterError
 
 logger = logging.getLogger("zooter.cli")
-
-DEMO_EXPERTS = [
-    "gpt-3.5-turbo",
-    "mistralai/Mixtral-8x7B-Instruct-v0.1",
-    "claude-2.1",
-    "claude-instant-1",
-    "claude-1",
-    "Starling-LM-7B-alpha",
-]
-DEMO_QUERIES = [
-    "Write a Python function that merges overlapping intervals and explain its complexity.",
-    "Solve for x: 3x + 7 = 22, and show each step.",
-    "Write a short, warm wedding toast for my sister who loves mountain climbing.",
-]
-
 
 #: Entry points named after a subcommand, each a function that adds it to the parser's subcommands.
 COMMANDS_GROUP = "zooter.commands"
@@ -84,13 +70,6 @@ def load_registered(points: dict[str, EntryPoint], name: str, needs: str) -> Cal
 
 def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def demo_data_path() -> Path:
-    """The arena-bench-v1 rewards shipped inside the package (see its NOTICE.md)."""
-    from importlib.resources import files
-
-    return Path(str(files("zooter.resources") / "arena_bench_v1" / "rewards.jsonl"))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -149,7 +128,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             f"{scorer.pairs_truncated} pairs were longer than {scorer.max_length} tokens: their responses were cut "
             f"(in {scorer.queries_truncated} of them the query alone was too long and lost its beginning)"
         )
-    return 0
+    return finish(
+        args, f"{report.scored} pairs scored ({report.resumed} resumed), {report.rows} queries -> {report.output}"
+    )
 
 
 def cmd_split(args: argparse.Namespace) -> int:
@@ -171,7 +152,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     for name, part in splits.as_dict().items():
         part.save(out / f"{name}.jsonl")
         print(f"{name}: {len(part)} rows -> {out / f'{name}.jsonl'}")
-    return 0
+    return finish(args, f"{len(data)} rows split into {out}")
 
 
 def _training_config(args: argparse.Namespace) -> Any:
@@ -203,7 +184,7 @@ def _training_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from zooter.data import RoutingDataset
-    from zooter.model.router import check_save_directory
+    from zooter.model.persistence import check_save_directory
     from zooter.training import train_router
 
     refuse_overwriting_inputs([args.output], [args.data, args.validation, args.costs, args.responses])
@@ -227,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(describe_decision(router))
     if router.costs is not None:
         print(describe_costs(router))
-    return 0
+    return finish(args, f"router over {len(router.experts)} experts saved to {args.output}")
 
 
 def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, Any, Any]:
@@ -256,9 +237,10 @@ def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, An
         costs = costs.with_output_tokens(dict.fromkeys(unknown, args.output_tokens))
     responses = None
     if args.responses is not None:
-        from zooter.rewards.responses import read_responses
+        from zooter.rewards.responses import answers_for, read_responses
 
-        responses, _ = read_responses(args.responses)
+        responses, _ = read_responses(args.responses, strict=True)
+        answers_for(responses, experts, args.responses)
     target = None
     if args.target_cost is not None:
         target = CostTarget(mean_cost=args.target_cost)
@@ -306,22 +288,9 @@ def describe_training(router: Any) -> str:
 
 def describe_decision(router: Any) -> str:
     """One line on the calibrated decision: does routing pay, and how much leaves the default expert."""
-    rule = router.decision
-    if rule is None:
-        return "decision: the most probable expert (not calibrated: no held-out rows)"
-    c = rule.calibration
-    where = f"{c.get('rows')} held-out rows ({c.get('source')})"
-    if not rule.routes:
-        return (
-            f"routing did not pay on {where}: every query goes to {rule.default_expert}, the best expert "
-            f"on the training data (mean reward {c.get('default_score', float('nan')):.4g})"
-        )
-    z = c["gain"] / c["standard_error"] if c.get("standard_error") else float("inf")
-    return (
-        f"routing pays on {where}: {c['routed_score']:.4g} against {c['default_score']:.4g} for "
-        f"{rule.default_expert} alone (+{c['gain']:.3g}, {z:.1f} standard errors); "
-        f"{c['share_routed_away']:.0%} of queries leave it"
-    )
+    from zooter.decide.policy import describe_decision as describe
+
+    return describe(router.decision)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -334,7 +303,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         refuse_overwriting_inputs([args.plot], [args.data, args.costs])
         check_writable(args.plot)
-        check_plotting()
+        check_plotting(args.plot)
     router = ZooterRouter.from_pretrained(args.router, device=args.device)
     data = RoutingDataset.load(args.data)
     if args.drop_extra_experts:
@@ -369,7 +338,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cost_report.plot(args.plot)
         if not args.json:
             print(f"\nfrontier drawn to {args.plot}")
-    return 0
+    return finish(
+        args,
+        f"{report.n} queries: routed {report.routed:.4g} vs best single {report.best_single['score']:.4g} "
+        f"({report.best_single['expert']})",
+    )
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -390,10 +363,10 @@ def cmd_route(args: argparse.Namespace) -> int:
     if args.json:
         for query, decision in zip(queries, decisions):
             print(_json({"query": query, **decision.to_dict()}))
-        return 0
+        return finish(args, f"{len(queries)} queries routed")
     for query, decision in zip(queries, decisions):
         print(_format_decision(query, decision))
-    return 0
+    return finish(args, f"{len(queries)} queries routed")
 
 
 def _updated_router(args: argparse.Namespace, inputs: list[str | None]) -> tuple[Any, Path]:
@@ -467,50 +440,57 @@ def _format_decision(query: str, decision: Any) -> str:
     return f"{short}\n  -> {decision.expert}{cost}   ({probs})"
 
 
-def demo_splits() -> tuple[Any, Any]:
-    """The demo's data (arena-bench-v1, the six comparable experts) and its fixed split."""
-    from zooter.data import RoutingDataset
-
-    data = RoutingDataset.load(demo_data_path(), experts=DEMO_EXPERTS)
-    return data, data.split(validation_fraction=0.1, test_fraction=0.2, seed=0)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from zooter.evaluation import evaluate
-    from zooter.model.router import check_save_directory
-    from zooter.training import TrainingConfig, train_router
+    from zooter.demo import run_demo
+    from zooter.model.persistence import check_save_directory
 
     if args.output:
         check_save_directory(args.output)
+    if args.plot:
+        from zooter.evaluation import check_plotting
 
-    data, splits = demo_splits()
-    print(
-        f"arena-bench-v1 (GPT-4 grades 1-10, Apache-2.0): {len(data)} prompts, {len(data.experts)} experts; "
-        f"split {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test"
-    )
-    config = TrainingConfig(show_progress=not args.quiet, seed=args.seed)
-    if args.epochs is not None:
-        config.epochs = args.epochs
-    started = time.perf_counter()
-    router = train_router(splits.train, config, validation=splits.validation)
-    seconds = time.perf_counter() - started
-    print(f"{describe_training(router)} on {router.device}, {seconds:.0f}s in all")
-    print(describe_decision(router) + "\n")
-    report = evaluate(router, splits.test)
-    print(f"held-out test split ({report.n} prompts):")
-    print(report.format_table())
-    print("\nrouting three example queries:")
-    for query, decision in zip(DEMO_QUERIES, router.route(DEMO_QUERIES)):
-        print(_format_decision(query, decision))
+        if args.data != "llmrouter":
+            raise ConfigError(f"--plot draws the cost-quality frontier, which needs prices; {args.data} has none")
+        check_writable(args.plot)
+        check_plotting()
+    report = run_demo(args.data, encoder=args.encoder, seed=args.seed, epochs=args.epochs, show_progress=not args.quiet)
     if args.output:
-        router.save_pretrained(args.output, evaluation=report)
-        print(f"\nsaved the router to {args.output}")
-    return 0
+        report.router.save_pretrained(args.output, evaluation=report.evaluation)
+    if args.plot:
+        report.costs.plot(args.plot)
+    if args.json:
+        print(_json(report.to_dict()))
+    else:
+        print(report.format_text())
+        if args.output:
+            print(f"\nsaved the router to {args.output}")
+        if args.plot:
+            print(f"frontier drawn to {args.plot}")
+    e = report.evaluation
+    reach = report.costs.cost_to_reach.get("100%") if report.costs is not None else None
+    cost = ""
+    if reach is not None and reach["relative_cost"] is not None:
+        cost = f"; the best single model's quality at {reach['relative_cost']:.0%} of its cost"
+    return finish(
+        args,
+        f"routed {e.routed:.3f} vs best single {e.best_single['score']:.3f} on {e.n} test queries{cost}",
+    )
 
 
 # -- parser -----------------------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line and exit 2, like every other zooter error.
+
+    Its subcommands' parsers are of the same class (argparse makes them so), including the ones
+    installed packages register.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="zooter", description="Train and run Zooter routers: send each query to the LLM likely to answer it best."
     )
     parser.add_argument("--version", action="version", version=f"zooter-langchain {__version__}")
@@ -538,7 +518,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="pairs per reward-model pass (and per saved batch)")
     p.add_argument("--max-length", type=int, help="tokens per (query, response) pair (default: what the model reads)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("split", help="split a dataset deterministically into train/validation/test files")
@@ -581,7 +560,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--validation-fraction", type=float)
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--costs",
         help="JSON of each expert's prices (input/output_price_per_mtok, expected_output_tokens, cost_per_call)",
@@ -615,7 +593,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", help="draw the cost-quality frontier to this image file (needs the plot extra)")
     p.add_argument("--device")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("route", help="route queries with a trained router")
@@ -657,13 +634,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_registered_commands(sub)
 
-    p = sub.add_parser("demo", help="train and evaluate on the bundled arena-bench-v1 data (offline)")
+    p = sub.add_parser(
+        "demo", help="train on bundled real data and show what routing is worth: quality, costs, examples (offline)"
+    )
+    p.add_argument(
+        "--data",
+        choices=["llmrouter", "arena"],
+        default="llmrouter",
+        help="llmrouter: 9 open LLMs on 14 tasks, with prices (default); arena: arena-bench-v1, six chat models",
+    )
     p.add_argument("--output", help="also save the trained router here")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", help="draw the cost-quality frontier to this image file (needs the plot extra)")
+    p.add_argument("--encoder", help="Hugging Face encoder id or folder (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)  # --method distill only; kept for old scripts
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+
+    add_common_options(sub)
     return parser
+
+
+def add_common_options(sub: Any) -> None:
+    """Give every subcommand the options all share (``--quiet``), including commands added later."""
+    for p in dict.fromkeys(sub.choices.values()):
+        if "-" not in p.prefix_chars:
+            continue  # a stand-in for a missing command, which takes no options
+        with contextlib.suppress(argparse.ArgumentError):  # the command has its own (one a package registered)
+            p.add_argument("--quiet", action="store_true", help="no progress bar and no closing summary line")
+
+
+def finish(args: argparse.Namespace, summary: str) -> int:
+    """End a command with one line on stderr (stdout stays the command's data): what it did, how long it took."""
+    if not getattr(args, "quiet", False):
+        seconds = time.perf_counter() - getattr(args, "started", time.perf_counter())
+        print(f"zooter {args.command}: {summary} ({_duration(seconds)})", file=sys.stderr)
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
 
 
 def add_registered_commands(sub: Any) -> None:
@@ -712,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # the weight-loading bar is noise on every command
     except ImportError:
         pass
+    args.started = time.perf_counter()
     try:
         return int(args.func(args) or 0)
     except ZooterError as e:

@@ -14,12 +14,22 @@ logger = logging.getLogger(__name__)
 C = TypeVar("C", bound="ZooterConfig")
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
+def _fields(error: ValidationError) -> list[tuple[str, Any, str]]:
+    """``(field path, value, what is wrong)`` of each error, a nested config's fields under its own path."""
+    out = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{where}={item.get('input')!r}: {item['msg']}")
-    return "; ".join(parts)
+        where = ".".join(str(p) for p in item["loc"])
+        nested = (item.get("ctx") or {}).get("error")
+        if isinstance(nested, ConfigError) and getattr(nested, "fields", None):
+            # a section that is itself a ZooterConfig refused its values: name them by their full path
+            out += [(f"{where}.{field}" if where else field, value, msg) for field, value, msg in nested.fields]
+        else:
+            out.append((where or "config", item.get("input"), item["msg"]))
+    return out
+
+
+def _describe(fields: list[tuple[str, Any, str]]) -> str:
+    return "; ".join(f"{where}={value!r}: {msg}" for where, value, msg in fields)
 
 
 class ZooterConfig(BaseModel):
@@ -36,7 +46,10 @@ class ZooterConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            raise ConfigError(f"invalid {type(self).__name__}: {_describe(e)}") from None
+            fields = _fields(e)
+            error = ConfigError(f"invalid {type(self).__name__}: {_describe(fields)}")
+            error.fields = fields  # type: ignore[attr-defined]
+            raise error from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -53,9 +53,11 @@ def content_text(content: Any) -> str:
         return ""
     if isinstance(content, str):
         return content
-    # multimodal content blocks: keep the text parts only
+    # multimodal content blocks: keep the text parts only (a bare string is a text part)
     return " ".join(
-        str(block.get("text", "")) for block in content if isinstance(block, dict) and block.get("type") == "text"
+        block if isinstance(block, str) else str(block.get("text", ""))
+        for block in content
+        if isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text")
     )
 
 

@@ -220,6 +220,32 @@ def evaluate_choices(dataset: RoutingDataset, choices: Sequence[str]) -> EvalRep
     )
 
 
+def per_task_best_choices(train: RoutingDataset, dataset: RoutingDataset) -> list[str]:
+    """A baseline that knows each query's task: the expert with the best mean reward on the training
+    rows of that task (the best overall for a task the training rows lack, or a row without one).
+
+    Evaluate it with :func:`evaluate_choices` on ``dataset``; a router never sees the task.
+    """
+    import torch
+
+    from zooter.labels.targets import reward_tensor
+
+    train.check_experts(dataset.experts, allow_subset=True)
+    train = train.select_experts(dataset.experts)
+    rewards = reward_tensor(train)
+
+    def best(rows: torch.Tensor) -> str:
+        return train.experts[int(rows.nanmean(dim=0).nan_to_num(nan=-math.inf).argmax())]
+
+    by_task = {
+        task: best(rewards[torch.tensor([t == task for t in train.tasks])])
+        for task in set(train.tasks)
+        if task is not None
+    }
+    overall = best(rewards)
+    return [by_task.get(task, overall) if task is not None else overall for task in dataset.tasks]
+
+
 def evaluate(
     router: Any,
     dataset: RoutingDataset,
@@ -422,7 +448,7 @@ class CostReport:
             expert's (RouteLLM's APGR with cost in place of the share of strong-model calls); 0.5
             is what mixing the two at random achieves, 1 is best-single quality at the cheapest
             cost. None when the best single expert is also the cheapest.
-        cost_to_reach: for 50, 80 and 95 % (keys "50%"...) of the best single expert's mean
+        cost_to_reach: for 50, 80, 95 and 100 % (keys "50%"...) of the best single expert's mean
             reward, the cheapest point that reaches it (with ``relative_cost``: its cost over the
             best single expert's; None when that expert is free), or None when no λ does.
         prices: where the prices came from.
@@ -453,13 +479,18 @@ class CostReport:
                 out.append(point)
         return out
 
+    def spread(self, rows: int) -> list[dict[str, Any]]:
+        """At most ``rows`` points of :meth:`pareto`, evenly spread over the curve, both ends kept."""
+        front = self.pareto()
+        if len(front) > rows > 1:
+            step = (len(front) - 1) / (rows - 1)
+            front = [front[round(i * step)] for i in range(rows)]
+        return front
+
     def format_table(self, *, rows: int = 12) -> str:
         """A plain-text table: a spread of frontier points, then each expert, the oracle and the targets."""
         best_cost = self.best_single["cost"]
-        front = self.pareto()
-        if len(front) > rows:  # an even spread over the curve, both ends kept
-            step = (len(front) - 1) / (rows - 1)
-            front = [front[round(i * step)] for i in range(rows)]
+        front = self.spread(rows)
         lines = [
             f"{'system':<44}{'mean reward':>12}{'USD / 1k queries':>18}{'vs best single':>16}",
             "-" * 90,
@@ -524,21 +555,43 @@ class CostReport:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
-        plt.close(fig)
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=120, format=_image_format(path))
+        except OSError as e:  # named by the user's path, not by the temporary file beside it
+            raise ZooterError(f"cannot write {path}: {e.strerror or e}") from None
+        finally:
+            plt.close(fig)
         return path
 
 
-QUALITY_LEVELS = (0.5, 0.8, 0.95)
+QUALITY_LEVELS = (0.5, 0.8, 0.95, 1.0)
 
 
-def check_plotting() -> None:
-    """Raise :class:`MissingDependencyError` unless matplotlib can be imported (``--plot`` checks first)."""
+def check_plotting(path: str | Path | None = None) -> None:
+    """Raise unless the frontier can be drawn (to ``path``): ``--plot`` checks this before any work.
+
+    Raises:
+        MissingDependencyError: matplotlib cannot be imported.
+        ZooterError: matplotlib writes no image of ``path``'s kind (its suffix).
+    """
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
         raise MissingDependencyError("drawing the frontier needs matplotlib: pip install 'zooter-langchain[plot]'")
+    if path is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        if _image_format(Path(path)) not in kinds:
+            raise ZooterError(
+                f"cannot draw the frontier to {path}: matplotlib writes no {Path(path).suffix!r} images "
+                f"(it writes {', '.join(sorted(kinds))})"
+            )
+
+
+def _image_format(path: Path) -> str:
+    return path.suffix.lstrip(".").lower() or "png"
 
 
 def evaluate_costs(
@@ -680,4 +733,5 @@ __all__ = [
     "evaluate_costs",
     "evaluate_rankings",
     "evaluate_selection",
+    "per_task_best_choices",
 ]

@@ -43,7 +43,7 @@ from zooter.data import RoutingExample
 from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision
 from zooter.errors import ConfigError, DataError, name_list
 from zooter.labels.targets import hard_targets, soft_targets
-from zooter.model.neighbours import NeighbourBank
+from zooter.model.neighbours import NeighbourBank, NeighbourSettings
 
 if TYPE_CHECKING:
     from zooter.decide.costs import CostTable
@@ -428,19 +428,19 @@ def _commit(
             "calibrate it again with router.calibrate_costs on scored rows",
             router.cost_weight,
         )
-    previous = router.config.neighbours or {}
     record = {"removed_expert": removed, "time": _now()} if removed is not None else source_record(source, rows)
-    router.config.neighbours = {
-        **previous,
-        **bank_settings(bank, experts),
-        "updates": int(previous.get("updates", 0)) + 1,
-        "sources": [*previous.get("sources", []), record],
-    }
+    previous = router.config.neighbours
+    settings = bank_settings(bank, experts)
+    settings.updates = (previous.updates if previous is not None else 0) + 1
+    settings.sources = [*(previous.sources if previous is not None else []), record]
+    router.config.neighbours = settings
 
 
-def bank_settings(bank: NeighbourBank, experts: list[str]) -> dict[str, Any]:
+def bank_settings(bank: NeighbourBank, experts: list[str]) -> NeighbourSettings:
     """What ``config.json`` says of a bank: its settings and rows, and the rows with each expert's reward."""
-    return {**bank.settings(), "support": dict(zip(experts, (int(c) for c in bank.support_counts().tolist())))}
+    settings = bank.settings()
+    settings.support = dict(zip(experts, (int(c) for c in bank.support_counts().tolist())))
+    return settings
 
 
 def source_record(path: str | Path | None, rows: int) -> dict[str, Any]:

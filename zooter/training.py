@@ -45,7 +45,9 @@ from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, rewa
 from zooter.lifecycle import bank_settings, source_record
 from zooter.model.encoder import autocast, half_dtype, pick_device
 from zooter.model.neighbours import Estimates, NeighbourBank
-from zooter.model.router import ZooterRouter, non_finite_weights
+from zooter.model.persistence import non_finite_weights
+from zooter.model.router import ZooterRouter
+from zooter.rewards.responses import answers_for
 
 logger = logging.getLogger(__name__)
 
@@ -334,11 +336,9 @@ def _fit_neighbours(
     assert best is not None  # config.neighbours is never empty
     _, bank, rule, estimates = best
     router.bank = bank
-    router.config.neighbours = {
-        **bank_settings(bank, dataset.experts),
-        "updates": 0,
-        "sources": [source_record(dataset.source, len(dataset))],
-    }
+    settings = bank_settings(bank, dataset.experts)
+    settings.sources = [source_record(dataset.source, len(dataset))]
+    router.config.neighbours = settings
     router.training_log = log
     return {"neighbours": bank.k}, rule, estimates
 
@@ -375,7 +375,7 @@ def _set_costs(
 ) -> None:
     """Give the router its prices, with λ as given or calibrated on the leave-one-out estimates."""
     if responses:
-        lengths = mean_output_tokens([r for r in responses if r.model in dataset.experts], router.count_tokens)
+        lengths = mean_output_tokens(answers_for(responses, dataset.experts), router.count_tokens)
         costs = costs.with_output_tokens(lengths)
         logger.info("expected answer lengths (tokens): %s", {name: round(n) for name, n in lengths.items()})
     if target is None or held_out is None:
@@ -441,6 +441,11 @@ def train_router(
         raise ConfigError(f"pass either an enhancer or labels.tags={config.labels.tags!r}, not both")
     if costs is not None:
         costs.check_experts(dataset.experts)
+    # what calibrating the prices needs is checked before training, not after it
+    if responses and costs is not None:
+        answers_for(responses, dataset.experts)
+    if cost_target is not None:
+        cost_target.check_experts(dataset.experts)
     if (cost_weight or cost_target is not None) and costs is None:
         raise ConfigError("a cost weight or a cost target needs the experts' prices (costs)")
     if cost_weight and cost_target is not None:

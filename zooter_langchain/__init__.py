@@ -24,6 +24,7 @@ _EXPORTS = {
     "ZooterRouterRunnable": "zooter_langchain.runnable",
     "ROUTE_EVENT": "zooter_langchain.runnable",
     "ZooterDecisionModel": "zooter_langchain.decision",
+    "ZooterChoiceAnswer": "zooter_langchain.decision",
     "FakeExpertChatModel": "zooter_langchain.fake",
     "ReplayChatModel": "zooter_langchain.fake",
     "acollect_responses": "zooter_langchain.collect",
@@ -46,6 +47,9 @@ _EXPORTS = {
     "ZooterToolSelectorMiddleware": "zooter_langchain.tool_middleware",
     "TOOL_SELECTION_EVENT": "zooter_langchain.tool_middleware",
     "METADATA_KEY": "zooter_langchain.tool_middleware",
+    "FeedbackLog": "zooter_langchain.feedback",
+    "DECISIONS_SUFFIX": "zooter_langchain.feedback",
+    "default_decisions_path": "zooter_langchain.feedback",
     "ChatModelTagger": "zooter_langchain.tagging",
     "INSTAG_PROMPT": "zooter_langchain.tagging",
     "fold_plural": "zooter_langchain.tagging",
@@ -65,8 +69,9 @@ if TYPE_CHECKING:
         default_failures_path,
         read_collected,
     )
-    from zooter_langchain.decision import ZooterDecisionModel
+    from zooter_langchain.decision import ZooterChoiceAnswer, ZooterDecisionModel
     from zooter_langchain.fake import FakeExpertChatModel, ReplayChatModel
+    from zooter_langchain.feedback import DECISIONS_SUFFIX, FeedbackLog, default_decisions_path
     from zooter_langchain.judge import JudgeScorer, Judgment, parse_grade
     from zooter_langchain.models import chat_model_from_spec, parse_expert_specs
     from zooter_langchain.ranking import ChatRewardRanker, RewardRankingRunnable

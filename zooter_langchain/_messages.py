@@ -11,7 +11,7 @@ from typing import Literal
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from zooter.data import Query
+from zooter.data import Query, content_text, query_text
 from zooter.errors import ConfigError
 
 RouteOn = Literal["last_human", "conversation"] | Callable[[list[BaseMessage]], str]
@@ -22,16 +22,7 @@ _ROLES = {"human": "user", "ai": "assistant"}
 
 def message_text(message: BaseMessage) -> str:
     """The text of a message; non-text content blocks (images, audio, tool calls) are skipped."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return " ".join(parts)
+    return content_text(message.content)
 
 
 def last_human_text(messages: Sequence[BaseMessage]) -> str:
@@ -42,28 +33,37 @@ def last_human_text(messages: Sequence[BaseMessage]) -> str:
     return ""
 
 
-def conversation_text(messages: Sequence[BaseMessage]) -> str:
-    """The whole conversation as ``role: text`` lines (tool results and system prompts included)."""
-    return "\n".join(f"{m.type}: {message_text(m)}" for m in messages if message_text(m))
-
-
 def check_route_on(route_on: RouteOn) -> None:
     """Refuse a ``route_on`` that is neither one of the two names nor a function."""
     if not callable(route_on) and route_on not in ("last_human", "conversation"):
         raise ConfigError(f"route_on must be 'last_human', 'conversation' or a function, got {route_on!r}")
 
 
-def route_text(messages: Sequence[BaseMessage], route_on: RouteOn = "last_human") -> str:
-    """The text a router reads for a chat, as ``route_on`` says."""
+def route_query(messages: Sequence[BaseMessage], route_on: RouteOn = "last_human") -> Query:
+    """The query a router reads for a chat, as ``route_on`` says, in the core's own form.
+
+    ``"last_human"``: the last human message's text; ``"conversation"``: the chat as the core's
+    role/content list (see :func:`messages_to_query`), which :func:`zooter.data.query_text` renders
+    exactly as it renders a chat in the training data; a function: the text it returns.
+    """
     if callable(route_on):
         return route_on(list(messages))
     if route_on == "conversation":
-        return conversation_text(messages)
+        return messages_to_query(messages)
     return last_human_text(messages)
 
 
+def route_text(messages: Sequence[BaseMessage], route_on: RouteOn = "last_human") -> str:
+    """The text the router's encoder reads for a chat: :func:`route_query`, rendered by the core."""
+    return query_text(route_query(messages, route_on))
+
+
 def messages_to_query(messages: Sequence[BaseMessage]) -> Query:
-    """The query a scorer reads for a call: the text of a lone human message, else the chat."""
+    """A chat as the core's query: the text of a lone human message, else role/content messages.
+
+    LangChain's message types map to the core's roles (``human`` -> ``user``, ``ai`` ->
+    ``assistant``; ``system`` and ``tool`` keep theirs), so a chat reads as a chat in the dataset does.
+    """
     if len(messages) == 1 and isinstance(messages[0], HumanMessage):
         return message_text(messages[0])
     return [{"role": _ROLES.get(m.type, m.type), "content": message_text(m)} for m in messages]

@@ -5,6 +5,8 @@
 choices. This decision model answers it with one encoder pass instead of an LLM call: the label is
 the router's decision (``router.route``, the same decision :class:`~zooter_langchain.ChatZooterRouter`
 makes), the probabilities are the router's, and the confidence is the chosen label's probability.
+Each answer is a :class:`ZooterChoiceAnswer`: a ``ChoiceAnswer`` that also carries the router's
+:class:`~zooter.decide.decision.RouteDecision` (its id, reason, scores and ranking) as ``decision``.
 
 Example:
     >>> from langchain.agents import create_agent
@@ -40,9 +42,11 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list, run_in_executor
 from pydantic import ConfigDict, Field, TypeAdapter
 
+from zooter.data import Query
+from zooter.decide.decision import RouteDecision
 from zooter.errors import ConfigError, ExpertMismatchError, ZooterError, name_list
 from zooter_langchain._loading import FromPretrained
-from zooter_langchain._messages import RouteOn, check_route_on, message_text, route_text
+from zooter_langchain._messages import RouteOn, check_route_on, message_text, route_query
 
 _QUESTION = TypeAdapter(Question)
 
@@ -155,29 +159,29 @@ class ZooterDecisionModel(BaseDecisionModel, FromPretrained):
     def _answer(self, requests: Sequence[ClassifierRequest]) -> list[ClassifierResponse | Exception]:
         """Each request's answers (or the error that request raises), routing all of them together."""
         out: list[ClassifierResponse | Exception | None] = [None] * len(requests)
-        asked: dict[tuple[str, ...], list[tuple[int, str, str, dict[str, str]]]] = defaultdict(list)
+        asked: dict[tuple[str, ...], list[tuple[int, str, Query, dict[str, str]]]] = defaultdict(list)
         for i, request in enumerate(requests):
             try:
-                text = self.state_text(request["state"])
+                query = self.state_query(request["state"])
                 experts = {qid: self._experts_for(qid, q) for qid, q in self._questions(request).items()}
             except (ZooterError, KeyError, TypeError, ValueError) as e:
                 out[i] = e if isinstance(e, ZooterError) else ZooterError(f"request {i} is malformed: {e}")
                 continue
             for qid, label_experts in experts.items():
-                asked[tuple(sorted(label_experts.values()))].append((i, qid, text, label_experts))
+                asked[tuple(sorted(label_experts.values()))].append((i, qid, query, label_experts))
         answers: dict[int, dict[str, ChoiceAnswer]] = defaultdict(dict)
         for allowed, items in asked.items():  # one router pass per set of labels: one, in the usual batch
-            texts = [text for _, _, text, _ in items]
-            decisions = self.router.route(texts, allowed=list(allowed), batch_size=self.batch_size)
+            queries = [query for _, _, query, _ in items]
+            decisions = self.router.route(queries, allowed=list(allowed), batch_size=self.batch_size)
             for (i, qid, _, label_experts), decision in zip(items, decisions):
-                answers[i][qid] = _choice_answer(label_experts, decision.expert, decision.probabilities)
+                answers[i][qid] = ZooterChoiceAnswer.of(label_experts, decision)
         return [
             result if result is not None else ClassifierResponse(model=self.model, answers=answers[i])
             for i, result in enumerate(out)
         ]
 
-    def state_text(self, state: State) -> str:
-        """The text the router reads for a request's state: a text, a message, or a chat."""
+    def state_query(self, state: State) -> Query:
+        """The query the router reads for a request's state (a text, a message, or a chat), in the core's form."""
         if isinstance(state, str):
             return state
         if isinstance(state, BaseMessage):
@@ -185,7 +189,7 @@ class ZooterDecisionModel(BaseDecisionModel, FromPretrained):
         messages = state.get("messages") if isinstance(state, Mapping) else state
         if isinstance(messages, Sequence) and not isinstance(messages, str):
             try:
-                return route_text(convert_to_messages(messages), self.route_on)
+                return route_query(convert_to_messages(messages), self.route_on)
             except (ValueError, TypeError, NotImplementedError):
                 pass  # not a chat: said below
         raise ZooterError(
@@ -221,13 +225,28 @@ class ZooterDecisionModel(BaseDecisionModel, FromPretrained):
         return {label: known[label] for label in question.criteria}
 
 
-def _choice_answer(label_experts: dict[str, str], chosen: str, probabilities: dict[str, float]) -> ChoiceAnswer:
-    """The answer over a question's labels: the chosen expert's label, probabilities renormalised over the labels."""
-    raw = {label: probabilities[expert] for label, expert in label_experts.items()}
-    total = sum(raw.values())
-    probs = {label: p / total if total > 0 else 1 / len(raw) for label, p in raw.items()}
-    label = next(label for label, expert in label_experts.items() if expert == chosen)
-    return ChoiceAnswer(type="choice", choice=label, probabilities=probs, confidence=min(1.0, max(0.0, probs[label])))
+class ZooterChoiceAnswer(ChoiceAnswer):
+    """A ``ChoiceAnswer`` with the router's decision behind it.
+
+    Attributes:
+        decision: the :class:`~zooter.decide.decision.RouteDecision` the answer was made from (its
+            ``id`` is what feedback on this choice is recorded against).
+    """
+
+    decision: RouteDecision = Field(exclude=True)
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @classmethod
+    def of(cls, label_experts: dict[str, str], decision: RouteDecision) -> ZooterChoiceAnswer:
+        """The answer over a question's labels: the decision's expert's label, probabilities
+        renormalised over the labels."""
+        raw = {label: decision.probabilities[expert] for label, expert in label_experts.items()}
+        total = sum(raw.values())
+        probs = {label: p / total if total > 0 else 1 / len(raw) for label, p in raw.items()}
+        (label,) = [label for label, expert in label_experts.items() if expert == decision.expert]
+        confidence = min(1.0, max(0.0, probs[label]))
+        return cls(type="choice", choice=label, probabilities=probs, confidence=confidence, decision=decision)
 
 
-__all__ = ["ZooterDecisionModel"]
+__all__ = ["ZooterChoiceAnswer", "ZooterDecisionModel"]

@@ -4,8 +4,11 @@
 
 One call, from ``invoke`` to the chosen expert, in three steps: LangChain's ``BaseChatModel``
 calls :meth:`ChatZooterRouter._generate` (or ``_agenerate``, ``_stream``, ``_astream``), which
-makes a :class:`_Plan` (route once, the fallback candidates, the call's tools, the child callbacks)
-and hands it to :meth:`ChatZooterRouter._dispatch`, which calls the experts in order.
+makes a :class:`_Plan` (the router's :class:`~zooter.decide.decision.RouteDecision`, the fallback
+candidates it ranks, the call's tools, the child callbacks) and hands it to
+:meth:`ChatZooterRouter._dispatch`, which calls the experts in order. The decision is the one
+``router.route`` returns, unchanged; it is serialised once, into the answer's metadata and the
+``zooter_route`` event.
 
 Example:
     >>> from langchain_core.prompts import ChatPromptTemplate
@@ -25,7 +28,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from langchain_core.callbacks import (
@@ -44,9 +47,12 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
+from zooter.data import Query, query_text
+from zooter.decide.decision import RouteDecision
+from zooter.decide.policy import check_allowed
 from zooter.errors import ExpertMismatchError, ZooterError, name_list
 from zooter_langchain._loading import FromPretrained
-from zooter_langchain._messages import RouteOn, route_text
+from zooter_langchain._messages import RouteOn, route_query
 from zooter_langchain._tracing import aemit, child_callbacks, emit, model_name, stream_run
 
 logger = logging.getLogger(__name__)
@@ -55,7 +61,7 @@ ROUTE_EVENT = "zooter_route"
 # A batch routes all its inputs in one pass, then runs each input's call with this set to
 # (the model, its decision); _plan takes it from here. Not a keyword argument: those end up in the
 # run's invocation params and in the LLM cache key.
-_BATCH_DECISION: ContextVar[tuple[Any, dict[str, Any]] | None] = ContextVar("zooter_batch_decision", default=None)
+_BATCH_DECISION: ContextVar[tuple[Any, RouteDecision] | None] = ContextVar("zooter_batch_decision", default=None)
 
 
 @dataclass(frozen=True)
@@ -78,11 +84,8 @@ class _RouteOptions:
     def split(cls, kwargs: Mapping[str, Any]) -> tuple[_RouteOptions, dict[str, Any]]:
         """The routing options in ``kwargs``, and the other arguments."""
         rest = dict(kwargs)
-        allowed = rest.pop("allowed_experts", None)
-        if isinstance(allowed, str):  # one name, not its letters
-            allowed = [allowed]
         options = cls(
-            allowed_experts=allowed,
+            allowed_experts=rest.pop("allowed_experts", None),
             force_expert=rest.pop("force_expert", None),
             cost_weight=rest.pop("cost_weight", None),
             max_cost=rest.pop("max_cost", None),
@@ -108,55 +111,74 @@ class _Plan:
     """One call, decided once: the route, the experts to try in order, and how to call them.
 
     Attributes:
-        decision: the router's decision (expert, reason, probabilities, allowed experts).
-        candidates: the chosen expert, then (with fallback) the next most probable allowed ones.
+        decision: the router's decision for this call.
+        candidates: the chosen expert, then (with fallback) the next ones in the decision's ranking.
         tools: this call's ``bind_tools`` arguments, bound on whichever expert runs.
         children: callbacks under which the expert's run nests (None: no run to nest in).
         kwargs: the call's other arguments, passed on to the expert.
         exceptions_to_handle: the errors after which the next candidate is tried.
+        fallback: whether the call falls back at all (``fallback`` and ``max_fallbacks`` > 0).
         attempts: the candidates that failed, with their errors.
     """
 
-    decision: dict[str, Any]
+    decision: RouteDecision
     candidates: list[str]
     tools: dict[str, Any]
     children: Any
     kwargs: dict[str, Any]
     exceptions_to_handle: tuple[type[BaseException], ...]
+    fallback: bool = False
     attempts: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def config(self) -> RunnableConfig:
         return {"callbacks": self.children}
 
-    def fall_back(self, name: str, error: BaseException, *, started: bool) -> bool:
-        """Record ``name``'s failure if the next candidate may try; False when ``error`` must surface.
+    def failed(self, name: str, error: BaseException, *, started: bool) -> BaseException | None:
+        """Record that ``name`` failed; None when the next candidate may try, else the error to raise.
 
-        It must when ``name`` is the last candidate, or it already sent output (streamed tokens
-        cannot be taken back).
+        ``error`` itself surfaces when ``name`` already sent output (streamed tokens cannot be
+        taken back) or fallback was not asked for; when every expert the decision ranks has failed,
+        a :class:`~zooter.errors.ZooterError` says so, and why no other expert may answer.
         """
-        index = self.candidates.index(name)
-        if started or index == len(self.candidates) - 1:
-            return False
+        if started:
+            return error
         self.attempts.append({"expert": name, "error": f"{type(error).__name__}: {error}"})
-        logger.warning("expert %s failed (%s); falling back to %s", name, error, self.candidates[index + 1])
-        return True
+        index = self.candidates.index(name)
+        if index < len(self.candidates) - 1:
+            logger.warning("expert %s failed (%s); falling back to %s", name, error, self.candidates[index + 1])
+            return None
+        if not self.fallback or len(self.candidates) < len(self.decision.ranking):
+            return error  # no fallback asked for, or max_fallbacks stopped it: the expert's own error
+        tried = "; ".join(f"{a['expert']} ({a['error']})" for a in self.attempts)
+        return ZooterError(f"every expert this call may use failed: {tried}; {self._none_left()}")
+
+    def _none_left(self) -> str:
+        """Why no other expert may answer: the allow-list, or the budget."""
+        decision = self.decision
+        others = [name for name in decision.probabilities if name not in decision.ranking]
+        costs, budget = decision.costs, decision.max_cost
+        dear = [name for name in others if costs is not None and budget is not None and costs[name] > budget]
+        parts = []
+        if dear:
+            parts.append(f"{name_list(dear)} cost more than max_cost={budget:.4g} USD")
+        if len(dear) < len(others):
+            parts.append(f"{name_list([n for n in others if n not in dear])} are not allowed")
+        return "no other expert is left to fall back on" + (f" ({'; '.join(parts)})" if parts else "")
 
     def record(self, answered_by: str) -> dict[str, Any]:
-        """What an answer from ``answered_by`` carries in ``response_metadata["zooter"]``."""
+        """What an answer from ``answered_by`` carries in ``response_metadata["zooter"]``: the
+        decision, and who answered after which failed attempts."""
         decision = self.decision
-        record = {
+        return {
+            **decision.to_dict(),
             "expert": answered_by,
-            "routed_to": decision["expert"],
-            "reason": decision["reason"] if answered_by == decision["expert"] else "fallback",
-            "probabilities": decision["probabilities"],
+            "routed_to": decision.expert,
+            "reason": decision.reason if answered_by == decision.expert else "fallback",
+            "expected_reward": (decision.expected_rewards or {}).get(answered_by),
+            "expected_cost": (decision.costs or {}).get(answered_by),
             "attempts": self.attempts,
         }
-        if "expected_rewards" in decision:
-            record["expected_reward"] = decision["expected_rewards"].get(answered_by)
-        if "costs" in decision:
-            record["expected_cost"] = decision["costs"][answered_by]
-        return record
 
 
 class ChatZooterRouter(BaseChatModel, FromPretrained):
@@ -213,7 +235,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
     exceptions_to_handle: tuple[type[BaseException], ...] = (Exception,)
     allowed_experts: list[str] | None = None
     cost_weight: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
-    max_cost: float | None = Field(default=None, allow_inf_nan=False)
+    max_cost: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     force_expert: str | None = None
     allow_subset: bool = False
     batch_size: int | None = Field(default=None, ge=1)
@@ -245,6 +267,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
                 raise ExpertMismatchError(
                     f"{name!r} is not one of the experts {list(self.experts)}", missing=[name], extra=[]
                 )
+        check_allowed(self.allowed_experts, list(self.experts), what="allowed_experts")  # an empty list too
 
     # -- LangChain's chat-model hooks: plan, then dispatch ---------------------------------------
     @property
@@ -325,26 +348,32 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         if batched is not None and batched[0] is self:
             decision = batched[1]
         else:
-            decision = self._route([self.route_text(messages)], options)[0]
+            decision = self._route([self.route_query(messages)], options)[0]
+        fallbacks = self.max_fallbacks if self.fallback else 0
         return _Plan(
             decision=decision,
-            candidates=self._candidates(decision),
+            candidates=decision.candidates(fallbacks),
             tools=tools,
             children=child_callbacks(run_manager),
             kwargs=kwargs,
             exceptions_to_handle=self.exceptions_to_handle,
+            fallback=fallbacks > 0,
         )
 
     async def _aplan(self, messages: list[BaseMessage], run_manager: Any, kwargs: dict[str, Any]) -> _Plan:
         """:meth:`_plan` in a worker thread: the encoder never runs on the event loop."""
         return await asyncio.to_thread(self._plan, messages, run_manager, kwargs)
 
-    def route_text(self, messages: Sequence[BaseMessage]) -> str:
-        """The text the router reads for a call."""
-        return route_text(messages, self.route_on)
+    def route_query(self, messages: Sequence[BaseMessage]) -> Query:
+        """The query the router reads for a call (see ``route_on``), in the core's own form."""
+        return route_query(messages, self.route_on)
 
-    def decide(self, inputs: Sequence[LanguageModelInput], **options: Any) -> list[dict[str, Any]]:
-        """Route many inputs in one router pass; returns one decision dict per input.
+    def route_text(self, messages: Sequence[BaseMessage]) -> str:
+        """The text the router's encoder reads for a call: :meth:`route_query` as the core renders it."""
+        return query_text(self.route_query(messages))
+
+    def decide(self, inputs: Sequence[LanguageModelInput], **options: Any) -> list[RouteDecision]:
+        """Route many inputs in one router pass; returns one decision per input.
 
         Args:
             inputs: strings, message lists or prompt values.
@@ -353,51 +382,35 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         route_options, unknown = _RouteOptions.split(options)
         if unknown:
             raise TypeError(f"decide() got unknown routing options {sorted(unknown)}")
-        return self._route(self._texts(inputs), route_options)
+        return self._route(self._queries(inputs), route_options)
 
-    def _texts(self, inputs: Sequence[LanguageModelInput]) -> list[str]:
-        return [self.route_text(self._convert_input(i).to_messages()) for i in inputs]
+    def _queries(self, inputs: Sequence[LanguageModelInput]) -> list[Query]:
+        return [self.route_query(self._convert_input(i).to_messages()) for i in inputs]
 
-    def _route(self, texts: list[str], options: _RouteOptions) -> list[dict[str, Any]]:
-        """One router pass over ``texts``: the decision for each (expert, reason, probabilities, allowed)."""
-        wanted = options.allowed_experts or self.allowed_experts or self.router.experts
-        allowed = [e for e in wanted if e in self.experts]
-        if not allowed:
-            raise ZooterError(
-                f"no allowed expert has a chat model; allowed {options.allowed_experts}, have {list(self.experts)}"
-            )
+    def _route(self, queries: list[Query], options: _RouteOptions) -> list[RouteDecision]:
+        """One router pass over ``queries``: the router's decision for each, or the caller's override."""
+        wanted = options.allowed_experts if options.allowed_experts is not None else self.allowed_experts
+        allowed = check_allowed(wanted, list(self.experts), what="allowed_experts")
+        if allowed is None and len(self.experts) < len(self.router.experts):  # allow_subset
+            allowed = list(self.experts)
         force = options.force_expert or self.force_expert
         if force is not None and force not in self.experts:
             raise ZooterError(f"force_expert {force!r} is not one of the experts {list(self.experts)}")
         decisions = self.router.route(
-            texts,
+            queries,
             allowed=allowed,
             cost_weight=options.cost_weight if options.cost_weight is not None else self.cost_weight,
             max_cost=options.max_cost if options.max_cost is not None else self.max_cost,
             batch_size=self.batch_size,
         )
         out = []
-        for text, decision in zip(texts, decisions):
-            expert, reason = decision.expert, "router"
+        for query, decision in zip(queries, decisions):
             if force is not None:
-                expert, reason = force, "forced"
-            elif not text.strip() and self.default_expert is not None:
-                expert, reason = self.default_expert, "empty query"
-            entry = {"expert": expert, "reason": reason, "probabilities": decision.probabilities, "allowed": allowed}
-            if decision.expected_rewards is not None:
-                entry["expected_rewards"] = decision.expected_rewards
-            if decision.costs is not None:
-                entry["costs"] = decision.costs
-            out.append(entry)
+                decision = replace(decision, expert=force, reason="forced")
+            elif self.default_expert is not None and not query_text(query).strip():
+                decision = replace(decision, expert=self.default_expert, reason="empty query")
+            out.append(decision)
         return out
-
-    def _candidates(self, decision: dict[str, Any]) -> list[str]:
-        """The chosen expert, then (with fallback) the next most probable allowed ones."""
-        if not self.fallback:
-            return [decision["expert"]]
-        probs = decision["probabilities"]
-        others = sorted((e for e in decision["allowed"] if e != decision["expert"]), key=lambda e: -probs.get(e, 0.0))
-        return [decision["expert"], *others[: self.max_fallbacks]]
 
     # -- dispatch: the experts in order, one fallback rule ----------------------------------------
     def _dispatch(
@@ -407,7 +420,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
 
         Yields ``(expert, message)`` once, or ``(expert, chunk)`` per chunk with ``stream``.
         """
-        emit(plan.children, ROUTE_EVENT, plan.decision)
+        emit(plan.children, ROUTE_EVENT, plan.decision.to_dict())
         for name in plan.candidates:
             model, started = self._expert(name, plan.tools), False
             try:
@@ -419,14 +432,17 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
                     yield name, model.invoke(messages, plan.config, stop=stop, **plan.kwargs)
                 return
             except plan.exceptions_to_handle as error:
-                if not plan.fall_back(name, error, started=started):
+                surfacing = plan.failed(name, error, started=started)
+                if surfacing is error:
                     raise
+                if surfacing is not None:
+                    raise surfacing from error
 
     async def _adispatch(
         self, plan: _Plan, messages: list[BaseMessage], stop: list[str] | None, *, stream: bool = False
     ) -> AsyncIterator[tuple[str, BaseMessage]]:
         """Async :meth:`_dispatch`."""
-        await aemit(plan.children, ROUTE_EVENT, plan.decision)
+        await aemit(plan.children, ROUTE_EVENT, plan.decision.to_dict())
         for name in plan.candidates:
             model, started = self._expert(name, plan.tools), False
             try:
@@ -438,8 +454,11 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
                     yield name, await model.ainvoke(messages, plan.config, stop=stop, **plan.kwargs)
                 return
             except plan.exceptions_to_handle as error:
-                if not plan.fall_back(name, error, started=started):
+                surfacing = plan.failed(name, error, started=started)
+                if surfacing is error:
                     raise
+                if surfacing is not None:
+                    raise surfacing from error
 
     def _expert(self, name: str, tools: dict[str, Any] | None = None) -> Runnable:
         """The expert's chat model, with this call's tools bound."""
@@ -493,7 +512,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
                 yield chunk
 
     @contextmanager
-    def _batched(self, decision: dict[str, Any]) -> Iterator[None]:
+    def _batched(self, decision: RouteDecision) -> Iterator[None]:
         """Within this block, this model's call uses ``decision`` instead of routing again."""
         token = _BATCH_DECISION.set((self, decision))
         try:
@@ -513,9 +532,9 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        decisions = self._route(self._texts(inputs), _RouteOptions.split(kwargs)[0])
+        decisions = self._route(self._queries(inputs), _RouteOptions.split(kwargs)[0])
 
-        def run(item: tuple[LanguageModelInput, RunnableConfig, dict[str, Any]]) -> AIMessage | Exception:
+        def run(item: tuple[LanguageModelInput, RunnableConfig, RouteDecision]) -> AIMessage | Exception:
             input_, config_, decision = item
             try:
                 with self._batched(decision):
@@ -542,9 +561,9 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
             return []
         configs = get_config_list(config, len(inputs))
         options = _RouteOptions.split(kwargs)[0]
-        decisions = await run_in_executor(configs[0], lambda: self._route(self._texts(inputs), options))
+        decisions = await run_in_executor(configs[0], lambda: self._route(self._queries(inputs), options))
 
-        async def run(input_: LanguageModelInput, config_: RunnableConfig, decision: dict[str, Any]) -> Any:
+        async def run(input_: LanguageModelInput, config_: RunnableConfig, decision: RouteDecision) -> Any:
             try:
                 with self._batched(decision):
                     return await self.ainvoke(input_, config_, **kwargs)
@@ -583,13 +602,13 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
 
         def pick(input_: LanguageModelInput, config: RunnableConfig) -> Runnable:
             decision = self.decide([input_])[0]
-            dispatch_custom_event(ROUTE_EVENT, decision, config=config)
-            return structured[decision["expert"]]
+            dispatch_custom_event(ROUTE_EVENT, decision.to_dict(), config=config)
+            return structured[decision.expert]
 
         async def apick(input_: LanguageModelInput, config: RunnableConfig) -> Runnable:
             decision = (await asyncio.to_thread(self.decide, [input_]))[0]
-            await adispatch_custom_event(ROUTE_EVENT, decision, config=config)
-            return structured[decision["expert"]]
+            await adispatch_custom_event(ROUTE_EVENT, decision.to_dict(), config=config)
+            return structured[decision.expert]
 
         return RunnableLambda(pick, afunc=apick, name="ZooterStructuredOutput")
 

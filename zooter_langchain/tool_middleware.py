@@ -123,6 +123,21 @@ class ZooterToolSelectorMiddleware(AgentMiddleware):
         self.selector.check_tools(names, allow_subset=self.allow_subset)
         self._checked.add(key)
 
+    def add_tool(self, tool: Any, example_queries: Sequence[Any]) -> None:
+        """Make a new tool selectable from a handful of requests it serves, without retraining.
+
+        ``tool`` is the tool (or its name); give the agent the tool as well (e.g. build it again
+        with the longer tool list). Selections remembered for earlier turns are dropped, so the
+        next model call ranks the new tool too. See :meth:`ZooterToolSelector.add_tool`.
+        """
+        name = tool if isinstance(tool, str) else _name_of(tool)
+        if name is None:
+            raise TypeError("a provider tool given as a dict cannot be selected; give a named tool")
+        with self._lock:
+            self.selector.add_tool(name, example_queries)
+            self._cache.clear()
+            self._checked.clear()
+
     # -- one turn's selection ------------------------------------------------------------------
     def _turn(self, request: ModelRequest) -> _Turn | None:
         """What this call selects on, or None when there is nothing to narrow."""

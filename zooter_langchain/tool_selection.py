@@ -174,6 +174,33 @@ class ZooterToolSelector(FromPretrained):
         """The tools the router knows, in head order."""
         return list(self.router.experts)
 
+    def add_tool(self, name: str, example_queries: Sequence[ToolQuery], *, batch_size: int | None = None) -> None:
+        """Make a new tool selectable from a handful of requests it serves, without retraining.
+
+        The requests join the router's neighbour bank as the new tool's examples (see
+        :meth:`zooter.ZooterRouter.add_expert_from_examples`): a request like them ranks the tool
+        first, others rank it last. Ten examples recover most of what retraining with the tool
+        would (``benchmarks/tool_lifecycle.py``). Save ``selector.router`` to keep the tool.
+
+        Args:
+            name: the tool's name, as the agent knows it.
+            example_queries: requests the tool serves: texts, chats or prompt values.
+            batch_size: queries per encoder forward.
+
+        Raises:
+            ConfigError: the router has no neighbour bank (a distilled router: train the tool
+                router with method 'neighbours', the default), already has the tool, or no
+                example is given.
+        """
+        if isinstance(example_queries, (str, PromptValue)):
+            raise ConfigError(f"give a list of example requests for {name!r}, not one request")
+        texts = [self.query_text(q) for q in example_queries]
+        self.router.add_expert_from_examples(name, texts, batch_size=batch_size or self.batch_size)
+        known = [tool for tool in self.always_include if tool in self.router.experts]
+        self.policy = self.policy.replace(always_include=known)
+        self._unranked = [tool for tool in self.always_include if tool not in self.router.experts]
+        logger.info("added tool %s from %d example requests", name, len(texts))
+
     def __repr__(self) -> str:
         return f"ZooterToolSelector(tools={self.tool_names}, policy={self.policy.to_dict()})"
 

@@ -253,6 +253,14 @@ class CostTarget(ZooterConfig):
             raise ValueError("share and share_experts go together")
         return self
 
+    def check_experts(self, experts: Sequence[str]) -> None:
+        """Raise :class:`ConfigError` if ``share_experts`` names an expert not among ``experts``."""
+        unknown = [name for name in self.share_experts if name not in experts]
+        if unknown:
+            raise ConfigError(
+                f"the cost target's share_experts names {name_list(unknown)}, not among {name_list(experts)}"
+            )
+
     def describe(self) -> str:
         if self.mean_cost is not None:
             return f"mean cost at most {self.mean_cost:.4g} USD per query"
@@ -366,9 +374,7 @@ def calibrate_cost_weight(
         ZooterError: no row has every reward, or ``share_experts`` names an unknown expert.
     """
     experts = list(experts)
-    unknown = [name for name in target.share_experts if name not in experts]
-    if unknown:
-        raise ConfigError(f"the cost target's share_experts names {name_list(unknown)}, not among {name_list(experts)}")
+    target.check_experts(experts)
     complete = torch.isfinite(rewards).all(dim=1).cpu()
     scores, costs, rewards = scores.cpu()[complete], costs.cpu()[complete], rewards.double().cpu()[complete]
     if not len(rewards):

@@ -37,7 +37,8 @@ import torch
 from pydantic import Field, model_validator
 
 from zooter.config import ZooterConfig
-from zooter.errors import ConfigError
+from zooter.decide.decision import RouteDecision
+from zooter.errors import ConfigError, name_list
 
 DEFAULT_K = 3
 
@@ -64,31 +65,121 @@ class DecisionRule(ZooterConfig):
         return self.margin is not None
 
 
-def decide(
-    scores: torch.Tensor,
-    experts: Sequence[str],
-    rule: DecisionRule | None = None,
-    *,
-    allowed: Sequence[str] | None = None,
-    costs: torch.Tensor | None = None,
-    cost_weight: float = 0.0,
-    max_cost: float | None = None,
-    penalties: torch.Tensor | None = None,
-) -> list[int]:
-    """The chosen expert's index for each row of ``scores`` (rows x experts); see :func:`choose`."""
-    return choose(
-        scores,
-        experts,
-        rule,
-        allowed=allowed,
-        costs=costs,
-        cost_weight=cost_weight,
-        max_cost=max_cost,
-        penalties=penalties,
-    ).tolist()
+def describe_decision(rule: DecisionRule | None) -> str:
+    """One line on a calibrated decision: does routing pay, and how much leaves the default expert."""
+    if rule is None:
+        return "decision: the most probable expert (not calibrated: no held-out rows)"
+    c = rule.calibration
+    where = f"{c.get('rows')} held-out rows ({c.get('source')})"
+    if not rule.routes:
+        return (
+            f"routing did not pay on {where}: every query goes to {rule.default_expert}, the best expert "
+            f"on the training data (mean reward {c.get('default_score', float('nan')):.4g})"
+        )
+    z = c["gain"] / c["standard_error"] if c.get("standard_error") else float("inf")
+    return (
+        f"routing pays on {where}: {c['routed_score']:.4g} against {c['default_score']:.4g} for "
+        f"{rule.default_expert} alone (+{c['gain']:.3g}, {z:.1f} standard errors); "
+        f"{c['share_routed_away']:.0%} of queries leave it"
+    )
+
+
+def check_allowed(
+    allowed: str | Sequence[str] | None, experts: Sequence[str], *, what: str = "allowed", allow_empty: bool = False
+) -> list[str] | None:
+    """``allowed`` as a list of expert names (one name is a list of one), or None for all.
+
+    Args:
+        allowed: the names a call may choose among.
+        experts: every name there is.
+        what: how the message calls ``allowed`` (e.g. ``"allowed_experts"``).
+        allow_empty: accept an empty list (a selection of several may keep none of them).
+
+    Raises:
+        ConfigError: ``allowed`` names an expert not among ``experts``, or is empty.
+    """
+    if allowed is None:
+        return None
+    names = [allowed] if isinstance(allowed, str) else list(allowed)
+    unknown = [name for name in names if name not in experts]
+    if unknown:
+        raise ConfigError(f"{what} names unknown expert(s) {unknown}; choose among {name_list(experts)}")
+    if not names and not allow_empty:
+        raise ConfigError(f"{what} is empty: name at least one of {name_list(experts)}")
+    return names
+
+
+def check_max_cost(max_cost: Any, *, what: str = "max_cost") -> float | None:
+    """``max_cost`` as a float, or None; a budget must be a finite number of USD >= 0."""
+    if max_cost is None:
+        return None
+    if isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or not math.isfinite(max_cost):
+        raise ConfigError(f"{what} must be a finite number of USD >= 0, got {max_cost!r}")
+    if max_cost < 0:
+        raise ConfigError(f"{what} must be >= 0 USD (a budget per query), got {max_cost!r}")
+    return float(max_cost)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The rule applied to a batch (rows x experts): what it chose, and what it compared.
+
+    Attributes:
+        chosen: the chosen expert's index per row.
+        scores: what the rule compared: the scores less ``cost_weight`` times the penalties (``nan``
+            where there is no estimate).
+        keep: the experts each row could choose: allowed, and within ``max_cost``.
+        over_budget: rows where no allowed expert was within ``max_cost`` (the cheapest was kept).
+        margin: the margin the rule applied (None: it never left the default).
+    """
+
+    chosen: torch.Tensor
+    scores: torch.Tensor
+    keep: torch.Tensor
+    over_budget: torch.Tensor
+    margin: float | None
+
+    def reasons(self, experts: Sequence[str], rule: DecisionRule | None) -> list[str]:
+        """Why each row's expert won (see :data:`zooter.decide.decision.REASONS`)."""
+        experts = list(experts)
+        default = experts.index(rule.default_expert) if rule is not None and rule.default_expert in experts else None
+        alone = self.keep.sum(dim=-1) == 1
+        out = []
+        for row, chosen in enumerate(self.chosen.tolist()):
+            if bool(self.over_budget[row]):
+                out.append("over_budget")
+            elif bool(alone[row]):
+                out.append("forced")
+            elif default is not None and chosen == default:
+                out.append("default")
+            else:
+                out.append("routed")
+        return out
+
+    def rankings(self) -> list[list[int]]:
+        """Each row's choosable experts, the chosen one first, then by score (ties in head order)."""
+        order = self.scores.nan_to_num(nan=-math.inf).masked_fill(~self.keep, -math.inf)
+        ranked = torch.sort(order, dim=-1, descending=True, stable=True).indices.tolist()
+        out = []
+        for row, chosen in enumerate(self.chosen.tolist()):
+            keep = self.keep[row].tolist()
+            out.append([chosen, *(i for i in ranked[row] if keep[i] and i != chosen)])
+        return out
+
+
+def decide(scores: torch.Tensor, experts: Sequence[str], rule: DecisionRule | None = None, **limits: Any) -> list[int]:
+    """The chosen expert's index for each row of ``scores`` (rows x experts); see :func:`rank`."""
+    return rank(scores, experts, rule, **limits).chosen.tolist()
 
 
 def choose(
+    scores: torch.Tensor, experts: Sequence[str], rule: DecisionRule | None = None, **limits: Any
+) -> torch.Tensor:
+    """The chosen expert's index for each row of ``scores`` (rows x experts), as a tensor; see :func:`rank`."""
+    return rank(scores, experts, rule, **limits).chosen
+
+
+def rank(
     scores: torch.Tensor,
     experts: Sequence[str],
     rule: DecisionRule | None = None,
@@ -98,13 +189,14 @@ def choose(
     cost_weight: float = 0.0,
     max_cost: float | None = None,
     penalties: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The chosen expert's index for each row of ``scores`` (rows x experts), as a tensor.
+) -> Ranked:
+    """Apply the decision rule to each row of ``scores`` (rows x experts).
 
     Without a rule, the highest score wins. With one, the default expert is kept unless the best
     allowed expert's score beats it by more than ``rule.margin``. An expert outside ``allowed`` is
     never chosen; when the default is not allowed, the highest allowed score wins. ``nan`` scores
-    never win.
+    (no estimate) never beat a score, but an allowed expert without one is still chosen when
+    nothing else is allowed.
 
     With ``costs`` (USD, rows x experts), each score first loses ``cost_weight * cost``, so a
     cheaper expert wins where it is expected to be nearly as good; a rule whose margin is None
@@ -117,13 +209,15 @@ def choose(
     penalties = costs if penalties is None else penalties
     priced = penalties is not None and bool(cost_weight)
     # float64 where USD amounts (around 1e-4) are subtracted; float32 otherwise, exactly as calibrated
-    filled = (scores.double() if priced else scores.float()).nan_to_num(nan=-math.inf)
+    adjusted = scores.double() if priced else scores.float()
     if priced:
-        filled = filled - cost_weight * penalties.to(filled.device, torch.float64)  # type: ignore[union-attr]
+        adjusted = adjusted - cost_weight * penalties.to(adjusted.device, torch.float64)  # type: ignore[union-attr]
+    filled = adjusted.nan_to_num(nan=-math.inf)
     keep = torch.ones_like(filled, dtype=torch.bool)
     if allowed is not None:
         names = set(allowed)
         keep &= torch.tensor([name in names for name in experts], device=filled.device)
+    over_budget = torch.zeros(len(filled), dtype=torch.bool, device=filled.device)
     if max_cost is not None:
         if costs is None:
             raise ConfigError("max_cost needs the experts' costs: set them with router.set_costs(...)")
@@ -131,23 +225,70 @@ def choose(
         affordable = keep & (costs <= max_cost)
         cheapest = costs.masked_fill(~keep, math.inf).argmin(dim=-1, keepdim=True)
         fallback = torch.zeros_like(keep).scatter_(1, cheapest, True)
-        keep = torch.where(affordable.any(dim=-1, keepdim=True), affordable, fallback)
-        # an expert that is the only one left must win even when its score is nan
-        lowest = torch.full_like(filled, torch.finfo(filled.dtype).min)
-        filled = torch.where(keep & ~torch.isfinite(filled), lowest, filled)
-    filled = filled.masked_fill(~keep, -math.inf)
+        over_budget = ~affordable.any(dim=-1)
+        keep = torch.where(over_budget.unsqueeze(1), fallback, affordable)
+    # an expert without an estimate ranks below every estimate, but above every expert it may not choose
+    lowest = torch.full_like(filled, torch.finfo(filled.dtype).min)
+    filled = torch.where(keep & ~torch.isfinite(filled), lowest, filled).masked_fill(~keep, -math.inf)
     best = filled.argmax(dim=-1)
     if rule is None or rule.default_expert not in experts:
-        return best
+        return Ranked(best, adjusted, keep, over_budget, None)
     default = experts.index(rule.default_expert)
     margin = rule.margin
     if margin is None:
         if not priced:
-            return torch.where(keep[:, default], torch.full_like(best, default), best)
+            chosen = torch.where(keep[:, default], torch.full_like(best, default), best)
+            return Ranked(chosen, adjusted, keep, over_budget, None)
         margin = 0.0
     advantage = filled.gather(1, best.unsqueeze(1)).squeeze(1) - filled[:, default]
     stay = keep[:, default] & ~(advantage > margin)
-    return torch.where(stay, torch.full_like(best, default), best)
+    return Ranked(torch.where(stay, torch.full_like(best, default), best), adjusted, keep, over_budget, margin)
+
+
+def route_decisions(
+    probabilities: torch.Tensor,
+    expected_rewards: torch.Tensor | None,
+    experts: Sequence[str],
+    rule: DecisionRule | None = None,
+    **limits: Any,
+) -> list[RouteDecision]:
+    """One :class:`~zooter.decide.decision.RouteDecision` per row: the rule's choice, reason and ranking.
+
+    The rule compares ``expected_rewards`` when given, else ``probabilities``; ``limits`` are
+    :func:`rank`'s (``allowed``, ``costs``, ``cost_weight``, ``max_cost``, ``penalties``).
+    """
+    experts = list(experts)
+    scores = probabilities if expected_rewards is None else expected_rewards
+    ranked = rank(scores, experts, rule, **limits)
+    costs, cost_weight = limits.get("costs"), limits.get("cost_weight", 0.0)
+    rows = len(probabilities)
+    probs = probabilities.tolist()
+    expected = [None] * rows if expected_rewards is None else [_named(experts, r) for r in expected_rewards.tolist()]
+    prices = [None] * rows if costs is None else [dict(zip(experts, r)) for r in costs.double().tolist()]
+    adjusted = [_named(experts, r) for r in ranked.scores.tolist()]
+    return [
+        RouteDecision(
+            expert=experts[chosen],
+            probabilities=dict(zip(experts, probs[row])),
+            expected_rewards=expected[row],
+            costs=prices[row],
+            reason=reason,
+            scores=adjusted[row],
+            ranking=[experts[i] for i in ranking],
+            default_expert=None if rule is None else rule.default_expert,
+            margin=ranked.margin,
+            cost_weight=float(cost_weight) if costs is not None else 0.0,
+            max_cost=limits.get("max_cost"),
+        )
+        for row, (chosen, reason, ranking) in enumerate(
+            zip(ranked.chosen.tolist(), ranked.reasons(experts, rule), ranked.rankings())
+        )
+    ]
+
+
+def _named(experts: list[str], row: list[float]) -> dict[str, float | None]:
+    """A row of values by expert name, None where a value is missing (nan or infinite)."""
+    return {name: (value if math.isfinite(value) else None) for name, value in zip(experts, row)}
 
 
 def best_expert(rewards: torch.Tensor, experts: Sequence[str], *, min_support: float = 0.5) -> str:
@@ -337,10 +478,7 @@ def select_top(
     """
     experts = list(experts)
     policy.check_names(experts)
-    if allowed is not None:
-        unknown = [name for name in allowed if name not in experts]
-        if unknown:
-            raise ConfigError(f"allowed names {unknown}, which are not among {experts}")
+    allowed = check_allowed(allowed, experts, allow_empty=True)
     allowed_set = set(experts if allowed is None else allowed)
     always = [name for name in policy.always_include if name]
     candidates = [i for i, name in enumerate(experts) if name in allowed_set and name not in always]
@@ -381,11 +519,16 @@ def _how_many(row: list[float], ranked: list[int], always_idx: list[int], policy
 
 __all__ = [
     "DecisionRule",
+    "Ranked",
     "Selection",
     "SelectionPolicy",
     "best_expert",
     "calibrate_decision",
+    "check_allowed",
+    "check_max_cost",
     "choose",
     "decide",
+    "rank",
+    "route_decisions",
     "select_top",
 ]

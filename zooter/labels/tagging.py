@@ -43,6 +43,7 @@ from zooter.model.encoder import QueryEncoder
 
 if TYPE_CHECKING:
     from zooter.labels.targets import LabelConfig
+    from zooter.model.folder import FolderFiles
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,8 @@ class DataTagger:
         pass  # no fitted state
 
     @classmethod
-    def load(cls, settings: dict[str, Any], folder: Path) -> DataTagger:
-        """Rebuild the tagger from its :meth:`to_dict` (``folder`` holds nothing of it)."""
+    def load(cls, settings: dict[str, Any], files: FolderFiles) -> DataTagger:
+        """Rebuild the tagger from its :meth:`to_dict` (the router folder holds nothing of it)."""
         return cls(use_tags=bool(settings.get("use_tags", True)), use_task=bool(settings.get("use_task", False)))
 
 
@@ -291,15 +292,17 @@ class ClusterTagger:
         save_file({"centroids": self.centroids.contiguous()}, str(Path(folder) / TAGGER_WEIGHTS_NAME))
 
     @classmethod
-    def load(cls, settings: dict[str, Any], folder: Path) -> ClusterTagger:
-        """Rebuild a fitted tagger from its :meth:`to_dict` and the centroids in ``folder``."""
-        from safetensors.torch import load_file
+    def load(cls, settings: dict[str, Any], files: FolderFiles) -> ClusterTagger:
+        """Rebuild a fitted tagger from its :meth:`to_dict` and the centroids in the router folder ``files``."""
+        from safetensors.torch import load
 
-        path = Path(folder) / settings.get("weights", TAGGER_WEIGHTS_NAME)
-        if not path.is_file():
-            raise ZooterError(f"{folder}: the config names a cluster tagger but {path.name} is missing")
+        name = settings.get("weights", TAGGER_WEIGHTS_NAME)
+        path = files.where(name)
+        if not files.has(name):
+            raise ZooterError(f"{files.folder}: the config names a cluster tagger but {name} is missing")
+        data = files.read(name)
         try:
-            centroids = load_file(str(path))["centroids"]
+            centroids = load(data)["centroids"]
         except Exception as e:  # safetensors' own error type for a damaged file, or no such tensor
             raise ZooterError(f"{path} is not a readable tagger file: {e}") from None
         tagger = cls(
@@ -314,17 +317,21 @@ class ClusterTagger:
         return tagger
 
 
-#: The saved taggers by the ``kind`` their ``to_dict`` records: each class's ``load(settings, folder)`` rebuilds one.
+#: The saved taggers by the ``kind`` their ``to_dict`` records: each class's ``load(settings, files)`` rebuilds one.
 TAGGER_KINDS: dict[str, Any] = {DataTagger.kind: DataTagger, ClusterTagger.kind: ClusterTagger}
 
 
-def load_tagger(settings: dict[str, Any], folder: str | Path) -> Tagger:
-    """Rebuild the tagger described by ``settings`` (its ``to_dict``), with any state in ``folder``."""
+def load_tagger(settings: dict[str, Any], files: FolderFiles) -> Tagger:
+    """Rebuild the tagger described by ``settings`` (its ``to_dict``), with any state in the router folder ``files``.
+
+    A tagger's ``save(folder)`` writes its state into the router folder being saved; ``load``
+    reads it back through ``files`` (see :mod:`zooter.model.folder`).
+    """
     kind = settings.get("kind")
     tagger_class = TAGGER_KINDS.get(kind) if isinstance(kind, str) else None
     if tagger_class is None:
         raise ZooterError(f"unknown tagger kind {kind!r} in the router config; expected one of {sorted(TAGGER_KINDS)}")
-    return tagger_class.load(settings, Path(folder))
+    return tagger_class.load(settings, files)
 
 
 def tagger_from_spec(

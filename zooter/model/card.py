@@ -1,19 +1,95 @@
-"""The ``README.md`` model card written next to a saved router."""
+"""The ``README.md`` model card written next to a saved router, from a small record of card data."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zooter.evaluation import EvalReport
 
 
-def _front_matter(config: Any) -> str:
+def _plain(section: Any) -> dict[str, Any] | None:
+    """A config section as a plain dict (typed sections give their ``to_dict``), or None."""
+    if section is None or isinstance(section, dict):
+        return section or None
+    return section.to_dict()
+
+
+@dataclass(frozen=True)
+class CardData:
+    """What the model card says, taken once from a :class:`~zooter.model.router.RouterConfig`.
+
+    Attributes:
+        experts: expert names, in the router's order.
+        encoder: the encoder's Hub id or path.
+        encoder_config: its ``transformers`` config (model type, hidden size).
+        pooling: how token vectors become one query vector.
+        max_length: tokens kept per query.
+        method: how the router estimates: ``"neighbours"`` (from the nearest training queries) or
+            ``"distill"`` (a fine-tuned encoder and a linear head).
+        labels, training, training_summary: how the targets were made and the training run.
+        neighbours: the neighbour bank's settings, for a neighbour router.
+        decision, costs: the calibrated decision rule and the prices, as plain dicts.
+        evaluation: the evaluation report saved with the router, if any.
+        zooter_version: the package version that wrote the router.
+    """
+
+    experts: list[str]
+    encoder: str
+    encoder_config: dict[str, Any] = field(default_factory=dict)
+    pooling: str = "mean"
+    max_length: int = 256
+    method: str = "distill"
+    labels: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    training_summary: dict[str, Any] = field(default_factory=dict)
+    neighbours: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+    costs: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    zooter_version: str = ""
+
+    @classmethod
+    def from_config(cls, config: Any) -> CardData:
+        """The card data of a router's config (a :class:`~zooter.model.router.RouterConfig`)."""
+        return cls(
+            experts=list(config.experts),
+            encoder=config.encoder,
+            encoder_config=dict(config.encoder_config),
+            pooling=config.pooling,
+            max_length=config.max_length,
+            method="neighbours" if config.neighbours is not None else "distill",
+            labels=dict(config.labels),
+            training=dict(config.training),
+            training_summary=dict(config.training_summary),
+            neighbours=_plain(config.neighbours),
+            decision=_plain(config.decision),
+            costs=_plain(config.costs),
+            evaluation=config.evaluation,
+            zooter_version=config.zooter_version,
+        )
+
+
+# The card's opening paragraph, by how the router estimates.
+_METHODS = {
+    "neighbours": (
+        "an encoder embeds the query, and each expert's expected reward is estimated from the rewards of "
+        "the training queries nearest to it (the neighbour bank)"
+    ),
+    "distill": (
+        "an encoder fine-tuned on the training rewards reads the query, and a linear head gives each expert "
+        "model a probability of answering it best"
+    ),
+}
+
+
+def _front_matter(card: CardData) -> str:
     lines = ["---", "library_name: zooter-langchain", "pipeline_tag: text-classification", "tags:"]
     lines += ["- zooter", "- llm-routing", "- langchain"]
-    if not Path(config.encoder).exists():  # a Hub id, not a local path
-        lines.append(f"base_model: {config.encoder}")
+    if not Path(card.encoder).exists():  # a Hub id, not a local path
+        lines.append(f"base_model: {card.encoder}")
     lines.append("---")
     return "\n".join(lines)
 
@@ -45,11 +121,11 @@ def describe_labels(labels: dict[str, Any]) -> str:
     return text + "."
 
 
-def describe_decision(config: Any) -> str:
-    """How the router turns a query into one expert, with the calibration's figures, from the config."""
+def describe_decision(card: CardData) -> str:
+    """How the router turns a query into one expert, with the calibration's figures."""
     parts = []
-    if config.neighbours:
-        n = config.neighbours
+    if card.neighbours:
+        n = card.neighbours
         parts.append(
             f"Each expert's expected reward is estimated from the {n.get('k')} training queries nearest to the "
             f"query (of {n.get('rows')}, in `neighbours.safetensors`; cosine similarity, neighbour weights "
@@ -68,7 +144,7 @@ def describe_decision(config: Any) -> str:
             )
     else:
         parts.append("The linear head's probabilities rank the experts.")
-    rule = config.decision
+    rule = card.decision
     if not rule:
         parts.append("The most probable expert is chosen (no decision rule was calibrated).")
         return " ".join(parts)
@@ -88,16 +164,16 @@ def describe_decision(config: Any) -> str:
     return " ".join(parts)
 
 
-def describe_costs(config: Any) -> str:
-    """The experts' prices and how much cost weighs in decisions, from the config."""
-    costs = config.costs
+def describe_costs(card: CardData) -> str:
+    """The experts' prices and how much cost weighs in decisions."""
+    costs = card.costs
     if not costs:
         return "No prices were given: the router maximises expected reward alone."
     lines = [
         "| expert | USD / M input tokens | USD / M output tokens | expected output tokens | USD per call |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name in config.experts:
+    for name in card.experts:
         p = costs["prices"].get(name, {})
         tokens = p.get("expected_output_tokens")
         lines.append(
@@ -136,27 +212,26 @@ def describe_costs(config: Any) -> str:
     return "\n".join(lines)
 
 
-def render_model_card(config: Any) -> str:
-    """Markdown model card for a :class:`~zooter.model.router.RouterConfig`."""
-    experts = "\n".join(f"{i}. `{name}`" for i, name in enumerate(config.experts))
+def render_model_card(card: CardData) -> str:
+    """Markdown model card from :class:`CardData` (see :meth:`CardData.from_config`)."""
+    experts = "\n".join(f"{i}. `{name}`" for i, name in enumerate(card.experts))
     training = (
-        json.dumps({**config.training, **config.training_summary}, indent=2, sort_keys=True)
-        if config.training
+        json.dumps({**card.training, **card.training_summary}, indent=2, sort_keys=True)
+        if card.training
         else "(not recorded)"
     )
-    labels = json.dumps(config.labels, indent=2, sort_keys=True) if config.labels else "(not recorded)"
+    labels = json.dumps(card.labels, indent=2, sort_keys=True) if card.labels else "(not recorded)"
     evaluation = (
-        EvalReport.from_dict(config.evaluation).to_markdown()
-        if config.evaluation
+        EvalReport.from_dict(card.evaluation).to_markdown()
+        if card.evaluation
         else "No evaluation was saved with this router."
     )
-    return f"""{_front_matter(config)}
+    return f"""{_front_matter(card)}
 
 # Zooter router
 
 A query router trained with [zooter-langchain](https://pypi.org/project/zooter-langchain/) (the
-Zooter method, arXiv:2311.08692): an encoder reads the query and a linear head gives each expert
-model a probability of answering it best. Only the chosen expert is then called.
+Zooter method, arXiv:2311.08692): {_METHODS[card.method]}. Only the chosen expert is then called.
 
 ```python
 from zooter import ZooterRouter
@@ -165,19 +240,19 @@ router = ZooterRouter.from_pretrained("path/or/hub-id")
 print(router.route(["How do I reverse a linked list in C?"])[0])
 ```
 
-## Experts (head order)
+## Experts (in the router's order)
 
 {experts}
 
 ## Encoder
 
-`{config.encoder}` ({config.encoder_config.get("model_type", "?")}, hidden size
-{config.encoder_config.get("hidden_size", "?")}), {config.pooling} pooling, queries truncated to
-{config.max_length} tokens.
+`{card.encoder}` ({card.encoder_config.get("model_type", "?")}, hidden size
+{card.encoder_config.get("hidden_size", "?")}), {card.pooling} pooling, queries truncated to
+{card.max_length} tokens.
 
 ## Labels
 
-{describe_labels(config.labels)}
+{describe_labels(card.labels)}
 
 ```json
 {labels}
@@ -185,11 +260,11 @@ print(router.route(["How do I reverse a linked list in C?"])[0])
 
 ## Decision
 
-{describe_decision(config)}
+{describe_decision(card)}
 
 ## Costs
 
-{describe_costs(config)}
+{describe_costs(card)}
 
 ## Training
 
@@ -201,8 +276,8 @@ print(router.route(["How do I reverse a linked list in C?"])[0])
 
 {evaluation}
 
-Written by zooter-langchain {config.zooter_version}.
+Written by zooter-langchain {card.zooter_version}.
 """
 
 
-__all__ = ["describe_decision", "describe_labels", "render_model_card"]
+__all__ = ["CardData", "describe_costs", "describe_decision", "describe_labels", "render_model_card"]

@@ -296,6 +296,9 @@ class QueryEncoder(torch.nn.Module):
 
     def count_tokens(self, queries: Sequence[Query]) -> list[int]:
         """Each query's length in the tokenizer's tokens, not truncated (what a cost estimate counts)."""
+        check_queries(queries)
+        if not queries:  # the tokenizer fails on an empty batch
+            return []
         encoded = self.tokenizer(
             [query_text(query) for query in queries],
             add_special_tokens=False,
@@ -350,14 +353,7 @@ class QueryEncoder(torch.nn.Module):
         self, queries: Sequence[Query], batch_size: int | None, show_progress: bool, *, pooled: bool
     ) -> torch.Tensor:
         """Pooled vectors (``pooled``) or :meth:`forward` outputs of ``queries``, batched by length, in input order."""
-        if isinstance(queries, (str, dict)) or (queries and isinstance(queries[0], dict)):
-            raise TypeError(
-                "the router takes a list of queries, each a string or a list of chat messages; "
-                "wrap a single query (or a single chat) in a list"
-            )
-        for i, query in enumerate(queries):
-            if not (isinstance(query, str) or (isinstance(query, list) and all(isinstance(m, dict) for m in query))):
-                raise TypeError(f"query {i} is {query!r:.80}; expected a string or a list of chat messages")
+        check_queries(queries)
         blank = sum(1 for query in queries if isinstance(query, str) and not query.strip())
         if blank:
             logger.warning(
@@ -399,12 +395,25 @@ class QueryEncoder(torch.nn.Module):
         return self.embed(input_ids, attention_mask)
 
 
+def check_queries(queries: Sequence[Query]) -> None:
+    """Raise :class:`TypeError` unless ``queries`` is a list of texts or chats (lists of messages)."""
+    if isinstance(queries, (str, dict)) or (queries and isinstance(queries[0], dict)):
+        raise TypeError(
+            "the router takes a list of queries, each a string or a list of chat messages; "
+            "wrap a single query (or a single chat) in a list"
+        )
+    for i, query in enumerate(queries):
+        if not (isinstance(query, str) or (isinstance(query, list) and all(isinstance(m, dict) for m in query))):
+            raise TypeError(f"query {i} is {query!r:.80}; expected a string or a list of chat messages")
+
+
 __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_ENCODER_ALIASES",
     "QueryEncoder",
     "autocast",
     "check_hub_source",
+    "check_queries",
     "dtype_argument",
     "encoder_from_config",
     "half_dtype",

@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import Field
 
-from zooter.errors import ZooterError
+from zooter.config import ZooterConfig
+from zooter.errors import ZooterError, name_list
+
+if TYPE_CHECKING:
+    from zooter.model.folder import FolderFiles
 
 NEIGHBOURS_NAME = "neighbours.safetensors"
 _CHUNK = 1024  # query rows per similarity block: bounds memory at 1024 x bank size floats
@@ -72,6 +77,36 @@ class Estimates:
         return self.expected_rewards if self.expected_rewards is not None else self.probabilities
 
 
+class NeighbourSettings(ZooterConfig):
+    """The ``neighbours`` section of a router's ``config.json``: how the bank estimates, and its shape.
+
+    The bank's columns are the router's experts, in ``config.json``'s ``experts`` order (the bank
+    file records them too, so a bank from another router is refused at load).
+
+    Attributes:
+        k: neighbours per query (capped at the bank's size).
+        temperature: similarity temperature of the neighbour weights (> 0, finite).
+        rows: the bank's rows (training queries).
+        dimension: the length of the bank's embeddings (the encoder's hidden size); None in
+            folders written before it was recorded.
+        shrinkage: pseudo-neighbours of prior in each estimate (0: the plain neighbour average, as
+            folders written before shrinkage existed were calibrated).
+        support: rows of the bank with each expert's reward.
+        updates: updates since training (:mod:`zooter.lifecycle`).
+        sources: where the bank's rows came from: each training or update file with its ``sha256``,
+            the rows read and the ``time``; an expert removed is recorded too.
+    """
+
+    k: int = Field(ge=1, strict=True)
+    temperature: float = Field(gt=0, strict=True)
+    rows: int = Field(ge=1, strict=True)
+    dimension: int | None = Field(default=None, ge=1, strict=True)
+    shrinkage: float = Field(default=0.0, ge=0)
+    support: dict[str, int] | None = None
+    updates: int = Field(default=0, ge=0)
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class NeighbourBank:
     """The training queries' unit-length embeddings with their rewards and soft targets.
 
@@ -96,6 +131,8 @@ class NeighbourBank:
         k: neighbours per query (capped at the bank's size).
         temperature: similarity temperature of the neighbour weights (> 0).
         shrinkage: pseudo-neighbours of prior per expert estimate (0: the plain neighbour average).
+        weights: how much each row counts, multiplying its similarity weight (None: 1 each); rows
+            added from a few examples of a new expert stand for more than one query each.
         ids: each row's query id, so later rewards for the same query merge into its row (see
             :mod:`zooter.lifecycle`); None for a bank saved before ids were kept.
     """
@@ -108,8 +145,9 @@ class NeighbourBank:
         *,
         k: int,
         temperature: float = 0.1,
+        weights: torch.Tensor | None = None,
         shrinkage: float = 0.0,
-        ids: list[str] | None = None,
+        ids: Sequence[str] | None = None,
     ) -> None:
         if ids is not None and len(ids) != embeddings.shape[0]:
             raise ZooterError(f"a neighbour bank of {embeddings.shape[0]} rows got {len(ids)} ids")
@@ -127,6 +165,11 @@ class NeighbourBank:
         self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1).half()
         self.rewards = rewards.float()
         self.targets = targets.float()
+        if weights is not None and (
+            weights.shape != (rewards.shape[0],) or not bool((torch.isfinite(weights) & (weights > 0)).all())
+        ):
+            raise ZooterError(f"a neighbour bank's row weights must be {rewards.shape[0]} positive numbers")
+        self.weights = None if weights is None else weights.float().to(self.rewards.device)
         self.k = k
         self.temperature = temperature
         self.shrinkage = float(shrinkage)
@@ -142,13 +185,70 @@ class NeighbourBank:
         bank.__dict__.update(
             self.__dict__, **moved, difficulty=self.difficulty.to(device), offsets=self.offsets.to(device)
         )
+        bank.__dict__.pop("_expert_spread", None)
         return bank
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"embeddings": self.embeddings, "rewards": self.rewards, "targets": self.targets}
+        tensors = {"embeddings": self.embeddings, "rewards": self.rewards, "targets": self.targets}
+        if self.weights is not None:
+            tensors["weights"] = self.weights
+        return tensors
+
+    def row_weights(self) -> torch.Tensor:
+        """How much each row counts (1 each unless rows were given weights)."""
+        return self.weights if self.weights is not None else torch.ones(len(self), device=self.rewards.device)
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
+
+    def with_rows(
+        self,
+        embeddings: torch.Tensor,
+        rewards: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        weight: float = 1.0,
+        ids: Sequence[str] | None = None,
+    ) -> NeighbourBank:
+        """A new bank: this bank's rows, then these, each counting ``weight`` (same experts, ``k``, temperature).
+
+        ``ids`` name the new rows' queries; without them the new bank keeps no ids.
+        """
+        device = self.rewards.device
+        weights = None
+        if weight != 1.0 or self.weights is not None:
+            weights = torch.cat([self.row_weights(), torch.full((len(rewards),), float(weight), device=device)])
+        return NeighbourBank(
+            torch.cat([self.embeddings.float(), embeddings.float().to(device)]),
+            torch.cat([self.rewards, rewards.float().to(device)]),
+            torch.cat([self.targets, targets.float().to(device)]),
+            k=self.k,
+            temperature=self.temperature,
+            weights=weights,
+            shrinkage=self.shrinkage,
+            ids=None if self.ids is None or ids is None else [*self.ids, *ids],
+        )
+
+    def with_expert(self, reward: float, target: float = 0.0) -> NeighbourBank:
+        """A new bank with one more expert, last, holding ``reward`` and ``target`` on every row.
+
+        ``reward`` may be ``nan`` (no reward known); ``target`` is its share of each row's
+        distribution, taken from the other experts' shares in proportion.
+        """
+        if not 0.0 <= target < 1.0:
+            raise ZooterError(f"a new expert's target share must be in [0, 1), got {target}")
+        rows = len(self)
+        column = torch.full((rows, 1), float(reward), device=self.rewards.device)
+        return NeighbourBank(
+            self.embeddings.float(),
+            torch.cat([self.rewards, column], dim=1),
+            torch.cat([self.targets * (1.0 - target), torch.full_like(column, target)], dim=1),
+            k=self.k,
+            temperature=self.temperature,
+            weights=self.weights,
+            shrinkage=self.shrinkage,
+            ids=self.ids,
+        )
 
     def support_counts(self) -> torch.Tensor:
         """How many rows carry each expert's reward."""
@@ -198,7 +298,10 @@ class NeighbourBank:
         parts: list[tuple[torch.Tensor, ...]] = []
         for start in range(0, len(top), _CHUNK):
             block, rows = top[start : start + _CHUNK], index[start : start + _CHUNK].to(self.rewards.device)
-            weights = torch.exp((block - block[:, :1]) / self.temperature).unsqueeze(-1)  # rows x k x 1
+            weights = torch.exp((block - block[:, :1]) / self.temperature)
+            if self.weights is not None:
+                weights = weights * self.weights[rows]
+            weights = weights.unsqueeze(-1)  # rows x k x 1
             parts.append((*self._average(weights, rows), (weights * self.targets[rows]).sum(1) / weights.sum(1)))
         experts = self.rewards.shape[1]
         if not parts:
@@ -247,44 +350,115 @@ class NeighbourBank:
         return self.estimate(self.embeddings.float(), leave_out=torch.arange(len(self)))
 
     # -- saving -----------------------------------------------------------------------------------
-    def settings(self) -> dict[str, Any]:
-        return {"k": self.k, "temperature": self.temperature, "shrinkage": self.shrinkage, "rows": len(self)}
+    def settings(self, record: NeighbourSettings | None = None) -> NeighbourSettings:
+        """What ``config.json`` records of the bank (its ``neighbours`` section), keeping the
+        provenance (``support``, ``updates``, ``sources``) of an earlier ``record`` of it."""
+        kept = (
+            {} if record is None else {"support": record.support, "updates": record.updates, "sources": record.sources}
+        )
+        return NeighbourSettings(
+            **kept,
+            k=self.k,
+            temperature=float(self.temperature),
+            rows=len(self),
+            dimension=self.embeddings.shape[1],
+            shrinkage=self.shrinkage,
+        )
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, *, experts: Sequence[str]) -> None:
+        """Write the bank into a router folder being saved (``neighbours.safetensors``).
+
+        Any file written into ``folder`` is listed in ``config.json`` with its sha256 and checked
+        at load (:mod:`zooter.model.folder`); :meth:`load` reads it back from the ``files`` it
+        is given. ``experts`` name the bank's columns, recorded in the file so that a bank copied
+        from another router is refused at load.
+        """
         from safetensors.torch import save_file
 
+        broken = non_finite(self.embeddings, self.rewards, self.targets)
+        if broken:
+            raise ZooterError(f"the neighbour bank holds {broken}; it cannot be saved")
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.tensors().items()}
-        metadata = {"format": "pt"}
+        metadata = {"format": "pt", "experts": json.dumps(list(experts))}
         if self.ids is not None:
             metadata["ids"] = json.dumps(self.ids)
         save_file(tensors, str(folder / NEIGHBOURS_NAME), metadata=metadata)
 
     @classmethod
-    def load(cls, folder: Path, settings: dict[str, Any]) -> NeighbourBank:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+    def load(
+        cls, files: FolderFiles, settings: NeighbourSettings, *, experts: Sequence[str], dimension: int | None
+    ) -> NeighbourBank:
+        """The bank of a router folder, checked against ``config.json``.
 
-        path = folder / NEIGHBOURS_NAME
-        if not path.is_file():
-            raise ZooterError(f"{folder}: config.json names a neighbour bank but {NEIGHBOURS_NAME} is missing")
+        Args:
+            files: the router folder, opened (:class:`~zooter.model.folder.FolderFiles`).
+            settings: its ``config.json`` ``neighbours`` section.
+            experts: the router's experts: the bank's columns, in order.
+            dimension: the encoder's hidden size: the length of the bank's embeddings.
+
+        Raises:
+            ZooterError: naming the file: missing or changed, not a bank, another router's bank, a
+                shape other than ``config.json`` describes, or values that are not finite.
+        """
+        from safetensors.torch import load
+
+        path = files.where(NEIGHBOURS_NAME)
+        if not files.has(NEIGHBOURS_NAME):
+            raise ZooterError(f"{files.folder}: config.json names a neighbour bank but {NEIGHBOURS_NAME} is missing")
+        data = files.read(NEIGHBOURS_NAME)
         try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as f:
-                ids = (f.metadata() or {}).get("ids")
-            return cls(
-                tensors["embeddings"],
-                tensors["rewards"],
-                tensors["targets"],
-                k=int(settings["k"]),
-                temperature=float(settings["temperature"]),
-                # routers saved before shrinkage existed keep the plain average they were calibrated with
-                shrinkage=float(settings.get("shrinkage", 0.0)),
-                ids=None if ids is None else json.loads(ids),
-            )
-        except (KeyError, TypeError, ValueError, OSError, ZooterError) as e:
-            raise ZooterError(f"{path} or its settings in config.json are damaged: {e}") from None
+            tensors = load(data)
+            metadata = safetensors_metadata(data)
+            recorded = json.loads(metadata.get("experts", "null"))
+            ids = json.loads(metadata.get("ids", "null"))
         except Exception as e:  # safetensors' own error type for a damaged file
             raise ZooterError(f"{path} is not a readable safetensors file: {e}") from None
+        missing = sorted({"embeddings", "rewards", "targets"} - set(tensors))
+        if missing:
+            raise ZooterError(f"{path} is not a neighbour bank: it lacks the tensors {missing}")
+        embeddings, rewards, targets = tensors["embeddings"], tensors["rewards"], tensors["targets"]
+        if recorded is not None and recorded != list(experts):
+            raise ZooterError(
+                f"{path} is another router's bank: its columns are the experts {name_list(recorded)}, "
+                f"config.json's experts are {name_list(experts)}; copy the whole router folder again"
+            )
+        if not (
+            embeddings.ndim == rewards.ndim == 2
+            and rewards.shape == targets.shape
+            and rewards.shape[0] == embeddings.shape[0]
+        ):
+            raise ZooterError(
+                f"{path} is not a neighbour bank: it needs rows x dimension embeddings and rows x experts rewards "
+                f"and targets, got {tuple(embeddings.shape)}, {tuple(rewards.shape)}, {tuple(targets.shape)}"
+            )
+        rows, width = embeddings.shape
+        wrong = []
+        if rows != settings.rows:
+            wrong.append(f"{rows} rows where config.json's neighbours.rows says {settings.rows}")
+        if rewards.shape[1] != len(experts):
+            wrong.append(f"{rewards.shape[1]} experts where config.json lists {len(experts)}")
+        for where, want in (("config.json's neighbours.dimension", settings.dimension), ("the encoder's", dimension)):
+            if want is not None and width != want:
+                wrong.append(f"embeddings of length {width} where {where} is {want}")
+        if wrong:
+            raise ZooterError(f"{path} does not fit config.json: {'; '.join(dict.fromkeys(wrong))}")
+        broken = non_finite(embeddings, rewards, targets)
+        if broken:
+            raise ZooterError(f"{path} holds {broken}; train the router again")
+        try:  # row weights, when the bank has them, are checked where the bank is built
+            return cls(
+                embeddings,
+                rewards,
+                targets,
+                k=settings.k,
+                temperature=settings.temperature,
+                weights=tensors.get("weights"),
+                # routers saved before shrinkage existed keep the plain average they were calibrated with
+                shrinkage=settings.shrinkage,
+                ids=ids,
+            )
+        except ZooterError as e:
+            raise ZooterError(f"{path}: {e}") from None
 
 
 OFFSET_PRIOR_ROWS = 20.0  # an expert's offset counts as this many rows of "average expert" before its own
@@ -320,9 +494,32 @@ def _nanvar(values: torch.Tensor) -> torch.Tensor:
     return ((values.nan_to_num(0.0) - mean) * present).square().sum(dim=0) / count
 
 
+def non_finite(embeddings: torch.Tensor, rewards: torch.Tensor, targets: torch.Tensor) -> str | None:
+    """What in a bank is not finite, in words (rewards may be NaN: no reward), or None when all is."""
+    broken = [
+        name
+        for name, tensor in (("embeddings", embeddings), ("rewards", rewards), ("targets", targets))
+        if not bool((torch.isfinite(tensor) | (tensor.isnan() if name == "rewards" else False)).all())
+    ]
+    if not broken:
+        return None
+    return (
+        f"values that are not finite in its {', '.join(broken)} (a reward may be NaN, meaning none; "
+        "nothing else may be NaN or infinite)"
+    )
+
+
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's bytes (its header is 8 bytes of length, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    metadata = header.get("__metadata__") or {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def _blocks(queries: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
     for start in range(0, len(queries), _CHUNK):
         yield start, queries[start : start + _CHUNK]
 
 
-__all__ = ["NEIGHBOURS_NAME", "Estimates", "NeighbourBank"]
+__all__ = ["NEIGHBOURS_NAME", "Estimates", "NeighbourBank", "NeighbourSettings", "safetensors_metadata"]

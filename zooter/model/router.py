@@ -1,4 +1,7 @@
-"""The router: a text encoder, masked mean pooling and a linear head with one logit per expert.
+"""The router: a text encoder with masked mean pooling, then a neighbour bank or a linear head.
+
+The model and routing live here; saving and loading a router folder live in
+:mod:`zooter.model.persistence` (:class:`ZooterRouter` inherits them).
 
 Example:
     >>> from zooter import ZooterRouter
@@ -10,12 +13,9 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +23,18 @@ import torch
 from pydantic import Field, field_validator
 
 from zooter import __version__
-from zooter._io import atomic_directory, check_writable, link_or_copy, recover_directory, settle_files
 from zooter.config import ZooterConfig
 from zooter.data import Query
 from zooter.decide.costs import CostTable, CostTarget, call_penalties
-from zooter.decide.policy import DecisionRule, decide
+from zooter.decide.decision import RouteDecision
+from zooter.decide.policy import DecisionRule, check_allowed, check_max_cost, route_decisions
 from zooter.errors import ConfigError, ZooterError, name_list
-from zooter.model.encoder import (
-    DEFAULT_ENCODER,
-    DEFAULT_ENCODER_ALIASES,
-    QueryEncoder,
-    check_hub_source,
-    encoder_from_config,
-    load_encoder,
-    pick_device,
-)
-from zooter.model.neighbours import Estimates, NeighbourBank
+from zooter.model.encoder import DEFAULT_ENCODER, DEFAULT_ENCODER_ALIASES, QueryEncoder, load_encoder, pick_device
+from zooter.model.folder import FileRecord, check_file_name, file_records
+from zooter.model.neighbours import Estimates, NeighbourBank, NeighbourSettings
+from zooter.model.persistence import RouterPersistence
 
 logger = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "README.md"
-LOG_NAME = "training_log.jsonl"
 
 
 class RouterConfig(ZooterConfig):
@@ -61,9 +50,9 @@ class RouterConfig(ZooterConfig):
         training: the training settings (see :class:`zooter.training.TrainingConfig`).
         training_summary: what the training run did: rows used, epoch kept, seconds, device.
         evaluation: the last evaluation report, when one was saved with the router.
-        neighbours: the neighbour bank's settings (``k``, ``temperature``, ``rows``) when the router
-            estimates rewards from its training queries (``neighbours.safetensors``); None when the
-            head alone decides.
+        neighbours: the neighbour bank's :class:`~zooter.model.neighbours.NeighbourSettings` (``k``,
+            ``temperature``, ``rows``, ``dimension``) when the router estimates rewards from its
+            training queries (``neighbours.safetensors``); None when the head alone decides.
         decision: the calibrated :class:`~zooter.decide.policy.DecisionRule` (default expert, margin and
             what the calibration measured); None: the most probable expert wins.
         costs: what each expert costs and how much that weighs in decisions: ``prices`` (a
@@ -71,8 +60,10 @@ class RouterConfig(ZooterConfig):
             when λ was calibrated to a target, ``calibration``; None: costs play no part.
         tokenizer: the saved tokenizer: its ``files``, ``vocab_size`` and a ``sha256`` of its
             vocabulary, so loading can refuse a folder whose tokenizer is missing or another one.
-        files: every file the router wrote in its folder; other files (the user's) are kept when
-            a router is saved over it.
+        files: every file the router wrote in its folder but ``config.json``, with its size and
+            sha256 (:class:`~zooter.model.folder.FileRecord`), checked at load; other files
+            (the user's) are kept when a router is saved over it. A folder written before checksums
+            lists names only (``None`` records).
         zooter_version: the package version that wrote the folder.
     """
 
@@ -85,12 +76,24 @@ class RouterConfig(ZooterConfig):
     training: dict[str, Any] = Field(default_factory=dict)
     training_summary: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
-    neighbours: dict[str, Any] | None = None
+    neighbours: NeighbourSettings | None = None
     decision: dict[str, Any] | None = None
     costs: dict[str, Any] | None = None
     tokenizer: dict[str, Any] = Field(default_factory=dict)
-    files: list[str] = Field(default_factory=list)
+    files: dict[str, FileRecord | None] = Field(default_factory=dict)
     zooter_version: str = __version__
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _file_records(cls, value: Any) -> Any:
+        return file_records(value)
+
+    @field_validator("files")
+    @classmethod
+    def _plain_file_names(cls, value: dict[str, FileRecord | None]) -> dict[str, FileRecord | None]:
+        for name in value:
+            check_file_name(name)
+        return value
 
     @field_validator("experts")
     @classmethod
@@ -110,45 +113,7 @@ class RouterConfig(ZooterConfig):
         return value
 
 
-@dataclass(frozen=True)
-class RouteDecision:
-    """The router's choice for one query.
-
-    Attributes:
-        expert: the chosen expert (see :class:`~zooter.decide.policy.DecisionRule`: the default expert
-            unless another is expected to do clearly better; without a rule, the most probable).
-        probabilities: the router's probability for every expert, in head order.
-        expected_rewards: every expert's expected reward on the training rewards' scale, when the
-            router estimates it (None for an expert no neighbour has a reward for); None otherwise.
-        costs: every expert's expected cost of answering this query (USD), when the router has
-            prices (:meth:`ZooterRouter.set_costs`); None otherwise.
-    """
-
-    expert: str
-    probabilities: dict[str, float]
-    expected_rewards: dict[str, float | None] | None = None
-    costs: dict[str, float] | None = None
-
-    @property
-    def expected_reward(self) -> float | None:
-        """The chosen expert's expected reward, when the router estimates rewards."""
-        return None if self.expected_rewards is None else self.expected_rewards.get(self.expert)
-
-    @property
-    def expected_cost(self) -> float | None:
-        """The chosen expert's expected cost (USD), when the router has prices."""
-        return None if self.costs is None else self.costs[self.expert]
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"expert": self.expert, "probabilities": self.probabilities}
-        if self.expected_rewards is not None:
-            out["expected_rewards"] = self.expected_rewards
-        if self.costs is not None:
-            out["costs"] = self.costs
-        return out
-
-
-class ZooterRouter(QueryEncoder):
+class ZooterRouter(RouterPersistence, QueryEncoder):
     """Routes each query to the expert most likely to answer it best.
 
     Args:
@@ -161,6 +126,8 @@ class ZooterRouter(QueryEncoder):
         >>> router.predict_proba(["fix this segfault"]).shape  # doctest: +SKIP
         torch.Size([1, 2])
     """
+
+    config_class = RouterConfig
 
     def __init__(self, encoder: Any, tokenizer: Any, config: RouterConfig) -> None:
         super().__init__(encoder, tokenizer)
@@ -311,6 +278,7 @@ class ZooterRouter(QueryEncoder):
 
         Raises:
             ConfigError: the router has no prices, or does not estimate expected rewards.
+            ZooterError: ``dataset`` is empty, or no row of it has every reward.
         """
         from zooter.decide.costs import calibrate_cost_weight
         from zooter.labels.targets import reward_tensor
@@ -318,6 +286,8 @@ class ZooterRouter(QueryEncoder):
         table = self.costs
         if table is None:
             raise ConfigError("calibrating a cost weight needs the experts' prices: call set_costs(...) first")
+        if not len(dataset):
+            raise ZooterError("calibrating a cost weight needs held-out rows with rewards; the dataset is empty")
         dataset.check_experts(self.experts)
         dataset = dataset.select_experts(self.experts)
         queries = [example.query for example in dataset]
@@ -336,6 +306,94 @@ class ZooterRouter(QueryEncoder):
         )
         self.set_costs(table, cost_weight=result["cost_weight"], calibration=result)
         return result
+
+    # -- growing without retraining -------------------------------------------------------------
+    def add_expert_from_examples(
+        self,
+        name: str,
+        queries: Sequence[Query],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> ZooterRouter:
+        """Make a new expert choosable from a few queries it serves, without retraining.
+
+        The one-vs-rest case of an agent's tools or skills, where the examples are all that is
+        known of the new expert: each query joins the neighbour bank rewarding ``name`` with 1 and
+        every other expert with 0, and the bank's earlier rows reward ``name`` with 0 (they were
+        served by the experts they name). A query near the examples then ranks ``name`` first, as
+        if the router had been trained with it. Together the examples count as much as the rows the
+        median expert wins (each at least once), so a handful of them is not outvoted by experts
+        with many rows. Targets of the new rows follow the router's label settings (temperature,
+        hard labels). Save the router to keep the expert.
+
+        Args:
+            name: the new expert (a tool name, for a tool selector).
+            queries: requests the new expert serves (a handful to a few dozen).
+            batch_size: queries per encoder forward.
+            show_progress: show a progress bar.
+
+        Returns:
+            The router itself, with ``name`` last among its experts.
+
+        Raises:
+            ConfigError: the router has no neighbour bank (a distilled head keeps no training
+                queries to set the examples against), prices its experts, already has ``name``,
+                or ``queries`` is empty or holds an empty query.
+        """
+        from zooter.labels.targets import hard_targets, soft_targets
+
+        if self.bank is None:
+            raise ConfigError(
+                "adding an expert from examples needs a router with a neighbour bank "
+                "(train it with method 'neighbours', the default); a distilled head keeps no training queries"
+            )
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"an expert's name must be a non-empty string, got {name!r}")
+        if name in self.config.experts:
+            raise ConfigError(f"the router already has an expert {name!r}; its experts are {name_list(self.experts)}")
+        if self.config.costs:
+            raise ConfigError(
+                f"the router prices its experts and has no price for {name!r}; drop the prices first "
+                "(router.set_costs(None)) and set them again with the new expert's"
+            )
+        if isinstance(queries, str) or not queries:
+            raise ConfigError(f"give a list of example queries for {name!r}, got {queries!r:.80}")
+        blank = [i for i, q in enumerate(queries) if isinstance(q, str) and not q.strip()]
+        if blank:
+            raise ConfigError(f"example queries for {name!r} must not be empty; empty at positions {blank}")
+        embeddings = self.embed_queries(list(queries), batch_size=batch_size, show_progress=show_progress)
+        rewards = torch.zeros((len(queries), len(self.config.experts) + 1))
+        rewards[:, -1] = 1.0
+        labels = self.config.labels
+        targets = hard_targets(rewards) if labels.get("hard") else soft_targets(rewards, labels.get("temperature", 1.0))
+        # The examples stand for the new expert's share of queries: together they count as much as
+        # the rows the median expert wins, so a handful is not outvoted by experts with many rows.
+        known = self.bank.rewards.nan_to_num(nan=-math.inf)
+        wins = ((known >= known.max(dim=1, keepdim=True).values) & torch.isfinite(self.bank.rewards)).float()
+        typical = (wins * self.bank.row_weights().unsqueeze(1)).sum(dim=0).median().item()
+        weight = max(1.0, typical / len(queries))
+        self.bank = self.bank.with_expert(0.0).with_rows(embeddings, rewards, targets, weight=weight)
+        head = torch.nn.Linear(self.head.in_features, self.head.out_features + 1, device=self.device)
+        with torch.no_grad():  # the bank decides; the head only keeps its shape (one logit per expert)
+            head.weight.zero_()
+            head.bias.zero_()
+            head.weight[:-1] = self.head.weight
+            head.bias[:-1] = self.head.bias
+        self.head = head
+        added = [
+            *self.config.training_summary.get("added_from_examples", []),
+            {"expert": name, "examples": len(queries)},
+        ]
+        self.config = self.config.replace(
+            experts=[*self.config.experts, name],
+            neighbours=self.bank.settings(self.config.neighbours),
+            training_summary={**self.config.training_summary, "added_from_examples": added},
+        )
+        logger.info(
+            "added expert %s from %d example queries; the bank holds %d rows", name, len(queries), len(self.bank)
+        )
+        return self
 
     # -- computing -----------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -401,19 +459,11 @@ class ZooterRouter(QueryEncoder):
                 evaluation that also sweeps costs needs them twice); by default they are made here.
         """
         experts = self.config.experts
-        if isinstance(allowed, str):  # one name, not its letters
-            allowed = [allowed]
-        if allowed is not None:
-            unknown = sorted(set(allowed) - set(experts))
-            if unknown or not allowed:
-                raise ZooterError(
-                    f"allowed experts must be a non-empty subset of {name_list(experts)}; unknown: {name_list(unknown)}"
-                )
+        allowed = check_allowed(allowed, experts)
+        max_cost = check_max_cost(max_cost)
         weight = self.cost_weight if cost_weight is None else cost_weight
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             raise ConfigError(f"cost_weight must be a finite number >= 0, got {weight!r}")
-        if max_cost is not None and not (isinstance(max_cost, (int, float)) and math.isfinite(max_cost)):
-            raise ConfigError(f"max_cost must be a finite number of USD, got {max_cost!r}")
         costs = self.query_costs(queries) if self.config.costs else None
         if costs is None and (weight or max_cost is not None):
             raise ConfigError("cost_weight and max_cost need the experts' prices: call router.set_costs(...) first")
@@ -423,29 +473,17 @@ class ZooterRouter(QueryEncoder):
             raise ConfigError(f"got estimates of {len(estimates.probabilities)} queries for {len(queries)} queries")
         if weight and estimates.expected_rewards is None:
             raise _no_expected_rewards()
-        scores, rule = estimates.scores, self.decision
-        chosen = decide(
-            scores,
+        return route_decisions(
+            estimates.probabilities,
+            estimates.expected_rewards,
             experts,
-            rule,
+            self.decision,
             allowed=allowed,
             costs=costs,
             penalties=None if costs is None else self.cost_penalties(costs),
             cost_weight=weight,
             max_cost=max_cost,
         )
-        rows = estimates.probabilities.tolist()
-        expected: list[Any] = [None] * len(rows)
-        if estimates.expected_rewards is not None:
-            expected = [
-                {name: (value if value == value else None) for name, value in zip(experts, row)}  # nan -> None
-                for row in estimates.expected_rewards.tolist()
-            ]
-        prices: list[Any] = [None] * len(rows) if costs is None else [dict(zip(experts, row)) for row in costs.tolist()]
-        return [
-            RouteDecision(expert=experts[c], probabilities=dict(zip(experts, row)), expected_rewards=e, costs=p)
-            for c, row, e, p in zip(chosen, rows, expected, prices)
-        ]
 
     # -- keeping current (see zooter.lifecycle) -----------------------------------------------
     def update(self, rows: Any, *, source: str | Path | None = None, show_progress: bool = False) -> Any:
@@ -509,314 +547,12 @@ class ZooterRouter(QueryEncoder):
         self.encoder.compile(**kwargs)
         return self
 
-    # -- saving and loading ------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str | Path, *, evaluation: Any = None) -> Path:
-        """Write ``config.json``, ``model.safetensors``, the tokenizer and a ``README.md`` model card.
-
-        The folder is written beside the target and swapped in at the end, so a failure part-way
-        leaves an existing router folder as it was.
-
-        Args:
-            save_directory: the folder to (re)create.
-            evaluation: an :class:`~zooter.evaluation.EvalReport` (or its dict) to record in the
-                config and the model card.
-        """
-        from safetensors.torch import save_model
-
-        from zooter.model.card import render_model_card
-
-        if self.quantized:
-            raise ZooterError("a quantised router cannot be saved; save the fp32 router and quantise after loading")
-        broken = non_finite_weights(self)
-        if broken:
-            raise ZooterError(
-                f"the router holds non-finite weights (NaN or inf) in {_names(broken)}; it cannot be saved"
-            )
-
-        config = self.config
-        if evaluation is not None:
-            config = config.replace(evaluation=evaluation if isinstance(evaluation, dict) else evaluation.to_dict())
-        target = Path(save_directory)
-        check_save_directory(target)
-        users = _user_entries(target)
-        with atomic_directory(target) as tmp:
-            save_model(self, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
-            saved = [Path(name).name for name in self.tokenizer.save_pretrained(str(tmp))]
-            if self.bank is not None:
-                self.bank.save(tmp)
-            if self.tagger is not None:
-                self.tagger.save(tmp)  # e.g. the cluster centroids, so the training tags can be rebuilt
-            if self.training_log:
-                with open(tmp / LOG_NAME, "w", encoding="utf-8") as f:
-                    for entry in self.training_log:
-                        f.write(json.dumps(entry) + "\n")
-            tokenizer = {
-                "files": sorted(n for n in saved if (tmp / n).is_file()),
-                **tokenizer_fingerprint(self.tokenizer),
-            }
-            files = sorted({*(p.name for p in tmp.iterdir()), CONFIG_NAME, CARD_NAME})
-            config = config.replace(tokenizer=tokenizer, files=files)
-            (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-            (tmp / CARD_NAME).write_text(render_model_card(config), encoding="utf-8")
-            settle_files(tmp)
-            for kept in users:
-                if kept.name in files:
-                    logger.warning("%s: the router's own %s replaces the file of that name", target, kept.name)
-                else:
-                    link_or_copy(kept, tmp / kept.name)
-        self.config = config
-        logger.info("saved router to %s", target)
-        return target
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path_or_repo_id: str | Path,
-        *,
-        revision: str | None = None,
-        token: str | None = None,
-        device: str | torch.device | None = None,
-    ) -> ZooterRouter:
-        """Load a router from a local folder or a Hugging Face Hub repo id.
-
-        Args:
-            path_or_repo_id: a folder written by :meth:`save_pretrained`, or a Hub repo holding one.
-            revision: Hub revision (branch, tag or commit).
-            token: Hub token for private repos.
-            device: where to put the router; CUDA when present by default.
-        """
-        from safetensors.torch import load_model
-
-        folder = Path(path_or_repo_id)
-        if not folder.is_dir():
-            recover_directory(folder)  # a save killed between its two renames set the router aside
-        if not folder.is_dir():
-            folder = _download(str(path_or_repo_id), revision=revision, token=token)
-        config_path = folder / CONFIG_NAME
-        if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
-            raise ZooterError(f"{folder} is not a router folder: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
-        try:
-            raw = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ZooterError(f"{config_path}: malformed JSON ({e.msg} at line {e.lineno})") from None
-        if not isinstance(raw, dict) or "experts" not in raw:
-            raise ZooterError(
-                f"{folder} is not a router folder: its {CONFIG_NAME} has no 'experts' "
-                "(a plain encoder? train a router on it with `zooter train --encoder`)"
-            )
-        config = RouterConfig.from_dict(raw)
-        if not config.encoder_config:
-            raise ZooterError(f"{config_path}: field 'encoder_config' is empty; cannot rebuild the encoder")
-        from transformers import AutoTokenizer
-
-        _check_tokenizer_files(folder, config)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as e:
-            raise ZooterError(f"{folder}: cannot load the tokenizer files ({e})") from None
-        _check_tokenizer(folder, config, tokenizer)
-        router = cls(encoder_from_config(config.encoder_config), tokenizer, config)
-        try:
-            missing, unexpected = load_model(router, str(folder / WEIGHTS_NAME), strict=False)
-        except RuntimeError as e:  # tensor shapes differ from what config.json describes
-            raise ZooterError(f"{folder / WEIGHTS_NAME} does not fit {CONFIG_NAME}: {e}") from None
-        except Exception as e:  # safetensors' own error type for a damaged file
-            raise ZooterError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file: {e}") from None
-        if missing or unexpected:
-            raise ZooterError(
-                f"{folder / WEIGHTS_NAME} does not fit the config: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
-        broken = non_finite_weights(router)
-        if broken:
-            raise ZooterError(
-                f"{folder / WEIGHTS_NAME} holds non-finite weights (NaN or inf) in {_names(broken)}; "
-                "such a router cannot route: train it again"
-            )
-        router.training_log = _read_training_log(folder / LOG_NAME)
-        router.tagger = _load_tagger(config, folder)
-        if config.neighbours is not None:
-            router.bank = NeighbourBank.load(folder, config.neighbours)
-        return router.to(pick_device(device))
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload Zooter router",
-        revision: str | None = None,
-    ) -> str:
-        """Save the router to a temporary folder and upload it to a Hub model repo; returns its URL."""
-        import tempfile
-
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / "router")
-            api.upload_folder(
-                repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision
-            )
-        return str(url)
-
-
-# The files a tokenizer keeps its vocabulary in: a folder from before tokenizer records needs one.
-VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
-# What a router folder from before file records holds besides the user's files.
-_ROUTER_FILE_PATTERNS: tuple[str, ...] = (
-    CONFIG_NAME,
-    CARD_NAME,
-    LOG_NAME,
-    "*.safetensors",
-    "tagger*",
-    "tokenizer*",
-    "vocab*",
-)
-_ROUTER_FILE_PATTERNS += ("merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model")
-
 
 def _no_expected_rewards() -> ConfigError:
     return ConfigError(
         "cost-aware routing weighs each expert's expected reward, which this router does not estimate "
         "(a distilled head gives probabilities only); train with the default method 'neighbours'"
     )
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
-    """The vocabulary size and a sha256 of the token -> id map: what routing depends on."""
-    import hashlib
-
-    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    return {"vocab_size": len(tokenizer), "sha256": hashlib.sha256(vocab.encode("utf-8")).hexdigest()}
-
-
-def _check_tokenizer_files(folder: Path, config: RouterConfig) -> None:
-    """Refuse a folder that lacks a tokenizer file: transformers would build a stand-in from what is left."""
-    recorded = config.tokenizer.get("files")
-    if recorded:
-        missing = [name for name in recorded if not (folder / name).is_file()]
-        if missing:
-            raise ZooterError(
-                f"{folder} lacks {', '.join(missing)}, part of the tokenizer the router was saved with; "
-                "copy the whole router folder again"
-            )
-    elif not any((folder / name).is_file() for name in VOCABULARY_FILES) and not any(folder.glob("*.model")):
-        raise ZooterError(
-            f"{folder} holds no tokenizer vocabulary ({', '.join(VOCABULARY_FILES[:3])}, ...); "
-            "copy the whole router folder again"
-        )
-
-
-def _check_tokenizer(folder: Path, config: RouterConfig, tokenizer: Any) -> None:
-    """Refuse a tokenizer other than the one the router was trained with (routers before the record: size only)."""
-    expected = config.tokenizer
-    if expected.get("sha256"):
-        found = tokenizer_fingerprint(tokenizer)
-        if found["sha256"] != expected["sha256"]:
-            files = ", ".join(expected.get("files") or ["the tokenizer files"])
-            raise ZooterError(
-                f"{folder}: {files} hold {found['vocab_size']} tokens (sha256 {found['sha256'][:12]}), not the "
-                f"tokenizer the router was trained with ({expected.get('vocab_size')} tokens, sha256 "
-                f"{expected['sha256'][:12]}); copy the whole router folder again"
-            )
-    embeddings = config.encoder_config.get("vocab_size")
-    if isinstance(embeddings, int) and len(tokenizer) > embeddings:
-        raise ZooterError(
-            f"{folder}: the tokenizer has {len(tokenizer)} tokens but the encoder only {embeddings} embeddings; "
-            "it is not the router's tokenizer"
-        )
-
-
-def _user_entries(folder: Path) -> list[Path]:
-    """What in an existing router folder the router did not write (notes, results...), to keep."""
-    if not folder.is_dir():
-        return []
-    try:
-        recorded = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
-    if isinstance(recorded, list):
-        return [p for p in folder.iterdir() if p.name not in recorded]
-    return [p for p in folder.iterdir() if not any(fnmatch(p.name, pattern) for pattern in _ROUTER_FILE_PATTERNS)]
-
-
-def _read_training_log(path: Path) -> list[dict[str, Any]]:
-    """The training log, for the record; routing does without it, so damage there only warns."""
-    if not path.is_file():
-        return []
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError) as e:  # ValueError covers bad JSON and bad UTF-8
-        logger.warning("%s is damaged (%s); the router loads without its training log", path, e)
-        return []
-
-
-def _load_tagger(config: RouterConfig, folder: Path) -> Any:
-    """The tagger recorded in ``config.labels`` (None if none); routing works without it, so a fault only warns."""
-    enhancer = config.labels.get("enhancer")
-    settings = enhancer.get("tagger") if isinstance(enhancer, dict) else None
-    if not isinstance(settings, dict):
-        return None
-    from zooter.labels.tagging import load_tagger
-
-    try:
-        return load_tagger(settings, folder)
-    except (ZooterError, ValueError, TypeError, KeyError) as e:  # a damaged or hand-edited tagger entry
-        logger.warning("%s: cannot rebuild the training tagger (%s); routing is unaffected", folder, e)
-        return None
-
-
-def non_finite_weights(module: torch.nn.Module) -> list[str]:
-    """Names of the floating-point tensors of ``module`` that hold a NaN or an infinity."""
-    return [
-        name
-        for name, tensor in module.state_dict().items()
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
-    ]
-
-
-def _names(names: list[str], limit: int = 3) -> str:
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def check_save_directory(target: str | Path) -> None:
-    """Raise unless a router can be saved at ``target``: a new path, an empty folder or a router folder.
-
-    Commands call it before they train, so a bad ``--output`` fails at once, not after the work.
-    """
-    target = Path(target)
-    check_writable(target, folder=True)
-    if target.is_dir() and any(target.iterdir()) and not _is_router_folder(target):
-        raise ZooterError(
-            f"{target} exists and is not a router folder; saving replaces the whole folder, "
-            "so choose a new or empty folder"
-        )
-
-
-def _is_router_folder(folder: Path) -> bool:
-    try:
-        return "experts" in json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        return False
-
-
-def _download(repo_id: str, *, revision: str | None, token: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError
-
-    check_hub_source(repo_id, revision=revision, token=token)  # fails at once, where the download would retry
-    try:
-        return Path(snapshot_download(repo_id=repo_id, revision=revision, token=token))
-    except HFValidationError:
-        raise ZooterError(f"{repo_id!r} is neither a local folder nor a valid Hub repo id") from None
-    except Exception as e:  # offline, not found, gated: all say the same to the user
-        raise ZooterError(
-            f"{repo_id!r} is not a local folder and could not be fetched from the Hub ({type(e).__name__}: {e})"
-        ) from e
 
 
 __all__ = ["RouteDecision", "RouterConfig", "ZooterRouter"]

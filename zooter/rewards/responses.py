@@ -12,12 +12,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from zooter._io import open_text, parse_json_line
+from zooter._io import open_text, parse_json_line, torn_tail
 from zooter.errors import DataError, name_list
+
+logger = logging.getLogger(__name__)
 
 #: Why a pair was not scored, by reason code (the codes are stable; the words are for people).
 SKIP_REASONS = {
@@ -71,23 +74,33 @@ class SkippedPair:
         return cls(reason, detail, str(path), record.line, record.id, record.model)
 
 
-def read_responses(path: str | Path) -> tuple[list[ResponseRecord], list[SkippedPair]]:
+def read_responses(path: str | Path, *, strict: bool = False) -> tuple[list[ResponseRecord], list[SkippedPair]]:
     """Read a responses JSONL file (``{"id", "model", "response"}`` a line), keeping what is usable.
 
     Bad lines do not stop the read: each is returned as a :class:`SkippedPair` naming the file,
-    line and field. A line with an ``"error"`` and no ``"response"`` is a failure the collect stage
-    recorded; it is reported only if no line holds an answer for the same pair (a retried pair
-    has both). A repeated ``(id, model)`` pair keeps its first answer.
+    line and field (``zooter score`` reports them). A line with an ``"error"`` and no
+    ``"response"`` is a failure the collect stage recorded; it is reported only if no line holds an
+    answer for the same pair (a retried pair has both). A repeated ``(id, model)`` pair keeps its
+    first answer.
+
+    Args:
+        path: the file (``.jsonl`` or ``.jsonl.gz``).
+        strict: refuse a malformed line instead of skipping it, for a caller that reports no skips
+            (``zooter train --responses``). The one exception is a torn last line, one that lacks
+            its newline, in a plain ``.jsonl`` file: what a collect run still appending to the
+            file (or killed while writing) leaves. It is skipped with a warning, as the collect
+            stage itself redoes it.
 
     Returns:
         ``(records, skipped)``, each in file order.
 
     Raises:
-        DataError: the file is missing or unreadable, or not one line of it is a usable answer.
+        DataError: the file is missing, a folder or unreadable, not one line of it is a usable
+            answer, or (``strict``) a line other than a torn last one is malformed.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError("no such file", path=path)
+        raise DataError("is a folder; expected a responses JSONL file" if path.is_dir() else "no such file", path=path)
     records: list[ResponseRecord] = []
     skipped: list[SkippedPair] = []
     failures: list[SkippedPair] = []
@@ -121,12 +134,31 @@ def read_responses(path: str | Path) -> tuple[list[ResponseRecord], list[Skipped
         raise DataError(f"cannot read the file ({type(e).__name__}: {e})", path=path) from None
     skipped += [f for f in failures if (f.id, f.model) not in first_line]
     skipped.sort(key=lambda s: s.line or 0)
+    if strict:
+        _refuse_malformed(path, skipped)
     if not records:
         first = f"; first problem: {skipped[0]}" if skipped else ""
         raise DataError(
             f"no usable answer in the file (expected {{'id', 'model', 'response'}} lines){first}", path=path
         )
     return records, skipped
+
+
+def _refuse_malformed(path: Path, skipped: list[SkippedPair]) -> None:
+    malformed = [pair for pair in skipped if pair.reason == "malformed"]
+    if not malformed:
+        return
+    tail = torn_tail(path) if path.suffix != ".gz" else None
+    if malformed[-1].line == (tail[0] if tail else None):
+        logger.warning(
+            "%s:%d: skipping the last line, which lacks its newline (a collect run still appending, or one "
+            "killed while writing it)",
+            path,
+            malformed[-1].line,
+        )
+        malformed.pop()
+    if malformed:
+        raise DataError(str(malformed[0]))
 
 
 def _response_line(text: str, path: Path, line_no: int) -> ResponseRecord | SkippedPair:
@@ -169,4 +201,23 @@ def answering_models(records: Sequence[ResponseRecord], experts: Sequence[str] |
     return models
 
 
-__all__ = ["SKIP_REASONS", "ResponseRecord", "SkippedPair", "answering_models", "read_responses"]
+def answers_for(
+    records: Sequence[ResponseRecord], experts: Sequence[str], path: str | Path | None = None
+) -> list[ResponseRecord]:
+    """The records that answer for one of ``experts`` (e.g. to learn their answer lengths).
+
+    Raises:
+        DataError: none does: the answers are another set of experts' (``path`` names the file).
+    """
+    kept = [record for record in records if record.model in set(experts)]
+    if not kept:
+        models = list(dict.fromkeys(record.model for record in records))
+        raise DataError(
+            f"no answer from any of the experts {name_list(experts)}; the answers are from {name_list(models)}",
+            path=path if path is not None else "responses",
+            field="model",
+        )
+    return kept
+
+
+__all__ = ["SKIP_REASONS", "ResponseRecord", "SkippedPair", "answering_models", "answers_for", "read_responses"]

@@ -286,6 +286,26 @@ def test_what_calibrating_the_prices_needs_is_checked_before_training(tmp_path: 
         train_router(data, settings, costs=prices, cost_target=share)
 
 
+def test_a_cost_weight_is_not_calibrated_on_a_handful_of_rows(tmp_path: Path) -> None:
+    # issue 20 item 10: an expert with one reward left one row with every reward, and λ was fitted on it
+    rows = keyword_rows(40, seed=4)
+    for i, row in enumerate(rows):
+        row["rewards"]["rare"] = 9.0 if i < 3 else None
+    data = dataset(rows)
+    prices = CostTable.from_dict({**PRICES, "rare": {"cost_per_call": 1.0}})
+    with pytest.raises(ZooterError, match=r"only 3 of 40 .* fewer than the 10 .*\(rare has 3\)"):
+        train_router(
+            data,
+            config(str(tmp_path / "no-such-encoder")),
+            costs=prices,
+            cost_target=CostTarget(share=0.5, share_experts=["rare"]),
+        )
+    scores, costs, rewards = synthetic(40, 1)
+    rewards[5:, 2] = math.nan
+    with pytest.raises(ZooterError, match="only 5 of 40"):
+        calibrate_cost_weight(scores, costs, rewards, EXPERTS, None, CostTarget(mean_cost=1e-4))
+
+
 # -- training and the command line ----------------------------------------------------------------
 def test_training_learns_answer_lengths_from_responses(tiny_encoder: str) -> None:
     rows = keyword_rows(40, seed=4)

@@ -267,6 +267,18 @@ def test_rewards_missing_empty_or_all_null(write_jsonl, rewards):
     assert (err.record_id, err.field) == ("r", "rewards")
 
 
+def test_an_expert_whose_every_reward_is_null_is_warned_about_or_refused_when_named(write_jsonl, caplog):
+    # issue 20 item 10: it used to vanish from the experts without a word
+    rows = [{**row, "rewards": {**row["rewards"], "ghost": None}} for row in ROWS]
+    path = write_jsonl(rows)
+    with caplog.at_level(logging.WARNING, logger="zooter.data"):
+        assert RoutingDataset.load(path).experts == ["mathbot", "coder", "poet"]
+    assert "every reward of ['ghost'] is null" in caplog.text
+    with pytest.raises(DataError, match=r"every reward of \['ghost'\] is null") as info:
+        RoutingDataset.load(path, experts=["mathbot", "ghost"])
+    assert info.value.path == str(path) and info.value.field == "rewards"
+
+
 def test_null_reward_is_a_missing_reward(write_jsonl):
     ds = RoutingDataset.load(write_jsonl([{"id": "n", "query": "q", "rewards": {"a": 1, "b": None}}, ROWS[1]]))
     assert ds[0].rewards == {"a": 1.0}

@@ -84,6 +84,21 @@ def test_best_expert_ignores_missing_rewards() -> None:
     assert best_expert(torch.tensor([[1.0, NAN], [0.0, 0.9], [0.5, 0.9]]), ["a", "b"]) == "b"
 
 
+def test_an_expert_with_a_reward_on_few_rows_is_not_the_default_and_the_record_says_why() -> None:
+    # issue 20 item 10: "rare" has one reward, of 10, on 75 rows; it would take all traffic on that one
+    rng = random.Random(2)
+    rewards = torch.tensor([[rng.uniform(4, 6), rng.uniform(3, 5), NAN] for _ in range(75)])
+    rewards[0, 2] = 10.0
+    experts = ["a", "b", "rare"]
+    assert best_expert(rewards, experts) == "a"
+    rule = calibrate_decision(torch.rand(75, 3), rewards, experts)
+    assert rule.default_expert == "a" and not rule.routes
+    c = rule.calibration
+    assert c["default_support"] == {"rows": 75, "min_rows": 38, "passed_over": {"rare": 1}}
+    assert c["rows"] == 1 and c["sparse_experts"] == {"rare": 1}
+    assert c["default_score"] == pytest.approx(float(rewards[:, 0].mean()))  # a figure, not "nan"
+
+
 # -- neighbour bank -------------------------------------------------------------------------------
 def test_leave_one_out_never_uses_the_row_itself() -> None:
     embeddings = torch.eye(3)

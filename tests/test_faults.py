@@ -413,6 +413,13 @@ CASES = [
         "costs",
     ),
     ("train-without-arguments", ("train",), ["required", "--output"], None),
+    # issue 20 item 10: an expert named explicitly that has no reward; λ fitted on a handful of rows
+    (
+        "train-expert-all-null",
+        ("train", "sparse.jsonl", *TRAIN[2:], "--output", "new", "--experts", "mathbot,ghost"),
+        ["sparse.jsonl", "ghost", "null"],
+        "sparse",
+    ),
     ("eval-plot-without-prices", ("eval", "router", "data.jsonl", "--plot", "f.png"), ["--plot", "--costs"], None),
     ("route-cost-weight-without-prices", ("route", "router", "hello", "--cost-weight", "2"), ["set_costs"], None),
     # keeping a router current: bad feedback is refused whole, the router untouched
@@ -473,6 +480,13 @@ def setup_case(ws: Path, setup: str | None) -> None:
         (ws / "r-cut.jsonl").write_text("".join([*answers[:2], answers[2][:25] + "\n", *answers[3:]]))
         other = [{"id": "q0", "model": name, "response": "hi"} for name in ("gpt-4", "claude")]
         write_lines(ws / "r-other.jsonl", other)
+    elif setup == "sparse":
+        rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
+        for i, row in enumerate(rows):
+            row["rewards"].update(rare=10.0 if i == 0 else None, ghost=None)
+        write_lines(ws / "sparse.jsonl", rows)
+        prices = {name: {"input_price_per_mtok": 1.0} for name in ("mathbot", "coder", "poet", "rare")}
+        (ws / "c-sparse.json").write_text(json.dumps(prices))
     elif setup == "big-rewards":
         rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
         rows[0]["rewards"]["mathbot"] = 1e39
@@ -524,6 +538,20 @@ def test_a_plot_that_cannot_be_written_is_refused_before_evaluating(zooter: Zoot
     result = zooter("eval", "router", "data.jsonl", "--costs", "c-good.json", "--plot", "/proc/frontier.png", cwd=ws)
     assert_refused(result, "cannot write /proc/frontier.png")
     assert ".tmp" not in result.stderr and result.stdout == ""  # the user's path, before any evaluation
+    assert snapshot(ws) == before
+
+
+def test_a_cost_target_on_a_sparse_expert_is_refused_before_training(zooter: Zooter, ws: Path) -> None:
+    # issue 20 item 10: 'rare' has one reward in 24 rows; λ was fitted on that one row. The missing
+    # encoder would be loaded before training: the refusal comes first. The data's warnings come before it.
+    setup_case(ws, "sparse")
+    before = snapshot(ws)
+    argv = ("train", "sparse.jsonl", *TRAIN[2:], "--output", "new", "--costs", "c-sparse.json", "--target-cost", "1")
+    result = zooter(*argv, "--encoder", "gone", cwd=ws)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("zooter train: error: only 1 of 24") and "rare has 1" in last, last
+    assert "every reward of ['ghost'] is null" in result.stderr and "Traceback" not in result.stderr
     assert snapshot(ws) == before
 
 

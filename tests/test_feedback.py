@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage
 
 from zooter._io import JsonlAppender
 from zooter.data import RoutingDataset
-from zooter.errors import DataError, ExpertMismatchError
+from zooter.errors import ConfigError, DataError, ExpertMismatchError
 from zooter_langchain.feedback import FeedbackLog, default_decisions_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,3 +118,112 @@ def test_several_writer_processes_append_whole_rows(tmp_path: Path) -> None:
     decisions = JsonlAppender(default_decisions_path(path)).read_new()
     assert len(decisions) == workers * n
     assert len(RoutingDataset.load(path)) == workers * n
+
+
+# -- exploration, and the router writing its decisions ----------------------------------------
+QUERIES = ["please explain this integral", "python regex segfault", "write a haiku about the sea", "hello"]
+
+
+@pytest.fixture
+def experts():
+    from zooter_langchain import FakeExpertChatModel
+
+    return {name: FakeExpertChatModel(name=name) for name in ("mathbot", "coder", "poet")}
+
+
+def test_the_explorer_explores_at_its_rate_uniformly_with_the_right_propensities() -> None:
+    from zooter.decide.decision import RouteDecision
+    from zooter.decide.explore import Explorer
+
+    decision = RouteDecision(expert="a", probabilities={"a": 0.6, "b": 0.3, "c": 0.1}, ranking=["a", "c", "b"])
+    explorer = Explorer(0.2, seed=0)
+    draws = [explorer(decision) for _ in range(10_000)]
+    explored = [d for d in draws if d.reason == "explore"]
+    assert abs(len(explored) / len(draws) - 0.2) < 0.02  # 5 standard errors of a share of 10,000
+    assert all(d.propensity == pytest.approx(0.1) for d in explored) and {d.expert for d in explored} == {"b", "c"}
+    assert abs(sum(d.expert == "b" for d in explored) / len(explored) - 0.5) < 0.05  # uniform over the others
+    assert {(d.expert, d.reason, round(d.propensity, 9)) for d in draws if d.reason != "explore"} == {
+        ("a", "routed", 0.8)
+    }
+    assert [d.expert for d in map(Explorer(0.2, seed=0), [decision] * 100)] == [d.expert for d in draws[:100]]
+    alone = RouteDecision(expert="a", probabilities={"a": 1.0, "b": 0.0}, ranking=["a"])  # nothing else allowed
+    assert {(d.expert, d.propensity) for d in map(explorer, [alone] * 100)} == {("a", 1.0)}
+    for bad in (1.0, -0.1, "0.1", True):
+        with pytest.raises(ConfigError, match=r"rate must be a number in \[0, 1\)"):
+            Explorer(bad)
+    with pytest.raises(ConfigError, match="one of \\['uniform'\\]"):
+        Explorer(0.1, method="thompson")
+
+
+def test_the_router_explores_in_its_one_decision_step(keyword_router, experts) -> None:
+    from zooter_langchain import ChatZooterRouter
+
+    model = ChatZooterRouter(router=keyword_router, experts=experts, explore=0.2, explore_seed=0)
+    decisions = model.decide(QUERIES * 100)
+    explored = [d for d in decisions if d.reason == "explore"]
+    assert abs(len(explored) / len(decisions) - 0.2) < 0.08  # 4 standard errors of a share of 400
+    assert all(d.expert != d.ranking[0] and d.propensity == pytest.approx(0.1) for d in explored)
+    kept = [d for d in decisions if d.reason != "explore"]
+    assert all(d.expert == d.ranking[0] and d.propensity == pytest.approx(0.8) for d in kept)
+    again = ChatZooterRouter(router=keyword_router, experts=experts, explore=0.2, explore_seed=0)
+    assert [d.expert for d in again.decide(QUERIES * 100)] == [d.expert for d in decisions]  # seeded
+    plain = ChatZooterRouter(router=keyword_router, experts=experts).decide(QUERIES)
+    assert {d.propensity for d in plain} == {1.0} and {d.reason for d in plain} <= {"routed", "default"}
+
+
+def test_exploration_never_leaves_the_allowed_experts_or_the_budget(keyword_router, experts) -> None:
+    import copy
+
+    from zooter_langchain import ChatZooterRouter
+
+    model = ChatZooterRouter(router=keyword_router, experts=experts, explore=0.5, explore_seed=1)
+    allowed = model.decide(QUERIES * 25, allowed_experts=["mathbot", "poet"])
+    assert {d.expert for d in allowed} == {"mathbot", "poet"} and any(d.reason == "explore" for d in allowed)
+    alone = model.decide(QUERIES * 5, allowed_experts=["coder"])
+    assert {(d.expert, d.propensity) for d in alone} == {("coder", 1.0)}  # nothing else to explore
+    priced = copy.deepcopy(keyword_router).set_costs(
+        {
+            "mathbot": {"input_price_per_mtok": 0.5, "output_price_per_mtok": 1.0, "expected_output_tokens": 100},
+            "coder": {"input_price_per_mtok": 20.0, "output_price_per_mtok": 20.0, "expected_output_tokens": 200},
+            "poet": {"cost_per_call": 0.0001},
+        }
+    )
+    budget = ChatZooterRouter(router=priced, experts=experts, explore=0.5, explore_seed=2, max_cost=1e-3)
+    decisions = budget.decide(QUERIES * 25)
+    assert "coder" not in {d.expert for d in decisions}  # coder costs over 4e-3 a call
+    assert all(d.costs[d.expert] <= 1e-3 for d in decisions) and any(d.reason == "explore" for d in decisions)
+
+
+def test_answers_carry_ids_the_log_resolves_in_invoke_stream_and_batch(keyword_router, experts, tmp_path) -> None:
+    from zooter_langchain import ChatZooterRouter
+
+    log = FeedbackLog(tmp_path / "feedback.jsonl")
+    model = ChatZooterRouter(router=keyword_router, experts=experts, explore=0.5, explore_seed=3, feedback_log=log)
+    replies = [model.invoke(q) for q in QUERIES]
+    chunks = list(model.stream("write a haiku about the sea"))
+    replies.append(chunks[0])  # the first chunk carries the decision
+    replies += model.batch(QUERIES)
+    metas = [r.response_metadata["zooter"] for r in replies]
+    assert len({m["id"] for m in metas}) == len(replies) and any(m["reason"] == "explore" for m in metas)
+    elsewhere = FeedbackLog(tmp_path / "feedback.jsonl")  # another process, say: it reads the decisions file
+    for i, (reply, meta) in enumerate(zip(replies, metas)):
+        row = (log if i % 2 else elsewhere).record(reply if i % 3 else meta["id"], float(i))
+        assert row["rewards"] == {meta["expert"]: float(i)} and row["propensity"] == meta["propensity"]
+        assert row["reason"] == meta["reason"]
+    assert [ex.id for ex in RoutingDataset.load(log.path)] == [m["id"] for m in metas]
+    assert RoutingDataset.load(log.path)[0].query == QUERIES[0]
+
+
+def test_a_fallback_answer_is_logged_under_the_expert_that_answered(keyword_router, tmp_path) -> None:
+    from zooter_langchain import ChatZooterRouter, FakeExpertChatModel
+
+    broken = {
+        name: FakeExpertChatModel(name=name, fail_every=int(name == "mathbot")) for name in ("mathbot", "coder", "poet")
+    }
+    log = FeedbackLog(tmp_path / "feedback.jsonl")
+    model = ChatZooterRouter(router=keyword_router, experts=broken, fallback=True, feedback_log=log)
+    reply = model.invoke("please explain this integral")
+    meta = reply.response_metadata["zooter"]
+    assert meta["routed_to"] == "mathbot" and meta["expert"] != "mathbot" and meta["reason"] == "fallback"
+    row = log.record(reply, 0.0)
+    assert row["rewards"] == {meta["expert"]: 0.0} and row["propensity"] is None and row["reason"] == "fallback"

@@ -36,6 +36,7 @@ _EXPORTS = {
     "ZooterRouter": "zooter.model.router",
     "RouterConfig": "zooter.model.router",
     "RouteDecision": "zooter.decide.decision",
+    "Explorer": "zooter.decide.explore",
     "Estimates": "zooter.model.neighbours",
     "TrainingConfig": "zooter.training",
     "train_router": "zooter.training",
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
     from zooter.data import DatasetSplits, RoutingDataset, RoutingExample, load_queries, load_rows
     from zooter.decide.costs import CostTable, CostTarget, ExpertCost
     from zooter.decide.decision import RouteDecision
+    from zooter.decide.explore import Explorer
     from zooter.decide.policy import DecisionRule, Selection, SelectionPolicy, select_top
     from zooter.errors import ConfigError, DataError, ExpertMismatchError, MissingDependencyError, ZooterError
     from zooter.evaluation import (

@@ -215,11 +215,16 @@ def load_rows(path: str | Path) -> list[RoutingExample]:
     return _read_examples(Path(path), require_rewards=True, unique_ids=False)
 
 
-def _read_examples(path: Path, *, require_rewards: bool, unique_ids: bool = True) -> list[RoutingExample]:
+def _read_examples(
+    path: Path, *, require_rewards: bool, named: dict[str, None] | None = None, unique_ids: bool = True
+) -> list[RoutingExample]:
+    """The file's examples; ``named`` collects every expert a ``rewards`` object names, null or not."""
     examples: list[RoutingExample] = []
     lines: dict[str, int] = {}
     for line_no, row in iter_jsonl(path):
         ex = RoutingExample.from_dict(row, path=path, line=line_no, require_rewards=require_rewards)
+        if named is not None:
+            named.update(dict.fromkeys(map(str, row["rewards"])))
         if ex.id in lines and unique_ids:
             raise DataError(
                 f"duplicate id (first seen on line {lines[ex.id]})",
@@ -314,14 +319,28 @@ class RoutingDataset(Sequence[RoutingExample]):
             path: the file.
             experts: keep only these experts (see :meth:`select_experts`).
 
+        An expert whose every reward is null is left out, with a warning (an error when
+        ``experts`` names it).
+
         Raises:
             DataError: the file is empty or malformed; the message names file, line, id and field.
         """
         path = Path(path)
         if experts is not None and len(set(experts)) < 2:  # before the rows are read and dropped
             raise DataError(f"routing needs at least 2 experts, {len(set(experts))} given: {list(experts)}")
-        examples = _read_examples(path, require_rewards=True)
+        named: dict[str, None] = {}
+        examples = _read_examples(path, require_rewards=True, named=named)
         dataset = cls(examples, source=str(path))
+        only_null = [name for name in named if name not in dataset.experts]
+        asked = [name for name in only_null if experts is not None and name in experts]
+        if asked:
+            raise DataError(
+                f"every reward of {name_list(asked)} is null: there is nothing to route to it on",
+                path=path,
+                field="rewards",
+            )
+        if only_null and experts is None:
+            logger.warning("%s: every reward of %s is null; left out of the experts", path, name_list(only_null))
         if experts is not None:
             dataset = dataset.select_experts(experts)
         dataset.check()

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from zooter.data import RoutingExample
-from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision
+from zooter.decide.policy import DecisionRule, calibrate_decision
 from zooter.errors import ConfigError, DataError, name_list
 from zooter.labels.targets import hard_targets, soft_targets
 from zooter.model.neighbours import NeighbourBank, NeighbourSettings
@@ -403,7 +403,6 @@ def recalibrate(router: RouterLike, bank: NeighbourBank, experts: list[str]) -> 
         bank.rewards,
         experts,
         filled=bank.filled_rewards(),
-        default_expert=best_expert(bank.rewards, experts),
         min_z=min_z,
         source="leave-one-out",
     )

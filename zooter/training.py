@@ -38,8 +38,8 @@ from pydantic import Field, field_validator
 
 from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
-from zooter.decide.costs import CostTable, CostTarget, mean_output_tokens
-from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision
+from zooter.decide.costs import CostTable, CostTarget, check_calibration_rows, mean_output_tokens
+from zooter.decide.policy import DecisionRule, calibrate_decision
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
 from zooter.lifecycle import bank_settings, source_record
@@ -345,6 +345,22 @@ def _fit_neighbours(
 
 def _log_decision(rule: DecisionRule) -> None:
     figures = rule.calibration
+    support = figures.get("default_support") or {}
+    if support.get("passed_over"):
+        logger.warning(
+            "%s had a better mean reward than %s on too few rows (fewer than %d, half of what the best-covered "
+            "expert has): not considered as the default expert, which takes every query routing does not move",
+            ", ".join(f"{name} (rewards on {rows} rows)" for name, rows in support["passed_over"].items()),
+            rule.default_expert,
+            support["min_rows"],
+        )
+    if figures.get("sparse_experts"):
+        logger.warning(
+            "only %s %s rows have a reward for every expert (%s): too few to calibrate routing",
+            figures.get("rows"),
+            figures.get("source"),
+            ", ".join(f"{name} has {rows}" for name, rows in figures["sparse_experts"].items()),
+        )
     if rule.routes:
         logger.info(
             "routing pays on %s rows (%s): %.4g against %.4g for %s alone; %.0f%% of queries leave it",
@@ -446,6 +462,7 @@ def train_router(
         answers_for(responses, dataset.experts)
     if cost_target is not None:
         cost_target.check_experts(dataset.experts)
+        check_calibration_rows(reward_tensor(dataset), dataset.experts, source=dataset.source or "the training data")
     if (cost_weight or cost_target is not None) and costs is None:
         raise ConfigError("a cost weight or a cost target needs the experts' prices (costs)")
     if cost_weight and cost_target is not None:
@@ -485,7 +502,7 @@ def train_router(
             router.predict_proba([ex.query for ex in validation]),
             reward_tensor(validation),
             dataset.experts,
-            default_expert=best_expert(reward_tensor(dataset), dataset.experts),
+            default_rewards=reward_tensor(dataset),
             min_z=config.min_z,
         )
     if config.calibrate and rule is not None:

@@ -45,10 +45,11 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import get_config_list, get_executor_for_config, run_in_executor
 from langchain_core.runnables.utils import gather_with_concurrency
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from zooter.data import Query, query_text
 from zooter.decide.decision import RouteDecision
+from zooter.decide.explore import ExploreMethod, Explorer
 from zooter.decide.policy import check_allowed
 from zooter.errors import ExpertMismatchError, ZooterError, name_list
 from zooter_langchain._loading import FromPretrained
@@ -112,6 +113,7 @@ class _Plan:
 
     Attributes:
         decision: the router's decision for this call.
+        query: the query the decision was made on, as the router read it.
         candidates: the chosen expert, then (with fallback) the next ones in the decision's ranking.
         tools: this call's ``bind_tools`` arguments, bound on whichever expert runs.
         children: callbacks under which the expert's run nests (None: no run to nest in).
@@ -122,6 +124,7 @@ class _Plan:
     """
 
     decision: RouteDecision
+    query: Query
     candidates: list[str]
     tools: dict[str, Any]
     children: Any
@@ -218,6 +221,15 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
             are never chosen.
         batch_size: queries per router forward in ``batch`` (default: the router's
             ``default_batch_size``, 8 on a CPU and 64 on a GPU).
+        explore: the share of calls sent to another expert the decision could choose (allowed,
+            within ``max_cost``), so feedback reaches experts the router does not favour; such
+            answers say ``reason: "explore"``, and every answer's ``propensity`` is the
+            probability with which its expert was picked (see :class:`zooter.decide.explore.Explorer`).
+        explore_method: how the other expert is drawn: ``"uniform"``.
+        explore_seed: seeds the exploration draws (None: from the system), for reproducible runs.
+        feedback_log: a :class:`~zooter_langchain.feedback.FeedbackLog` the router writes each
+            answer's decision to (id, query, answering expert, propensity), so an outcome can be
+            recorded later against the answer or its id, from any process.
 
     Example:
         >>> model = ChatZooterRouter(router=router, experts={"coder": coder, "writer": writer})  # doctest: +SKIP
@@ -239,14 +251,20 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
     force_expert: str | None = None
     allow_subset: bool = False
     batch_size: int | None = Field(default=None, ge=1)
+    explore: float = Field(default=0.0, ge=0.0, lt=1.0)
+    explore_method: ExploreMethod = "uniform"
+    explore_seed: int | None = None
+    feedback_log: Any = Field(default=None, exclude=True)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _explorer: Explorer = PrivateAttr()
 
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)
         # checked here rather than in a pydantic validator, which would wrap the error in a
         # ValidationError and hide the missing/extra lists from the caller
         self._check_experts()
+        self._explorer = Explorer(self.explore, method=self.explore_method, seed=self.explore_seed)
 
     def _check_experts(self) -> None:
         router_experts = list(self.router.experts)
@@ -344,14 +362,13 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         """
         options, kwargs = _RouteOptions.split(kwargs)
         tools, kwargs = _split_tools(kwargs)
+        query = self.route_query(messages)
         batched = _BATCH_DECISION.get()
-        if batched is not None and batched[0] is self:
-            decision = batched[1]
-        else:
-            decision = self._route([self.route_query(messages)], options)[0]
+        decision = batched[1] if batched is not None and batched[0] is self else self._route([query], options)[0]
         fallbacks = self.max_fallbacks if self.fallback else 0
         return _Plan(
             decision=decision,
+            query=query,
             candidates=decision.candidates(fallbacks),
             tools=tools,
             children=child_callbacks(run_manager),
@@ -409,6 +426,8 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
                 decision = replace(decision, expert=force, reason="forced")
             elif self.default_expert is not None and not query_text(query).strip():
                 decision = replace(decision, expert=self.default_expert, reason="empty query")
+            else:  # the rule's choice, or (a share ``explore`` of the time) another it could make
+                decision = self._explorer(decision)
             out.append(decision)
         return out
 
@@ -472,11 +491,13 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         """The expert's answer (or first chunk) with the decision in its response metadata."""
         if not isinstance(message, BaseMessage):
             raise ZooterError(f"expert {name!r} returned {type(message).__name__}, not a chat message")
-        metadata = {
-            "model_name": model_name(self.experts[name], name),
-            **message.response_metadata,
-            "zooter": plan.record(name),
-        }
+        record = plan.record(name)
+        if self.feedback_log is not None:  # once per answer: its first chunk, or the whole message
+            propensity = plan.decision.propensity if name == plan.decision.expert else None
+            self.feedback_log.log_decision(
+                record["id"], plan.query, name, reason=record["reason"], propensity=propensity
+            )
+        metadata = {"model_name": model_name(self.experts[name], name), **message.response_metadata, "zooter": record}
         return message.model_copy(update={"response_metadata": metadata})
 
     def _chunk(self, chunk: Any, plan: _Plan, name: str, *, first: bool) -> ChatGenerationChunk:

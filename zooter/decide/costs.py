@@ -46,6 +46,8 @@ PRICE_FIELDS = ("input_price_per_mtok", "output_price_per_mtok", "expected_outpu
 #: ones are many orders of magnitude below; a larger number is a typo, and would only overflow the
 #: products and sums that every cost estimate, calibration and report computes.
 MAX_PRICE = 1e9
+#: The fewest held-out rows with every reward a cost weight is calibrated on.
+MIN_CALIBRATION_ROWS = 10
 _RECORD_FIELDS = ("model", "size")  # descriptive fields some price lists carry; kept for the record
 
 
@@ -371,14 +373,14 @@ def calibrate_cost_weight(
         target), ``met`` is False and a warning says so.
 
     Raises:
-        ZooterError: no row has every reward, or ``share_experts`` names an unknown expert.
+        ZooterError: fewer than :data:`MIN_CALIBRATION_ROWS` rows have every reward, or
+            ``share_experts`` names an unknown expert.
     """
     experts = list(experts)
     target.check_experts(experts)
+    check_calibration_rows(rewards, experts, source=source)
     complete = torch.isfinite(rewards).all(dim=1).cpu()
     scores, costs, rewards = scores.cpu()[complete], costs.cpu()[complete], rewards.double().cpu()[complete]
-    if not len(rewards):
-        raise ZooterError("no held-out row has a reward for every expert: cannot calibrate the cost weight")
     means = rewards.mean(dim=0)
     best = int(means.argmax())
     best_single = {"expert": experts[best], "reward": float(means[best]), "cost": float(costs[:, best].mean())}
@@ -408,6 +410,26 @@ def calibrate_cost_weight(
         "source": source,
         "best_single": best_single,
     }
+
+
+def check_calibration_rows(rewards: torch.Tensor, experts: Sequence[str], *, source: str) -> None:
+    """Raise :class:`ZooterError` unless :data:`MIN_CALIBRATION_ROWS` rows of ``rewards`` have every reward.
+
+    A cost weight measured on fewer rows is chance. Training checks this before it starts; the
+    message names the experts with the fewest rewards, the usual cause (an expert added late).
+    """
+    present = torch.isfinite(rewards)
+    rows = int(present.all(dim=1).sum())
+    if rows >= MIN_CALIBRATION_ROWS:
+        return
+    counts = present.sum(dim=0).tolist()
+    sparse = sorted((j for j in range(len(experts)) if counts[j] < len(rewards)), key=lambda j: counts[j])
+    raise ZooterError(
+        f"only {rows} of {len(rewards)} {source} rows have a reward for every expert, fewer than the "
+        f"{MIN_CALIBRATION_ROWS} a cost weight is calibrated on"
+        + (f" ({', '.join(f'{experts[j]} has {counts[j]}' for j in sparse[:3])})" if sparse else "")
+        + "; leave the sparse experts out, or add rows with every reward"
+    )
 
 
 def _pick(points: list[dict[str, Any]], target: CostTarget, best_reward: float) -> tuple[dict[str, Any], bool]:
@@ -454,11 +476,14 @@ def mean_output_tokens(records: Sequence[Any], count_tokens: Any) -> dict[str, f
 
 
 __all__ = [
+    "MAX_PRICE",
+    "MIN_CALIBRATION_ROWS",
     "CostTable",
     "CostTarget",
     "ExpertCost",
     "calibrate_cost_weight",
     "call_penalties",
+    "check_calibration_rows",
     "cost_weight_grid",
     "mean_output_tokens",
     "sweep_cost_weights",

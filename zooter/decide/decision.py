@@ -67,6 +67,9 @@ class RouteDecision:
         max_cost: the budget per query in USD the call set, if any.
         support: per expert, how much evidence its expected reward rests on, when the router
             measures it; None otherwise.
+        propensity: the probability with which ``expert`` was picked, when a policy that draws
+            at random (exploration, see :class:`zooter.decide.explore.Explorer`) made the
+            decision; None otherwise.
     """
 
     expert: str
@@ -82,6 +85,7 @@ class RouteDecision:
     cost_weight: float = 0.0
     max_cost: float | None = None
     support: dict[str, float] | None = None
+    propensity: float | None = None
 
     @property
     def expected_reward(self) -> float | None:
@@ -118,6 +122,8 @@ class RouteDecision:
             out["max_cost"] = self.max_cost
         if self.support is not None:
             out["support"] = dict(self.support)
+        if self.propensity is not None:
+            out["propensity"] = self.propensity
         return out
 
     def explain(self) -> str:

@@ -41,6 +41,9 @@ from zooter.decide.decision import RouteDecision
 from zooter.errors import ConfigError, name_list
 
 DEFAULT_K = 3
+#: An expert is a candidate default only with rewards on at least this share of the rows the
+#: best-covered expert has (see :func:`choose_default`).
+MIN_DEFAULT_SUPPORT = 0.5
 
 
 class DecisionRule(ZooterConfig):
@@ -291,18 +294,33 @@ def _named(experts: list[str], row: list[float]) -> dict[str, float | None]:
     return {name: (value if math.isfinite(value) else None) for name, value in zip(experts, row)}
 
 
-def best_expert(rewards: torch.Tensor, experts: Sequence[str], *, min_support: float = 0.5) -> str:
-    """The expert with the highest mean reward over the rows that have one (``nan``: missing).
+def best_expert(rewards: torch.Tensor, experts: Sequence[str]) -> str:
+    """The expert with the highest mean reward among those with enough rows (see :func:`choose_default`)."""
+    return choose_default(rewards, experts)[0]
 
-    Only experts with a reward on at least ``min_support`` times as many rows as the best-covered
-    expert compete: an expert added from a few hundred rows (or seen only when explored) may look
-    best on its few rows, but every query would then rest on its thin evidence.
+
+def choose_default(rewards: torch.Tensor, experts: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The default expert: the highest mean reward over the rows that have one (``nan``: missing),
+    among the experts with rewards on at least :data:`MIN_DEFAULT_SUPPORT` of the rows the
+    best-covered expert has. A mean over a handful of rows is no ground to send all traffic there.
+
+    Returns:
+        The expert's name, and what was weighed, for the decision's record: ``{"rows": its rows,
+        "min_rows": the least a candidate needs, "passed_over": {expert: rows}}``, the last only
+        when experts with a better mean on too few rows were passed over.
     """
+    experts = list(experts)
     present = torch.isfinite(rewards)
     counts = present.sum(0)
     means = rewards.float().nan_to_num(0.0).sum(0) / counts.clamp_min(1)
-    means = means.masked_fill((counts == 0) | (counts < min_support * counts.max()), -math.inf)
-    return list(experts)[int(means.argmax())]
+    means = means.masked_fill(counts == 0, -math.inf)
+    floor = max(1, math.ceil(MIN_DEFAULT_SUPPORT * int(counts.max())))
+    best = int(means.masked_fill(counts < floor, -math.inf).argmax())
+    support: dict[str, Any] = {"rows": int(counts[best]), "min_rows": floor}
+    passed = {experts[j]: int(counts[j]) for j in range(len(experts)) if counts[j] < floor and means[j] > means[best]}
+    if passed:
+        support["passed_over"] = passed
+    return experts[best], support
 
 
 def calibrate_decision(
@@ -311,6 +329,7 @@ def calibrate_decision(
     experts: Sequence[str],
     *,
     default_expert: str | None = None,
+    default_rewards: torch.Tensor | None = None,
     filled: torch.Tensor | None = None,
     min_z: float = 2.0,
     source: str = "validation",
@@ -322,23 +341,30 @@ def calibrate_decision(
         rewards: the same rows' rewards, ``nan`` where missing; rows without every reward are left
             out, unless ``filled`` stands in for the missing ones.
         experts: the column names.
+        default_expert: the expert to keep unless routing pays; by default the best mean reward
+            among the experts with enough rows (:func:`choose_default`, recorded as
+            ``calibration["default_support"]``).
+        default_rewards: the rows to choose the default expert on (e.g. the training rows, when
+            ``rewards`` are a validation split's); by default ``rewards``.
         filled: stand-ins for the missing rewards (e.g. :meth:`NeighbourBank.filled_rewards`, from
             each row's own observed rewards), so rows with only some rewards (an expert added from
             a few hundred rows, bandit feedback) calibrate too; the significance test then counts
             only the rows whose choice and default rewards are both observed.
-        default_expert: the expert to keep unless routing pays; by default the best mean reward.
         min_z: routing is kept only if its mean gain over the default is at least this many
             standard errors above 0 (guards against a margin that won by chance on few rows).
         source: where the scores came from, for the record.
 
     Returns:
-        The rule, with ``calibration`` holding what it measured.
+        The rule, with ``calibration`` holding what it measured. When fewer than 2 rows have every
+        reward, routing cannot be calibrated: the margin is None, and ``sparse_experts`` records
+        each expert lacking rewards with its number of rows.
     """
     experts = list(experts)
     rewards = rewards.float().cpu()
     scores = scores.float().cpu()
+    support = None
     if default_expert is None:
-        default_expert = best_expert(rewards, experts)
+        default_expert, support = choose_default(rewards if default_rewards is None else default_rewards, experts)
     default = experts.index(default_expert)
     observed = torch.isfinite(rewards)
     if filled is not None:
@@ -346,16 +372,23 @@ def calibrate_decision(
         rewards = torch.where(observed, rewards, filled.float().cpu())
     else:
         keep = observed.all(dim=1)
-    rewards, scores, observed = rewards[keep], scores[keep], observed[keep]
-    n = len(rewards)
-    figures: dict[str, Any] = {"source": source, "rows": n, "min_z": min_z}
+    figures: dict[str, Any] = {"source": source, "rows": int(keep.sum()), "min_z": min_z}
     if filled is not None:
         figures["complete_rows"] = int(observed.all(dim=1).sum())
-    if n < 2:
+    if support is not None:
+        figures["default_support"] = support
+    if keep.sum() < 2:
+        # too few rows have every reward: no margin can be measured, every query goes to the default
+        own = rewards[:, default][observed[:, default]]
+        if len(own):
+            figures["default_score"] = float(own.mean())
+        counts = observed.sum(0).tolist()
+        figures["sparse_experts"] = {name: n for name, n in zip(experts, counts) if n < len(rewards)}
         return DecisionRule(default_expert=default_expert, margin=None, calibration={**figures, "pays": False})
-    filled = scores.nan_to_num(nan=-math.inf)
-    best = filled.argmax(dim=-1)
-    advantage = (filled.gather(1, best.unsqueeze(1)).squeeze(1) - filled[:, default]).nan_to_num(nan=0.0)
+    rewards, scores, observed = rewards[keep], scores[keep], observed[keep]
+    ranked = scores.nan_to_num(nan=-math.inf)
+    best = ranked.argmax(dim=-1)
+    advantage = (ranked.gather(1, best.unsqueeze(1)).squeeze(1) - ranked[:, default]).nan_to_num(nan=0.0)
     positive = advantage[advantage > 0]
     candidates = sorted(
         {0.0, *(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist() if len(positive) else [])}
@@ -518,6 +551,7 @@ def _how_many(row: list[float], ranked: list[int], always_idx: list[int], policy
 
 
 __all__ = [
+    "MIN_DEFAULT_SUPPORT",
     "DecisionRule",
     "Ranked",
     "Selection",
@@ -527,6 +561,7 @@ __all__ = [
     "check_allowed",
     "check_max_cost",
     "choose",
+    "choose_default",
     "decide",
     "rank",
     "route_decisions",

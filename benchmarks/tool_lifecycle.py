@@ -20,8 +20,10 @@ every variant.
 
 Usage::
 
-    python benchmarks/tool_lifecycle.py                 # ~5 min on 2 CPU cores
-    python benchmarks/tool_lifecycle.py --seeds 0 --subsets 0   # a quick look
+    python benchmarks/tool_lifecycle.py --output tool_lifecycle.json   # 47.5 min on a busy 2-core CPU
+    python benchmarks/tool_lifecycle.py --seeds 0 --subsets 0          # a quick look, 6 to 9 min there
+
+The measured table and how to read it are in ``docs/tool-selection-updates.md``.
 """
 
 from __future__ import annotations

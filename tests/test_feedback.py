@@ -227,3 +227,18 @@ def test_a_fallback_answer_is_logged_under_the_expert_that_answered(keyword_rout
     assert meta["routed_to"] == "mathbot" and meta["expert"] != "mathbot" and meta["reason"] == "fallback"
     row = log.record(reply, 0.0)
     assert row["rewards"] == {meta["expert"]: 0.0} and row["propensity"] is None and row["reason"] == "fallback"
+
+
+def test_the_python_snippets_of_docs_feedback_run(keyword_router, experts, tmp_path, monkeypatch) -> None:
+    """docs/feedback.md's ```python blocks run in order, in one session, with a tiny router and fake experts."""
+    import re
+
+    text = (ROOT / "docs" / "feedback.md").read_text(encoding="utf-8")
+    snippets = re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    assert len(snippets) >= 3
+    monkeypatch.chdir(tmp_path)
+    namespace = {"router": keyword_router, "experts": experts}
+    for snippet in snippets:
+        exec(compile(snippet, "docs/feedback.md", "exec"), namespace)
+    rows = RoutingDataset.load(tmp_path / "feedback.jsonl")
+    assert rows[0].id == namespace["decision_id"] and len(rows) == 2

@@ -13,15 +13,27 @@ import torch
 from zooter.cli import main
 from zooter.demo import DEMO_EXPERTS, demo_data_path
 
+#: What ``import zooter`` must not load: the heavy core and every optional engine.
+HEAVY = ("torch", "transformers", "langchain_core", "huggingface_hub", "ray", "onnxruntime", "onnx")
+
 
 def test_import_loads_no_heavy_or_optional_package() -> None:
     code = (
         "import sys, logging, zooter, zooter_langchain;"
-        "heavy = [m for m in ('torch', 'transformers', 'langchain_core', 'huggingface_hub') if m in sys.modules];"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules];"
         "print(heavy, logging.getLogger().handlers)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[] []"
+
+
+def test_the_engine_modules_import_their_engines_only_when_used() -> None:
+    code = (
+        "import sys, zooter.engines, zooter.engines.ray, zooter.model.onnx, zooter.rewards.scoring, zooter.cli;"
+        "print([m for m in ('ray', 'onnxruntime', 'onnx') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_public_names_resolve_lazily() -> None:

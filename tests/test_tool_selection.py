@@ -454,6 +454,18 @@ def test_the_middleware_offers_a_tool_added_while_the_agent_runs(router_without_
     assert model.offered[-1] == ["writer"]
 
 
+def test_the_python_snippet_of_docs_tool_selection_updates_runs(router_without_writer, tmp_path, monkeypatch) -> None:
+    import re
+
+    text = (ROOT / "docs" / "tool-selection-updates.md").read_text(encoding="utf-8")
+    (snippet,) = re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"selector": ZooterToolSelector(router_without_writer, k=1)}
+    exec(compile(snippet, "docs/tool-selection-updates.md", "exec"), namespace)
+    assert namespace["selector"].tool_names == ["calculator", "code_runner", "writer", "search"]
+    assert ZooterToolSelector.from_pretrained(tmp_path / "tool-router").tool_names[-1] == "writer"
+
+
 def test_middleware_without_langchain_names_the_extra(monkeypatch) -> None:
     monkeypatch.delitem(sys.modules, "zooter_langchain.tool_middleware", raising=False)
     monkeypatch.setitem(sys.modules, "langchain.agents.middleware", None)  # as if langchain were absent

@@ -86,6 +86,12 @@ def _scorer_factory(args: argparse.Namespace) -> Callable[[argparse.Namespace], 
 def _reward_model_scorer(args: argparse.Namespace) -> Any:
     from zooter.rewards.scorers import RewardModelScorer
 
+    if args.engine == "ray":  # each Ray worker loads the model from this recipe, on its own device
+        if args.device is not None:
+            raise ZooterError("--device does not apply to --engine ray: each worker uses its GPU when it has one")
+        return RewardModelScorer.loader(
+            args.reward_model, revision=args.revision, batch_size=args.batch_size, max_length=args.max_length
+        )
     return RewardModelScorer.from_pretrained(
         args.reward_model,
         revision=args.revision,
@@ -104,6 +110,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ZooterError(f"--batch-size must be >= 1, got {args.batch_size}")
     experts = _csv(args.experts) if args.experts else None
     make_scorer = _scorer_factory(args)
+    if args.judge and args.engine != "local":
+        raise ZooterError("--judge runs its grader calls concurrently in this process; use --engine local")
+    engine = _engine(args)
     # fail on unusable inputs before loading a reward model of several gigabytes
     refuse_overwriting_inputs([args.output, scored_pairs_path(args.output)], [args.responses, args.queries])
     check_writable(args.output)
@@ -121,6 +130,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         experts=experts,
         batch_size=batch_size,
         show_progress=not args.quiet,
+        engine=engine,
     )
     print(report.format_summary())
     if getattr(scorer, "pairs_truncated", 0):
@@ -130,6 +140,39 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
     return finish(
         args, f"{report.scored} pairs scored ({report.resumed} resumed), {report.rows} queries -> {report.output}"
+    )
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    """The engine ``--engine`` names, with ``--ray-address`` and ``--workers``."""
+    from zooter.engines import make_engine
+
+    if args.engine == "local":
+        if args.ray_address is not None or args.workers is not None:
+            raise ZooterError("--ray-address and --workers need --engine ray")
+        return make_engine("local")
+    from zooter.engines.ray import import_ray
+
+    import_ray()  # a missing extra fails here, before any data is read or model loaded
+    return make_engine(args.engine, address=args.ray_address, workers=args.workers)
+
+
+def _add_engine_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help=f"where {what} runs: this process (default) or Ray Data workers (needs the ray extra)",
+    )
+    p.add_argument("--ray-address", help="the Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--workers", type=int, help="Ray workers, each loading the model once (default: one per GPU/CPU)")
+
+
+def _add_backend_option(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnx", "onnx-int8"],
+        help=f"what runs the encoder: PyTorch, or ONNX Runtime on CPU (needs the onnx extra); default: {default_help}",
     )
 
 
@@ -171,6 +214,7 @@ def _training_config(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "validation_fraction": args.validation_fraction,
         "device": args.device,
+        "backend": args.backend,
     }
     config = TrainingConfig(**{k: v for k, v in given.items() if v is not None}, show_progress=not args.quiet)
     labels = {"temperature": args.temperature, "beta": args.beta, "tags": args.tags, "hard": args.hard_labels or None}
@@ -190,6 +234,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs([args.output], [args.data, args.validation, args.costs, args.responses])
     check_save_directory(args.output)
     config = _training_config(args)
+    engine = _engine(args)
     experts = _csv(args.experts) if args.experts is not None else None
     data = RoutingDataset.load(args.data, experts=experts)
     validation = RoutingDataset.load(args.validation, experts=experts) if args.validation else None
@@ -202,6 +247,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cost_weight=args.cost_weight or 0.0,
         cost_target=target,
         responses=responses,
+        engine=engine,
     )
     router.save_pretrained(args.output)
     print(f"{describe_training(router)}; saved to {args.output}")
@@ -304,7 +350,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         refuse_overwriting_inputs([args.plot], [args.data, args.costs])
         check_writable(args.plot)
         check_plotting(args.plot)
-    router = ZooterRouter.from_pretrained(args.router, device=args.device)
+    router = ZooterRouter.from_pretrained(args.router, device=args.device, backend=args.backend)
     data = RoutingDataset.load(args.data)
     if args.drop_extra_experts:
         data = data.select_experts(router.experts)  # still fails if the data lacks a router expert
@@ -348,7 +394,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_route(args: argparse.Namespace) -> int:
     from zooter.model.router import ZooterRouter
 
-    router = ZooterRouter.from_pretrained(args.router, device=args.device)
+    router = ZooterRouter.from_pretrained(args.router, device=args.device, backend=args.backend)
     queries = list(args.queries)
     if not queries or queries == ["-"]:
         queries = [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -518,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="pairs per reward-model pass (and per saved batch)")
     p.add_argument("--max-length", type=int, help="tokens per (query, response) pair (default: what the model reads)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
+    _add_engine_options(p, "the reward model")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("split", help="split a dataset deterministically into train/validation/test files")
@@ -580,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="calibrate λ: the cheapest routing with FRACTION (e.g. 0.95) of the best single expert's mean reward",
     )
+    _add_engine_options(p, "embedding the training queries")
+    _add_backend_option(p, "torch; the saved router routes on the same one")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a router on a labelled dataset")
@@ -593,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", help="draw the cost-quality frontier to this image file (needs the plot extra)")
     p.add_argument("--device")
+    _add_backend_option(p, "the one the router was trained on")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("route", help="route queries with a trained router")
@@ -605,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cost", type=float, help="leave out experts expected to cost more than this (USD)")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--device")
+    _add_backend_option(p, "the one the router was trained on")
     p.set_defaults(func=cmd_route)
 
     p = sub.add_parser("update", help="merge scored rows or feedback into a router's bank and recalibrate it")

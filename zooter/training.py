@@ -40,10 +40,11 @@ from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
 from zooter.decide.costs import CostTable, CostTarget, check_calibration_rows, mean_output_tokens
 from zooter.decide.policy import DecisionRule, calibrate_decision
+from zooter.engines import Engine, LocalEngine, ModelLoader
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
 from zooter.lifecycle import bank_settings, source_record
-from zooter.model.encoder import autocast, half_dtype, pick_device
+from zooter.model.encoder import QueryEncoder, autocast, backend_device, half_dtype
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.persistence import non_finite_weights
 from zooter.model.router import ZooterRouter
@@ -96,6 +97,9 @@ class TrainingConfig(ZooterConfig):
         group_by_length: batch queries of similar length together (less padding, faster on CPU);
             batches are still drawn in a seeded random order.
         device: "cpu", "cuda", ...; CUDA when present by default.
+        backend: what runs the encoder that embeds the neighbour bank: ``"torch"``, or ONNX Runtime
+            on CPU (``"onnx"``, ``"onnx-int8"``; extra ``onnx``); the saved router routes on the same
+            one by default, so its queries and its bank are embedded alike. ``"neighbours"`` only.
         mixed_precision: on CUDA, compute in bf16 (or fp16 with loss scaling).
         log_every: steps between loss-log entries.
         show_progress: show a progress bar.
@@ -123,6 +127,7 @@ class TrainingConfig(ZooterConfig):
     prior_bias: bool = True
     group_by_length: bool = True
     device: str | None = None
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     mixed_precision: bool = True
     log_every: int = Field(default=10, ge=1)
     show_progress: bool = True
@@ -295,17 +300,42 @@ def _distill(
     }
 
 
+def embed_training_queries(
+    router: ZooterRouter, queries: Sequence[Any], config: TrainingConfig, engine: Engine | None = None
+) -> torch.Tensor:
+    """The pretrained encoder's vector of each query, for the neighbour bank, on ``engine``.
+
+    The Ray engine loads the same encoder (``config.encoder``, ``max_length``, ``backend``) on each
+    worker; the local one uses ``router``'s. Rows in input order, on ``router``'s device.
+    """
+    loader = ModelLoader(
+        QueryEncoder.load,
+        (config.encoder,),
+        {"max_length": config.max_length, "backend": config.backend},
+        name=config.encoder,
+    )
+    return (engine or LocalEngine()).embed_queries(
+        router,
+        queries,
+        loader=loader,
+        batch_size=router.default_batch_size * 4,
+        show_progress=config.show_progress,
+    )
+
+
 def _fit_neighbours(
-    router: ZooterRouter, dataset: RoutingDataset, targets: torch.Tensor, config: TrainingConfig
+    router: ZooterRouter,
+    dataset: RoutingDataset,
+    targets: torch.Tensor,
+    config: TrainingConfig,
+    engine: Engine | None = None,
 ) -> tuple[dict[str, Any], DecisionRule, Estimates]:
     """Embed the training queries once and keep the number of neighbours that routes best left-one-out.
 
     Returns the summary, the calibrated rule and the kept bank's leave-one-out estimates (held-out
     estimates of the training rows, for calibrating a cost weight).
     """
-    embeddings = router.embed_queries(
-        [ex.query for ex in dataset], batch_size=router.default_batch_size * 4, show_progress=config.show_progress
-    )
+    embeddings = embed_training_queries(router, [ex.query for ex in dataset], config, engine)
     rewards = reward_tensor(dataset).to(embeddings.device)
     best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
     log = []
@@ -419,6 +449,7 @@ def train_router(
     cost_weight: float = 0.0,
     cost_target: CostTarget | None = None,
     responses: Sequence[Any] | None = None,
+    engine: Engine | None = None,
 ) -> ZooterRouter:
     """Train a router on ``dataset`` (query + per-expert rewards) and return it.
 
@@ -435,6 +466,8 @@ def train_router(
             leave-one-out estimates of the training rows (``"neighbours"``).
         responses: the experts' answers (``read_responses`` records): each expert's mean answer
             length, in the router's tokens, becomes its ``expected_output_tokens`` in ``costs``.
+        engine: where the training queries are embedded (:func:`zooter.engines.make_engine`): this
+            process by default, or Ray workers; the bank is the same either way (to float rounding).
 
     Returns:
         The trained router (on the training device, in eval mode), its ``config.training`` and
@@ -467,6 +500,11 @@ def train_router(
         raise ConfigError("a cost weight or a cost target needs the experts' prices (costs)")
     if cost_weight and cost_target is not None:
         raise ConfigError("give a cost weight or a cost target to calibrate one, not both")
+    if config.backend != "torch" and config.method != "neighbours":
+        raise ConfigError(
+            f"backend {config.backend!r} embeds a neighbour bank; method {config.method!r} fine-tunes the PyTorch "
+            "encoder (route a distilled router on ONNX with ZooterRouter.from_pretrained(..., backend=...))"
+        )
     if (cost_weight or cost_target is not None) and config.method != "neighbours":
         raise ConfigError(
             "cost-aware routing weighs expected rewards, which only the 'neighbours' method estimates; "
@@ -474,10 +512,11 @@ def train_router(
         )
 
     _seed_everything(config.seed)
-    device = pick_device(config.device)
+    device = backend_device(config.backend, config.device)
     router = ZooterRouter.from_encoder(
         config.encoder, experts=dataset.experts, max_length=config.max_length, device=device
     )
+    router.set_backend(config.backend)
     from zooter.labels.tagging import Tagger, enhancer_from_config
 
     if enhancer is None and config.labels.enhanced:
@@ -494,7 +533,7 @@ def train_router(
     held_out: Estimates | None = None
     rule: DecisionRule | None = None
     if config.method == "neighbours":
-        summary, rule, held_out = _fit_neighbours(router, dataset, targets, config)
+        summary, rule, held_out = _fit_neighbours(router, dataset, targets, config, engine)
     else:
         summary = _distill(router, dataset, targets, validation, config, device)
     if config.calibrate and rule is None and validation is not None:
@@ -536,4 +575,4 @@ def train_router(
     return router
 
 
-__all__ = ["TrainingConfig", "train_router"]
+__all__ = ["TrainingConfig", "embed_training_queries", "train_router"]

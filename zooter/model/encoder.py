@@ -178,6 +178,16 @@ def encoder_from_config(config_dict: dict[str, Any]) -> Any:
         return AutoModel.from_config(config)
 
 
+def backend_device(backend: str, device: str | torch.device | None) -> torch.device:
+    """Where an encoder on ``backend`` runs: ``device`` (default CUDA when present), the CPU for ONNX."""
+    if backend == "torch":
+        return pick_device(device)
+    chosen = pick_device(device or "cpu")
+    if chosen.type != "cpu":
+        raise ConfigError(f"backend {backend!r} runs on CPU, not on {chosen} (use backend 'torch' there)")
+    return chosen
+
+
 def length_sorted_batches(sequences: Sequence[Sized], batch_size: int) -> Iterator[list[int]]:
     """Indices of ``sequences`` in batches of ``batch_size``, longest first.
 
@@ -242,6 +252,8 @@ class QueryEncoder(torch.nn.Module):
         self.tokenizer = tokenizer
         if max_length is not None:
             self._max_length = self.fit_length(max_length)
+        self.backend = "torch"
+        self.runtime: Any = None  # the zooter.model.onnx.OnnxEncoder computing embed() off PyTorch, if any
 
     @classmethod
     def load(
@@ -251,10 +263,48 @@ class QueryEncoder(torch.nn.Module):
         max_length: int = 256,
         revision: str | None = None,
         device: str | torch.device | None = None,
+        backend: str = "torch",
     ) -> QueryEncoder:
-        """A pretrained encoder (Hub id, local folder, or None for the default), ready to embed queries."""
+        """A pretrained encoder (Hub id, local folder, or None for the default), ready to embed queries.
+
+        ``backend`` as in :meth:`set_backend`.
+        """
         model, tokenizer = load_encoder(name_or_path, revision=revision)
-        return cls(model, tokenizer, max_length).eval().to(pick_device(device))
+        encoder = cls(model, tokenizer, max_length).eval()
+        return encoder.to(backend_device(backend, device)).set_backend(backend)
+
+    def set_backend(
+        self, backend: str, *, cache_dir: str | Path | None = None, threads: int | None = None
+    ) -> QueryEncoder:
+        """Run the encoder on ``"torch"`` (PyTorch), ``"onnx"`` or ``"onnx-int8"`` (ONNX Runtime, CPU).
+
+        The ONNX backends need the ``onnx`` extra; the model is exported from these weights on first
+        use and cached (see :mod:`zooter.model.onnx`). ``onnx`` gives the same vectors to float
+        rounding, ``onnx-int8`` the fastest CPU routing with vectors slightly off: check its
+        agreement on your own queries (``benchmarks/routing_throughput.py --onnx``). The PyTorch
+        weights are kept, so the router can still be saved.
+
+        Args:
+            backend: one of ``"torch"``, ``"onnx"``, ``"onnx-int8"``.
+            cache_dir: where exported files are kept (default ``$ZOOTER_CACHE/onnx``).
+            threads: ONNX Runtime's intra-op threads (default: one per physical core).
+
+        Returns:
+            The encoder itself.
+        """
+        from zooter.model.onnx import OnnxEncoder, check_backend, export_encoder
+
+        check_backend(backend)
+        if backend == "torch":
+            self.backend, self.runtime = backend, None
+            return self
+        if self.device.type != "cpu":
+            raise ConfigError(f"backend {backend!r} runs on CPU; this encoder is on {self.device} (use 'torch' there)")
+        if getattr(self, "quantized", None):
+            raise ConfigError(f"backend {backend!r} exports the fp32 encoder; this one was quantised in PyTorch")
+        self.runtime = OnnxEncoder(export_encoder(self, backend, cache_dir=cache_dir), threads=threads)
+        self.backend = backend
+        return self
 
     @property
     def max_length(self) -> int:
@@ -328,7 +378,13 @@ class QueryEncoder(torch.nn.Module):
         return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled query vectors."""
+        """Pooled query vectors, computed by the backend (:meth:`set_backend`)."""
+        if self.runtime is not None:
+            return self.runtime(input_ids, attention_mask)
+        return self.torch_embed(input_ids, attention_mask)
+
+    def torch_embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled query vectors computed by the PyTorch encoder (what the ONNX backends export)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
@@ -412,6 +468,7 @@ __all__ = [
     "DEFAULT_ENCODER_ALIASES",
     "QueryEncoder",
     "autocast",
+    "backend_device",
     "check_hub_source",
     "check_queries",
     "dtype_argument",

@@ -43,7 +43,7 @@ import torch
 from zooter import __version__
 from zooter._io import atomic_directory, check_writable, link_or_copy, settle_files
 from zooter.errors import ConfigError, ZooterError
-from zooter.model.encoder import check_hub_source, encoder_from_config, pick_device
+from zooter.model.encoder import backend_device, check_hub_source, encoder_from_config
 from zooter.model.folder import CONFIG_NAME, FolderFiles, file_records, record_files, wait_for_folder
 
 logger = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class RouterPersistence:
         revision: str | None = None,
         token: str | None = None,
         device: str | torch.device | None = None,
+        backend: str | None = None,
     ) -> Any:
         """Load a router from a local folder or a Hugging Face Hub repo id.
 
@@ -169,7 +170,10 @@ class RouterPersistence:
             path_or_repo_id: a folder written by :meth:`save_pretrained`, or a Hub repo holding one.
             revision: Hub revision (branch, tag or commit).
             token: Hub token for private repos.
-            device: where to put the router; CUDA when present by default.
+            device: where to put the router; CUDA when present by default (the CPU for ONNX).
+            backend: ``"torch"``, ``"onnx"`` or ``"onnx-int8"`` (see ``set_backend``); by default
+                the one its neighbour bank was embedded with in training (``"torch"`` unless
+                ``TrainingConfig.backend`` said otherwise).
         """
         folder = Path(path_or_repo_id)
         wait_for_folder(folder)  # a save killed between its two renames set the router aside
@@ -177,7 +181,9 @@ class RouterPersistence:
             folder = _download(str(path_or_repo_id), revision=revision, token=token)
         with FolderFiles.open(folder) as files:
             router = cls._from_files(files)
-        return router.to(pick_device(device))
+        if backend is None:
+            backend = str(router.config.training.get("backend") or "torch")
+        return router.to(backend_device(backend, device)).set_backend(backend)
 
     @classmethod
     def _from_files(cls, files: FolderFiles) -> Any:

@@ -526,6 +526,8 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             raise ConfigError(f"quantize supports 'int8', got {mode!r}")
         if self.device.type != "cpu":
             raise ConfigError(f"int8 dynamic quantisation runs on CPU; this router is on {self.device}")
+        if self.backend != "torch":
+            raise ConfigError(f"quantize() quantises the PyTorch encoder; this router runs on {self.backend!r}")
         import warnings
 
         from torch.ao.quantization import quantize_dynamic
@@ -534,6 +536,20 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             warnings.simplefilter("ignore")
             self.encoder = quantize_dynamic(self.encoder, {torch.nn.Linear}, dtype=torch.qint8)
         self.quantized = mode
+        return self
+
+    def set_backend(
+        self, backend: str, *, cache_dir: str | Path | None = None, threads: int | None = None
+    ) -> ZooterRouter:
+        """Run the encoder on PyTorch or ONNX Runtime; see :meth:`QueryEncoder.set_backend`.
+
+        Routes agree best when queries are embedded by the variant that embedded the neighbour
+        bank: ``TrainingConfig(backend=...)`` trains with the same one. Returns the router itself.
+        """
+        trained = self.config.training.get("backend") or "torch"
+        if self.bank is not None and backend != trained:
+            logger.info("routing on backend %s; the neighbour bank was embedded on %s", backend, trained)
+        super().set_backend(backend, cache_dir=cache_dir, threads=threads)
         return self
 
     def compile(self, **kwargs: Any) -> ZooterRouter:  # type: ignore[override]

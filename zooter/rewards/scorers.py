@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from zooter.data import Query, content_text, query_text
-from zooter.errors import ConfigError
+from zooter.errors import ConfigError, ZooterError
 from zooter.model.encoder import position_limit
 
 if TYPE_CHECKING:
     import torch
+
+    from zooter.engines.loader import ModelLoader
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,31 @@ class RewardScorer(Protocol):
     """
 
     def score(self, queries: Sequence[Query], responses: Sequence[str]) -> list[float | None]: ...
+
+
+def scorer_name(scorer: Any) -> str:
+    """What a scorer's rewards are recorded as coming from: its ``name``, else its class."""
+    return str(getattr(scorer, "name", None) or type(scorer).__qualname__)
+
+
+def score_batch(scorer: RewardScorer, queries: Sequence[Query], responses: Sequence[str]) -> list[float | None]:
+    """One batch of rewards, each a finite float or None: what every engine computes per batch.
+
+    Raises:
+        ZooterError: the scorer returned another number of scores than pairs.
+    """
+    scores = scorer.score(queries, responses)
+    if len(scores) != len(queries):
+        raise ZooterError(f"{scorer_name(scorer)} returned {len(scores)} scores for {len(queries)} pairs")
+    return [as_reward(value) for value in scores]
+
+
+def as_reward(value: Any) -> float | None:
+    """``value`` as a reward: a finite float, or None for anything else (a failed grade, a NaN)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class RewardModelScorer:
@@ -182,7 +209,7 @@ class RewardModelScorer:
                 model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as e:
             raise load_error("the reward model", source, e) from e
-        name = source if revision is None else f"{source}@{revision}"
+        name = _model_name(source, revision)
         logger.info("loaded reward model %s on %s in %s", name, chosen, weights_dtype)
         return cls(
             model.to(chosen),
@@ -193,6 +220,33 @@ class RewardModelScorer:
             use_chat_template=use_chat_template,
             show_progress=show_progress,
         )
+
+    @classmethod
+    def loader(
+        cls,
+        name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        use_chat_template: bool | None = None,
+    ) -> ModelLoader:
+        """How to load this reward model on a worker: :meth:`from_pretrained` with these arguments.
+
+        An engine that runs elsewhere (:class:`zooter.engines.ray.RayEngine`) loads the model once
+        per worker from this recipe, on the worker's own device.
+        """
+        from zooter.engines.loader import ModelLoader
+
+        kwargs = {
+            "revision": revision,
+            "dtype": dtype,
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "use_chat_template": use_chat_template,
+        }
+        return ModelLoader(cls.from_pretrained, (str(name_or_path),), kwargs, name=_model_name(name_or_path, revision))
 
     @property
     def device(self) -> torch.device:
@@ -351,6 +405,10 @@ class RewardModelScorer:
         return {k: v.to(device) for k, v in batch.items()}
 
 
+def _model_name(source: str | Path, revision: str | None) -> str:
+    return str(source) if revision is None else f"{source}@{revision}"
+
+
 def _labels_message(source: str, num_labels: Any) -> str:
     return (
         f"{source!r} has {num_labels} output labels; a reward model is a sequence classifier with exactly one "
@@ -387,4 +445,4 @@ def _check_pairs(queries: Sequence[Query], responses: Sequence[str]) -> None:
         raise ValueError(f"got {len(queries)} queries but {len(responses)} responses; expected one per query")
 
 
-__all__ = ["RESPONSE_SHARE", "RewardModelScorer", "RewardScorer"]
+__all__ = ["RESPONSE_SHARE", "RewardModelScorer", "RewardScorer", "as_reward", "score_batch", "scorer_name"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -26,9 +25,10 @@ from typing import Any
 
 from zooter._io import drop_torn_tail, parse_json_line, refuse_overwriting_inputs, write_jsonl
 from zooter.data import RoutingExample, load_queries
-from zooter.errors import ConfigError, DataError, ZooterError
+from zooter.engines import Engine, LocalEngine, ModelLoader
+from zooter.errors import ConfigError, DataError
 from zooter.rewards.responses import SKIP_REASONS, ResponseRecord, SkippedPair, answering_models, read_responses
-from zooter.rewards.scorers import RewardScorer
+from zooter.rewards.scorers import RewardScorer, as_reward, scorer_name
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +117,13 @@ def scored_pairs_path(output_path: str | Path) -> Path:
 def score_responses(
     responses_path: str | Path,
     queries_path: str | Path,
-    scorer: RewardScorer,
+    scorer: RewardScorer | ModelLoader,
     output_path: str | Path,
     *,
     experts: Sequence[str] | None = None,
     batch_size: int | None = None,
     show_progress: bool = False,
+    engine: Engine | None = None,
 ) -> ScoreReport:
     """Score every expert's answer to every query and write the dataset ``zooter train`` reads.
 
@@ -136,13 +137,17 @@ def score_responses(
         responses_path: the answers, ``{"id", "model", "response"}`` a line (see :func:`read_responses`).
         queries_path: the queries (a dataset or a bare query file; tags and task are carried over,
             rewards already in it are not).
-        scorer: any :class:`RewardScorer`; its ``name`` attribute, if any, is recorded in the side
-            file, and a rerun with another scorer is refused rather than mixing two reward scales.
+        scorer: any :class:`RewardScorer`, or a :class:`~zooter.engines.ModelLoader` that builds one
+            (:meth:`RewardModelScorer.loader`; what the Ray engine needs, to load it on each worker);
+            its ``name`` attribute, if any, is recorded in the side file, and a rerun with another
+            scorer is refused rather than mixing two reward scales.
         output_path: the dataset to write (gzip when the name ends in ``.gz``).
         experts: score only these models' answers (and fail if one has none); default: every model.
         batch_size: pairs per ``scorer.score`` call (and per write); default: the scorer's
             ``batch_size`` attribute, else 16.
         show_progress: a progress bar over the pairs to score.
+        engine: where the scorer runs (:func:`zooter.engines.make_engine`): this process by default,
+            or Ray workers; the side file, the resuming and the output are the same either way.
 
     Raises:
         DataError: unreadable inputs, an expert without answers, no query left with a reward, or
@@ -169,7 +174,7 @@ def score_responses(
             skipped.append(
                 SkippedPair.of("unknown_id", f"no query with this id in {queries_path}", Path(responses_path), record)
             )
-    name = str(getattr(scorer, "name", None) or type(scorer).__qualname__)
+    name = scorer_name(scorer)
     side = scored_pairs_path(output_path)
     done = _read_scored_pairs(side, name)
     # a pair the scorer gave no score (a judge call that kept failing, an unparsable grade) is asked
@@ -179,7 +184,7 @@ def score_responses(
     if resumed:
         logger.info("resuming: %d of %d pairs already scored in %s", resumed, len(pairs), side)
     if pending:
-        _score_pending(pending, by_id, scorer, side, name, done, batch_size, show_progress)
+        _score_pending(pending, by_id, scorer, side, name, done, batch_size, show_progress, engine or LocalEngine())
 
     current = {(r.id, r.model): r for r in pairs}  # the side file may hold pairs the inputs no longer have
     rows = []
@@ -216,55 +221,49 @@ def score_responses(
 def _score_pending(
     pending: list[ResponseRecord],
     by_id: dict[str, RoutingExample],
-    scorer: RewardScorer,
+    scorer: RewardScorer | ModelLoader,
     side: Path,
     name: str,
     done: dict[tuple[str, str], float | None],
     batch_size: int | None,
     show_progress: bool,
+    engine: Engine,
 ) -> None:
-    """Score ``pending`` in batches, appending each batch to the side file (and ``done``) as it finishes."""
+    """Score ``pending`` on ``engine``, appending each batch to the side file (and ``done``) as it finishes."""
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    size = batch_size or getattr(scorer, "batch_size", None) or 16
+    loader_size = scorer.kwargs.get("batch_size") if isinstance(scorer, ModelLoader) else None
+    size = batch_size or getattr(scorer, "batch_size", None) or loader_size or 16
     # longest first, as the scorer itself batches: little padding within each call
     pending = sorted(pending, key=lambda r: len(by_id[r.id].text) + len(r.response), reverse=True)
-    progress = None
+    progress: Any = None
     if show_progress:
         from tqdm.auto import tqdm
 
         progress = tqdm(total=len(pending), desc="scoring", unit="pair")
     new_file = not side.exists() or side.stat().st_size == 0
     side.parent.mkdir(parents=True, exist_ok=True)
+    batches = engine.score(scorer, [by_id[r.id].query for r in pending], [r.response for r in pending], batch_size=size)
     try:
         with open(side, "a", encoding="utf-8") as f:
             if new_file:
                 f.write(json.dumps({"scorer": name}, ensure_ascii=False) + "\n")
-            for start in range(0, len(pending), size):
-                chunk = pending[start : start + size]
-                scores = scorer.score([by_id[r.id].query for r in chunk], [r.response for r in chunk])
-                if len(scores) != len(chunk):
-                    raise ZooterError(f"{name} returned {len(scores)} scores for {len(chunk)} pairs")
+            for index, rewards in batches:
                 lines = []
-                for record, value in zip(chunk, scores):
-                    reward = _as_reward(value)
+                for i, reward in zip(index, rewards):
+                    record = pending[i]
                     done[(record.id, record.model)] = reward
                     lines.append(json.dumps({"id": record.id, "model": record.model, "reward": reward}) + "\n")
                 f.write("".join(lines))
                 f.flush()
                 os.fsync(f.fileno())  # a batch on disk is a batch a rerun never repeats
                 if progress is not None:
-                    progress.update(len(chunk))
+                    progress.update(len(index))
     finally:
+        if hasattr(batches, "close"):
+            batches.close()  # an engine's session (a Ray started for the run) ends here, even on an error
         if progress is not None:
             progress.close()
-
-
-def _as_reward(value: Any) -> float | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _read_scored_pairs(side: Path, name: str) -> dict[tuple[str, str], float | None]:
@@ -288,7 +287,7 @@ def _read_scored_pairs(side: Path, name: str) -> dict[tuple[str, str], float | N
                 )
             continue
         rid, model, reward = row.get("id"), row.get("model"), row.get("reward")
-        if not isinstance(rid, str) or not isinstance(model, str) or _as_reward(reward) != reward:
+        if not isinstance(rid, str) or not isinstance(model, str) or as_reward(reward) != reward:
             raise DataError(
                 "expected {'id': str, 'model': str, 'reward': number or null}; the file was changed by hand? "
                 "delete it to score everything again",

@@ -1,0 +1,187 @@
+"""The encoder on ONNX Runtime, for fast CPU routing (extra ``zooter-langchain[onnx]``).
+
+A router (or any :class:`~zooter.model.encoder.QueryEncoder`) can run its encoder's pooled
+forward pass on ONNX Runtime instead of PyTorch: ``backend="onnx"`` (fp32, the same vectors to
+float rounding) or ``backend="onnx-int8"`` (linear layers' weights in int8, activations quantised
+on the fly: the fastest on a CPU, vectors slightly off). The PyTorch weights stay the router's
+weights: the ONNX file is built from them on first use (``torch.onnx``, then
+``onnxruntime.quantization`` for int8) and cached under ``$ZOOTER_CACHE/onnx`` (default
+``~/.cache/zooter/onnx``), keyed by a hash of the weights, so a router folder holds no extra file
+and later loads skip the export.
+
+Example:
+    >>> from zooter import ZooterRouter
+    >>> router = ZooterRouter.from_pretrained("my-router", backend="onnx-int8")  # doctest: +SKIP
+    >>> router.route(["Write a haiku about the sea"])[0].expert  # doctest: +SKIP
+    'claude-2.1'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zooter.errors import ConfigError, MissingDependencyError
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+ONNX_INSTALL = "pip install 'zooter-langchain[onnx]'"
+_FORMAT = "zooter-onnx-1"  # bump when the exported graph changes, so cached files are rebuilt
+_OPSET = 17
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`, else a :class:`ConfigError` listing them."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def import_onnxruntime() -> Any:
+    """``onnxruntime``, or a :class:`MissingDependencyError` naming the extra."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependencyError(f"the onnx backends need ONNX Runtime: {ONNX_INSTALL} ({e})") from None
+    return onnxruntime
+
+
+def cache_root() -> Path:
+    """Where exported encoders are kept: ``$ZOOTER_CACHE``, else ``$XDG_CACHE_HOME/zooter`` or ``~/.cache/zooter``."""
+    if os.environ.get("ZOOTER_CACHE"):
+        return Path(os.environ["ZOOTER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zooter"
+
+
+class _Pooled(torch.nn.Module):
+    """What is exported: token ids and mask in, pooled vectors out, as PyTorch computes them
+    (:meth:`~zooter.model.encoder.QueryEncoder.torch_embed`: pooling inside the graph)."""
+
+    def __init__(self, query_encoder: Any) -> None:
+        super().__init__()
+        self.query_encoder = query_encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.query_encoder.torch_embed(input_ids, attention_mask)
+
+
+class OnnxEncoder:
+    """An exported encoder in an ONNX Runtime CPU session: ``(input_ids, attention_mask) -> pooled``.
+
+    Args:
+        path: the ``.onnx`` file (from :func:`export_encoder`).
+        threads: intra-op threads (default: ONNX Runtime's, one per physical core).
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"threads must be >= 1, got {threads}")
+            options.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feeds = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
+def weights_fingerprint(encoder: Any) -> str:
+    """A sha256 of the encoder's config and weights: the same weights export to the same file."""
+    digest = hashlib.sha256(_FORMAT.encode())
+    digest.update(json.dumps(encoder.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def export_encoder(encoder: Any, backend: str, *, cache_dir: str | Path | None = None) -> Path:
+    """The ``.onnx`` file of ``encoder``'s pooled forward for ``backend`` (exported once, then cached).
+
+    Args:
+        encoder: a :class:`~zooter.model.encoder.QueryEncoder` (its PyTorch weights are exported).
+        backend: ``"onnx"`` (fp32) or ``"onnx-int8"`` (dynamic int8 quantisation of the fp32 export).
+        cache_dir: where to keep the file (default: :func:`cache_root` / ``onnx``).
+
+    Raises:
+        MissingDependencyError: onnx or onnxruntime is not installed.
+    """
+    check_backend(backend)
+    if backend == "torch":
+        raise ConfigError("backend 'torch' runs the PyTorch encoder; there is nothing to export")
+    import_onnxruntime()
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "onnx"
+    folder = root / weights_fingerprint(encoder.encoder)[:24]
+    path = folder / f"encoder-{backend}.onnx"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / "encoder-onnx.onnx"
+    if not fp32.is_file():
+        _export_fp32(encoder, fp32)
+    if backend == "onnx-int8":
+        _quantize(fp32, path)
+    logger.info("exported the encoder for backend %s to %s", backend, path)
+    return path
+
+
+def _export_fp32(encoder: Any, path: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (torch.onnx writes through it)
+    except ImportError as e:
+        raise MissingDependencyError(f"exporting the encoder to ONNX needs onnx: {ONNX_INSTALL} ({e})") from None
+    module = _Pooled(encoder).eval()
+    sample = torch.full((2, 16), encoder.pad_id, dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    mask[1, 8:] = 0  # a padded row, so that the mask is traced as data, not as a constant
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "pooled": {0: "batch"}}
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
+            # the TorchScript exporter: it needs no onnxscript and handles transformers' encoders
+            torch.onnx.export(
+                module,
+                (sample, mask),
+                str(staged),
+                dynamo=False,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["pooled"],
+                dynamic_axes=axes,
+                opset_version=_OPSET,
+            )
+        os.replace(staged, path)  # whole or not at all: another process may be exporting too
+
+
+def _quantize(source: Path, path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        quantize_dynamic(str(source), str(staged), weight_type=QuantType.QInt8)
+        os.replace(staged, path)
+
+
+__all__ = [
+    "BACKENDS",
+    "ONNX_INSTALL",
+    "OnnxEncoder",
+    "cache_root",
+    "check_backend",
+    "export_encoder",
+    "import_onnxruntime",
+    "weights_fingerprint",
+]

@@ -46,7 +46,7 @@ def main() -> None:
         model.invoke(q)
     routed, direct, bare = [], [], []
     for q in calls:
-        expert = experts[model.decide([q])[0]["expert"]]
+        expert = experts[model.decide([q])[0].expert]
         direct.append(timed(expert.invoke, q))
         routed.append(timed(model.invoke, q))
         ids, mask = router.collate(router.tokenize([q]))

@@ -422,6 +422,27 @@ CASES = [
     ),
     ("eval-plot-without-prices", ("eval", "router", "data.jsonl", "--plot", "f.png"), ["--plot", "--costs"], None),
     ("route-cost-weight-without-prices", ("route", "router", "hello", "--cost-weight", "2"), ["set_costs"], None),
+    # issue 20 item 5: a negative budget is refused, as a negative cost weight is
+    ("route-negative-max-cost", ("route", "router", "hello", "--max-cost", "-1"), ["--max-cost", ">= 0", "-1"], None),
+    # issue 20 item 3: config.json sections checked where they load, naming the file and the field
+    (
+        "route-config-default-expert-unknown",
+        ("route", "router", "hello"),
+        ["config.json", "decision.default_expert", "nobody"],
+        "config-default-expert",
+    ),
+    (
+        "route-config-penalised-unknown",
+        ("route", "router", "hello"),
+        ["config.json", "costs.calibration.penalised", "nobody"],
+        "config-penalised",
+    ),
+    (
+        "route-config-cost-weight-text",
+        ("route", "router", "hello"),
+        ["config.json", "costs.cost_weight", "abc"],
+        "config-cost-weight",
+    ),
     # keeping a router current: bad feedback is refused whole, the router untouched
     (
         "update-unknown-expert",
@@ -436,6 +457,11 @@ CASES = [
     ("add-expert-no-reward-for-it", ("add-expert", "router", "newbie", "fb-good.jsonl"), ["newbie"], "feedback"),
     ("remove-expert-unknown", ("remove-expert", "router", "nobody"), ["nobody"], None),
 ]
+
+
+def edit_config(ws: Path, **changes: object) -> None:
+    path = ws / "router" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}, indent=2))
 
 
 def setup_case(ws: Path, setup: str | None) -> None:
@@ -491,6 +517,22 @@ def setup_case(ws: Path, setup: str | None) -> None:
         rows = [json.loads(line) for line in (ws / "data.jsonl").read_text().splitlines()]
         rows[0]["rewards"]["mathbot"] = 1e39
         write_lines(ws / "big.jsonl", rows)
+    elif setup is not None and setup.startswith("config-"):
+        prices = {name: {"cost_per_call": 1e-6} for name in ("mathbot", "coder", "poet")}
+        edit_config(
+            ws,
+            **{
+                "config-default-expert": {"decision": {"default_expert": "nobody", "margin": 0.0}},
+                "config-penalised": {
+                    "costs": {
+                        "prices": prices,
+                        "cost_weight": 1.0,
+                        "calibration": {"unit": "calls", "penalised": ["nobody"]},
+                    }
+                },
+                "config-cost-weight": {"costs": {"prices": prices, "cost_weight": "abc"}},
+            }[setup],
+        )
     elif setup == "feedback":
         good = {"id": "f1", "query": "a new integral question", "rewards": {"mathbot": 7.0}}
         write_lines(ws / "fb-good.jsonl", [good])

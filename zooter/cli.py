@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -259,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, Any, Any]:
     """The price table, the cost target and the responses records that ``zooter train`` was given."""
-    from zooter.decide.costs import CostTable, CostTarget
+    from zooter.decide.costs import CostTable, CostTarget, check_cost_weight
 
     wants = {
         "--cost-weight": args.cost_weight,
@@ -301,21 +302,21 @@ def _cost_options(args: argparse.Namespace, experts: list[str]) -> tuple[Any, An
         if not names or not math.isfinite(share):
             raise ConfigError(f"--target-share takes EXPERTS=FRACTION (e.g. gpt-4=0.5), got {args.target_share!r}")
         target = CostTarget(share=share, share_experts=_csv(names))
-    if args.cost_weight is not None and args.cost_weight < 0:
-        raise ConfigError(f"--cost-weight must be >= 0, got {args.cost_weight:g}")
+    if args.cost_weight is not None:
+        check_cost_weight(args.cost_weight, what="--cost-weight")
     return costs, target, responses
 
 
 def describe_costs(router: Any) -> str:
     """One line on the cost-aware decision: λ, and what its calibration measured."""
-    c = (router.config.costs or {}).get("calibration")
-    if not c:
+    c = None if router.config.costs is None else router.config.costs.calibration
+    if c is None:
         return f"cost weight λ = {router.cost_weight:.4g} (set, not calibrated)"
-    best = c["best_single"]
-    met = "meets" if c["met"] else "does NOT meet (closest kept)"
+    best = c.best_single
+    met = "meets" if c.met else "does NOT meet (closest kept)"
     return (
-        f"cost weight λ = {c['cost_weight']:.4g} {met} the target on {c['rows']} {c['source']} rows: mean reward "
-        f"{c['reward']:.4g} at {1000 * c['cost']:.4g} USD per 1k queries, against {best['reward']:.4g} at "
+        f"cost weight λ = {c.cost_weight:.4g} {met} the target on {c.rows} {c.source} rows: mean reward "
+        f"{c.reward:.4g} at {1000 * c.cost:.4g} USD per 1k queries, against {best['reward']:.4g} at "
         f"{1000 * best['cost']:.4g} for {best['expert']} alone"
     )
 
@@ -392,10 +393,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    from zooter.decide.costs import check_cost_weight
+    from zooter.decide.policy import check_max_cost
     from zooter.model.router import ZooterRouter
 
+    check_max_cost(args.max_cost, what="--max-cost")  # before loading: a bad limit fails at once
+    if args.cost_weight is not None:
+        check_cost_weight(args.cost_weight, what="--cost-weight")
     router = ZooterRouter.from_pretrained(args.router, device=args.device, backend=args.backend)
     queries = list(args.queries)
+    if isinstance(args.explain, str):  # `zooter route ROUTER --explain QUERY`
+        queries.append(args.explain)
     if not queries or queries == ["-"]:
         queries = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not queries:
@@ -412,6 +420,8 @@ def cmd_route(args: argparse.Namespace) -> int:
         return finish(args, f"{len(queries)} queries routed")
     for query, decision in zip(queries, decisions):
         print(_format_decision(query, decision))
+        if args.explain:
+            print(textwrap.indent(decision.explain(), "     "))
     return finish(args, f"{len(queries)} queries routed")
 
 
@@ -479,11 +489,18 @@ def _json(obj: Any) -> str:
 
 
 def _format_decision(query: str, decision: Any) -> str:
+    """The query, the chosen expert and what the rule compared: expected rewards when the router
+    estimates them (a distilled head: probabilities), best first."""
     short = query if len(query) <= 70 else query[:67] + "..."
-    ranked = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])
-    probs = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
+    if decision.expected_rewards is not None:
+        known = {name: value for name, value in decision.expected_rewards.items() if value is not None}
+        ranked = sorted(known.items(), key=lambda kv: -kv[1])
+        shown = "expected reward " + ", ".join(f"{name} {value:.3g}" for name, value in ranked)
+    else:
+        ranked = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{name} {p:.2f}" for name, p in ranked)
     cost = "" if decision.expected_cost is None else f", expected cost {decision.expected_cost:.3g} USD"
-    return f"{short}\n  -> {decision.expert}{cost}   ({probs})"
+    return f"{short}\n  -> {decision.expert}{cost}   ({shown})"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -654,6 +671,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-weight", type=float, help="λ for these queries (default: the router's own)")
     p.add_argument("--max-cost", type=float, help="leave out experts expected to cost more than this (USD)")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.add_argument(
+        "--explain",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="QUERY",
+        help="after each decision, every expert's estimate, cost and score, and why the chosen one won "
+        "(`--explain QUERY` explains that query)",
+    )
     p.add_argument("--device")
     _add_backend_option(p, "the one the router was trained on")
     p.set_defaults(func=cmd_route)

@@ -624,12 +624,7 @@ def evaluate_costs(
     from zooter.decide.costs import CostTable, cost_weight_grid, sweep_cost_weights
     from zooter.errors import ConfigError
 
-    if costs is None:
-        table = router.costs
-    elif isinstance(costs, CostTable):
-        table = costs
-    else:
-        table = CostTable.load(costs) if isinstance(costs, (str, Path)) else CostTable.from_dict(costs)
+    table = router.costs if costs is None else CostTable.coerce(costs)
     if table is None:
         raise ConfigError("evaluating costs needs the experts' prices: pass costs or give the router its own")
     table.check_experts(router.experts)

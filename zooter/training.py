@@ -545,7 +545,7 @@ def train_router(
             min_z=config.min_z,
         )
     if config.calibrate and rule is not None:
-        router.config.decision = rule.to_dict()
+        router.config.decision = rule
         _log_decision(rule)
     if costs is not None:
         _set_costs(router, dataset, costs, cost_weight, cost_target, held_out, responses)

@@ -45,12 +45,13 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import get_config_list, get_executor_for_config, run_in_executor
 from langchain_core.runnables.utils import gather_with_concurrency
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from zooter.data import Query, query_text
+from zooter.decide.costs import check_cost_weight
 from zooter.decide.decision import RouteDecision
 from zooter.decide.explore import ExploreMethod, Explorer
-from zooter.decide.policy import check_allowed
+from zooter.decide.policy import check_allowed, check_max_cost
 from zooter.errors import ExpertMismatchError, ZooterError, name_list
 from zooter_langchain._loading import FromPretrained
 from zooter_langchain._messages import RouteOn, route_query
@@ -246,8 +247,8 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
     max_fallbacks: int = Field(default=2, ge=0)
     exceptions_to_handle: tuple[type[BaseException], ...] = (Exception,)
     allowed_experts: list[str] | None = None
-    cost_weight: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
-    max_cost: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    cost_weight: float | None = None
+    max_cost: float | None = None
     force_expert: str | None = None
     allow_subset: bool = False
     batch_size: int | None = Field(default=None, ge=1)
@@ -258,6 +259,16 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _explorer: Explorer = PrivateAttr()
+
+    @field_validator("cost_weight")
+    @classmethod
+    def _cost_weight(cls, value: float | None) -> float | None:
+        return None if value is None else check_cost_weight(value)
+
+    @field_validator("max_cost")
+    @classmethod
+    def _max_cost(cls, value: float | None) -> float | None:
+        return check_max_cost(value)
 
     def __init__(self, **data: Any) -> None:
         super().__init__(**data)

@@ -31,10 +31,10 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from zooter.config import ZooterConfig
 from zooter.errors import ConfigError, DataError, ZooterError, name_list
@@ -173,6 +173,15 @@ class CostTable:
             raise DataError("a number has too many digits to read", path=path) from None
         return cls.from_dict(data, source=str(path))
 
+    @classmethod
+    def coerce(cls, costs: CostTable | Mapping[str, Any] | str | Path, *, source: str = "costs") -> CostTable:
+        """A table from a table, its dict, or a JSON price file: the one way prices come in."""
+        if isinstance(costs, CostTable):
+            return costs
+        if isinstance(costs, (str, Path)):
+            return cls.load(costs)
+        return cls.from_dict(costs, source=source)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: {k: v for k, v in cost.to_dict().items() if v is not None} for name, cost in self.costs.items()}
 
@@ -221,6 +230,101 @@ class CostTable:
             dtype=torch.float64,
         )
         return tokens * per_input + fixed
+
+
+def check_cost_weight(value: Any, *, what: str = "cost_weight") -> float:
+    """λ as a float: a finite number >= 0 (0: decisions weigh quality alone)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class CostCalibration(ZooterConfig):
+    """What calibrating λ to a :class:`CostTarget` measured (see :func:`calibrate_cost_weight`).
+
+    Attributes:
+        unit: what λ weighs: ``"usd"``, or ``"calls"`` to the ``penalised`` experts (a share target).
+        penalised: the experts a call to which λ weighs, when ``unit`` is ``"calls"``.
+        cost_weight: the λ kept.
+        target: the target, as :meth:`CostTarget.to_dict` writes it.
+        met: whether λ met the target on the calibration rows.
+        rows: how many held-out rows it was calibrated on.
+        source: where those rows came from.
+        reward: the routed mean reward there.
+        cost: the routed mean cost there (USD per query).
+        share: the share of calls each expert got there.
+        best_single: the best single expert there: ``{"expert", "reward", "cost"}``.
+    """
+
+    unit: Literal["usd", "calls"] = "usd"
+    penalised: list[str] = Field(default_factory=list)
+    cost_weight: float = Field(default=0.0, ge=0.0)
+    target: dict[str, Any] = Field(default_factory=dict)
+    met: bool = True
+    rows: int = Field(default=0, ge=0)
+    source: str = "validation"
+    reward: float | None = None
+    cost: float | None = None
+    share: dict[str, float] = Field(default_factory=dict)
+    best_single: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _calls_name_experts(self) -> CostCalibration:
+        if self.unit == "calls" and not self.penalised:
+            raise ValueError("calibration.unit 'calls' needs the penalised experts")
+        return self
+
+
+class CostSettings(ZooterConfig):
+    """What each expert costs and how much that weighs in decisions: ``config.json``'s ``costs``.
+
+    Attributes:
+        prices: every expert's price.
+        cost_weight: λ, reward per USD (or per penalised call): decisions choose
+            ``argmax expected reward - λ · cost``; 0: quality alone.
+        calibration: what calibrating λ to a target measured; None when λ was set by hand.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    prices: CostTable
+    cost_weight: float = 0.0
+    calibration: CostCalibration | None = None
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        return CostCalibration.known_keys(value)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _table(cls, value: Any) -> CostTable:
+        return CostTable.coerce(value, source="config.json costs.prices")
+
+    @field_validator("cost_weight", mode="before")
+    @classmethod
+    def _weight(cls, value: Any) -> float:
+        return check_cost_weight(value)
+
+    @field_serializer("prices")
+    def _prices(self, table: CostTable) -> dict[str, Any]:
+        return table.to_dict()
+
+    def check_experts(self, experts: Sequence[str]) -> None:
+        """Raise :class:`ConfigError` unless the prices cover ``experts`` and the calibration names only them."""
+        self.prices.check_experts(experts)
+        unknown = [name for name in (self.calibration.penalised if self.calibration else []) if name not in experts]
+        if unknown:
+            raise ConfigError(
+                f"costs.calibration.penalised names unknown expert(s) {name_list(unknown)}; "
+                f"the experts are {name_list(experts)}"
+            )
+
+    def penalties(self, costs: torch.Tensor, experts: Sequence[str]) -> torch.Tensor:
+        """What λ multiplies in decisions: the USD ``costs``, or calls to the penalised experts."""
+        if self.calibration is not None and self.calibration.unit == "calls":
+            return call_penalties(len(costs), experts, self.calibration.penalised)
+        return costs
 
 
 class CostTarget(ZooterConfig):
@@ -478,12 +582,15 @@ def mean_output_tokens(records: Sequence[Any], count_tokens: Any) -> dict[str, f
 __all__ = [
     "MAX_PRICE",
     "MIN_CALIBRATION_ROWS",
+    "CostCalibration",
+    "CostSettings",
     "CostTable",
     "CostTarget",
     "ExpertCost",
     "calibrate_cost_weight",
     "call_penalties",
     "check_calibration_rows",
+    "check_cost_weight",
     "cost_weight_grid",
     "mean_output_tokens",
     "sweep_cost_weights",

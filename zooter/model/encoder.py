@@ -330,8 +330,42 @@ class QueryEncoder(torch.nn.Module):
 
     def tokenize(self, queries: Sequence[Query]) -> list[list[int]]:
         """Token ids of each query, truncated to ``max_length``, in one tokenizer call."""
+        return self.tokenize_and_count(queries)[0]
+
+    def tokenize_and_count(self, queries: Sequence[Query]) -> tuple[list[list[int]], list[int]]:
+        """Each query's token ids (truncated to ``max_length``, special tokens added) and its full
+        length in tokens (not truncated, without special tokens: what a cost estimate counts), from
+        one tokenizer call."""
+        check_queries(queries)
+        if not queries:  # the tokenizer fails on an empty batch
+            return [], []
         # only whitespace is no text: every such query is routed as the empty one
         texts = [text if text.strip() else "" for text in map(query_text, queries)]
+        specials = self._special_tokens()
+        if specials is None:  # a tokenizer whose special tokens cannot be told apart: it truncates, twice
+            return self._tokenize_truncated(texts), self.count_tokens(texts)
+        encoded = self.tokenizer(
+            texts,
+            truncation=False,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )["input_ids"]
+        before, after = specials
+        counts = [max(len(ids) - before - after, 0) for ids in encoded]
+        keep = max(self.max_length - before - after, 0)
+        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+        token_ids = []
+        for ids in encoded:
+            if len(ids) > self.max_length:  # truncated as the tokenizer truncates: the text, not its special tokens
+                body = ids[before : len(ids) - after]
+                body = body[len(body) - keep :] if left else body[:keep]
+                ids = [*ids[:before], *body, *ids[len(ids) - after :]]
+            token_ids.append(ids)
+        return self._filled(token_ids), counts
+
+    def _tokenize_truncated(self, texts: list[str]) -> list[list[int]]:
         encoded = self.tokenizer(
             texts,
             truncation=True,
@@ -340,9 +374,22 @@ class QueryEncoder(torch.nn.Module):
             return_attention_mask=False,
             return_token_type_ids=False,
         )
+        return self._filled(encoded["input_ids"])
+
+    def _filled(self, token_ids: list[list[int]]) -> list[list[int]]:
         # a query that tokenises to nothing (no special tokens, empty text) still needs one position
         filler = [self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else self.pad_id]
-        return [ids or filler for ids in encoded["input_ids"]]
+        return [ids or filler for ids in token_ids]
+
+    def _special_tokens(self) -> tuple[int, int] | None:
+        """How many special tokens the tokenizer puts before and after a text (e.g. 1 and 1 for BERT)."""
+        if not hasattr(self, "_specials"):
+            probe = "hello world"
+            plain = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+            full = self.tokenizer(probe)["input_ids"]
+            starts = [i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain]
+            self._specials = (starts[0], len(full) - len(plain) - starts[0]) if plain and starts else None
+        return self._specials
 
     def count_tokens(self, queries: Sequence[Query]) -> list[int]:
         """Each query's length in the tokenizer's tokens, not truncated (what a cost estimate counts)."""
@@ -406,9 +453,18 @@ class QueryEncoder(torch.nn.Module):
         return self._encode(queries, batch_size, show_progress, pooled=True)
 
     def _encode(
-        self, queries: Sequence[Query], batch_size: int | None, show_progress: bool, *, pooled: bool
+        self,
+        queries: Sequence[Query],
+        batch_size: int | None,
+        show_progress: bool,
+        *,
+        pooled: bool,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> torch.Tensor:
-        """Pooled vectors (``pooled``) or :meth:`forward` outputs of ``queries``, batched by length, in input order."""
+        """Pooled vectors (``pooled``) or :meth:`forward` outputs of ``queries``, batched by length, in input order.
+
+        ``token_ids``: the queries' ids from :meth:`tokenize_and_count`, when already tokenised.
+        """
         check_queries(queries)
         blank = sum(1 for query in queries if isinstance(query, str) and not query.strip())
         if blank:
@@ -429,7 +485,8 @@ class QueryEncoder(torch.nn.Module):
             return out
         was_training = self.training
         self.eval()
-        token_ids = self.tokenize(queries)
+        if token_ids is None:
+            token_ids = self.tokenize(queries)
         amp = half_dtype(self.device) if next(self.parameters()).dtype == torch.float32 else None
         batches = length_sorted_batches(token_ids, batch_size)
         if show_progress:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from zooter import __version__
 from zooter.config import ZooterConfig
 from zooter.data import Query
-from zooter.decide.costs import CostTable, CostTarget, call_penalties
+from zooter.decide.costs import CostCalibration, CostSettings, CostTable, CostTarget, check_cost_weight
 from zooter.decide.decision import RouteDecision
 from zooter.decide.policy import DecisionRule, check_allowed, check_max_cost, route_decisions
 from zooter.errors import ConfigError, ZooterError, name_list
@@ -55,9 +55,8 @@ class RouterConfig(ZooterConfig):
             training queries (``neighbours.safetensors``); None when the head alone decides.
         decision: the calibrated :class:`~zooter.decide.policy.DecisionRule` (default expert, margin and
             what the calibration measured); None: the most probable expert wins.
-        costs: what each expert costs and how much that weighs in decisions: ``prices`` (a
-            :class:`~zooter.decide.costs.CostTable` as a dict), ``cost_weight`` (λ, reward per USD) and,
-            when λ was calibrated to a target, ``calibration``; None: costs play no part.
+        costs: the :class:`~zooter.decide.costs.CostSettings`: each expert's price, λ (``cost_weight``)
+            and, when λ was calibrated to a target, what that measured; None: costs play no part.
         tokenizer: the saved tokenizer: its ``files``, ``vocab_size`` and a ``sha256`` of its
             vocabulary, so loading can refuse a folder whose tokenizer is missing or another one.
         files: every file the router wrote in its folder but ``config.json``, with its size and
@@ -77,8 +76,8 @@ class RouterConfig(ZooterConfig):
     training_summary: dict[str, Any] = Field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
     neighbours: NeighbourSettings | None = None
-    decision: dict[str, Any] | None = None
-    costs: dict[str, Any] | None = None
+    decision: DecisionRule | None = None
+    costs: CostSettings | None = None
     tokenizer: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, FileRecord | None] = Field(default_factory=dict)
     zooter_version: str = __version__
@@ -111,6 +110,24 @@ class RouterConfig(ZooterConfig):
         if value != "mean":
             raise ValueError(f"pooling must be 'mean', got {value!r}")
         return value
+
+    @field_validator("decision", "costs", mode="before")
+    @classmethod
+    def _section_keys(cls, value: Any, info: ValidationInfo) -> Any:
+        """A section written by a newer version loads without the keys this one does not know."""
+        section = DecisionRule if info.field_name == "decision" else CostSettings
+        return section.known_keys(value)
+
+    @model_validator(mode="after")
+    def _sections_name_experts(self) -> RouterConfig:
+        if self.decision is not None and self.decision.default_expert not in self.experts:
+            raise ValueError(
+                f"decision.default_expert names {self.decision.default_expert!r}, "
+                f"which is not one of the experts {name_list(self.experts)}"
+            )
+        if self.costs is not None:
+            self.costs.check_experts(self.experts)
+        return self
 
 
 class ZooterRouter(RouterPersistence, QueryEncoder):
@@ -187,27 +204,25 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
     @property
     def decision(self) -> DecisionRule | None:
         """The calibrated rule that turns estimates into one expert (None: the most probable wins)."""
-        return DecisionRule.from_dict(self.config.decision) if self.config.decision else None
+        return self.config.decision
 
     # -- costs -------------------------------------------------------------------------------
     @property
     def costs(self) -> CostTable | None:
         """Each expert's price (None: the router knows no prices)."""
-        if not self.config.costs:
-            return None
-        return CostTable.from_dict(self.config.costs["prices"], source="config.json costs.prices")
+        return None if self.config.costs is None else self.config.costs.prices
 
     @property
     def cost_weight(self) -> float:
         """λ: how much expected reward one USD per query is worth in decisions (0: quality only)."""
-        return float((self.config.costs or {}).get("cost_weight", 0.0))
+        return 0.0 if self.config.costs is None else self.config.costs.cost_weight
 
     def set_costs(
         self,
         costs: CostTable | Mapping[str, Any] | str | Path | None,
         *,
         cost_weight: float = 0.0,
-        calibration: dict[str, Any] | None = None,
+        calibration: CostCalibration | dict[str, Any] | None = None,
     ) -> ZooterRouter:
         """Give the router every expert's price (saved in ``config.json``), or None to drop them.
 
@@ -225,35 +240,30 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         if costs is None:
             self.config.costs = None
             return self
-        if isinstance(costs, (str, Path)):
-            table = CostTable.load(costs)
-        elif isinstance(costs, CostTable):
-            table = costs
-        else:
-            table = CostTable.from_dict(costs)
+        table = CostTable.coerce(costs)
         table.check_experts(self.experts)
-        if not (isinstance(cost_weight, (int, float)) and math.isfinite(cost_weight) and cost_weight >= 0):
-            raise ConfigError(f"cost_weight must be a finite number >= 0, got {cost_weight!r}")
+        cost_weight = check_cost_weight(cost_weight)
         if cost_weight and self.bank is None:
             raise _no_expected_rewards()
         table.warn_unknown_lengths(self.experts)
-        listed = table.to_dict()
-        prices = {name: listed[name] for name in self.experts}
-        self.config.costs = {"prices": prices, "cost_weight": float(cost_weight), "calibration": calibration}
+        prices = CostTable({name: table.costs[name] for name in self.experts}, source=table.source)
+        self.config.costs = CostSettings(prices=prices, cost_weight=cost_weight, calibration=calibration)
         return self
 
-    def query_costs(self, queries: Sequence[Query]) -> torch.Tensor | None:
-        """Each query's expected cost on each expert (USD, rows x experts), or None without prices."""
+    def query_costs(self, queries: Sequence[Query], *, tokens: Sequence[int] | None = None) -> torch.Tensor | None:
+        """Each query's expected cost on each expert (USD, rows x experts), or None without prices.
+
+        ``tokens``: the queries' token counts, when already counted (:meth:`tokenize_and_count`).
+        """
         table = self.costs
-        return None if table is None else table.query_costs(self.count_tokens(queries), self.experts)
+        if table is None:
+            return None
+        return table.query_costs(self.count_tokens(queries) if tokens is None else tokens, self.experts)
 
     def cost_penalties(self, costs: torch.Tensor) -> torch.Tensor:
         """What λ multiplies in decisions: the USD ``costs``, or calls to some experts when the
         router was calibrated to a share of calls (see :func:`zooter.decide.costs.calibrate_cost_weight`)."""
-        calibration = (self.config.costs or {}).get("calibration") or {}
-        if calibration.get("unit") == "calls":
-            return call_penalties(len(costs), self.experts, calibration.get("penalised", []))
-        return costs
+        return costs if self.config.costs is None else self.config.costs.penalties(costs, self.experts)
 
     def calibrate_costs(
         self,
@@ -403,7 +413,12 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
 
     @torch.inference_mode()
     def estimate(
-        self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
+        self,
+        queries: Sequence[Query],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        token_ids: Sequence[Sequence[int]] | None = None,
     ) -> Estimates:
         """What the router expects of every expert for each query, in one batched pass.
 
@@ -412,11 +427,13 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         router with a neighbour bank estimates from the training queries nearest to each query
         (:mod:`zooter.model.neighbours`); otherwise the head's softmax gives the probabilities.
 
+        ``token_ids``: the queries' ids from :meth:`tokenize_and_count`, when already tokenised.
+
         Returns:
             :class:`~zooter.model.neighbours.Estimates`: float32 CPU tensors of shape
             ``(len(queries), len(experts))``, rows in input order.
         """
-        vectors = self._encode(queries, batch_size, show_progress, pooled=self.bank is not None)
+        vectors = self._encode(queries, batch_size, show_progress, pooled=self.bank is not None, token_ids=token_ids)
         if self.bank is None:
             return Estimates(torch.softmax(vectors, dim=-1).cpu())
         self.bank = self.bank.to(vectors.device)  # moved once, not on every call
@@ -461,16 +478,17 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         experts = self.config.experts
         allowed = check_allowed(allowed, experts)
         max_cost = check_max_cost(max_cost)
-        weight = self.cost_weight if cost_weight is None else cost_weight
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ConfigError(f"cost_weight must be a finite number >= 0, got {weight!r}")
-        costs = self.query_costs(queries) if self.config.costs else None
-        if costs is None and (weight or max_cost is not None):
+        weight = check_cost_weight(self.cost_weight if cost_weight is None else cost_weight)
+        if self.config.costs is None and (weight or max_cost is not None):
             raise ConfigError("cost_weight and max_cost need the experts' prices: call router.set_costs(...) first")
+        tokens = None
         if estimates is None:
-            estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+            # one tokenizer pass: the encoder reads the ids, the prices count the tokens
+            token_ids, tokens = self.tokenize_and_count(queries) if self.config.costs else (None, None)
+            estimates = self.estimate(queries, batch_size=batch_size, show_progress=show_progress, token_ids=token_ids)
         elif len(estimates.probabilities) != len(queries):
             raise ConfigError(f"got estimates of {len(estimates.probabilities)} queries for {len(queries)} queries")
+        costs = self.query_costs(queries, tokens=tokens)
         if weight and estimates.expected_rewards is None:
             raise _no_expected_rewards()
         return route_decisions(

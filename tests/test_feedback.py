@@ -81,14 +81,25 @@ def test_bad_input_is_refused_with_what_is_wrong(tmp_path: Path) -> None:
 
 def test_a_torn_last_line_is_dropped_before_the_next_append(tmp_path: Path) -> None:
     log = logged(tmp_path)
+    log.log_decision("d3", "python regex", "coder", reason="routed", propensity=1.0)
     log.record("d1", 1.0)
-    with open(log.path, "a", encoding="utf-8") as f:  # a writer killed half-way through its row
-        f.write('{"id": "d9", "query": "cut sh')
-    assert [r["id"] for r in log.rows()] == ["d1"]  # readers skip the unfinished line
-    FeedbackLog(log.path).record("d2", 0.0)
-    lines = log.path.read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["id"] for line in lines] == ["d1", "d2"]
+    log.record("d2", 0.0)
+
+    def killed_writer() -> None:  # a writer killed half-way through its row
+        with open(log.path, "a", encoding="utf-8") as f:
+            f.write('{"id": "d9", "query": "cut sh')
+
+    killed_writer()
+    assert [r["id"] for r in log.rows()] == ["d1", "d2"]  # readers skip the unfinished line
+    with pytest.raises(DataError, match="malformed JSON"):
+        RoutingDataset.load(log.path)
+    FeedbackLog(log.path).recover()  # before another tool reads the file
     assert [ex.id for ex in RoutingDataset.load(log.path)] == ["d1", "d2"]
+    killed_writer()
+    FeedbackLog(log.path).record("d3", 1.0)  # the next writer cuts it too
+    lines = log.path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["d1", "d2", "d3"]
+    assert [ex.id for ex in RoutingDataset.load(log.path)] == ["d1", "d2", "d3"]
 
 
 WRITER = textwrap.dedent(

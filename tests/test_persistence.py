@@ -133,6 +133,32 @@ def test_a_listed_file_missing_or_cut_short_is_refused_by_name(folder: Path, nam
     refused(folder, f"{name} is missing")
 
 
+def test_a_file_a_part_of_the_router_adds_is_listed_and_checked_with_no_more_code(
+    tiny_encoder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an ANN index will be: written by the bank's save into the folder, read back through ``files``."""
+    real_save, real_load = NeighbourBank.save, NeighbourBank.load.__func__
+    read_back = []
+
+    def save_with_an_index(self, folder: Path, *, experts) -> None:
+        real_save(self, folder, experts=experts)
+        (folder / "neighbours.index").write_bytes(b"an index of %d rows" % len(self))
+
+    def load_with_an_index(cls, files, settings, **kwargs):
+        read_back.append(files.read("neighbours.index"))
+        return real_load(cls, files, settings, **kwargs)
+
+    monkeypatch.setattr(NeighbourBank, "save", save_with_an_index)
+    monkeypatch.setattr(NeighbourBank, "load", classmethod(load_with_an_index))
+    folder = neighbour_router(tiny_encoder).save_pretrained(tmp_path / "router")
+    record = config_of(folder)["files"]["neighbours.index"]
+    assert record["sha256"] == hashlib.sha256(b"an index of 24 rows").hexdigest()
+    ZooterRouter.from_pretrained(folder, device="cpu")
+    assert read_back == [b"an index of 24 rows"]
+    (folder / "neighbours.index").write_bytes(b"an index of 99 rows")
+    refused(folder, "neighbours.index is not the file this router was saved with")
+
+
 @pytest.mark.parametrize("method", ["neighbours", "distill"])
 def test_a_folder_written_before_checksums_still_loads(method: str, tmp_path: Path) -> None:
     """Folders written by zooter before this change (tests/data, made by the previous version's save)."""

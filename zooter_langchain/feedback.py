@@ -193,6 +193,18 @@ class FeedbackLog:
             self._recorded[decision_id] = value
         return row
 
+    def recover(self) -> None:
+        """Cut a last line a killed writer left half-written, in both files (the next append does too).
+
+        Safe while other processes write: the cut happens under the files' lock, where a line
+        without its newline can only be a dead writer's. Run it before reading the feedback file
+        with another tool (``zooter update``) when writers may have been killed.
+        """
+        for appender in (self._feedback, self._decisions):
+            if appender.path.is_file():
+                with appender.locked():
+                    pass
+
     def rows(self) -> list[dict[str, Any]]:
         """Every feedback row recorded so far, by any process, in file order."""
         reader = JsonlAppender(self.path)

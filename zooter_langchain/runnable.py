@@ -190,10 +190,12 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
 
     A trained :class:`zooter.ZooterRouter` reads the query (by default the last human message) and
     picks the expert most likely to answer it best; only that expert runs. Every answer carries the
-    decision in ``response_metadata["zooter"]`` (chosen expert, every expert's probability, the
-    chosen expert's expected reward and, when the router has prices, its expected cost in USD, any
-    fallback attempts), and a ``zooter_route`` custom callback event carries the same. The
-    expert's run nests inside this model's run in traces, with the expert's own model name.
+    router's :class:`~zooter.decide.decision.RouteDecision` in ``response_metadata["zooter"]`` (its
+    ``to_dict()``: ``id``, ``reason``, every expert's probability, expected reward, cost and score,
+    the ``ranking`` fallbacks follow), with who answered (``expert``), the rule's choice
+    (``routed_to``), that expert's expected reward and cost, and any failed fallback ``attempts``;
+    a ``zooter_route`` custom callback event carries the decision. The expert's run nests inside
+    this model's run in traces, with the expert's own model name.
 
     ``ZooterRouterRunnable`` is this class under its earlier name (an alias, kept for existing code).
     ``ChatZooterRouter.from_pretrained(folder_or_hub_id, experts=..., **settings)`` loads the router.

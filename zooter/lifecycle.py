@@ -205,13 +205,11 @@ def add_expert(
     prices = _prices_with(router, name, costs)
     widened = _with_experts(bank, [*range(len(router.experts)), -1])
     bank, merged, appended = _merged_bank(router, widened, experts, rows, show_progress)
+    costs_after = router.config.costs
+    if prices is not None and costs_after is not None:
+        costs_after = costs_after.replace(prices=prices.to_dict())
     _resize_head(router, [*range(len(router.experts)), -1])
-    router.config.experts = experts
-    if prices is not None:
-        router.set_costs(
-            prices, cost_weight=router.cost_weight, calibration=(router.config.costs or {}).get("calibration")
-        )
-    _commit(router, experts, bank, source=source, rows=len(rows))
+    _commit(router, experts, bank, source=source, rows=len(rows), costs=costs_after)
     return UpdateReport(before, RouterState.of(router), merged, appended, None if source is None else str(source))
 
 
@@ -242,14 +240,15 @@ def remove_expert(router: RouterLike, name: str) -> UpdateReport:
             bank.targets[index],
             None if bank.ids is None else [bank.ids[i] for i in index.tolist()],
         )
-    prices = router.costs
+    costs = router.config.costs
+    if costs is not None:
+        listed = costs.prices.to_dict()
+        calibration = costs.calibration
+        if calibration is not None and name in calibration.penalised:
+            calibration = calibration.replace(penalised=[p for p in calibration.penalised if p != name])
+        costs = costs.replace(prices={e: listed[e] for e in experts}, calibration=calibration)
     _resize_head(router, keep)
-    router.config.experts = experts
-    if prices is not None:
-        calibration = (router.config.costs or {}).get("calibration")
-        listed = prices.to_dict()
-        router.set_costs({e: listed[e] for e in experts}, cost_weight=router.cost_weight, calibration=calibration)
-    _commit(router, experts, bank, source=None, rows=0, removed=name)
+    _commit(router, experts, bank, source=None, rows=0, removed=name, costs=costs)
     return UpdateReport(before, RouterState.of(router))
 
 
@@ -416,12 +415,16 @@ def _commit(
     source: str | Path | None,
     rows: int,
     removed: str | None = None,
+    costs: Any = ...,
 ) -> None:
-    had_rule = router.config.decision is not None
-    router.bank = bank
-    if had_rule or (router.config.training or {}).get("calibrate", True):
-        router.config.decision = recalibrate(router, bank, experts).to_dict()
-    if router.config.costs and (router.config.costs.get("calibration") or {}).get("target"):
+    """Make ``bank`` the router's, with its decision recalibrated and its config changed in one step
+    (the config checks that the decision and the prices name its experts)."""
+    rule = router.config.decision
+    if rule is not None or (router.config.training or {}).get("calibrate", True):
+        rule = recalibrate(router, bank, experts)
+    costs = router.config.costs if costs is ... else costs
+    calibration = None if costs is None else costs.calibration
+    if calibration is not None and calibration.target:
         logger.warning(
             "λ (cost weight %.4g) is kept as calibrated: the bank holds no query texts to price; "
             "calibrate it again with router.calibrate_costs on scored rows",
@@ -432,7 +435,8 @@ def _commit(
     settings = bank_settings(bank, experts)
     settings.updates = (previous.updates if previous is not None else 0) + 1
     settings.sources = [*(previous.sources if previous is not None else []), record]
-    router.config.neighbours = settings
+    router.config = router.config.replace(experts=experts, decision=rule, costs=costs, neighbours=settings)
+    router.bank = bank
 
 
 def bank_settings(bank: NeighbourBank, experts: list[str]) -> NeighbourSettings:

@@ -207,6 +207,8 @@ def _training_config(args: argparse.Namespace) -> Any:
         "method": args.method,
         "neighbours": [int(k) for k in _csv(args.neighbours)] if args.neighbours else None,
         "min_z": args.min_z,
+        "index": args.index,
+        "calibration_rows": args.calibration_rows,
         "encoder": args.encoder,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -604,6 +606,17 @@ def build_parser() -> argparse.ArgumentParser:
         "distill: fine-tune encoder and head on the soft labels (the paper's)",
     )
     p.add_argument("--neighbours", help="comma-separated numbers of neighbours to try (default 50,100,200,400)")
+    p.add_argument(
+        "--index",
+        choices=["exact", "ann", "auto"],
+        help="how the bank finds neighbours: exact search, a faiss ANN index (extra zooter-langchain[ann]), "
+        "or auto (default: ANN from 50,000 rows when faiss is installed)",
+    )
+    p.add_argument(
+        "--calibration-rows",
+        type=int,
+        help="calibrate on the leave-one-out estimates of at most this many rows, stratified by task (default 20000)",
+    )
     p.add_argument(
         "--min-z", type=float, help="keep routing only if it beats the default expert by this many standard errors"
     )

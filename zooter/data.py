@@ -307,6 +307,10 @@ class RoutingDataset(Sequence[RoutingExample]):
     def __iter__(self) -> Iterator[RoutingExample]:
         return iter(self.examples)
 
+    def take(self, indices: Iterable[int]) -> RoutingDataset:
+        """The rows at ``indices``, in that order."""
+        return self._subset(self.examples[i] for i in indices)
+
     def _subset(self, examples: Iterable[RoutingExample]) -> RoutingDataset:
         return RoutingDataset(list(examples), experts=self.experts, source=self.source)
 
@@ -442,6 +446,38 @@ class RoutingDataset(Sequence[RoutingExample]):
         return [[ex.rewards.get(name, math.nan) for name in self.experts] for ex in self.examples]
 
     # -- splitting ---------------------------------------------------------------------------
+    def _hash_order(self, seed: int, stratify_by_task: bool) -> list[int]:
+        """Row indices ordered by ``sha256(seed:id)``, interleaved by task with ``stratify_by_task``."""
+
+        def key(i: int) -> bytes:
+            return hashlib.sha256(f"{seed}:{self.examples[i].id}".encode()).digest()
+
+        keys = [key(i) for i in range(len(self.examples))]
+        if not stratify_by_task:
+            return sorted(range(len(keys)), key=keys.__getitem__)
+        # Systematic sampling: each row's position within its task (in hash order) as a fraction,
+        # then one global order by that fraction. Cutting that order anywhere takes the same share
+        # of every task, and the part sizes still add up exactly.
+        groups: dict[str | None, list[int]] = {}
+        for i, ex in enumerate(self.examples):
+            groups.setdefault(ex.task, []).append(i)
+        position = [0.0] * len(keys)
+        for group in groups.values():
+            for rank, i in enumerate(sorted(group, key=keys.__getitem__)):
+                position[i] = (rank + 0.5) / len(group)
+        return sorted(range(len(keys)), key=lambda i: (position[i], keys[i]))
+
+    def sample(self, size: int, *, seed: int = 0) -> list[int]:
+        """The indices (ascending) of a deterministic sample of at most ``size`` rows.
+
+        Stratified by ``task`` when rows have one (every task keeps its share, up to one row),
+        otherwise a seeded random sample; all rows when there are no more than ``size``.
+        """
+        if size >= len(self.examples):
+            return list(range(len(self.examples)))
+        stratify = any(ex.task is not None for ex in self.examples)
+        return sorted(self._hash_order(seed, stratify)[: max(0, size)])
+
     def split(
         self,
         *,
@@ -469,23 +505,7 @@ class RoutingDataset(Sequence[RoutingExample]):
                 f"validation_fraction + test_fraction must be < 1, got {validation_fraction} + {test_fraction}"
             )
 
-        def key(ex: RoutingExample) -> str:
-            return hashlib.sha256(f"{seed}:{ex.id}".encode()).hexdigest()
-
-        if stratify_by_task:
-            # Systematic sampling: each row's position within its task (in hash order) as a
-            # fraction, then one global order by that fraction. Cutting that order anywhere takes
-            # the same share of every task, and the part sizes still add up exactly.
-            groups: dict[str | None, list[RoutingExample]] = {}
-            for ex in self.examples:
-                groups.setdefault(ex.task, []).append(ex)
-            position: dict[str, float] = {}
-            for group in groups.values():
-                for i, ex in enumerate(sorted(group, key=key)):
-                    position[ex.id] = (i + 0.5) / len(group)
-            ordered = sorted(self.examples, key=lambda ex: (position[ex.id], key(ex)))
-        else:
-            ordered = sorted(self.examples, key=key)
+        ordered = [self.examples[i] for i in self._hash_order(seed, stratify_by_task)]
         n_test = round(len(ordered) * test_fraction)
         n_val = round(len(ordered) * validation_fraction)
         if n_test + n_val >= len(ordered):

@@ -31,6 +31,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -45,6 +46,7 @@ from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
 from zooter.lifecycle import bank_settings, source_record
 from zooter.model.encoder import QueryEncoder, autocast, backend_device, half_dtype
+from zooter.model.index import import_faiss
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.persistence import non_finite_weights
 from zooter.model.router import ZooterRouter
@@ -72,6 +74,12 @@ class TrainingConfig(ZooterConfig):
         neighbour_shrinkage: pseudo-neighbours with which an expert's estimate is pulled towards
             its prior where few neighbours carry its reward (0: the plain neighbour average); see
             :class:`~zooter.model.neighbours.NeighbourBank` and ``docs/keeping-current.md``.
+        index: how the bank finds a query's neighbours: ``"exact"`` search, a faiss ``"ann"`` index
+            (the ``ann`` extra), or ``"auto"``: an ANN index from 50,000 training rows on when faiss
+            is installed, exact search otherwise (see :mod:`zooter.model.index`).
+        calibration_rows: the number of neighbours and the decision are calibrated on the
+            leave-one-out estimates of at most this many training rows (a sample stratified by
+            task when rows have one, else random), so training grows linearly with the rows.
         calibrate: calibrate the decision rule (leave the default expert only by a margin that paid
             on held-out estimates); False: the most probable expert always wins.
         min_z: routing is kept only if its held-out gain over the default expert is at least this
@@ -109,6 +117,8 @@ class TrainingConfig(ZooterConfig):
     neighbours: list[int] = Field(default_factory=lambda: [50, 100, 200, 400], min_length=1)
     neighbour_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
     neighbour_shrinkage: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
+    index: Literal["exact", "ann", "auto"] = "auto"
+    calibration_rows: int = Field(default=20_000, ge=2)
     calibrate: bool = True
     min_z: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
     encoder: str | None = None
@@ -323,54 +333,109 @@ def embed_training_queries(
     )
 
 
+@dataclass
+class BankFit:
+    """What :func:`fit_bank` kept: the bank (with its index and chosen ``k``), the calibrated rule,
+    the leave-one-out estimates of the calibration sample, those rows, and what each step took."""
+
+    bank: NeighbourBank
+    rule: DecisionRule
+    held_out: Estimates
+    held_out_rows: RoutingDataset
+    summary: dict[str, Any]
+    log: list[dict[str, Any]]
+
+
+def fit_bank(
+    embeddings: torch.Tensor, dataset: RoutingDataset, targets: torch.Tensor, config: TrainingConfig
+) -> BankFit:
+    """Index the training queries' embeddings and keep the number of neighbours that routes best left-one-out.
+
+    The leave-one-out estimates are made for a sample of at most ``config.calibration_rows`` rows
+    (all rows of a smaller set; stratified by task when rows have one), found with the bank's
+    index in one search at the largest number of neighbours; each number tried averages its first
+    neighbours. So after the encoder pass the work grows about linearly with the rows: building
+    the index, and a bounded number of searches.
+    """
+    rewards = reward_tensor(dataset).to(embeddings.device)
+    started = time.perf_counter()
+    bank = NeighbourBank(
+        embeddings,
+        rewards,
+        targets.to(embeddings.device),
+        k=max(config.neighbours),
+        temperature=config.neighbour_temperature,
+        shrinkage=config.neighbour_shrinkage,
+        ids=[ex.id for ex in dataset],
+    ).build_index(config.index, seed=config.seed)
+    indexed = time.perf_counter()
+    rows = dataset.sample(config.calibration_rows, seed=config.seed)
+    sample = torch.tensor(rows, device=embeddings.device)
+    found = bank.search(bank.embeddings[sample], leave_out=sample)
+    record = {
+        "rows": len(rows),
+        "of": len(dataset),
+        "by": "all rows" if len(rows) == len(dataset) else ("task" if any(dataset.tasks) else "random"),
+        "seed": config.seed,
+    }
+    filled = bank.filled_rewards()[sample]  # stand-ins for missing rewards (see calibrate_decision)
+    best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
+    log = []
+    for k in config.neighbours:
+        kept = bank.with_k(k)
+        held_out = kept.average(*found)
+        rule = calibrate_decision(
+            held_out.scores,
+            rewards[sample],
+            dataset.experts,
+            default_rewards=rewards,  # the default expert is the best on all rows, not on the sample
+            filled=filled,
+            min_z=config.min_z,
+            source="leave-one-out",
+        )
+        rule.calibration["sample"] = record
+        gain = rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))
+        log.append({"neighbours": k, "leave_one_out_gain": gain, "pays": rule.routes})
+        logger.info("k=%d: leave-one-out gain over the default expert %.4g", k, gain)
+        if best is None or gain > best[0]:
+            best = (gain, kept, rule, held_out)
+    assert best is not None  # config.neighbours is never empty
+    _, kept, rule, estimates = best
+    calibrated = time.perf_counter()
+    logger.info(
+        "index %s in %.1fs; calibrated on %d of %d rows (%s) in %.1fs",
+        kept.index.settings().get("factory", kept.index.kind),
+        indexed - started,
+        len(rows),
+        len(dataset),
+        record["by"],
+        calibrated - indexed,
+    )
+    summary = {
+        "neighbours": kept.k,
+        "index": kept.index.kind,
+        "index_seconds": round(indexed - started, 1),
+        "calibration_seconds": round(calibrated - indexed, 1),
+    }
+    return BankFit(kept, rule, estimates, dataset.take(rows), summary, log)
+
+
 def _fit_neighbours(
     router: ZooterRouter,
     dataset: RoutingDataset,
     targets: torch.Tensor,
     config: TrainingConfig,
     engine: Engine | None = None,
-) -> tuple[dict[str, Any], DecisionRule, Estimates]:
-    """Embed the training queries once and keep the number of neighbours that routes best left-one-out.
-
-    Returns the summary, the calibrated rule and the kept bank's leave-one-out estimates (held-out
-    estimates of the training rows, for calibrating a cost weight).
-    """
+) -> BankFit:
+    """Embed the training queries once (on ``engine``), then :func:`fit_bank`; the router keeps the bank."""
     embeddings = embed_training_queries(router, [ex.query for ex in dataset], config, engine)
-    rewards = reward_tensor(dataset).to(embeddings.device)
-    best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
-    log = []
-    for k in config.neighbours:
-        bank = NeighbourBank(
-            embeddings,
-            rewards,
-            targets.to(embeddings.device),
-            k=k,
-            temperature=config.neighbour_temperature,
-            shrinkage=config.neighbour_shrinkage,
-            ids=[ex.id for ex in dataset],
-        )
-        held_out = bank.leave_one_out()
-        rule = calibrate_decision(
-            held_out.scores,
-            rewards,
-            dataset.experts,
-            filled=bank.filled_rewards(),
-            min_z=config.min_z,
-            source="leave-one-out",
-        )
-        gain = rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))
-        log.append({"neighbours": k, "leave_one_out_gain": gain, "pays": rule.routes})
-        logger.info("k=%d: leave-one-out gain over the default expert %.4g", k, gain)
-        if best is None or gain > best[0]:
-            best = (gain, bank, rule, held_out)
-    assert best is not None  # config.neighbours is never empty
-    _, bank, rule, estimates = best
-    router.bank = bank
-    settings = bank_settings(bank, dataset.experts)
+    fit = fit_bank(embeddings, dataset, targets, config)
+    router.bank = fit.bank
+    settings = bank_settings(fit.bank, dataset.experts)
     settings.sources = [source_record(dataset.source, len(dataset))]
     router.config.neighbours = settings
-    router.training_log = log
-    return {"neighbours": bank.k}, rule, estimates
+    router.training_log = fit.log
+    return fit
 
 
 def _log_decision(rule: DecisionRule) -> None:
@@ -417,9 +482,11 @@ def _set_costs(
     cost_weight: float,
     target: CostTarget | None,
     held_out: Estimates | None,
+    held_out_rows: RoutingDataset,
     responses: Sequence[Any] | None,
 ) -> None:
-    """Give the router its prices, with λ as given or calibrated on the leave-one-out estimates."""
+    """Give the router its prices, with λ as given or calibrated on the leave-one-out estimates
+    (of ``held_out_rows``: the training rows' calibration sample)."""
     if responses:
         lengths = mean_output_tokens(answers_for(responses, dataset.experts), router.count_tokens)
         costs = costs.with_output_tokens(lengths)
@@ -428,7 +495,7 @@ def _set_costs(
         router.set_costs(costs, cost_weight=cost_weight)
         return
     router.set_costs(costs)
-    result = router.calibrate_costs(dataset, target, estimates=held_out, source="leave-one-out")
+    result = router.calibrate_costs(held_out_rows, target, estimates=held_out, source="leave-one-out")
     logger.info(
         "cost weight %.4g meets %s on %d leave-one-out rows: mean reward %.4g at %.4g USD per query",
         result["cost_weight"],
@@ -511,6 +578,8 @@ def train_router(
             f"got method {config.method!r}"
         )
 
+    if config.method == "neighbours" and config.index == "ann":
+        import_faiss()  # fail before the encoder pass, not after it
     _seed_everything(config.seed)
     device = backend_device(config.backend, config.device)
     router = ZooterRouter.from_encoder(
@@ -531,9 +600,11 @@ def train_router(
     router.tagger = tagger if isinstance(tagger, Tagger) else None  # saved with the router: labels can be rebuilt
     started = time.perf_counter()
     held_out: Estimates | None = None
+    held_out_rows = dataset
     rule: DecisionRule | None = None
     if config.method == "neighbours":
-        summary, rule, held_out = _fit_neighbours(router, dataset, targets, config, engine)
+        fit = _fit_neighbours(router, dataset, targets, config, engine)
+        summary, rule, held_out, held_out_rows = fit.summary, fit.rule, fit.held_out, fit.held_out_rows
     else:
         summary = _distill(router, dataset, targets, validation, config, device)
     if config.calibrate and rule is None and validation is not None:
@@ -548,7 +619,7 @@ def train_router(
         router.config.decision = rule
         _log_decision(rule)
     if costs is not None:
-        _set_costs(router, dataset, costs, cost_weight, cost_target, held_out, responses)
+        _set_costs(router, dataset, costs, cost_weight, cost_target, held_out, held_out_rows, responses)
     router.eval()
     if validation is not None and len(validation.complete()):
         from zooter.evaluation import evaluate
@@ -575,4 +646,4 @@ def train_router(
     return router
 
 
-__all__ = ["TrainingConfig", "embed_training_queries", "train_router"]
+__all__ = ["BankFit", "TrainingConfig", "embed_training_queries", "fit_bank", "train_router"]

@@ -8,6 +8,10 @@ expert's *expected reward* on the query, on the rewards' own scale (what the dec
 cost trade-off need), plus the same average of the training targets (the Zooter soft labels), which
 is a distribution over the experts.
 
+Finding the neighbours (:meth:`NeighbourBank.search`) is the job of the bank's index
+(:mod:`zooter.model.index`): exact search for small banks, a faiss ANN index for large ones; the
+weighting and averaging of their rewards (:meth:`NeighbourBank.average`) is the same for both.
+
 On real routing data this estimate routed better than a fine-tuned encoder with a linear head,
 and it trains in one encoder pass over the training queries (see the README's "Routing quality").
 
@@ -22,8 +26,9 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,12 +38,25 @@ from pydantic import Field
 
 from zooter.config import ZooterConfig
 from zooter.errors import ZooterError, name_list
+from zooter.model.index import (
+    ANN_EXTRA,
+    INDEX_NAME,
+    TARGET_RECALL,
+    BankIndex,
+    ExactIndex,
+    FaissIndex,
+    build_index,
+    faiss_available,
+    fingerprint,
+)
 
 if TYPE_CHECKING:
     from zooter.model.folder import FolderFiles
 
+logger = logging.getLogger(__name__)
+
 NEIGHBOURS_NAME = "neighbours.safetensors"
-_CHUNK = 1024  # query rows per similarity block: bounds memory at 1024 x bank size floats
+_CHUNK = 1024  # query rows averaged at once: bounds memory at 1024 x k x experts floats
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,9 @@ class NeighbourSettings(ZooterConfig):
         rows: the bank's rows (training queries).
         dimension: the length of the bank's embeddings (the encoder's hidden size); None in
             folders written before it was recorded.
+        index: how the bank is searched (:mod:`zooter.model.index`): ``{"kind": "exact"}``, or a
+            faiss index's file, factory string, tuned search setting, measured recall and the
+            fingerprint of the bank it was built for; None in folders from before (exact search).
         shrinkage: pseudo-neighbours of prior in each estimate (0: the plain neighbour average, as
             folders written before shrinkage existed were calibrated).
         support: rows of the bank with each expert's reward.
@@ -101,6 +122,7 @@ class NeighbourSettings(ZooterConfig):
     temperature: float = Field(gt=0, strict=True)
     rows: int = Field(ge=1, strict=True)
     dimension: int | None = Field(default=None, ge=1, strict=True)
+    index: dict[str, Any] | None = None
     shrinkage: float = Field(default=0.0, ge=0)
     support: dict[str, int] | None = None
     updates: int = Field(default=0, ge=0)
@@ -172,6 +194,8 @@ class NeighbourBank:
         self.weights = None if weights is None else weights.float().to(self.rewards.device)
         self.k = k
         self.temperature = temperature
+        self.index: BankIndex = ExactIndex(self.embeddings)
+        self._fingerprint: str | None = None
         self.shrinkage = float(shrinkage)
         self.ids = None if ids is None else [str(i) for i in ids]
         self.difficulty, self.offsets = additive_fit(self.rewards)
@@ -183,9 +207,21 @@ class NeighbourBank:
         moved = {name: t.to(device) for name, t in self.tensors().items()}
         bank = NeighbourBank.__new__(NeighbourBank)
         bank.__dict__.update(
-            self.__dict__, **moved, difficulty=self.difficulty.to(device), offsets=self.offsets.to(device)
+            self.__dict__,
+            **moved,
+            index=self.index.to(device),
+            difficulty=self.difficulty.to(device),
+            offsets=self.offsets.to(device),
         )
         bank.__dict__.pop("_expert_spread", None)
+        return bank
+
+    def with_k(self, k: int) -> NeighbourBank:
+        """The same bank and index, averaging over ``k`` neighbours."""
+        if k < 1:
+            raise ZooterError(f"a neighbour bank needs k >= 1, got k={k}")
+        bank = NeighbourBank.__new__(NeighbourBank)
+        bank.__dict__.update(self.__dict__, k=k)
         return bank
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -218,7 +254,7 @@ class NeighbourBank:
         weights = None
         if weight != 1.0 or self.weights is not None:
             weights = torch.cat([self.row_weights(), torch.full((len(rewards),), float(weight), device=device)])
-        return NeighbourBank(
+        bank = NeighbourBank(
             torch.cat([self.embeddings.float(), embeddings.float().to(device)]),
             torch.cat([self.rewards, rewards.float().to(device)]),
             torch.cat([self.targets, targets.float().to(device)]),
@@ -228,6 +264,8 @@ class NeighbourBank:
             shrinkage=self.shrinkage,
             ids=None if self.ids is None or ids is None else [*self.ids, *ids],
         )
+        bank.index = self.index.extended(bank.embeddings[len(self) :])  # the same kind of index, grown
+        return bank
 
     def with_expert(self, reward: float, target: float = 0.0) -> NeighbourBank:
         """A new bank with one more expert, last, holding ``reward`` and ``target`` on every row.
@@ -239,7 +277,7 @@ class NeighbourBank:
             raise ZooterError(f"a new expert's target share must be in [0, 1), got {target}")
         rows = len(self)
         column = torch.full((rows, 1), float(reward), device=self.rewards.device)
-        return NeighbourBank(
+        bank = NeighbourBank(
             self.embeddings.float(),
             torch.cat([self.rewards, column], dim=1),
             torch.cat([self.targets * (1.0 - target), torch.full_like(column, target)], dim=1),
@@ -249,18 +287,45 @@ class NeighbourBank:
             shrinkage=self.shrinkage,
             ids=self.ids,
         )
+        bank.index, bank._fingerprint = self.index, self._fingerprint  # the same rows: the same index
+        return bank
 
-    def support_counts(self) -> torch.Tensor:
-        """How many rows carry each expert's reward."""
-        return torch.isfinite(self.rewards).sum(dim=0)
+    @property
+    def fingerprint(self) -> str:
+        """A sha256 of the embeddings: what a saved index must have been built from."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.embeddings)
+        return self._fingerprint
 
-    def filled_rewards(self) -> torch.Tensor:
-        """The rewards with every missing one filled by the additive model (row difficulty + expert
-        offset, from the row's own observed rewards): stand-ins to calibrate decisions on incomplete
-        rows with; experts no row has a reward for stay ``nan``."""
-        return torch.where(
-            torch.isfinite(self.rewards), self.rewards, self.difficulty.unsqueeze(1) + self.offsets.unsqueeze(0)
-        )
+    def build_index(self, kind: str = "auto", *, k: int | None = None, seed: int = 0, **options: Any) -> NeighbourBank:
+        """Search with a new index of ``kind`` (``"exact"``, ``"ann"`` or ``"auto"``; see
+        :func:`zooter.model.index.build_index`), tuned for ``k`` neighbours (default: the bank's).
+
+        Returns:
+            The bank itself.
+        """
+        self.index = build_index(self.embeddings, kind, k=k or self.k, seed=seed, **options)
+        return self
+
+    # -- estimating -------------------------------------------------------------------------------
+    def search(
+        self, queries: torch.Tensor, *, k: int | None = None, leave_out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` (default: the bank's) most similar rows of each query, from the bank's index.
+
+        Args:
+            queries: pooled query vectors (rows x hidden; normalised here).
+            k: neighbours per query (capped at the bank's size, less the row left out).
+            leave_out: for each query row, the index of a bank row it must not use (itself, for
+                leave-one-out estimates on the training rows), or -1 for none.
+
+        Returns:
+            Similarities and bank row indices, queries x k each, most similar first.
+        """
+        queries = torch.nn.functional.normalize(queries.float(), dim=-1).to(self.rewards.device)
+        k = min(k or self.k, len(self) - (1 if leave_out is not None else 0))
+        top, index = self.index.search(queries, max(k, 1), leave_out=leave_out)
+        return top.to(self.rewards.device), index.to(self.rewards.device)
 
     def estimate(self, queries: torch.Tensor, *, leave_out: torch.Tensor | None = None) -> Estimates:
         """Neighbour estimates for query embeddings (rows x hidden; normalised here).
@@ -273,36 +338,23 @@ class NeighbourBank:
         top, index = self.search(queries, leave_out=leave_out)
         return self.average(top, index)
 
-    def search(
-        self, queries: torch.Tensor, *, leave_out: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``k`` nearest bank rows of each query: (similarities, indices), rows x k, best first."""
-        queries = torch.nn.functional.normalize(queries.float(), dim=-1).to(self.rewards.device)
-        k = max(1, min(self.k, len(self) - (1 if leave_out is not None else 0)))
-        tops, indices = [], []
-        for start, block in _blocks(queries):
-            sims = block @ self.embeddings.float().T
-            if leave_out is not None:
-                rows = leave_out[start : start + len(block)].to(sims.device)
-                hit = rows >= 0
-                sims[hit.nonzero().squeeze(1), rows[hit]] = -math.inf
-            top, index = sims.topk(k, dim=-1)
-            tops.append(top)
-            indices.append(index)
-        if not tops:
-            return torch.empty((0, k), device=self.rewards.device), torch.empty((0, k), dtype=torch.long)
-        return torch.cat(tops), torch.cat(indices)
+    def average(self, similarities: torch.Tensor, neighbours: torch.Tensor) -> Estimates:
+        """The weighted average of the rewards and targets of each query's neighbours.
 
-    def average(self, top: torch.Tensor, index: torch.Tensor) -> Estimates:
-        """Estimates from each query's neighbours (:meth:`search`'s similarities and bank rows)."""
+        Args:
+            similarities: each query's neighbours' similarities, most similar first (queries x n);
+                only the first ``k`` are used, so one search at the largest ``k`` serves every smaller one.
+            neighbours: their bank row indices (queries x n).
+        """
         parts: list[tuple[torch.Tensor, ...]] = []
-        for start in range(0, len(top), _CHUNK):
-            block, rows = top[start : start + _CHUNK], index[start : start + _CHUNK].to(self.rewards.device)
-            weights = torch.exp((block - block[:, :1]) / self.temperature)
+        for start in range(0, len(similarities), _CHUNK):
+            top = similarities[start : start + _CHUNK, : self.k]
+            index = neighbours[start : start + _CHUNK, : self.k].to(self.rewards.device)
+            weights = torch.exp((top - top[:, :1]) / self.temperature)
             if self.weights is not None:
-                weights = weights * self.weights[rows]
+                weights = weights * self.weights[index]
             weights = weights.unsqueeze(-1)  # rows x k x 1
-            parts.append((*self._average(weights, rows), (weights * self.targets[rows]).sum(1) / weights.sum(1)))
+            parts.append((*self._average(weights, index), (weights * self.targets[index]).sum(1) / weights.sum(1)))
         experts = self.rewards.shape[1]
         if not parts:
             empty = torch.empty((0, experts), device=self.rewards.device)
@@ -345,28 +397,51 @@ class NeighbourBank:
             self._expert_spread = spread
         return spread
 
-    def leave_one_out(self) -> Estimates:
-        """Each training row estimated from the other rows: honest estimates to calibrate decisions on."""
-        return self.estimate(self.embeddings.float(), leave_out=torch.arange(len(self)))
+    def support_counts(self) -> torch.Tensor:
+        """How many rows carry each expert's reward."""
+        return torch.isfinite(self.rewards).sum(dim=0)
+
+    def filled_rewards(self) -> torch.Tensor:
+        """The rewards with every missing one filled by the additive model (row difficulty + expert
+        offset, from the row's own observed rewards): stand-ins to calibrate decisions on incomplete
+        rows with; experts no row has a reward for stay ``nan``."""
+        return torch.where(
+            torch.isfinite(self.rewards), self.rewards, self.difficulty.unsqueeze(1) + self.offsets.unsqueeze(0)
+        )
+
+    def leave_one_out(self, rows: torch.Tensor | None = None) -> Estimates:
+        """Training rows estimated from the other rows: honest estimates to calibrate decisions on.
+
+        Args:
+            rows: the bank rows to estimate (default: all), e.g. a calibration sample.
+        """
+        rows = torch.arange(len(self)) if rows is None else rows
+        rows = rows.to(self.embeddings.device)
+        return self.estimate(self.embeddings[rows], leave_out=rows)
 
     # -- saving -----------------------------------------------------------------------------------
     def settings(self, record: NeighbourSettings | None = None) -> NeighbourSettings:
-        """What ``config.json`` records of the bank (its ``neighbours`` section), keeping the
-        provenance (``support``, ``updates``, ``sources``) of an earlier ``record`` of it."""
+        """What ``config.json`` records of the bank (its ``neighbours`` section), with its index,
+        keeping the provenance (``support``, ``updates``, ``sources``) of an earlier ``record`` of it."""
         kept = (
             {} if record is None else {"support": record.support, "updates": record.updates, "sources": record.sources}
         )
+        index = self.index.settings()
+        if index["kind"] != "exact":
+            index["fingerprint"] = self.fingerprint
         return NeighbourSettings(
-            **kept,
             k=self.k,
             temperature=float(self.temperature),
             rows=len(self),
             dimension=self.embeddings.shape[1],
+            index=index,
             shrinkage=self.shrinkage,
+            **kept,
         )
 
     def save(self, folder: Path, *, experts: Sequence[str]) -> None:
-        """Write the bank into a router folder being saved (``neighbours.safetensors``).
+        """Write the bank into a router folder being saved: ``neighbours.safetensors``, and its ANN
+        index, if any (``neighbours.faiss``).
 
         Any file written into ``folder`` is listed in ``config.json`` with its sha256 and checked
         at load (:mod:`zooter.model.folder`); :meth:`load` reads it back from the ``files`` it
@@ -383,6 +458,8 @@ class NeighbourBank:
         if self.ids is not None:
             metadata["ids"] = json.dumps(self.ids)
         save_file(tensors, str(folder / NEIGHBOURS_NAME), metadata=metadata)
+        if isinstance(self.index, FaissIndex):
+            self.index.save(folder)
 
     @classmethod
     def load(
@@ -446,7 +523,7 @@ class NeighbourBank:
         if broken:
             raise ZooterError(f"{path} holds {broken}; train the router again")
         try:  # row weights, when the bank has them, are checked where the bank is built
-            return cls(
+            bank = cls(
                 embeddings,
                 rewards,
                 targets,
@@ -459,6 +536,10 @@ class NeighbourBank:
             )
         except ZooterError as e:
             raise ZooterError(f"{path}: {e}") from None
+        index = settings.index or {"kind": "exact"}  # routers from before indexes searched exactly
+        if index.get("kind", "exact") != "exact":
+            bank.index = _load_index(files, bank, index)
+        return bank
 
 
 OFFSET_PRIOR_ROWS = 20.0  # an expert's offset counts as this many rows of "average expert" before its own
@@ -517,9 +598,40 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-def _blocks(queries: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-    for start in range(0, len(queries), _CHUNK):
-        yield start, queries[start : start + _CHUNK]
+def _load_index(files: FolderFiles, bank: NeighbourBank, settings: dict[str, Any]) -> BankIndex:
+    """The saved ANN index of ``bank``: checked against the bank, rebuilt when missing, exact without faiss."""
+    folder, path = files.folder, files.where(INDEX_NAME)
+    recorded = settings.get("fingerprint")
+    if recorded != bank.fingerprint:
+        raise ZooterError(
+            f"{folder}: the neighbour index in config.json was built for another bank (fingerprint "
+            f"{str(recorded)[:19]}, {NEIGHBOURS_NAME} has {bank.fingerprint[:19]}); copy the whole router folder again"
+        )
+    if not faiss_available():
+        logger.warning(
+            "%s: the router was saved with a faiss index but faiss is not installed; searching exactly "
+            "(same neighbours, slower on a large bank: %s)",
+            folder,
+            ANN_EXTRA,
+        )
+        return ExactIndex(bank.embeddings)
+    if not path.is_file():
+        logger.warning(
+            "%s: %s is missing; rebuilding it from the bank (%s)", folder, INDEX_NAME, settings.get("factory")
+        )
+        return FaissIndex.build(
+            bank.embeddings,
+            factory=settings.get("factory"),
+            k=int(settings.get("recall_at") or bank.k),
+            target_recall=float(settings.get("target_recall") or TARGET_RECALL),
+        )
+    index = FaissIndex.from_bytes(files.read(INDEX_NAME), settings, where=path)
+    if not index.holds(bank.embeddings):
+        raise ZooterError(
+            f"{path} does not index {NEIGHBOURS_NAME} (its rows do not find themselves); "
+            f"delete {INDEX_NAME} to rebuild it, or copy the whole router folder again"
+        )
+    return index
 
 
 __all__ = ["NEIGHBOURS_NAME", "Estimates", "NeighbourBank", "NeighbourSettings", "safetensors_metadata"]

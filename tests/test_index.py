@@ -1,0 +1,191 @@
+"""The neighbour bank's index: exact or faiss ANN, chosen by size, saved tied to its bank; calibration on a sample."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import keyword_rows
+
+from zooter.cli import main
+from zooter.data import RoutingDataset, RoutingExample
+from zooter.decide.policy import calibrate_decision, decide
+from zooter.errors import MissingDependencyError, ZooterError
+from zooter.model import index as index_module
+from zooter.model.folder import FolderFiles
+from zooter.model.index import INDEX_NAME, ExactIndex, FaissIndex, build_index
+from zooter.model.neighbours import NeighbourBank, NeighbourSettings
+from zooter.model.router import ZooterRouter
+from zooter.training import TrainingConfig, train_router
+
+pytest.importorskip("faiss")  # the test extra installs it; an ANN index needs it
+
+EXPERTS = ["a", "b", "c", "d"]
+
+
+def clustered(rows: int, *, seed: int = 0, dim: int = 48, clusters: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vectors around ``clusters`` topics, and rewards of 4 experts: each topic has its best, plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.nn.functional.normalize(torch.randn(clusters, dim, generator=generator), dim=-1)
+    quality = torch.rand(clusters, 4, generator=generator)
+    topic = torch.randint(0, clusters, (rows,), generator=generator)
+    vectors = centres[topic] + 0.08 * torch.randn(rows, dim, generator=generator)
+    rewards = (quality[topic] + 0.3 * torch.randn(rows, 4, generator=generator)).clamp(0, 1)
+    return vectors, rewards
+
+
+def clustered_bank(rows: int = 4000, *, seed: int = 0) -> NeighbourBank:
+    vectors, rewards = clustered(rows, seed=seed)
+    return NeighbourBank(vectors, rewards, torch.softmax(rewards / 0.1, dim=1), k=50)
+
+
+def dataset(rows: list[dict]) -> RoutingDataset:
+    return RoutingDataset([RoutingExample.from_dict(r) for r in rows])
+
+
+def neighbours_config(encoder: str, **changes: object) -> TrainingConfig:
+    settings = {"encoder": encoder, "max_length": 32, "device": "cpu", "show_progress": False, "neighbours": [5, 10]}
+    return TrainingConfig(**{**settings, **changes})
+
+
+@pytest.fixture
+def no_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss cannot be imported, as without the ``ann`` extra."""
+    monkeypatch.setitem(sys.modules, "faiss", None)
+
+
+def test_ann_decisions_agree_with_exact_search_on_clustered_vectors() -> None:
+    exact = clustered_bank()
+    ann = clustered_bank().build_index("ann")
+    assert isinstance(ann.index, FaissIndex)
+    record = ann.index.settings()
+    assert record["factory"].startswith("IVF") and record["recall"] >= 0.95 and record["recall_at"] == 50
+    held_out = exact.leave_one_out()
+    experts = EXPERTS
+    rule = calibrate_decision(held_out.scores, exact.rewards, experts, min_z=0.0)
+    queries = clustered(5000)[0][4000:]  # new rows from the bank's topics
+    exact_choice = decide(exact.estimate(queries).scores, experts, rule)
+    ann_choice = decide(ann.estimate(queries).scores, experts, rule)
+    agreement = sum(a == b for a, b in zip(exact_choice, ann_choice)) / len(exact_choice)
+    assert agreement >= 0.99
+    # leave-one-out through the index never returns the row left out
+    rows = torch.arange(0, 4000, 7)
+    _, found = ann.search(ann.embeddings[rows], leave_out=rows)
+    assert not (found == rows.unsqueeze(1)).any()
+
+
+def test_auto_picks_exact_for_small_banks_and_ann_for_large(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    vectors = clustered_bank(3000).embeddings
+    with caplog.at_level(logging.INFO, logger="zooter.model.index"):
+        assert isinstance(build_index(vectors, "auto"), ExactIndex)
+    assert "exact search over 3000 rows" in caplog.text
+    monkeypatch.setattr(index_module, "ANN_MIN_ROWS", 2000)
+    assert isinstance(build_index(vectors, "auto"), FaissIndex)
+    assert isinstance(build_index(vectors, "exact"), ExactIndex)
+
+
+def test_auto_without_faiss_searches_exactly_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, no_faiss: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(index_module, "ANN_MIN_ROWS", 2000)
+    with caplog.at_level(logging.WARNING, logger="zooter.model.index"):
+        assert isinstance(build_index(clustered_bank(3000).embeddings, "auto"), ExactIndex)
+    assert "faiss is not installed" in caplog.text and "zooter-langchain[ann]" in caplog.text
+    with pytest.raises(MissingDependencyError, match=r"zooter-langchain\[ann\]"):
+        build_index(clustered_bank(3000).embeddings, "ann")
+
+
+def test_train_index_ann_without_the_extra_fails_before_training(
+    tiny_encoder: str, write_jsonl, tmp_path: Path, no_faiss: None, capsys: pytest.CaptureFixture
+) -> None:
+    data = write_jsonl(keyword_rows(60))
+    out = tmp_path / "router"
+    code = main(["train", str(data), "--output", str(out), "--encoder", tiny_encoder, "--index", "ann", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "zooter-langchain[ann]" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_index_is_saved_with_the_router_and_rebuilt_when_missing(
+    tiny_encoder: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = dataset(keyword_rows(400))
+    router = train_router(data, neighbours_config(tiny_encoder, index="ann"))
+    assert isinstance(router.bank.index, FaissIndex)
+    queries = [row["query"] for row in keyword_rows(40, seed=5)]
+    expected = [d.expert for d in router.route(queries)]
+    folder = router.save_pretrained(tmp_path / "router")
+    assert (folder / INDEX_NAME).is_file()
+    assert INDEX_NAME in router.config.files
+    saved = router.config.neighbours.index
+    assert saved["fingerprint"] == router.bank.fingerprint and saved["search"]
+
+    loaded = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert isinstance(loaded.bank.index, FaissIndex)
+    assert [d.expert for d in loaded.route(queries)] == expected
+
+    (folder / INDEX_NAME).unlink()
+    with caplog.at_level(logging.WARNING):
+        rebuilt = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert "rebuilding" in caplog.text
+    assert isinstance(rebuilt.bank.index, FaissIndex) and len(rebuilt.bank.index) == len(rebuilt.bank)
+    assert [d.expert for d in rebuilt.route(queries)] == expected
+
+
+def load_bank(folder: Path, settings: NeighbourSettings) -> NeighbourBank:
+    """The bank saved in ``folder`` (bank files only: read unchecked, as in a folder from before checksums)."""
+    with FolderFiles.open(folder) as files:
+        return NeighbourBank.load(files, settings, experts=EXPERTS, dimension=None)
+
+
+def test_an_index_that_does_not_match_its_bank_is_refused(tmp_path: Path) -> None:
+    bank = clustered_bank(3000).build_index("ann")
+    other = clustered_bank(3000, seed=7).build_index("ann")
+    for name, b in (("bank", bank), ("other", other)):
+        (tmp_path / name).mkdir()
+        b.save(tmp_path / name, experts=EXPERTS)
+    settings = bank.settings()
+    assert load_bank(tmp_path / "bank", settings).index.holds(bank.embeddings)
+
+    # another bank's index file beside this bank
+    shutil.copy(tmp_path / "other" / INDEX_NAME, tmp_path / "bank" / INDEX_NAME)
+    with pytest.raises(ZooterError, match="does not index"):
+        load_bank(tmp_path / "bank", settings)
+    # a bank file other than the one the index was recorded for
+    with pytest.raises(ZooterError, match="fingerprint"):
+        load_bank(tmp_path / "other", settings)
+
+
+def test_calibration_sample_is_bounded_stratified_and_reported(tiny_encoder: str) -> None:
+    data = dataset(keyword_rows(300))
+    router = train_router(data, neighbours_config(tiny_encoder, calibration_rows=90))
+    calibration = router.decision.calibration
+    assert calibration["sample"] == {"rows": 90, "of": 300, "by": "task", "seed": 0}
+    assert calibration["rows"] == 90 and calibration["standard_error"] >= 0
+    sample = data.take(data.sample(90))
+    assert sorted(sample.tasks) == sorted(["mathbot", "coder", "poet"] * 30)  # each task keeps its third
+
+    everything = train_router(data, neighbours_config(tiny_encoder))
+    assert everything.decision.calibration["sample"]["by"] == "all rows"
+    assert everything.decision.calibration["rows"] == 300
+
+
+def test_a_bank_that_grows_keeps_its_kind_of_index() -> None:
+    bank = clustered_bank(3000).build_index("ann")
+    vectors, rewards = clustered(3100)
+    grown = bank.with_expert(0.0).with_rows(
+        vectors[3000:], torch.cat([rewards[3000:], torch.zeros(100, 1)], 1), (torch.full((100, 5), 0.2))
+    )
+    assert isinstance(grown.index, FaissIndex) and len(grown.index) == 3100
+    assert grown.index.holds(grown.embeddings)
+    _, found = grown.search(grown.embeddings[3000:])
+    assert (found[:, 0] >= 3000).float().mean() > 0.9  # the new rows are found where they are
+    exact = clustered_bank(3000).with_rows(vectors[3000:], rewards[3000:], torch.full((100, 4), 0.25))
+    assert isinstance(exact.index, ExactIndex) and len(exact.index) == 3100

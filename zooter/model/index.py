@@ -1,0 +1,453 @@
+"""Finding a query's nearest training queries in the neighbour bank: exact search, or a faiss index.
+
+The bank's rows are unit vectors, so cosine similarity is an inner product. Two kinds of index
+answer the same question (the ``k`` most similar rows of each query, optionally leaving one row
+out per query):
+
+- :class:`ExactIndex`: a matrix product with the whole bank, kept in the dtype it is searched in
+  (float32 on CPU, float16 on CUDA). Exact, and fast enough below a few tens of thousands of rows.
+- :class:`FaissIndex`: an approximate index built with faiss' ``index_factory`` for inner product,
+  its type picked by the bank's size as faiss' guidelines advise (:func:`ann_factory`), and its
+  search-time knob (``nprobe`` of an IVF index, ``efSearch`` of an HNSW one) tuned at build time
+  to the smallest value whose measured recall@k on a sample of the bank reaches a target.
+  On CUDA it runs on faiss' GPU index when faiss was built with one.
+
+:func:`build_index` chooses between them (``"exact"``, ``"ann"`` or ``"auto"``: exact below
+:data:`ANN_MIN_ROWS` rows or without faiss installed). faiss is an optional extra
+(``pip install 'zooter-langchain[ann]'``), imported only here and only when an ANN index is used.
+
+A saved ANN index (``neighbours.faiss``, written with ``faiss.write_index``) is tied to its bank by
+the bank's fingerprint (a sha256 of its embeddings), recorded in ``config.json``: a bank whose
+fingerprint differs is refused, and a missing index file is rebuilt from the recorded settings.
+
+Example:
+    >>> import torch
+    >>> from zooter.model.index import build_index
+    >>> bank = torch.nn.functional.normalize(torch.randn(1000, 32), dim=-1)
+    >>> index = build_index(bank, "exact")
+    >>> similarities, rows = index.search(bank[:2], 5, leave_out=torch.tensor([0, 1]))
+    >>> rows.shape, bool((rows[:, 0] != torch.tensor([0, 1])).all())
+    (torch.Size([2, 5]), True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+
+from zooter.errors import MissingDependencyError, ZooterError
+
+logger = logging.getLogger(__name__)
+
+IndexKind = Literal["exact", "ann", "auto"]
+INDEX_KINDS: tuple[str, ...] = ("exact", "ann", "auto")
+INDEX_NAME = "neighbours.faiss"
+ANN_EXTRA = "pip install 'zooter-langchain[ann]'"
+# Below this many rows one exact lookup costs less than the encoder's forward on a CPU (see
+# docs/scaling.md), and an approximate index would only add an error.
+ANN_MIN_ROWS = 50_000
+# From here on the index stores 1 byte per dimension (SQ8) behind an HNSW coarse quantiser: a flat
+# IVF would need 4 bytes per dimension and an exhaustive assignment over millions of rows.
+COMPRESSED_MIN_ROWS = 2_000_000
+TARGET_RECALL = 0.95
+TUNE_QUERIES = 500
+_BLOCK = 2**26  # similarities per exact search block (256 MB of float32), whatever the bank's size
+
+
+class BankIndex(Protocol):
+    """What the neighbour bank needs of an index: the nearest rows of each query."""
+
+    kind: str
+
+    def search(
+        self, queries: torch.Tensor, k: int, *, leave_out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` similarities and row indices (queries x k each, most similar first).
+
+        ``queries`` are unit vectors; ``leave_out`` holds, per query, a row it must not return
+        (-1: none). Rows an approximate index could not fill have similarity ``-inf``.
+        """
+        ...
+
+    def to(self, device: torch.device) -> BankIndex: ...
+
+    def extended(self, vectors: torch.Tensor) -> BankIndex:
+        """This index with ``vectors`` added after its rows (a bank that grew)."""
+        ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def memory_bytes(self) -> int: ...
+
+
+def fingerprint(embeddings: torch.Tensor) -> str:
+    """A sha256 of the bank's embeddings as saved (float16), with their shape: what an index is built from."""
+    data = embeddings.detach().to("cpu", torch.float16).contiguous()
+    digest = hashlib.sha256(f"{tuple(data.shape)}".encode())
+    digest.update(data.view(torch.int16).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+class ExactIndex:
+    """Exact inner-product search over the whole bank, held in the dtype it is searched in.
+
+    Args:
+        embeddings: the bank's unit vectors (rows x hidden).
+    """
+
+    kind = "exact"
+
+    def __init__(self, embeddings: torch.Tensor) -> None:
+        # a CPU multiplies float32 fastest and exactly; CUDA multiplies float16 at full speed
+        dtype = torch.float16 if embeddings.device.type == "cuda" else torch.float32
+        self.vectors = embeddings.to(dtype)
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    def to(self, device: torch.device) -> ExactIndex:
+        return self if self.vectors.device == device else ExactIndex(self.vectors.to(device))
+
+    def extended(self, vectors: torch.Tensor) -> ExactIndex:
+        """This index with ``vectors`` (unit rows) added after its rows."""
+        return ExactIndex(torch.cat([self.vectors, vectors.to(self.vectors.device, self.vectors.dtype)]))
+
+    def settings(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def memory_bytes(self) -> int:
+        return self.vectors.numel() * self.vectors.element_size()
+
+    def search(
+        self, queries: torch.Tensor, k: int, *, leave_out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = queries.to(self.vectors.device, self.vectors.dtype)
+        k = min(k, len(self))
+        tops, rows = [], []
+        chunk = max(1, min(1024, _BLOCK // max(1, len(self))))
+        for start in range(0, len(queries), chunk):
+            sims = queries[start : start + chunk] @ self.vectors.T
+            if leave_out is not None:
+                out = leave_out[start : start + chunk].to(sims.device)
+                hit = out >= 0
+                sims[hit.nonzero().squeeze(1), out[hit]] = -math.inf
+            top, index = sims.topk(k, dim=-1)
+            tops.append(top.float())
+            rows.append(index)
+        if not tops:
+            return torch.empty((0, k), device=self.vectors.device), torch.empty((0, k), dtype=torch.long)
+        return torch.cat(tops), torch.cat(rows)
+
+
+def import_faiss() -> Any:
+    """The faiss module, or :class:`MissingDependencyError` naming the extra to install."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise MissingDependencyError(f"an ANN index for the neighbour bank needs faiss: {ANN_EXTRA} ({e})") from None
+    return faiss
+
+
+def faiss_available() -> bool:
+    try:
+        import_faiss()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+def ann_factory(rows: int) -> str:
+    """The faiss ``index_factory`` string for a bank of ``rows`` rows, after faiss' own guidelines.
+
+    An inverted file (IVF) with about ``4 * sqrt(rows)`` lists (a power of two, with at least 39
+    training rows per list as faiss asks), storing the vectors as they are; from
+    :data:`COMPRESSED_MIN_ROWS` rows on, an HNSW coarse quantiser and 8-bit scalar quantisation
+    (a quarter of the memory).
+    """
+    lists = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(rows))))
+    lists = max(1, min(lists, 2 ** int(math.log2(max(1, rows // 39)))))
+    if rows >= COMPRESSED_MIN_ROWS:
+        return f"IVF{lists}_HNSW32,SQ8"
+    return f"IVF{lists},Flat"
+
+
+class FaissIndex:
+    """A faiss index over the bank (inner product on unit vectors), with its tuned search setting.
+
+    Build one with :meth:`build`; :meth:`save` and :meth:`load` write and read it with faiss' own
+    ``write_index`` / ``read_index``.
+    """
+
+    kind = "faiss"
+
+    def __init__(self, index: Any, factory: str, search_params: dict[str, int], record: dict[str, Any]) -> None:
+        self.cpu_index = index
+        self.index = index
+        self.factory = factory
+        self.search_params = dict(search_params)
+        self.record = dict(record)  # what tuning measured, for config.json
+        self.device = torch.device("cpu")
+        self._apply(self.index)
+
+    def __len__(self) -> int:
+        return int(self.cpu_index.ntotal)
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        embeddings: torch.Tensor,
+        *,
+        factory: str | None = None,
+        k: int = 100,
+        target_recall: float = TARGET_RECALL,
+        tune_queries: int = TUNE_QUERIES,
+        seed: int = 0,
+    ) -> FaissIndex:
+        """Build an index over ``embeddings`` (unit rows) and tune its search to ``target_recall`` at ``k``.
+
+        Args:
+            embeddings: the bank's unit vectors.
+            factory: a faiss ``index_factory`` string; by default :func:`ann_factory` of the bank's size.
+            k: the number of neighbours searched for, which recall is measured at.
+            target_recall: the smallest search setting whose recall@k reaches this is kept (or the
+                most thorough one tried, if none does).
+            tune_queries: bank rows the recall is measured on (each searched with itself left out,
+                as calibration searches them).
+            seed: seeds the training sample and the tuning sample.
+        """
+        faiss = import_faiss()
+        started = time.perf_counter()
+        data = embeddings.detach().to("cpu", torch.float32).contiguous().numpy()
+        rows, dim = data.shape
+        factory = factory or ann_factory(rows)
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        generator = torch.Generator().manual_seed(seed)
+        if not index.is_trained:
+            ivf = _ivf(faiss, index)
+            lists = ivf.nlist if ivf is not None else 256
+            # 64 training rows per list is plenty for k-means; more only slows the build
+            sample = torch.randperm(rows, generator=generator)[: min(rows, 64 * lists)].sort().values.numpy()
+            index.train(data[sample])
+        index.add(data)
+        built = time.perf_counter() - started
+        record = {"factory": factory, "build_seconds": round(built, 1)}
+        out = cls(index, factory, {}, record)
+        out._tune(embeddings, k=k, target_recall=target_recall, queries=tune_queries, generator=generator)
+        logger.info(
+            "faiss index %s over %d rows built in %.1fs; %s gives recall@%d %.3f on %d bank rows",
+            factory,
+            rows,
+            built,
+            out.search_params,
+            k,
+            out.record.get("recall", float("nan")),
+            out.record.get("tune_queries", 0),
+        )
+        return out
+
+    def _knob(self) -> tuple[str, list[int]] | None:
+        """The search-time setting this index has, and the values to try (cheapest first)."""
+        faiss = import_faiss()
+        ivf = _ivf(faiss, self.cpu_index)
+        if ivf is not None:
+            return "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v < ivf.nlist] + [ivf.nlist]
+        if hasattr(faiss.downcast_index(self.cpu_index), "hnsw"):
+            return "efSearch", [16, 32, 64, 128, 256, 512, 1024]
+        return None  # a flat index is exact: nothing to tune
+
+    def _tune(
+        self, embeddings: torch.Tensor, *, k: int, target_recall: float, queries: int, generator: torch.Generator
+    ) -> None:
+        knob = self._knob()
+        rows = len(embeddings)
+        k = max(1, min(k, rows - 1))
+        sample = torch.randperm(rows, generator=generator)[: min(rows, queries)]
+        vectors = torch.nn.functional.normalize(embeddings[sample].float(), dim=-1).cpu()
+        if knob is None or not len(sample):
+            return
+        exact = ExactIndex(embeddings.cpu())
+        _, truth = exact.search(vectors, k, leave_out=sample)
+        name, values = knob
+        tried = []
+        for value in values:
+            if name == "efSearch" and value < k:
+                continue
+            self.search_params = {name: value}
+            self._apply(self.index)
+            _, found = self.search(vectors, k, leave_out=sample)
+            recall = _recall(found, truth)
+            tried.append({name: value, "recall": round(recall, 4)})
+            if recall >= target_recall:
+                break
+        self.record.update(
+            recall=tried[-1]["recall"], recall_at=k, target_recall=target_recall, tune_queries=len(sample), tried=tried
+        )
+
+    def _apply(self, index: Any) -> None:
+        if not self.search_params:
+            return
+        faiss = import_faiss()
+        space = faiss.GpuParameterSpace() if self.device.type == "cuda" else faiss.ParameterSpace()
+        for name, value in self.search_params.items():
+            space.set_index_parameter(index, name, value)
+            if name == "nprobe" and "HNSW" in self.factory.split(",")[0]:
+                # an HNSW coarse quantiser must look at least as far as the lists it returns
+                space.set_index_parameter(index, "quantizer_efSearch", max(64, 2 * value))
+
+    # -- searching ----------------------------------------------------------------------------
+    def search(
+        self, queries: torch.Tensor, k: int, *, leave_out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        device = queries.device
+        wanted = min(k, len(self) - (1 if leave_out is not None else 0))
+        extra = 1 if leave_out is not None else 0
+        data = queries.detach().to("cpu", torch.float32).contiguous().numpy()
+        sims, rows = self.index.search(data, max(1, wanted + extra))
+        sims, rows = torch.from_numpy(sims), torch.from_numpy(rows)
+        sims = sims.masked_fill(rows < 0, -math.inf)
+        if leave_out is not None:
+            sims = sims.masked_fill(rows == leave_out.cpu().unsqueeze(1), -math.inf)
+            sims, order = sims.topk(max(1, wanted), dim=1)
+            rows = rows.gather(1, order)
+        return sims.to(device), rows.clamp_min(0).to(device)
+
+    def extended(self, vectors: torch.Tensor) -> FaissIndex:
+        """A copy of this index with ``vectors`` (unit rows) added after its rows, same search setting.
+
+        The lists and their centroids stay as trained: right for a bank that grows by a small
+        share; rebuild the index (:func:`build_index`) when it has grown a lot.
+        """
+        faiss = import_faiss()
+        index = faiss.clone_index(self.cpu_index)
+        index.add(vectors.detach().to("cpu", torch.float32).contiguous().numpy())
+        return FaissIndex(index, self.factory, self.search_params, self.record).to(self.device)
+
+    def holds(self, embeddings: torch.Tensor, *, probes: int = 16) -> bool:
+        """Whether this index was built over ``embeddings``: it has as many rows of the same width,
+        and sampled rows, searched for, find themselves (or a row equal to them)."""
+        if len(self) != len(embeddings) or int(self.cpu_index.d) != embeddings.shape[1]:
+            return False
+        rows = torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(0))[:probes]
+        vectors = torch.nn.functional.normalize(embeddings[rows].float(), dim=-1).cpu()
+        _, found = self.search(vectors, 1)
+        match = (torch.nn.functional.normalize(embeddings[found[:, 0].cpu()].float(), dim=-1).cpu() * vectors).sum(1)
+        # an approximate index may miss a row now and then; another bank's index misses nearly all
+        return bool((match > 0.98).float().mean() >= 0.75)
+
+    # -- devices, saving ------------------------------------------------------------------
+    def to(self, device: torch.device) -> FaissIndex:
+        if device.type == self.device.type:
+            return self
+        faiss = import_faiss()
+        moved = FaissIndex.__new__(FaissIndex)
+        moved.__dict__.update(self.__dict__)
+        if device.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            moved.resources = faiss.StandardGpuResources()
+            moved.index = faiss.index_cpu_to_gpu(moved.resources, device.index or 0, self.cpu_index)
+            moved.device = device
+            moved._apply(moved.index)
+        else:  # CPU faiss: the index stays in host memory and results move to the bank's device
+            moved.index, moved.device = self.cpu_index, torch.device("cpu")
+        return moved
+
+    def settings(self) -> dict[str, Any]:
+        return {"kind": self.kind, "file": INDEX_NAME, "search": self.search_params, **self.record}
+
+    def memory_bytes(self) -> int:
+        faiss = import_faiss()
+        return int(faiss.serialize_index(self.cpu_index).nbytes)
+
+    def save(self, folder: Path) -> None:
+        import_faiss().write_index(self.cpu_index, str(folder / INDEX_NAME))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, settings: dict[str, Any], *, where: Path) -> FaissIndex:
+        """An index saved by :meth:`save`, from the file's bytes (``where``: its path, for messages)."""
+        import numpy as np
+
+        faiss = import_faiss()
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except RuntimeError as e:
+            raise ZooterError(f"{where} is not a readable faiss index: {str(e).splitlines()[0]}") from None
+        search = settings.get("search") or {}
+        record = {key: value for key, value in settings.items() if key not in ("kind", "file", "search")}
+        return cls(index, str(settings.get("factory", "")), {str(k): int(v) for k, v in search.items()}, record)
+
+
+def _ivf(faiss: Any, index: Any) -> Any:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:  # not an IVF index
+        return None
+
+
+def _recall(found: torch.Tensor, truth: torch.Tensor) -> float:
+    hits = (found.unsqueeze(2) == truth.unsqueeze(1)).any(dim=2).sum(dim=1)
+    return float((hits.float() / truth.shape[1]).mean())
+
+
+def build_index(
+    embeddings: torch.Tensor,
+    kind: str = "auto",
+    *,
+    k: int = 100,
+    factory: str | None = None,
+    target_recall: float = TARGET_RECALL,
+    seed: int = 0,
+) -> BankIndex:
+    """The index to search ``embeddings`` (unit rows) with.
+
+    Args:
+        embeddings: the bank's unit vectors.
+        kind: ``"exact"``; ``"ann"`` (a faiss index: :class:`MissingDependencyError` without faiss);
+            or ``"auto"``: an ANN index from :data:`ANN_MIN_ROWS` rows on when faiss is installed,
+            exact search otherwise. The choice is logged.
+        k: the number of neighbours the bank searches for (the ANN index is tuned at it).
+        factory: a faiss ``index_factory`` string instead of the one chosen by size.
+        target_recall: recall@k the ANN index's search setting is tuned to reach.
+        seed: seeds the ANN index's training and tuning samples.
+    """
+    if kind not in INDEX_KINDS:
+        raise ZooterError(f"index must be one of {list(INDEX_KINDS)}, got {kind!r}")
+    rows = len(embeddings)
+    if kind == "auto":
+        if rows < ANN_MIN_ROWS:
+            logger.info("index auto: exact search over %d rows (an ANN index pays from %d rows)", rows, ANN_MIN_ROWS)
+            kind = "exact"
+        elif not faiss_available():
+            logger.warning(
+                "index auto: exact search over %d rows, since faiss is not installed (%s for an ANN index)",
+                rows,
+                ANN_EXTRA,
+            )
+            kind = "exact"
+        else:
+            logger.info("index auto: a faiss ANN index over %d rows", rows)
+            kind = "ann"
+    if kind == "exact":
+        return ExactIndex(embeddings)
+    return FaissIndex.build(embeddings, factory=factory, k=k, target_recall=target_recall, seed=seed).to(
+        embeddings.device
+    )
+
+
+__all__ = [
+    "ANN_MIN_ROWS",
+    "INDEX_KINDS",
+    "INDEX_NAME",
+    "BankIndex",
+    "ExactIndex",
+    "FaissIndex",
+    "ann_factory",
+    "build_index",
+    "fingerprint",
+    "import_faiss",
+]

@@ -429,7 +429,8 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def _updated_router(args: argparse.Namespace, inputs: list[str | None]) -> tuple[Any, Path]:
     """The router an update command edits, and the folder it is saved to (in place by default)."""
-    from zooter.model.router import ZooterRouter, check_save_directory
+    from zooter.model.persistence import check_save_directory
+    from zooter.model.router import ZooterRouter
 
     output = Path(args.output or args.router)
     if args.output is None and not Path(args.router).is_dir():

@@ -711,8 +711,8 @@ def test_update_merges_feedback_in_place_and_says_what_changed(zooter: Zooter, w
     assert "rows: 24 -> 25 (1 new, 1 merged)" in result.stdout and "margin:" in result.stdout
     router = ZooterRouter.from_pretrained(ws / "router", device="cpu")
     assert len(router.bank) == 25 and router.bank.ids[-1] == "n1"
-    assert router.config.neighbours["updates"] == 1
-    assert router.config.neighbours["sources"][-1]["path"] == "fb.jsonl"
+    assert router.config.neighbours.updates == 1
+    assert router.config.neighbours.sources[-1]["path"] == "fb.jsonl"
     removed = zooter("remove-expert", "router", "poet", "--output", "smaller", cwd=ws)
     assert removed.returncode == 0, removed.stderr
     assert "experts: 3 -> 2 (removed ['poet'])" in removed.stdout

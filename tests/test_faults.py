@@ -759,7 +759,7 @@ def test_an_update_killed_at_any_point_leaves_the_old_or_the_new_router(
         router = ZooterRouter.from_pretrained(target, device="cpu")  # puts back a router set aside
         rows = len(router.bank)
         assert rows in (24, 25), point  # the old router or the new, whole
-        assert router.config.neighbours["rows"] == rows and (router.bank.ids[-1] == "new") == (rows == 25)
+        assert router.config.neighbours.rows == rows and (router.bank.ids[-1] == "new") == (rows == 25)
         if rows == 25:
             shutil.rmtree(target)
             shutil.copytree(source, target)

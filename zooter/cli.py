@@ -454,7 +454,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     report = router.update(rows, source=args.data, show_progress=not args.quiet)
     router.save_pretrained(output)
     _print_update(report, output)
-    return 0
+    return finish(args, f"router saved to {output}")
 
 
 def cmd_add_expert(args: argparse.Namespace) -> int:
@@ -465,7 +465,7 @@ def cmd_add_expert(args: argparse.Namespace) -> int:
     report = router.add_expert(args.name, rows, costs=args.costs, source=args.data, show_progress=not args.quiet)
     router.save_pretrained(output)
     _print_update(report, output)
-    return 0
+    return finish(args, f"router saved to {output}")
 
 
 def cmd_remove_expert(args: argparse.Namespace) -> int:
@@ -473,7 +473,7 @@ def cmd_remove_expert(args: argparse.Namespace) -> int:
     report = router.remove_expert(args.name)
     router.save_pretrained(output)
     _print_update(report, output)
-    return 0
+    return finish(args, f"router saved to {output}")
 
 
 def _json(obj: Any) -> str:

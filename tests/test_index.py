@@ -126,6 +126,7 @@ def test_index_is_saved_with_the_router_and_rebuilt_when_missing(
     assert INDEX_NAME in router.config.files
     saved = router.config.neighbours.index
     assert saved["fingerprint"] == router.bank.fingerprint and saved["search"]
+    assert saved["recall_at"] == router.bank.k  # tuned again at the kept k after calibrating at the largest
 
     loaded = ZooterRouter.from_pretrained(folder, device="cpu")
     assert isinstance(loaded.bank.index, FaissIndex)

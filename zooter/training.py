@@ -45,7 +45,7 @@ from zooter.engines import Engine, LocalEngine, ModelLoader
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
 from zooter.model.encoder import QueryEncoder, autocast, backend_device, half_dtype
-from zooter.model.index import import_faiss
+from zooter.model.index import FaissIndex, import_faiss
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.persistence import non_finite_weights
 from zooter.model.router import ZooterRouter
@@ -392,6 +392,9 @@ def fit_bank(
             best = (gain, kept, rule, held_out)
     assert best is not None  # config.neighbours is never empty
     _, kept, rule, estimates = best
+    if isinstance(kept.index, FaissIndex) and kept.k < bank.k:
+        # searched at the largest k to calibrate; routing needs recall at the kept k only (a smaller nprobe)
+        kept.index.tune(kept.embeddings, k=kept.k, seed=config.seed)
     calibrated = time.perf_counter()
     logger.info(
         "index %s in %.1fs; calibrated on %d of %d rows (%s) in %.1fs",

@@ -265,6 +265,19 @@ class FaissIndex:
             return "efSearch", [16, 32, 64, 128, 256, 512, 1024]
         return None  # a flat index is exact: nothing to tune
 
+    def tune(
+        self, embeddings: torch.Tensor, *, k: int, target_recall: float = TARGET_RECALL, seed: int = 0
+    ) -> FaissIndex:
+        """Tune the search setting again for ``k`` neighbours (e.g. once training has chosen ``k``).
+
+        ``embeddings`` are the rows the index holds. Returns the index itself.
+        """
+        generator = torch.Generator().manual_seed(seed)
+        queries = int(self.record.get("tune_queries") or TUNE_QUERIES)
+        self._tune(embeddings, k=k, target_recall=target_recall, queries=queries, generator=generator)
+        self._apply(self.index)
+        return self
+
     def _tune(
         self, embeddings: torch.Tensor, *, k: int, target_recall: float, queries: int, generator: torch.Generator
     ) -> None:

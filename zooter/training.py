@@ -46,7 +46,7 @@ from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
 from zooter.lifecycle import bank_settings, source_record
 from zooter.model.encoder import QueryEncoder, autocast, backend_device, half_dtype
-from zooter.model.index import import_faiss
+from zooter.model.index import FaissIndex, import_faiss
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.persistence import non_finite_weights
 from zooter.model.router import ZooterRouter
@@ -401,6 +401,9 @@ def fit_bank(
             best = (gain, kept, rule, held_out)
     assert best is not None  # config.neighbours is never empty
     _, kept, rule, estimates = best
+    if isinstance(kept.index, FaissIndex) and kept.k < bank.k:
+        # searched at the largest k to calibrate; routing needs recall at the kept k only (a smaller nprobe)
+        kept.index.tune(kept.embeddings, k=kept.k, seed=config.seed)
     calibrated = time.perf_counter()
     logger.info(
         "index %s in %.1fs; calibrated on %d of %d rows (%s) in %.1fs",

@@ -443,6 +443,19 @@ CASES = [
         ["config.json", "costs.cost_weight", "abc"],
         "config-cost-weight",
     ),
+    # keeping a router current: bad feedback is refused whole, the router untouched
+    (
+        "update-unknown-expert",
+        ("update", "router", "fb-unknown.jsonl"),
+        ["fb-unknown.jsonl", "id 'f2'", "stranger", "add-expert"],
+        "feedback",
+    ),
+    ("update-row-without-reward", ("update", "router", "fb-empty.jsonl"), ["fb-empty.jsonl:2", "rewards"], "feedback"),
+    ("update-another-routers-data", ("update", "router", "fb-other.jsonl"), ["another router"], "feedback"),
+    ("update-missing-file", ("update", "router", "missing.jsonl"), ["missing.jsonl", "no such file"], None),
+    ("add-expert-known-name", ("add-expert", "router", "coder", "fb-new.jsonl"), ["already"], "feedback"),
+    ("add-expert-no-reward-for-it", ("add-expert", "router", "newbie", "fb-good.jsonl"), ["newbie"], "feedback"),
+    ("remove-expert-unknown", ("remove-expert", "router", "nobody"), ["nobody"], None),
 ]
 
 
@@ -520,6 +533,13 @@ def setup_case(ws: Path, setup: str | None) -> None:
                 "config-cost-weight": {"costs": {"prices": prices, "cost_weight": "abc"}},
             }[setup],
         )
+    elif setup == "feedback":
+        good = {"id": "f1", "query": "a new integral question", "rewards": {"mathbot": 7.0}}
+        write_lines(ws / "fb-good.jsonl", [good])
+        write_lines(ws / "fb-unknown.jsonl", [good, {**good, "id": "f2", "rewards": {"stranger": 1.0}}])
+        write_lines(ws / "fb-empty.jsonl", [good, {**good, "id": "f2", "rewards": {}}])
+        write_lines(ws / "fb-other.jsonl", [{**good, "rewards": {"gpt-4": 1.0, "claude-2": 0.0}}])
+        write_lines(ws / "fb-new.jsonl", [{**good, "rewards": {"coder": 1.0}}])
     elif setup == "parts":
         (ws / "parts").mkdir()
         shutil.copy(ws / "data.jsonl", ws / "parts" / "train.jsonl")
@@ -674,3 +694,72 @@ def test_a_query_without_text_routes_as_in_the_api_with_a_warning(zooter: Zooter
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["expert"] == expected.expert
     assert "no text" in result.stderr
+
+
+def test_update_merges_feedback_in_place_and_says_what_changed(zooter: Zooter, ws: Path) -> None:
+    from zooter.model.router import ZooterRouter
+
+    write_lines(
+        ws / "fb.jsonl",
+        [
+            {"id": "q1", "query": "x", "rewards": {"coder": 0.0}},
+            {"id": "n1", "query": "a new regex question", "rewards": {"coder": 9.0}},
+        ],
+    )
+    result = zooter("update", "router", "fb.jsonl", "--quiet", cwd=ws)
+    assert result.returncode == 0, result.stderr
+    assert "rows: 24 -> 25 (1 new, 1 merged)" in result.stdout and "margin:" in result.stdout
+    router = ZooterRouter.from_pretrained(ws / "router", device="cpu")
+    assert len(router.bank) == 25 and router.bank.ids[-1] == "n1"
+    assert router.config.neighbours.updates == 1
+    assert router.config.neighbours.sources[-1]["path"] == "fb.jsonl"
+    removed = zooter("remove-expert", "router", "poet", "--output", "smaller", cwd=ws)
+    assert removed.returncode == 0, removed.stderr
+    assert "experts: 3 -> 2 (removed ['poet'])" in removed.stdout
+    assert ZooterRouter.from_pretrained(ws / "smaller", device="cpu").experts == ["mathbot", "coder"]
+    write_lines(ws / "poet.jsonl", [{"id": "q2", "query": "x", "rewards": {"poet": 5.0}}])
+    added = zooter("add-expert", "smaller", "poet", "poet.jsonl", cwd=ws)
+    assert added.returncode == 0, added.stderr
+    assert ZooterRouter.from_pretrained(ws / "smaller", device="cpu").experts == ["mathbot", "coder", "poet"]
+
+
+# A real update of a router folder in place, killed (SIGKILL) just before its Nth step.
+UPDATE_KILLED_AT = SAVE_KILLED_AT.replace(
+    """with torch.no_grad():
+    router.head.bias.copy_(torch.tensor([9.0, 0.0, 0.0]))  # the new router sends everything to mathbot
+""",
+    """from zooter.data import RoutingExample
+""",
+).replace(
+    "router.save_pretrained(target)",
+    """router.update([RoutingExample.from_dict({"id": "new", "query": "a fresh haiku", "rewards": {"poet": 9.0}})])
+router.save_pretrained(target)""",
+)
+
+
+def test_an_update_killed_at_any_point_leaves_the_old_or_the_new_router(
+    zooter: Zooter, ws: Path, tmp_path: Path
+) -> None:
+    import signal
+
+    from zooter.model.router import ZooterRouter
+
+    assert "router.update(" in UPDATE_KILLED_AT and "head.bias" not in UPDATE_KILLED_AT
+    script = tmp_path / "update_killed_at.py"
+    script.write_text(UPDATE_KILLED_AT, encoding="utf-8")
+    target, source = ws / "router", tmp_path / "source"
+    shutil.copytree(target, source)
+    whole = zooter(source, tmp_path / "counted", "0", cwd=ws, script=script)
+    assert whole.returncode == 0, whole.stderr
+    steps = int(whole.stdout)
+    assert steps >= 5
+    for point in range(1, steps + 1):
+        killed = zooter(source, target, str(point), cwd=ws, script=script)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+        router = ZooterRouter.from_pretrained(target, device="cpu")  # puts back a router set aside
+        rows = len(router.bank)
+        assert rows in (24, 25), point  # the old router or the new, whole
+        assert router.config.neighbours.rows == rows and (router.bank.ids[-1] == "new") == (rows == 25)
+        if rows == 25:
+            shutil.rmtree(target)
+            shutil.copytree(source, target)

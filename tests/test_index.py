@@ -63,7 +63,7 @@ def test_ann_decisions_agree_with_exact_search_on_clustered_vectors() -> None:
     ann = clustered_bank().build_index("ann")
     assert isinstance(ann.index, FaissIndex)
     record = ann.index.settings()
-    assert record["factory"].startswith("IVF") and record["recall"] >= 0.95 and record["recall_at"] == 50
+    assert record["factory"].startswith("IVF") and record["recall"] >= 0.99 and record["recall_at"] == 50
     held_out = exact.leave_one_out()
     experts = EXPERTS
     rule = calibrate_decision(held_out.scores, exact.rewards, experts, min_z=0.0)
@@ -126,6 +126,7 @@ def test_index_is_saved_with_the_router_and_rebuilt_when_missing(
     assert INDEX_NAME in router.config.files
     saved = router.config.neighbours.index
     assert saved["fingerprint"] == router.bank.fingerprint and saved["search"]
+    assert saved["recall_at"] == router.bank.k  # tuned again at the kept k after calibrating at the largest
 
     loaded = ZooterRouter.from_pretrained(folder, device="cpu")
     assert isinstance(loaded.bank.index, FaissIndex)

@@ -23,6 +23,8 @@ _EXPORTS = {
     "RoutingExample": "zooter.data",
     "DatasetSplits": "zooter.data",
     "load_queries": "zooter.data",
+    "load_rows": "zooter.data",
+    "UpdateReport": "zooter.lifecycle",
     "LabelConfig": "zooter.labels.targets",
     "LabelEnhancer": "zooter.labels.targets",
     "make_targets": "zooter.labels.targets",
@@ -72,7 +74,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from zooter.data import DatasetSplits, RoutingDataset, RoutingExample, load_queries
+    from zooter.data import DatasetSplits, RoutingDataset, RoutingExample, load_queries, load_rows
     from zooter.decide.costs import CostTable, CostTarget, ExpertCost
     from zooter.decide.decision import RouteDecision
     from zooter.decide.explore import Explorer
@@ -90,6 +92,7 @@ if TYPE_CHECKING:
     )
     from zooter.labels.tagging import ClusterTagger, DataTagger, TagEnhancer, Tagger
     from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, soft_targets
+    from zooter.lifecycle import UpdateReport
     from zooter.model.encoder import DEFAULT_ENCODER
     from zooter.model.neighbours import Estimates
     from zooter.model.router import RouterConfig, ZooterRouter

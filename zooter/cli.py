@@ -1,4 +1,4 @@
-"""The ``zooter`` command: collect, score, split, train, eval, route, and a self-contained demo.
+"""The ``zooter`` command: collect, score, split, train, eval, route, update, and a self-contained demo.
 
 Exit codes: 0 on success, 2 on bad input (one line on stderr, no traceback), 1 on anything else.
 
@@ -427,6 +427,55 @@ def cmd_route(args: argparse.Namespace) -> int:
     return finish(args, f"{len(queries)} queries routed")
 
 
+def _updated_router(args: argparse.Namespace, inputs: list[str | None]) -> tuple[Any, Path]:
+    """The router an update command edits, and the folder it is saved to (in place by default)."""
+    from zooter.model.persistence import check_save_directory
+    from zooter.model.router import ZooterRouter
+
+    output = Path(args.output or args.router)
+    if args.output is None and not Path(args.router).is_dir():
+        raise ConfigError(f"{args.router} is not a local router folder: pass --output DIR to save the updated router")
+    refuse_overwriting_inputs([output], inputs)
+    check_save_directory(output)
+    return ZooterRouter.from_pretrained(args.router, device=args.device), output
+
+
+def _print_update(report: Any, output: Path) -> None:
+    for line in report.lines():
+        print(line)
+    print(f"saved to {output}")
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from zooter.data import load_rows
+
+    rows = load_rows(args.data)  # read and checked before the router is touched
+    router, output = _updated_router(args, [args.data])
+    report = router.update(rows, source=args.data, show_progress=not args.quiet)
+    router.save_pretrained(output)
+    _print_update(report, output)
+    return finish(args, f"router saved to {output}")
+
+
+def cmd_add_expert(args: argparse.Namespace) -> int:
+    from zooter.data import load_rows
+
+    rows = load_rows(args.data)
+    router, output = _updated_router(args, [args.data, args.costs])
+    report = router.add_expert(args.name, rows, costs=args.costs, source=args.data, show_progress=not args.quiet)
+    router.save_pretrained(output)
+    _print_update(report, output)
+    return finish(args, f"router saved to {output}")
+
+
+def cmd_remove_expert(args: argparse.Namespace) -> int:
+    router, output = _updated_router(args, [])
+    report = router.remove_expert(args.name)
+    router.save_pretrained(output)
+    _print_update(report, output)
+    return finish(args, f"router saved to {output}")
+
+
 def _json(obj: Any) -> str:
     """One line of strict JSON: a NaN or an infinity (which JSON lacks) is written as null."""
 
@@ -648,6 +697,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     _add_backend_option(p, "the one the router was trained on")
     p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("update", help="merge scored rows or feedback into a router's bank and recalibrate it")
+    p.add_argument("router", help="router folder (updated in place unless --output)")
+    p.add_argument("data", help="rows in the dataset format, any subset of the experts' rewards each")
+    p.add_argument("--output", help="save the updated router here instead")
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("add-expert", help="add an expert to a router from its rewards on some queries")
+    p.add_argument("router", help="router folder (updated in place unless --output)")
+    p.add_argument("name", help="the new expert")
+    p.add_argument("data", help="rows with the new expert's rewards (ids the router knows, or new queries)")
+    p.add_argument("--costs", help="JSON of prices naming the new expert (needed when the router has prices)")
+    p.add_argument("--output", help="save the updated router here instead")
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_add_expert)
+
+    p = sub.add_parser("remove-expert", help="retire an expert from a router's bank, decision and prices")
+    p.add_argument("router", help="router folder (updated in place unless --output)")
+    p.add_argument("name", help="the expert to remove")
+    p.add_argument("--output", help="save the updated router here instead")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_remove_expert)
 
     add_registered_commands(sub)
 

@@ -202,7 +202,22 @@ def load_queries(path: str | Path) -> list[RoutingExample]:
     return _read_examples(Path(path), require_rewards=False)
 
 
-def _read_examples(path: Path, *, require_rewards: bool, named: dict[str, None] | None = None) -> list[RoutingExample]:
+def load_rows(path: str | Path) -> list[RoutingExample]:
+    """Read scored rows to update a router with, in file order (see :mod:`zooter.lifecycle`).
+
+    Unlike :meth:`RoutingDataset.load`, a row may carry one expert's reward only (production
+    feedback) and an id may repeat (a later outcome of the same query): the later row wins,
+    expert by expert, when merged. Every row still needs at least one reward.
+
+    Raises:
+        DataError: the file is empty, or a record is malformed or has no reward.
+    """
+    return _read_examples(Path(path), require_rewards=True, unique_ids=False)
+
+
+def _read_examples(
+    path: Path, *, require_rewards: bool, named: dict[str, None] | None = None, unique_ids: bool = True
+) -> list[RoutingExample]:
     """The file's examples; ``named`` collects every expert a ``rewards`` object names, null or not."""
     examples: list[RoutingExample] = []
     lines: dict[str, int] = {}
@@ -210,7 +225,7 @@ def _read_examples(path: Path, *, require_rewards: bool, named: dict[str, None] 
         ex = RoutingExample.from_dict(row, path=path, line=line_no, require_rewards=require_rewards)
         if named is not None:
             named.update(dict.fromkeys(map(str, row["rewards"])))
-        if ex.id in lines:
+        if ex.id in lines and unique_ids:
             raise DataError(
                 f"duplicate id (first seen on line {lines[ex.id]})",
                 path=path,
@@ -519,5 +534,6 @@ __all__ = [
     "RoutingExample",
     "content_text",
     "load_queries",
+    "load_rows",
     "query_text",
 ]

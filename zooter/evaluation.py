@@ -83,9 +83,20 @@ class EvalReport(SubsetScores):
     per_task: dict[str, SubsetScores] = field(default_factory=dict)
     mtr: dict[str, float] = field(default_factory=dict)
     uplift: dict[str, float] = field(default_factory=dict)
+    #: each expert's mean support on the evaluated queries: the effective number of neighbours that
+    #: carry its reward (see :class:`~zooter.model.neighbours.Estimates`); empty without a bank
+    support: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def support_line(self) -> str | None:
+        """One line on each expert's mean support, or None when the router has no bank."""
+        if not self.support:
+            return None
+        return "support (mean effective neighbours carrying each expert's reward): " + ", ".join(
+            f"{name} {value:.1f}" for name, value in self.support.items()
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalReport:
@@ -117,6 +128,8 @@ class EvalReport(SubsetScores):
         gap = "n/a (oracle = best single)" if self.gap_recovered is None else f"{self.gap_recovered:.1%}"
         lines.append(f"queries: {self.n} (skipped for missing rewards: {self.skipped})")
         lines.append(f"gap recovered (oracle - best single): {gap}")
+        if self.support_line():
+            lines.append(str(self.support_line()))
         if self.per_task:
             lines.append(
                 f"MTR over {len(self.per_task)} tasks (lower is better): "
@@ -135,6 +148,8 @@ class EvalReport(SubsetScores):
         gap = "n/a" if self.gap_recovered is None else f"{self.gap_recovered:.1%}"
         lines.append("")
         lines.append(f"{self.n} queries; gap recovered (oracle minus best single): {gap}.")
+        if self.support_line():
+            lines.append(f"{str(self.support_line()).capitalize()}.")
         if self.per_task:
             lines.append(f"MTR over {len(self.per_task)} tasks: {self.mtr.get(ROUTED, float('nan')):.2f} ({ROUTED}).")
         return "\n".join(lines)
@@ -250,9 +265,18 @@ def evaluate(
     """
     dataset.check_experts(router.experts)
     dataset = dataset.select_experts(router.experts)  # head order
-    shared = {} if estimates is None else {"estimates": estimates}
-    decisions = router.route([ex.query for ex in dataset], batch_size=batch_size, show_progress=show_progress, **shared)
-    return evaluate_choices(dataset, [d.expert for d in decisions])
+    queries = [ex.query for ex in dataset]
+    if estimates is None:
+        estimates = router.estimate(queries, batch_size=batch_size, show_progress=show_progress)
+    decisions = router.route(queries, estimates=estimates)
+    report = evaluate_choices(dataset, [d.expert for d in decisions])
+    support = getattr(estimates, "support", None)
+    if support is not None:
+        complete = [i for i, row in enumerate(dataset.reward_matrix()) if all(math.isfinite(r) for r in row)]
+        if complete:
+            means = support[complete].mean(dim=0).tolist()
+            report.support = dict(zip(router.experts, means))
+    return report
 
 
 @dataclass
@@ -595,9 +619,10 @@ def evaluate_costs(
         ConfigError: no prices, or the router does not estimate expected rewards.
         ExpertMismatchError: the dataset's experts differ from the router's.
     """
+    import torch
+
     from zooter.decide.costs import CostTable, cost_weight_grid, sweep_cost_weights
     from zooter.errors import ConfigError
-    from zooter.model.neighbours import Estimates
 
     table = router.costs if costs is None else CostTable.coerce(costs)
     if table is None:
@@ -616,15 +641,12 @@ def evaluate_costs(
     elif len(estimates.probabilities) != len(dataset):
         raise ConfigError(f"got estimates of {len(estimates.probabilities)} rows for {len(dataset)} rows")
     else:  # estimates of every row: keep those of the rows scored here
-        expected = estimates.expected_rewards
-        estimates = Estimates(estimates.probabilities[complete], None if expected is None else expected[complete])
+        estimates = estimates.rows(torch.tensor(complete, dtype=torch.long))
     if estimates.expected_rewards is None:
         raise ConfigError(
             "the cost-quality frontier weighs expected rewards, which this router does not estimate "
             "(a distilled head gives probabilities only); train with the default method 'neighbours'"
         )
-    import torch
-
     scores = estimates.expected_rewards
     prices = table.query_costs(router.count_tokens(queries), experts)
     rewards = torch.tensor([[example.rewards[e] for e in experts] for example in rows], dtype=torch.float64)

@@ -44,8 +44,9 @@ from zooter.decide.policy import DecisionRule, calibrate_decision
 from zooter.engines import Engine, LocalEngine, ModelLoader
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
+from zooter.lifecycle import bank_settings, source_record
 from zooter.model.encoder import QueryEncoder, autocast, backend_device, half_dtype
-from zooter.model.index import import_faiss
+from zooter.model.index import FaissIndex, import_faiss
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.persistence import non_finite_weights
 from zooter.model.router import ZooterRouter
@@ -70,6 +71,9 @@ class TrainingConfig(ZooterConfig):
             best on the training rows is kept.
         neighbour_temperature: similarity temperature of the neighbour weights (lower: the closest
             neighbours count more).
+        neighbour_shrinkage: pseudo-neighbours with which an expert's estimate is pulled towards
+            its prior where few neighbours carry its reward (0: the plain neighbour average); see
+            :class:`~zooter.model.neighbours.NeighbourBank` and ``docs/keeping-current.md``.
         index: how the bank finds a query's neighbours: ``"exact"`` search, a faiss ``"ann"`` index
             (the ``ann`` extra), or ``"auto"``: an ANN index from 50,000 training rows on when faiss
             is installed, exact search otherwise (see :mod:`zooter.model.index`).
@@ -112,6 +116,7 @@ class TrainingConfig(ZooterConfig):
     method: Literal["neighbours", "distill"] = "neighbours"
     neighbours: list[int] = Field(default_factory=lambda: [50, 100, 200, 400], min_length=1)
     neighbour_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
+    neighbour_shrinkage: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
     index: Literal["exact", "ann", "auto"] = "auto"
     calibration_rows: int = Field(default=20_000, ge=2)
     calibrate: bool = True
@@ -360,6 +365,8 @@ def fit_bank(
         targets.to(embeddings.device),
         k=max(config.neighbours),
         temperature=config.neighbour_temperature,
+        shrinkage=config.neighbour_shrinkage,
+        ids=[ex.id for ex in dataset],
     ).build_index(config.index, seed=config.seed)
     indexed = time.perf_counter()
     rows = dataset.sample(config.calibration_rows, seed=config.seed)
@@ -371,6 +378,7 @@ def fit_bank(
         "by": "all rows" if len(rows) == len(dataset) else ("task" if any(dataset.tasks) else "random"),
         "seed": config.seed,
     }
+    filled = bank.filled_rewards()[sample]  # stand-ins for missing rewards (see calibrate_decision)
     best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
     log = []
     for k in config.neighbours:
@@ -381,6 +389,7 @@ def fit_bank(
             rewards[sample],
             dataset.experts,
             default_rewards=rewards,  # the default expert is the best on all rows, not on the sample
+            filled=filled,
             min_z=config.min_z,
             source="leave-one-out",
         )
@@ -392,6 +401,9 @@ def fit_bank(
             best = (gain, kept, rule, held_out)
     assert best is not None  # config.neighbours is never empty
     _, kept, rule, estimates = best
+    if isinstance(kept.index, FaissIndex) and kept.k < bank.k:
+        # searched at the largest k to calibrate; routing needs recall at the kept k only (a smaller nprobe)
+        kept.index.tune(kept.embeddings, k=kept.k, seed=config.seed)
     calibrated = time.perf_counter()
     logger.info(
         "index %s in %.1fs; calibrated on %d of %d rows (%s) in %.1fs",
@@ -422,7 +434,9 @@ def _fit_neighbours(
     embeddings = embed_training_queries(router, [ex.query for ex in dataset], config, engine)
     fit = fit_bank(embeddings, dataset, targets, config)
     router.bank = fit.bank
-    router.config.neighbours = fit.bank.settings()
+    settings = bank_settings(fit.bank, dataset.experts)
+    settings.sources = [source_record(dataset.source, len(dataset))]
+    router.config.neighbours = settings
     router.training_log = fit.log
     return fit
 

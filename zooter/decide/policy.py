@@ -330,6 +330,7 @@ def calibrate_decision(
     *,
     default_expert: str | None = None,
     default_rewards: torch.Tensor | None = None,
+    filled: torch.Tensor | None = None,
     min_z: float = 2.0,
     source: str = "validation",
 ) -> DecisionRule:
@@ -337,13 +338,18 @@ def calibrate_decision(
 
     Args:
         scores: the router's held-out scores, rows x experts (e.g. leave-one-out estimates).
-        rewards: the same rows' rewards, ``nan`` where missing; rows without every reward are left out.
+        rewards: the same rows' rewards, ``nan`` where missing; rows without every reward are left
+            out, unless ``filled`` stands in for the missing ones.
         experts: the column names.
         default_expert: the expert to keep unless routing pays; by default the best mean reward
             among the experts with enough rows (:func:`choose_default`, recorded as
             ``calibration["default_support"]``).
         default_rewards: the rows to choose the default expert on (e.g. the training rows, when
             ``rewards`` are a validation split's); by default ``rewards``.
+        filled: stand-ins for the missing rewards (e.g. :meth:`NeighbourBank.filled_rewards`, from
+            each row's own observed rewards), so rows with only some rewards (an expert added from
+            a few hundred rows, bandit feedback) calibrate too; the significance test then counts
+            only the rows whose choice and default rewards are both observed.
         min_z: routing is kept only if its mean gain over the default is at least this many
             standard errors above 0 (guards against a margin that won by chance on few rows).
         source: where the scores came from, for the record.
@@ -360,23 +366,29 @@ def calibrate_decision(
     if default_expert is None:
         default_expert, support = choose_default(rewards if default_rewards is None else default_rewards, experts)
     default = experts.index(default_expert)
-    complete = torch.isfinite(rewards).all(dim=1)
-    figures: dict[str, Any] = {"source": source, "rows": int(complete.sum()), "min_z": min_z}
+    observed = torch.isfinite(rewards)
+    if filled is not None:
+        keep = observed.any(dim=1) & torch.isfinite(filled.float().cpu()).all(dim=1)
+        rewards = torch.where(observed, rewards, filled.float().cpu())
+    else:
+        keep = observed.all(dim=1)
+    figures: dict[str, Any] = {"source": source, "rows": int(keep.sum()), "min_z": min_z}
+    if filled is not None:
+        figures["complete_rows"] = int(observed.all(dim=1).sum())
     if support is not None:
         figures["default_support"] = support
-    if complete.sum() < 2:
+    if keep.sum() < 2:
         # too few rows have every reward: no margin can be measured, every query goes to the default
-        own = rewards[:, default][torch.isfinite(rewards[:, default])]
+        own = rewards[:, default][observed[:, default]]
         if len(own):
             figures["default_score"] = float(own.mean())
-        counts = torch.isfinite(rewards).sum(0).tolist()
+        counts = observed.sum(0).tolist()
         figures["sparse_experts"] = {name: n for name, n in zip(experts, counts) if n < len(rewards)}
         return DecisionRule(default_expert=default_expert, margin=None, calibration={**figures, "pays": False})
-    rewards, scores = rewards[complete], scores[complete]
-    n = len(rewards)
-    filled = scores.nan_to_num(nan=-math.inf)
-    best = filled.argmax(dim=-1)
-    advantage = (filled.gather(1, best.unsqueeze(1)).squeeze(1) - filled[:, default]).nan_to_num(nan=0.0)
+    rewards, scores, observed = rewards[keep], scores[keep], observed[keep]
+    ranked = scores.nan_to_num(nan=-math.inf)
+    best = ranked.argmax(dim=-1)
+    advantage = (ranked.gather(1, best.unsqueeze(1)).squeeze(1) - ranked[:, default]).nan_to_num(nan=0.0)
     positive = advantage[advantage > 0]
     candidates = sorted(
         {0.0, *(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist() if len(positive) else [])}
@@ -390,7 +402,10 @@ def calibrate_decision(
             chosen = (margin, diff)
     margin, diff = chosen  # type: ignore[misc]
     gain = float(diff.mean())
-    error = float(diff.std() / math.sqrt(n))
+    # stand-in rewards are not evidence: the spread is the diffs', the count only the observed ones
+    picks = torch.where(advantage > margin, best, torch.full_like(best, default))
+    known = int((observed.gather(1, picks.unsqueeze(1)).squeeze(1) & observed[:, default]).sum())
+    error = float(diff.std() / math.sqrt(max(known, 1)))
     pays = gain > 0 and gain >= min_z * error
     figures.update(
         default_score=float(base.mean()),

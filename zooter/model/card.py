@@ -131,6 +131,17 @@ def describe_decision(card: CardData) -> str:
             f"query (of {n.get('rows')}, in `neighbours.safetensors`; cosine similarity, neighbour weights "
             f"exp((s - s_max) / {n.get('temperature')}))."
         )
+        if n.get("shrinkage"):
+            parts.append(
+                f"Where few neighbours carry an expert's reward, its estimate is shrunk towards its prior "
+                f"({n['shrinkage']:g} pseudo-neighbours), so thin evidence does not win."
+            )
+        if n.get("support"):
+            parts.append(
+                "Rows of the bank with each expert's reward: "
+                + ", ".join(f"`{name}` {count}" for name, count in n["support"].items())
+                + (f" ({n['updates']} updates since training)." if n.get("updates") else ".")
+            )
     else:
         parts.append("The linear head's probabilities rank the experts.")
     rule = card.decision

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,27 @@ class Estimates:
         probabilities: a distribution over the experts (rows sum to 1).
         expected_rewards: each expert's expected reward on the rewards' scale, or None when the
             router has no reward estimate (a distilled head alone gives probabilities only).
+        support: how much evidence each expected reward rests on: the share of the neighbours'
+            weight that carries the expert's reward, times their effective number (Kish's
+            ``(sum w)^2 / sum w^2``); 0 where no neighbour has one; None without a neighbour bank.
+        stderr: the standard error of each expected reward (the neighbours' weighted spread over
+            their support, plus the shrinkage's pseudo-neighbours), or None without a bank.
     """
 
     probabilities: torch.Tensor
     expected_rewards: torch.Tensor | None = None
+    support: torch.Tensor | None = None
+    stderr: torch.Tensor | None = None
+
+    def rows(self, index: torch.Tensor) -> Estimates:
+        """The estimates of some rows only (a boolean mask or indices)."""
+        return Estimates(*(None if t is None else t[index] for t in self._tensors()))
+
+    def cpu(self) -> Estimates:
+        return Estimates(*(None if t is None else t.cpu() for t in self._tensors()))
+
+    def _tensors(self) -> tuple[torch.Tensor | None, ...]:
+        return self.probabilities, self.expected_rewards, self.support, self.stderr
 
     @property
     def scores(self) -> torch.Tensor:
@@ -92,6 +110,12 @@ class NeighbourSettings(ZooterConfig):
         index: how the bank is searched (:mod:`zooter.model.index`): ``{"kind": "exact"}``, or a
             faiss index's file, factory string, tuned search setting, measured recall and the
             fingerprint of the bank it was built for; None in folders from before (exact search).
+        shrinkage: pseudo-neighbours of prior in each estimate (0: the plain neighbour average, as
+            folders written before shrinkage existed were calibrated).
+        support: rows of the bank with each expert's reward.
+        updates: updates since training (:mod:`zooter.lifecycle`).
+        sources: where the bank's rows came from: each training or update file with its ``sha256``,
+            the rows read and the ``time``; an expert removed is recorded too.
     """
 
     k: int = Field(ge=1, strict=True)
@@ -99,10 +123,28 @@ class NeighbourSettings(ZooterConfig):
     rows: int = Field(ge=1, strict=True)
     dimension: int | None = Field(default=None, ge=1, strict=True)
     index: dict[str, Any] | None = None
+    shrinkage: float = Field(default=0.0, ge=0)
+    support: dict[str, int] | None = None
+    updates: int = Field(default=0, ge=0)
+    sources: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class NeighbourBank:
     """The training queries' unit-length embeddings with their rewards and soft targets.
+
+    An expert's reward may be missing on any row (``nan``): an expert added from a few hundred
+    scored queries, or production feedback that reveals only the answering expert's reward. Its
+    plain neighbour average would then rest on the one or two neighbours that have it, and such a
+    thin estimate would win on luck. So, with ``shrinkage`` > 0, each expert's estimate is pulled
+    towards a prior in proportion to how little evidence it has (empirical Bayes)::
+
+        expected = (support * neighbour mean + shrinkage * prior) / (support + shrinkage)
+
+    where ``support`` is the effective number of neighbours carrying the expert's reward, and the
+    prior is an additive model of the bank's rewards, ``reward[row, expert] ~ difficulty[row] +
+    offset[expert]``: the neighbours' mean difficulty plus the expert's offset (itself shrunk
+    towards the average expert when it rests on few rows). An expert with no evidence near a query
+    is thus expected to do there what it does elsewhere relative to the others, not to win.
 
     Args:
         embeddings: rows x hidden size; normalised here to unit length.
@@ -110,8 +152,11 @@ class NeighbourBank:
         targets: rows x experts, each row a distribution (the training soft labels).
         k: neighbours per query (capped at the bank's size).
         temperature: similarity temperature of the neighbour weights (> 0).
+        shrinkage: pseudo-neighbours of prior per expert estimate (0: the plain neighbour average).
         weights: how much each row counts, multiplying its similarity weight (None: 1 each); rows
             added from a few examples of a new expert stand for more than one query each.
+        ids: each row's query id, so later rewards for the same query merge into its row (see
+            :mod:`zooter.lifecycle`); None for a bank saved before ids were kept.
     """
 
     def __init__(
@@ -123,15 +168,20 @@ class NeighbourBank:
         k: int,
         temperature: float = 0.1,
         weights: torch.Tensor | None = None,
+        shrinkage: float = 0.0,
+        ids: Sequence[str] | None = None,
     ) -> None:
+        if ids is not None and len(ids) != embeddings.shape[0]:
+            raise ZooterError(f"a neighbour bank of {embeddings.shape[0]} rows got {len(ids)} ids")
         if embeddings.ndim != 2 or rewards.shape != targets.shape or rewards.shape[0] != embeddings.shape[0]:
             raise ZooterError(
                 f"a neighbour bank needs rows x hidden embeddings and rows x experts rewards and targets, got "
                 f"{tuple(embeddings.shape)}, {tuple(rewards.shape)}, {tuple(targets.shape)}"
             )
-        if k < 1 or not temperature > 0:
+        if k < 1 or not temperature > 0 or not (shrinkage >= 0 and math.isfinite(shrinkage)):
             raise ZooterError(
-                f"a neighbour bank needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}"
+                "a neighbour bank needs k >= 1, temperature > 0 and a finite shrinkage >= 0, got "
+                f"k={k}, temperature={temperature}, shrinkage={shrinkage}"
             )
         # fp16 halves the file and the memory; similarities need no more precision to rank neighbours
         self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1).half()
@@ -146,6 +196,9 @@ class NeighbourBank:
         self.temperature = temperature
         self.index: BankIndex = ExactIndex(self.embeddings)
         self._fingerprint: str | None = None
+        self.shrinkage = float(shrinkage)
+        self.ids = None if ids is None else [str(i) for i in ids]
+        self.difficulty, self.offsets = additive_fit(self.rewards)
 
     def to(self, device: torch.device) -> NeighbourBank:
         """The bank on ``device`` (itself when already there)."""
@@ -153,7 +206,14 @@ class NeighbourBank:
             return self
         moved = {name: t.to(device) for name, t in self.tensors().items()}
         bank = NeighbourBank.__new__(NeighbourBank)
-        bank.__dict__.update(self.__dict__, **moved, index=self.index.to(device))
+        bank.__dict__.update(
+            self.__dict__,
+            **moved,
+            index=self.index.to(device),
+            difficulty=self.difficulty.to(device),
+            offsets=self.offsets.to(device),
+        )
+        bank.__dict__.pop("_expert_spread", None)
         return bank
 
     def with_k(self, k: int) -> NeighbourBank:
@@ -178,9 +238,18 @@ class NeighbourBank:
         return self.embeddings.shape[0]
 
     def with_rows(
-        self, embeddings: torch.Tensor, rewards: torch.Tensor, targets: torch.Tensor, *, weight: float = 1.0
+        self,
+        embeddings: torch.Tensor,
+        rewards: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        weight: float = 1.0,
+        ids: Sequence[str] | None = None,
     ) -> NeighbourBank:
-        """A new bank: this bank's rows, then these, each counting ``weight`` (same experts, ``k``, temperature)."""
+        """A new bank: this bank's rows, then these, each counting ``weight`` (same experts, ``k``, temperature).
+
+        ``ids`` name the new rows' queries; without them the new bank keeps no ids.
+        """
         device = self.rewards.device
         weights = None
         if weight != 1.0 or self.weights is not None:
@@ -192,6 +261,8 @@ class NeighbourBank:
             k=self.k,
             temperature=self.temperature,
             weights=weights,
+            shrinkage=self.shrinkage,
+            ids=None if self.ids is None or ids is None else [*self.ids, *ids],
         )
         bank.index = self.index.extended(bank.embeddings[len(self) :])  # the same kind of index, grown
         return bank
@@ -213,6 +284,8 @@ class NeighbourBank:
             k=self.k,
             temperature=self.temperature,
             weights=self.weights,
+            shrinkage=self.shrinkage,
+            ids=self.ids,
         )
         bank.index, bank._fingerprint = self.index, self._fingerprint  # the same rows: the same index
         return bank
@@ -273,29 +346,68 @@ class NeighbourBank:
                 only the first ``k`` are used, so one search at the largest ``k`` serves every smaller one.
             neighbours: their bank row indices (queries x n).
         """
-        probabilities, expected = [], []
+        parts: list[tuple[torch.Tensor, ...]] = []
         for start in range(0, len(similarities), _CHUNK):
             top = similarities[start : start + _CHUNK, : self.k]
-            index = neighbours[start : start + _CHUNK, : self.k]
+            index = neighbours[start : start + _CHUNK, : self.k].to(self.rewards.device)
             weights = torch.exp((top - top[:, :1]) / self.temperature)
             if self.weights is not None:
                 weights = weights * self.weights[index]
             weights = weights.unsqueeze(-1)  # rows x k x 1
-            rewards = self.rewards[index]  # rows x k x experts
-            present = torch.isfinite(rewards)
-            weight = (weights * present).sum(dim=1)
-            # an expert none of the neighbours has a reward for gets nan: it is never chosen
-            expected.append(
-                torch.where(
-                    weight > 0, (weights * rewards.nan_to_num(0.0)).sum(dim=1) / weight.clamp_min(1e-12), torch.nan
-                )
-            )
-            probabilities.append((weights * self.targets[index]).sum(dim=1) / weights.sum(dim=1))
+            parts.append((*self._average(weights, index), (weights * self.targets[index]).sum(1) / weights.sum(1)))
         experts = self.rewards.shape[1]
-        if not probabilities:
+        if not parts:
             empty = torch.empty((0, experts), device=self.rewards.device)
-            return Estimates(empty, empty.clone())
-        return Estimates(torch.cat(probabilities), torch.cat(expected))
+            return Estimates(empty, empty.clone(), empty.clone(), empty.clone())
+        expected, support, stderr, probabilities = (torch.cat(column) for column in zip(*parts))
+        return Estimates(probabilities, expected, support, stderr)
+
+    def _average(self, weights: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Expected reward, support and standard error of every expert from the neighbours ``index``."""
+        rewards = self.rewards[index]  # rows x k x experts
+        present = torch.isfinite(rewards)
+        carried = weights * present
+        weight = carried.sum(dim=1)
+        # the share of the neighbours' weight that carries the reward, in effective neighbours
+        # (Kish: (sum w)^2 / sum w^2 of all k), so a far neighbour's reward counts for little
+        total = weights.sum(dim=1)
+        support = weight / total * total.square() / weights.square().sum(dim=1)
+        filled = rewards.nan_to_num(0.0)
+        mean = (weights * filled).sum(dim=1) / weight.clamp_min(1e-12)
+        spread = (carried * (filled - mean.unsqueeze(1)).square()).sum(dim=1) / weight.clamp_min(1e-12)
+        # the spread of one or two neighbours says little: pool it with the expert's spread in the bank
+        pooled = (support * spread + self._spread()) / (support + 1)
+        if self.shrinkage > 0:
+            known = torch.isfinite(self.difficulty[index])
+            w = weights.squeeze(-1) * known
+            difficulty = (w * self.difficulty[index].nan_to_num(0.0)).sum(dim=1) / w.sum(dim=1).clamp_min(1e-12)
+            prior = difficulty.unsqueeze(1) + self.offsets.unsqueeze(0)
+            mean = torch.where(weight > 0, mean, prior)
+            expected = (support * mean + self.shrinkage * prior) / (support + self.shrinkage)
+        else:
+            # an expert none of the neighbours has a reward for gets nan: it is never chosen
+            expected = torch.where(weight > 0, mean, torch.nan)
+        stderr = (pooled / (support + self.shrinkage).clamp_min(1e-12)).sqrt()
+        return expected, support, stderr
+
+    def _spread(self) -> torch.Tensor:
+        spread = getattr(self, "_expert_spread", None)
+        if spread is None or spread.device != self.rewards.device:
+            spread = torch.nan_to_num(_nanvar(self.rewards), nan=0.0)
+            self._expert_spread = spread
+        return spread
+
+    def support_counts(self) -> torch.Tensor:
+        """How many rows carry each expert's reward."""
+        return torch.isfinite(self.rewards).sum(dim=0)
+
+    def filled_rewards(self) -> torch.Tensor:
+        """The rewards with every missing one filled by the additive model (row difficulty + expert
+        offset, from the row's own observed rewards): stand-ins to calibrate decisions on incomplete
+        rows with; experts no row has a reward for stay ``nan``."""
+        return torch.where(
+            torch.isfinite(self.rewards), self.rewards, self.difficulty.unsqueeze(1) + self.offsets.unsqueeze(0)
+        )
 
     def leave_one_out(self, rows: torch.Tensor | None = None) -> Estimates:
         """Training rows estimated from the other rows: honest estimates to calibrate decisions on.
@@ -308,8 +420,12 @@ class NeighbourBank:
         return self.estimate(self.embeddings[rows], leave_out=rows)
 
     # -- saving -----------------------------------------------------------------------------------
-    def settings(self) -> NeighbourSettings:
-        """What ``config.json`` records of the bank (its ``neighbours`` section), with its index."""
+    def settings(self, record: NeighbourSettings | None = None) -> NeighbourSettings:
+        """What ``config.json`` records of the bank (its ``neighbours`` section), with its index,
+        keeping the provenance (``support``, ``updates``, ``sources``) of an earlier ``record`` of it."""
+        kept = (
+            {} if record is None else {"support": record.support, "updates": record.updates, "sources": record.sources}
+        )
         index = self.index.settings()
         if index["kind"] != "exact":
             index["fingerprint"] = self.fingerprint
@@ -319,6 +435,8 @@ class NeighbourBank:
             rows=len(self),
             dimension=self.embeddings.shape[1],
             index=index,
+            shrinkage=self.shrinkage,
+            **kept,
         )
 
     def save(self, folder: Path, *, experts: Sequence[str]) -> None:
@@ -337,6 +455,8 @@ class NeighbourBank:
             raise ZooterError(f"the neighbour bank holds {broken}; it cannot be saved")
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.tensors().items()}
         metadata = {"format": "pt", "experts": json.dumps(list(experts))}
+        if self.ids is not None:
+            metadata["ids"] = json.dumps(self.ids)
         save_file(tensors, str(folder / NEIGHBOURS_NAME), metadata=metadata)
         if isinstance(self.index, FaissIndex):
             self.index.save(folder)
@@ -365,7 +485,9 @@ class NeighbourBank:
         data = files.read(NEIGHBOURS_NAME)
         try:
             tensors = load(data)
-            recorded = json.loads(safetensors_metadata(data).get("experts", "null"))
+            metadata = safetensors_metadata(data)
+            recorded = json.loads(metadata.get("experts", "null"))
+            ids = json.loads(metadata.get("ids", "null"))
         except Exception as e:  # safetensors' own error type for a damaged file
             raise ZooterError(f"{path} is not a readable safetensors file: {e}") from None
         missing = sorted({"embeddings", "rewards", "targets"} - set(tensors))
@@ -408,6 +530,9 @@ class NeighbourBank:
                 k=settings.k,
                 temperature=settings.temperature,
                 weights=tensors.get("weights"),
+                # routers saved before shrinkage existed keep the plain average they were calibrated with
+                shrinkage=settings.shrinkage,
+                ids=ids,
             )
         except ZooterError as e:
             raise ZooterError(f"{path}: {e}") from None
@@ -415,6 +540,39 @@ class NeighbourBank:
         if index.get("kind", "exact") != "exact":
             bank.index = _load_index(files, bank, index)
         return bank
+
+
+OFFSET_PRIOR_ROWS = 20.0  # an expert's offset counts as this many rows of "average expert" before its own
+
+
+def additive_fit(rewards: torch.Tensor, *, iterations: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """``reward[row, expert] ~ difficulty[row] + offset[expert]`` fitted on the observed rewards.
+
+    Alternating means: each row's difficulty is the mean of its observed rewards less their
+    experts' offsets, each expert's offset the mean of its rewards less their rows' difficulty,
+    shrunk towards 0 (the average expert) by :data:`OFFSET_PRIOR_ROWS` pseudo-rows, so an expert
+    scored on a handful of rows is not taken for the best or the worst. Returns (difficulty per
+    row, ``nan`` for a row without rewards; offset per expert, ``nan`` for an expert without any).
+    """
+    present = torch.isfinite(rewards)
+    filled = rewards.nan_to_num(0.0)
+    per_row = present.sum(dim=1).clamp_min(1)
+    per_expert = present.sum(dim=0)
+    offsets = torch.zeros(rewards.shape[1], device=rewards.device)
+    difficulty = filled.sum(dim=1) / per_row
+    for _ in range(iterations):
+        offsets = ((filled - difficulty.unsqueeze(1)) * present).sum(dim=0) / (per_expert + OFFSET_PRIOR_ROWS)
+        difficulty = ((filled - offsets.unsqueeze(0)) * present).sum(dim=1) / per_row
+    difficulty = difficulty.masked_fill(~present.any(dim=1), math.nan)
+    offsets = offsets.masked_fill(per_expert == 0, math.nan)
+    return difficulty, offsets
+
+
+def _nanvar(values: torch.Tensor) -> torch.Tensor:
+    present = torch.isfinite(values)
+    count = present.sum(dim=0).clamp_min(1)
+    mean = values.nan_to_num(0.0).sum(dim=0) / count
+    return ((values.nan_to_num(0.0) - mean) * present).square().sum(dim=0) / count
 
 
 def non_finite(embeddings: torch.Tensor, rewards: torch.Tensor, targets: torch.Tensor) -> str | None:

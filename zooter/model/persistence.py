@@ -127,7 +127,9 @@ class RouterPersistence:
             }
             if self.bank is not None:
                 self.bank.save(tmp, experts=config.experts)
-            config = config.replace(neighbours=None if self.bank is None else self.bank.settings().to_dict())
+            config = config.replace(
+                neighbours=None if self.bank is None else self.bank.settings(config.neighbours).to_dict()
+            )
             if self.tagger is not None:
                 self.tagger.save(tmp)  # e.g. the cluster centroids, so the training tags can be rebuilt
             if self.training_log:

@@ -397,7 +397,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         ]
         self.config = self.config.replace(
             experts=[*self.config.experts, name],
-            neighbours=self.bank.settings(),
+            neighbours=self.bank.settings(self.config.neighbours),
             training_summary={**self.config.training_summary, "added_from_examples": added},
         )
         logger.info(
@@ -437,9 +437,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         if self.bank is None:
             return Estimates(torch.softmax(vectors, dim=-1).cpu())
         self.bank = self.bank.to(vectors.device)  # moved once, not on every call
-        estimates = self.bank.estimate(vectors)
-        expected = estimates.expected_rewards
-        return Estimates(estimates.probabilities.cpu(), None if expected is None else expected.cpu())
+        return self.bank.estimate(vectors).cpu()
 
     def predict_proba(
         self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
@@ -504,6 +502,30 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             cost_weight=weight,
             max_cost=max_cost,
         )
+
+    # -- keeping current (see zooter.lifecycle) -----------------------------------------------
+    def update(self, rows: Any, *, source: str | Path | None = None, show_progress: bool = False) -> Any:
+        """Merge scored rows into the bank (by id; new queries appended) and recalibrate the decision.
+
+        Returns the :class:`~zooter.lifecycle.UpdateReport`; see :func:`zooter.lifecycle.update_router`.
+        """
+        from zooter.lifecycle import update_router
+
+        return update_router(self, rows, source=source, show_progress=show_progress)
+
+    def add_expert(
+        self, name: str, rows: Any, *, costs: Any = None, source: str | Path | None = None, show_progress: bool = False
+    ) -> Any:
+        """Add expert ``name`` from its rewards on some queries; see :func:`zooter.lifecycle.add_expert`."""
+        from zooter.lifecycle import add_expert
+
+        return add_expert(self, name, rows, costs=costs, source=source, show_progress=show_progress)
+
+    def remove_expert(self, name: str) -> Any:
+        """Retire expert ``name`` (bank, decision, prices); see :func:`zooter.lifecycle.remove_expert`."""
+        from zooter.lifecycle import remove_expert
+
+        return remove_expert(self, name)
 
     # -- speed -------------------------------------------------------------------------------
     def quantize(self, mode: str = "int8") -> ZooterRouter:

@@ -1,0 +1,385 @@
+"""Keeping a router current without retraining: adding a model, and learning from traffic.
+
+On ``llmrouter_9model`` (9 open models; train 5,608 rows, test 500), with the default
+``neighbours`` router on the bundled MiniLM. Every choice (the number of neighbours, the decision
+margin) is made on the training rows' leave-one-out estimates, as ``train_router`` makes it; the
+test split is only ever routed and scored.
+
+*Adding a model.* For each of the three experts the full router routes most test queries to, a
+router is built without it, then the expert is added from ``--sizes`` of its training rows
+(subset seeds ``--seeds``): its reward column is filled on those rows only, the rest ``nan``, and
+the decision is recalibrated, as ``router.add_expert`` does. Reported: routed test reward without
+it, after each add, and with a full retrain on every row, and the seconds of each add against a
+full retrain's (embedding every training query, then choosing k and calibrating).
+
+*Learning from traffic.* A router is trained on 10 % of the training rows (seeded); the other
+90 % arrive as traffic in 9 rounds. Each round every query is routed (with exploration rate ε: a
+share ε of the queries goes to another expert, uniformly or weighted by the estimates' standard
+errors), only the chosen expert's reward is revealed, the revealed rows are added to the bank and
+the decision is recalibrated (``router.update``), then the router is scored on test. Compared:
+no updates, bandit updates (ε = 0, 0.05, 0.1), full-information updates (every reward revealed)
+and the router trained on 100 %.
+
+``--estimator`` chooses how the bank estimates an expert's reward from partial rows (``plain``:
+today's neighbour average; ``shrunk``: shrunk towards the additive prior by ``--shrinkage``
+pseudo-neighbours) and ``--calibration`` which rows the decision is calibrated on (``complete``:
+rows with every reward; ``filled``: every row, missing rewards filled by the additive model).
+
+Embeddings of both splits are cached in ``--cache`` (one encoder pass; the bank needs nothing
+else). Prints one JSON object, then a markdown table.
+
+Usage::
+
+    python benchmarks/lifecycle.py --part add --estimator plain --calibration complete
+    python benchmarks/lifecycle.py --part both --estimator shrunk --shrinkage 3 --calibration filled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import SHARED_DATA, machine
+
+from zooter.data import RoutingDataset
+from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision, choose
+from zooter.labels.targets import reward_tensor, soft_targets
+from zooter.model.neighbours import Estimates, NeighbourBank
+from zooter.model.router import ZooterRouter
+
+NEIGHBOURS = (50, 100, 200, 400)  # TrainingConfig's default sweep
+ADDED = ("llama-3.1-nemotron-51b-instruct", "llama-3.3-nemotron-super-49b-v1", "gemma-2-9b-it")
+
+
+def data_folder(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    for candidate in (SHARED_DATA / "llmrouter_9model", Path("/work/shared/data/llmrouter_9model")):
+        if candidate.is_dir():
+            return candidate
+    raise SystemExit("llmrouter_9model not found: pass --data")
+
+
+def cached_embeddings(dataset: RoutingDataset, name: str, cache: Path) -> tuple[torch.Tensor, float]:
+    """The pretrained MiniLM's pooled vectors of every query, as ``train_router`` embeds them, and
+    the seconds the encoder pass took (measured when the cache was written)."""
+    path = cache / f"llmrouter_9model-minilm-{name}.pt"
+    if path.is_file():
+        saved = torch.load(path)
+        if saved["ids"] == [ex.id for ex in dataset]:
+            return saved["embeddings"].float(), float(saved["seconds"])
+    router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
+    started = time.perf_counter()
+    vectors = router.embed_queries([ex.query for ex in dataset], batch_size=router.default_batch_size * 4).cpu()
+    seconds = time.perf_counter() - started
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"ids": [ex.id for ex in dataset], "embeddings": vectors, "seconds": seconds}, tmp)
+    os.replace(tmp, path)
+    return vectors, seconds
+
+
+class Neighbours:
+    """One row set's neighbour search, done once: every row's leave-one-out neighbours and the test
+    queries' neighbours (the ``k`` largest of them serve every smaller k and every reward matrix)."""
+
+    def __init__(self, embeddings: torch.Tensor, test: torch.Tensor, k: int = max(NEIGHBOURS)) -> None:
+        bank = NeighbourBank(embeddings, torch.zeros(len(embeddings), 1), torch.ones(len(embeddings), 1), k=k)
+        self.embeddings = embeddings
+        self.loo = bank.search(embeddings, leave_out=torch.arange(len(embeddings)))
+        self.test = bank.search(test)
+
+    def held_out(self, bank: NeighbourBank) -> Estimates:
+        return bank.average(self.loo[0][:, : bank.k], self.loo[1][:, : bank.k])
+
+    def on_test(self, bank: NeighbourBank) -> Estimates:
+        return bank.average(self.test[0][:, : bank.k], self.test[1][:, : bank.k])
+
+
+class Method:
+    """How a bank estimates from partial rows, and which rows calibrate the decision."""
+
+    def __init__(
+        self, estimator: str, shrinkage: float, calibration: str, min_z: float = 2.0, stderr_weight: float = 0.0
+    ) -> None:
+        self.shrinkage = shrinkage if estimator == "shrunk" else 0.0
+        self.calibration = calibration
+        self.min_z = min_z
+        self.stderr_weight = stderr_weight
+
+    def scores(self, estimates: Estimates) -> torch.Tensor:
+        """What decisions compare: expected rewards, less ``stderr_weight`` standard errors."""
+        if self.stderr_weight and estimates.stderr is not None:
+            return estimates.scores - self.stderr_weight * estimates.stderr
+        return estimates.scores
+
+    def bank(self, embeddings: torch.Tensor, rewards: torch.Tensor, k: int) -> NeighbourBank:
+        return NeighbourBank(embeddings, rewards, soft_targets(rewards), k=k, shrinkage=self.shrinkage)
+
+    def calibrate(self, bank: NeighbourBank, held_out: Estimates, experts: list[str]) -> DecisionRule:
+        default = best_expert(bank.rewards, experts)
+        filled = bank.filled_rewards() if self.calibration == "filled" else None
+        return calibrate_decision(
+            self.scores(held_out),
+            bank.rewards,
+            experts,
+            filled=filled,
+            default_expert=default,
+            min_z=self.min_z,
+            source="leave-one-out",
+        )
+
+    def fit(self, near: Neighbours, rewards: torch.Tensor, experts: list[str], ks=NEIGHBOURS):
+        """The bank and rule train_router keeps: the k whose leave-one-out estimates route best."""
+        best = None
+        for k in ks:
+            bank = self.bank(near.embeddings, rewards, k)
+            rule = self.calibrate(bank, near.held_out(bank), experts)
+            gain = rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))
+            if best is None or gain > best[0]:
+                best = (gain, bank, rule)
+        return best[1], best[2]
+
+    def refit(self, near: Neighbours, rewards: torch.Tensor, experts: list[str], k: int):
+        """What an update does: the same k, a new bank and a recalibrated rule."""
+        bank = self.bank(near.embeddings, rewards, k)
+        return bank, self.calibrate(bank, near.held_out(bank), experts)
+
+
+def routed(
+    near: Neighbours, bank: NeighbourBank, rule: DecisionRule, rewards: torch.Tensor, experts, method: Method
+) -> float:
+    picks = choose(method.scores(near.on_test(bank)), experts, rule)
+    return float(rewards.gather(1, picks.unsqueeze(1)).mean())
+
+
+def run_add(args, method: Method, train, test, emb, test_emb, embed_seconds) -> dict[str, Any]:
+    experts = train.experts
+    rewards, test_rewards = reward_tensor(train), reward_tensor(test)
+    started = time.perf_counter()
+    near = Neighbours(emb, test_emb)
+    full_bank, full_rule = method.fit(near, rewards, experts)
+    retrain_seconds = embed_seconds + time.perf_counter() - started
+    full = routed(near, full_bank, full_rule, test_rewards, experts, method)
+    picks = choose(method.scores(near.on_test(full_bank)), experts, full_rule).tolist()
+    out: dict[str, Any] = {
+        "full_retrain": full,
+        "full_k": full_bank.k,
+        "full_rule": {"default": full_rule.default_expert, "margin": full_rule.margin},
+        "full_shares": {name: picks.count(i) / len(picks) for i, name in enumerate(experts)},
+        "retrain_seconds": retrain_seconds,
+        "experts": {},
+    }
+    for name in args.added:
+        j = experts.index(name)
+        others = [e for e in experts if e != name]
+        keep = [i for i in range(len(experts)) if i != j]
+        bank, rule = method.fit(near, rewards[:, keep], others)
+        without = routed(near, bank, rule, test_rewards[:, keep], others, method)
+        entry: dict[str, Any] = {"without": without, "k": bank.k, "sizes": {}}
+        for n in args.sizes:
+            scores, seconds, margins = [], [], []
+            for seed in args.seeds:
+                partial = rewards.clone()
+                rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+                column = torch.full((len(train),), math.nan)
+                column[rows] = rewards[rows, j]
+                partial[:, j] = column
+                started = time.perf_counter()
+                # what add_expert does: the same queries (none is new), a new column, a recalibration
+                # on leave-one-out; timed in full on the first seed, the search reused on the others
+                added_bank = method.bank(emb, partial, bank.k)
+                if not seconds:
+                    held_out = added_bank.leave_one_out()
+                    added_rule = method.calibrate(added_bank, held_out, experts)
+                    seconds.append(time.perf_counter() - started)
+                else:
+                    added_rule = method.calibrate(added_bank, near.held_out(added_bank), experts)
+                scores.append(routed(near, added_bank, added_rule, test_rewards, experts, method))
+                margins.append(added_rule.margin)
+            entry["sizes"][str(n)] = {
+                "mean": statistics.mean(scores),
+                "per_seed": scores,
+                "margins": margins,
+                "seconds": statistics.mean(seconds),
+            }
+        out["experts"][name] = entry
+    return out
+
+
+def explore(picks: torch.Tensor, estimates: Estimates, epsilon: float, mode: str, rng: torch.Generator) -> torch.Tensor:
+    """Send a share ``epsilon`` of the queries to another expert: uniformly, or in proportion to
+    the standard error of its estimate (the experts the router knows least get the most tries)."""
+    if epsilon <= 0:
+        return picks
+    rows, experts = estimates.scores.shape
+    chosen = picks.clone()
+    flip = torch.rand(rows, generator=rng) < epsilon
+    if mode == "uncertainty" and estimates.stderr is not None:
+        weights = estimates.stderr.clone().nan_to_num(1.0).clamp_min(1e-6)
+    else:
+        weights = torch.ones(rows, experts)
+    weights[torch.arange(rows), picks] = 0.0
+    other = torch.multinomial(weights, 1, generator=rng).squeeze(1)
+    chosen[flip] = other[flip]
+    return chosen
+
+
+def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) -> dict[str, Any]:
+    experts = train.experts
+    rewards, test_rewards = reward_tensor(train), reward_tensor(test)
+    per_query_embed = embed_seconds / len(train)
+    started = time.perf_counter()
+    near = Neighbours(emb, test_emb)
+    full_bank, full_rule = method.fit(near, rewards, experts)
+    retrain_seconds = embed_seconds + time.perf_counter() - started
+    full = routed(near, full_bank, full_rule, test_rewards, experts, method)
+    single = test_rewards.mean(0)
+    out: dict[str, Any] = {
+        "full_router": full,
+        "best_single": {"expert": experts[int(single.argmax())], "reward": float(single.max())},
+        "retrain_seconds": retrain_seconds,
+        "seeds": {},
+    }
+    arms = [("no updates", None, "uniform"), ("full information", None, "uniform")]
+    arms += [(f"bandit eps={eps:g}", eps, "uniform") for eps in args.epsilons]
+    arms += [(f"bandit eps={eps:g} uncertainty", eps, "uncertainty") for eps in args.epsilons if eps > 0]
+    for seed in args.seeds:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        start_rows = order[: len(train) // 10]
+        traffic = order[len(train) // 10 :].tensor_split(9)
+        start_near = Neighbours(emb[start_rows], test_emb)
+        base_bank, base_rule = method.fit(start_near, rewards[start_rows], experts)
+        start = routed(start_near, base_bank, base_rule, test_rewards, experts, method)
+        curves: dict[str, Any] = {}
+        for arm, eps, mode in arms:
+            bank, rule = base_bank, base_rule
+            rows, logged = start_rows, rewards[start_rows]
+            curve, round_seconds = [start], []
+            rng = torch.Generator().manual_seed(1000 + seed)
+            for batch in traffic:
+                if arm == "no updates":
+                    curve.append(start)
+                    continue
+                revealed = rewards[batch]
+                if eps is not None:
+                    estimates = bank.estimate(emb[batch])
+                    picks = explore(choose(method.scores(estimates), experts, rule), estimates, eps, mode, rng)
+                    mask = torch.zeros_like(revealed, dtype=torch.bool)
+                    mask[torch.arange(len(batch)), picks] = True
+                    revealed = torch.where(mask, revealed, torch.nan)
+                rows = torch.cat([rows, batch])
+                logged = torch.cat([logged, revealed])
+                t0 = time.perf_counter()
+                # what update does: embed the round's queries, rebuild the bank, recalibrate on leave-one-out
+                bank = method.bank(emb[rows], logged, base_bank.k)
+                rule = method.calibrate(bank, bank.leave_one_out(), experts)
+                round_seconds.append(time.perf_counter() - t0 + per_query_embed * len(batch))
+                picks = choose(method.scores(bank.estimate(test_emb)), experts, rule)
+                curve.append(float(test_rewards.gather(1, picks.unsqueeze(1)).mean()))
+            curves[arm] = {
+                "curve": curve,
+                "round_seconds": statistics.mean(round_seconds) if round_seconds else 0.0,
+                "margin": rule.margin,
+                "support": torch.isfinite(logged).sum(0).tolist(),
+            }
+        out["seeds"][str(seed)] = {"start": start, "k": base_bank.k, "arms": curves}
+    return out
+
+
+def summarise(result: dict[str, Any]) -> list[str]:
+    lines = []
+    if "add" in result:
+        add = result["add"]
+        sizes = list(next(iter(add["experts"].values()))["sizes"])
+        lines += [
+            "| added expert | without it | " + " | ".join(f"+{int(n):,} rows" for n in sizes) + " | full retrain |",
+            "|---|---:|" + "---:|" * len(sizes) + "---:|",
+        ]
+        for name, entry in add["experts"].items():
+            cells = [f"{entry['sizes'][n]['mean']:.4f}" for n in sizes]
+            lines.append(
+                f"| {name} | {entry['without']:.4f} | " + " | ".join(cells) + f" | {add['full_retrain']:.4f} |"
+            )
+        seconds = statistics.mean(e["sizes"][n]["seconds"] for e in add["experts"].values() for n in sizes)
+        lines.append(
+            f"\nAn add took {seconds:.2f} s on average; a full retrain {add['retrain_seconds']:.1f} s "
+            f"({100 * seconds / add['retrain_seconds']:.1f} %)."
+        )
+    if "replay" in result:
+        replay = result["replay"]
+        seeds = list(replay["seeds"].values())
+        arms = list(seeds[0]["arms"])
+        rounds = len(seeds[0]["arms"][arms[0]]["curve"])
+        lines += [
+            "",
+            "| arm | " + " | ".join(f"round {r}" for r in range(rounds)) + " | update (s) |",
+            "|---|" + "---:|" * rounds + "---:|",
+        ]
+        for arm in arms:
+            curve = [statistics.mean(s["arms"][arm]["curve"][r] for s in seeds) for r in range(rounds)]
+            secs = statistics.mean(s["arms"][arm]["round_seconds"] for s in seeds)
+            lines.append(f"| {arm} | " + " | ".join(f"{v:.4f}" for v in curve) + f" | {secs:.2f} |")
+        lines.append(
+            f"\nRouter on 100 %: {replay['full_router']:.4f}; best single model on test: "
+            f"{replay['best_single']['expert']} {replay['best_single']['reward']:.4f}; "
+            f"full retrain {replay['retrain_seconds']:.1f} s."
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="the llmrouter_9model folder")
+    parser.add_argument("--cache", default=os.environ.get("ZOOTER_CACHE", "/work/cache"))
+    parser.add_argument("--part", choices=("add", "replay", "both"), default="both")
+    parser.add_argument("--estimator", choices=("plain", "shrunk"), default="shrunk")
+    parser.add_argument("--shrinkage", type=float, default=3.0)
+    parser.add_argument("--calibration", choices=("complete", "filled"), default="filled")
+    parser.add_argument(
+        "--stderr-weight", type=float, default=0.0, help="decide on expected reward less this many standard errors"
+    )
+    parser.add_argument("--added", nargs="+", default=list(ADDED))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epsilons", nargs="+", type=float, default=[0.0, 0.05, 0.1])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    random.seed(0)
+    folder = data_folder(args.data)
+    train = RoutingDataset.load(folder / "train.jsonl.gz")
+    test = RoutingDataset.load(folder / "test.jsonl.gz", experts=train.experts)
+    cache = Path(args.cache)
+    emb, embed_seconds = cached_embeddings(train, "train", cache)
+    test_emb, _ = cached_embeddings(test, "test", cache)
+    method = Method(args.estimator, args.shrinkage, args.calibration, stderr_weight=args.stderr_weight)
+    result: dict[str, Any] = {
+        "data": str(folder),
+        "method": {
+            "estimator": args.estimator,
+            "shrinkage": method.shrinkage,
+            "calibration": args.calibration,
+            "stderr_weight": args.stderr_weight,
+        },
+        "embed_seconds": embed_seconds,
+        "machine": machine(),
+    }
+    if args.part in ("add", "both"):
+        result["add"] = run_add(args, method, train, test, emb, test_emb, embed_seconds)
+    if args.part in ("replay", "both"):
+        result["replay"] = run_replay(args, method, train, test, emb, test_emb, embed_seconds)
+    print(json.dumps(result))
+    print("\n".join(summarise(result)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Keeping a router current: merging rows by id, new queries, adding and removing experts, thin support."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import keyword_rows
+
+from zooter.data import RoutingDataset, RoutingExample, load_rows
+from zooter.decide.policy import DecisionRule, choose
+from zooter.errors import ConfigError, DataError
+from zooter.model.neighbours import NeighbourBank
+from zooter.model.router import ZooterRouter
+from zooter.training import TrainingConfig, train_router
+
+ROWS = keyword_rows(48, seed=5)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoder: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = RoutingDataset([RoutingExample.from_dict(r) for r in ROWS[:40]])
+    config = TrainingConfig(encoder=tiny_encoder, max_length=32, device="cpu", show_progress=False, neighbours=[10])
+    folder = tmp_path_factory.mktemp("lifecycle") / "router"
+    train_router(data, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def router(trained: Path) -> ZooterRouter:
+    return ZooterRouter.from_pretrained(trained, device="cpu")
+
+
+def example(rid: str, query: str, **rewards: float) -> RoutingExample:
+    return RoutingExample.from_dict({"id": rid, "query": query, "rewards": rewards})
+
+
+def test_a_known_id_merges_its_rewards_expert_by_expert(router: ZooterRouter) -> None:
+    i = router.bank.ids.index("q3")
+    before = router.bank.rewards.clone()
+    report = router.update([example("q3", "whatever text", coder=-7.0)])
+    after = router.bank.rewards
+    assert (report.merged, report.appended, len(router.bank)) == (1, 0, 40)
+    assert after[i, router.experts.index("coder")] == -7.0  # the newer reward wins
+    others = [j for j, name in enumerate(router.experts) if name != "coder"]
+    assert torch.equal(after[i, others], before[i, others])  # the row's other rewards stay
+    rest = [j for j in range(40) if j != i]
+    assert torch.equal(after[rest], before[rest])
+
+
+def test_new_ids_are_embedded_and_appended_and_only_they_are_embedded(
+    router: ZooterRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedded: list = []
+    real = router.embed_queries
+    monkeypatch.setattr(router, "embed_queries", lambda queries, **kw: embedded.extend(queries) or real(queries, **kw))
+    old = router.bank.embeddings.clone()
+    new = [
+        example("n1", ROWS[40]["query"], poet=4.0),
+        example("q1", "known", poet=1.0),
+        example("n1", "again", coder=2.0),
+    ]
+    report = router.update(new)
+    assert embedded == [ROWS[40]["query"]]  # one new query, embedded once; the repeated id merges into it
+    assert (report.appended, report.merged, len(router.bank)) == (1, 1, 41)
+    assert router.bank.ids[-1] == "n1"
+    assert torch.equal(router.bank.embeddings[:40], old)
+    last = dict(zip(router.experts, router.bank.rewards[-1].tolist()))
+    assert last["poet"] == 4.0 and last["coder"] == 2.0 and math.isnan(last["mathbot"])
+    assert router.route([ROWS[40]["query"]])[0].expert in router.experts
+
+
+def test_remove_expert_leaves_the_bank_the_decision_and_the_prices(router: ZooterRouter, tmp_path: Path) -> None:
+    router.set_costs({name: {"cost_per_call": 0.01} for name in router.experts})
+    router.remove_expert("poet")
+    assert router.experts == ["mathbot", "coder"]
+    assert router.bank.rewards.shape == (40, 2) and router.head.out_features == 2
+    assert router.decision.default_expert != "poet"
+    assert set(router.costs.costs) == {"mathbot", "coder"}
+    router.save_pretrained(tmp_path / "r")
+    loaded = ZooterRouter.from_pretrained(tmp_path / "r", device="cpu")
+    assert loaded.experts == ["mathbot", "coder"]
+    assert {d.expert for d in loaded.route([r["query"] for r in ROWS])} <= {"mathbot", "coder"}
+    with pytest.raises(ConfigError, match="at least 2 experts"):
+        loaded.remove_expert("coder")
+
+
+def test_add_expert_from_partial_rows(router: ZooterRouter, tmp_path: Path, write_jsonl) -> None:
+    router.remove_expert("poet")
+    scored = [{"id": r["id"], "query": r["query"], "rewards": {"poet": r["rewards"]["poet"]}} for r in ROWS[:12]]
+    scored.append({"id": "fresh", "query": ROWS[45]["query"], "rewards": {"poet": 9.0}})
+    path = write_jsonl(scored, "poet.jsonl")
+    report = router.add_expert("poet", load_rows(path), source=path)
+    assert router.experts == ["mathbot", "coder", "poet"] and router.head.out_features == 3
+    assert (report.merged, report.appended) == (12, 1)
+    assert report.after.support["poet"] == 13 and report.after.support["coder"] == 40
+    column = router.bank.rewards[:, 2]
+    assert int(torch.isfinite(column).sum()) == 13  # unknown on the rows it was not scored on
+    estimates = router.estimate([r["query"] for r in ROWS])
+    assert estimates.support is not None and bool((estimates.support[:, 2] <= estimates.support[:, 0]).all())
+    router.save_pretrained(tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["neighbours"]["updates"] == 2
+    last = config["neighbours"]["sources"][-1]
+    assert last["path"] == str(path) and last["rows"] == 13
+    assert last["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert ZooterRouter.from_pretrained(tmp_path / "r", device="cpu").experts == router.experts
+
+
+def test_bad_rows_are_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:
+    before = (router.experts, router.bank.rewards.clone(), router.config.decision)
+    with pytest.raises(DataError, match="experts the router lacks"):
+        router.update([example("q1", "x", coder=1.0), example("q2", "y", stranger=1.0)])
+    with pytest.raises(DataError, match="another router"):
+        router.update([example("z1", "x", gpt=1.0), example("z2", "y", claude=1.0)])
+    with pytest.raises(DataError, match="no reward"):
+        router.update([RoutingExample(id="q1", query="x", rewards={})])
+    with pytest.raises(ConfigError, match="already"):
+        router.add_expert("coder", [example("q1", "x", coder=1.0)])
+    with pytest.raises(DataError, match="no row has a reward for the new expert"):
+        router.add_expert("newbie", [example("q1", "x", coder=1.0)])
+    router.set_costs({name: {"cost_per_call": 0.01} for name in router.experts})
+    with pytest.raises(ConfigError, match="price"):
+        router.add_expert("newbie", [example("q1", "x", newbie=1.0)])
+    assert router.experts == before[0] and router.config.decision == before[2]
+    assert torch.allclose(router.bank.rewards.nan_to_num(-99), before[1].nan_to_num(-99))
+
+
+def two_clusters(rows: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries in two clusters; expert 0 (the default) is good everywhere, expert 1 middling."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    embeddings = centres[torch.arange(rows) % 2] + 0.05 * torch.randn(rows, 3, generator=generator)
+    rewards = torch.stack([torch.full((rows,), 0.7), torch.full((rows,), 0.5), torch.full((rows,), math.nan)], 1)
+    return embeddings, rewards
+
+
+@pytest.mark.parametrize("shrinkage", [1.0, 3.0, 10.0])
+def test_an_expert_with_thin_support_is_never_chosen_on_no_evidence(shrinkage: float) -> None:
+    embeddings, rewards = two_clusters()
+    rewards[0, 2] = 1.0  # the new expert's one lucky reward, in the first cluster
+    rule = DecisionRule(default_expert="a", margin=0.0)
+    queries = torch.tensor([[0.0, 1.0, 0.0], [0.02, 0.98, 0.0]])  # the second cluster: no evidence there
+    # the plain average: one far neighbour's reward is the whole estimate, and it wins
+    plain = NeighbourBank(embeddings, rewards, torch.full_like(rewards, 1 / 3), k=60)
+    assert choose(plain.estimate(queries).scores, ["a", "b", "c"], rule).tolist() == [2, 2]
+    bank = NeighbourBank(embeddings, rewards, torch.full_like(rewards, 1 / 3), k=60, shrinkage=shrinkage)
+    estimates = bank.estimate(queries)
+    assert bool((estimates.support[:, 2] < 1e-3).all()) and bool((estimates.support[:, 0] > 10).all())
+    assert choose(estimates.scores, ["a", "b", "c"], rule).tolist() == [0, 0]
+    # where one neighbour is all the evidence, its reward is pulled towards the prior
+    near = bank.estimate(embeddings[:1] + 0.01)
+    assert 0.5 < near.support[0, 2] < 2.0
+    assert near.expected_rewards[0, 2] < 1.0 - 0.5 * shrinkage / (shrinkage + 2.0) * 0.3
+
+
+def test_support_and_standard_error_follow_the_evidence() -> None:
+    embeddings, rewards = two_clusters()
+    rewards[:, 2] = torch.where(torch.arange(60) < 30, 0.9, math.nan)  # the new expert on half the rows
+    bank = NeighbourBank(embeddings, rewards, torch.full_like(rewards, 1 / 3), k=20, shrinkage=3.0)
+    estimates = bank.leave_one_out()
+    thin = estimates.support[:, 2] < estimates.support[:, 0]
+    assert bool(thin.all())
+    assert bool((estimates.stderr[:, 2] >= estimates.stderr[:, 0] - 1e-6).all())
+    # where the evidence is plenty the estimate is near the neighbours' own mean
+    assert torch.allclose(estimates.expected_rewards[:, 0], torch.full((60,), 0.7), atol=5e-3)
+
+
+def test_calibration_counts_incomplete_rows_through_stand_ins() -> None:
+    from zooter.decide.policy import calibrate_decision
+
+    generator = torch.Generator().manual_seed(1)
+    rewards = torch.stack([torch.rand(400, generator=generator), torch.rand(400, generator=generator)], 1)
+    scores = rewards + 0.05 * torch.randn(400, 2, generator=generator)  # estimates that know the winner
+    partial = rewards.clone()
+    partial[torch.arange(400) % 4 != 0, 1] = math.nan  # expert b scored on a quarter of the rows
+    complete_only = calibrate_decision(scores, partial, ["a", "b"], default_expert="a")
+    assert complete_only.calibration["rows"] == 100
+    filled = torch.where(torch.isfinite(partial), partial, torch.full_like(partial, 0.5))
+    with_stand_ins = calibrate_decision(scores, partial, ["a", "b"], default_expert="a", filled=filled)
+    assert with_stand_ins.calibration["rows"] == 400 and with_stand_ins.calibration["complete_rows"] == 100

@@ -1,0 +1,480 @@
+"""Keeping a router current without retraining: new scored rows, a new expert, a retired one.
+
+A ``neighbours`` router's knowledge is its bank: each known query's embedding with every expert's
+reward on it (``nan`` where unknown). Keeping it current is editing that bank, then recalibrating
+the decision on the bank's leave-one-out estimates, as training does:
+
+- :func:`update_router` merges rows in the dataset format: a row whose ``id`` the bank knows
+  merges its rewards into that row (the newer reward wins, expert by expert); a new ``id`` is
+  embedded and appended. A row may carry any subset of the experts' rewards, production feedback
+  only the answering expert's.
+- :func:`add_expert` adds an expert from its rewards on some queries (a few hundred suffice: the
+  bank shrinks thin estimates towards the expert's prior, see :class:`~zooter.model.neighbours.NeighbourBank`).
+- :func:`remove_expert` retires an expert from the bank, the decision and the prices.
+
+Each returns an :class:`UpdateReport` (what changed, before -> after); the router is changed in
+memory only when every row was valid, and saving it (``save_pretrained``) is crash-safe. The
+router's ``config.json`` keeps the bank's provenance under ``neighbours``: its rows, the number of
+updates and each source file with its sha256 and time. See ``docs/keeping-current.md``.
+
+Example:
+    >>> from zooter import ZooterRouter
+    >>> from zooter.data import load_rows
+    >>> router = ZooterRouter.from_pretrained("my-router")  # doctest: +SKIP
+    >>> report = router.update(load_rows("feedback.jsonl"), source="feedback.jsonl")  # doctest: +SKIP
+    >>> print("\\n".join(report.lines()))  # doctest: +SKIP
+    rows: 5608 -> 5702 (94 new, 12 merged)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from zooter.data import RoutingExample
+from zooter.decide.policy import DecisionRule, calibrate_decision
+from zooter.errors import ConfigError, DataError, name_list
+from zooter.labels.targets import hard_targets, soft_targets
+from zooter.model.neighbours import NeighbourBank, NeighbourSettings
+
+if TYPE_CHECKING:
+    from zooter.decide.costs import CostTable
+
+# The router is typed Any here: zooter.model.router calls into this module (router.update), and the
+# core keeps no import cycle, not even one for type checkers.
+RouterLike = Any  # a zooter.model.router.ZooterRouter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RouterState:
+    """What an update changes, as ``zooter update`` prints it.
+
+    Attributes:
+        rows: queries in the bank.
+        experts: the router's experts, in order.
+        default_expert: the decision's default expert (None without a calibrated decision).
+        margin: the decision's margin (None: routing did not pay, every query goes to the default).
+        share_routed_away: the share of leave-one-out rows the decision sends away from the default.
+        support: rows of the bank that carry each expert's reward.
+    """
+
+    rows: int
+    experts: list[str]
+    default_expert: str | None
+    margin: float | None
+    share_routed_away: float
+    support: dict[str, int]
+
+    @classmethod
+    def of(cls, router: RouterLike) -> RouterState:
+        bank, rule = router.bank, router.decision
+        counts = bank.support_counts().tolist() if bank is not None else []
+        return cls(
+            rows=len(bank) if bank is not None else 0,
+            experts=router.experts,
+            default_expert=None if rule is None else rule.default_expert,
+            margin=None if rule is None else rule.margin,
+            share_routed_away=0.0 if rule is None else float(rule.calibration.get("share_routed_away", 0.0)),
+            support=dict(zip(router.experts, (int(c) for c in counts))),
+        )
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    """What an update, an added or a removed expert changed.
+
+    Attributes:
+        before: the router before.
+        after: the router after.
+        merged: rows whose id the bank knew (their rewards merged in).
+        appended: new rows (embedded and appended).
+        source: where the rows came from, when a file.
+    """
+
+    before: RouterState
+    after: RouterState
+    merged: int = 0
+    appended: int = 0
+    source: str | None = None
+
+    def lines(self) -> list[str]:
+        """What changed, one line per figure: ``name: before -> after``."""
+        b, a = self.before, self.after
+
+        def margin(state: RouterState) -> str:
+            return "never leaves the default" if state.margin is None else f"{state.margin:.4g}"
+
+        added = [name for name in a.experts if name not in b.experts]
+        removed = [name for name in b.experts if name not in a.experts]
+        experts = f"{len(b.experts)} -> {len(a.experts)}"
+        if added or removed:
+            experts += "".join(
+                [f" (added {name_list(added)})" if added else "", f" (removed {name_list(removed)})" if removed else ""]
+            )
+        return [
+            f"rows: {b.rows} -> {a.rows} ({self.appended} new, {self.merged} merged)",
+            f"experts: {experts}",
+            f"default expert: {b.default_expert} -> {a.default_expert}",
+            f"margin: {margin(b)} -> {margin(a)}",
+            f"routed away (leave-one-out): {b.share_routed_away:.1%} -> {a.share_routed_away:.1%}",
+            "support (rows with a reward): "
+            + ", ".join(f"{name} {b.support.get(name, 0)} -> {a.support.get(name, 0)}" for name in a.experts),
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def update_router(
+    router: RouterLike,
+    rows: Iterable[RoutingExample],
+    *,
+    source: str | Path | None = None,
+    show_progress: bool = False,
+) -> UpdateReport:
+    """Merge scored rows into the router's bank and recalibrate its decision (see the module doc).
+
+    Args:
+        router: a router trained with the ``neighbours`` method.
+        rows: rows in the dataset format; each may carry rewards for any subset of the experts.
+        source: the file the rows came from, recorded with its sha256 in ``config.json``.
+        show_progress: show a progress bar while new queries are embedded.
+
+    Raises:
+        ConfigError: the router has no bank (a distilled head cannot learn without training).
+        DataError: no rows, a row without a reward, or a reward for an expert the router lacks;
+            the router is then unchanged.
+    """
+    bank = _bank_of(router)
+    before = RouterState.of(router)
+    rows = _checked_rows(rows, router.experts, source)
+    bank, merged, appended = _merged_bank(router, bank, router.experts, rows, show_progress)
+    _commit(router, router.experts, bank, source=source, rows=len(rows))
+    return UpdateReport(before, RouterState.of(router), merged, appended, None if source is None else str(source))
+
+
+def add_expert(
+    router: RouterLike,
+    name: str,
+    rows: Iterable[RoutingExample],
+    *,
+    costs: CostTable | Mapping[str, Any] | str | Path | None = None,
+    source: str | Path | None = None,
+    show_progress: bool = False,
+) -> UpdateReport:
+    """Add expert ``name`` from its rewards on some queries (ids the bank knows, or new queries).
+
+    The new expert's reward is unknown on every other row of the bank; its estimates rest on the
+    neighbours that have one, shrunk towards its prior where they are few, so a few hundred scored
+    queries are enough to route to it where it is clearly better, and not elsewhere.
+
+    Args:
+        router: a router trained with the ``neighbours`` method.
+        name: the new expert; not one of the router's.
+        rows: rows with ``name``'s rewards (they may carry other experts' rewards too).
+        costs: ``name``'s price (a cost table naming it, its dict or file), needed when the router
+            prices its experts.
+        source: the file the rows came from, for the record.
+        show_progress: show a progress bar while new queries are embedded.
+
+    Raises:
+        ConfigError: ``name`` is already an expert, or the router has prices and ``costs`` does not
+            price ``name``.
+        DataError: no row has a reward for ``name``, or a row is invalid (see :func:`update_router`).
+    """
+    bank = _bank_of(router)
+    if name in router.experts:
+        raise ConfigError(f"{name!r} is already one of the router's experts {name_list(router.experts)}")
+    before = RouterState.of(router)
+    experts = [*router.experts, name]
+    rows = _checked_rows(rows, experts, source)
+    if not any(name in row.rewards for row in rows):
+        raise DataError(f"no row has a reward for the new expert {name!r}", path=source)
+    prices = _prices_with(router, name, costs)
+    widened = _with_experts(bank, [*range(len(router.experts)), -1])
+    bank, merged, appended = _merged_bank(router, widened, experts, rows, show_progress)
+    costs_after = router.config.costs
+    if prices is not None and costs_after is not None:
+        costs_after = costs_after.replace(prices=prices.to_dict())
+    _resize_head(router, [*range(len(router.experts)), -1])
+    _commit(router, experts, bank, source=source, rows=len(rows), costs=costs_after)
+    return UpdateReport(before, RouterState.of(router), merged, appended, None if source is None else str(source))
+
+
+def remove_expert(router: RouterLike, name: str) -> UpdateReport:
+    """Retire expert ``name``: it leaves the bank, the decision and the prices.
+
+    Rows that carried only its reward leave the bank too; the decision is recalibrated without it.
+
+    Raises:
+        ConfigError: ``name`` is not an expert of the router, or only two experts are left.
+    """
+    bank = _bank_of(router)
+    if name not in router.experts:
+        raise ConfigError(f"{name!r} is not one of the router's experts {name_list(router.experts)}")
+    if len(router.experts) <= 2:
+        raise ConfigError(f"a router needs at least 2 experts; removing {name!r} would leave one")
+    before = RouterState.of(router)
+    keep = [i for i, expert in enumerate(router.experts) if expert != name]
+    experts = [router.experts[i] for i in keep]
+    bank = _with_experts(bank, keep)
+    has_reward = torch.isfinite(bank.rewards).any(dim=1)
+    if not bool(has_reward.all()):
+        index = has_reward.nonzero().squeeze(1)
+        bank = _rebuilt(
+            bank,
+            bank.embeddings[index],
+            bank.rewards[index],
+            bank.targets[index],
+            None if bank.ids is None else [bank.ids[i] for i in index.tolist()],
+        )
+    costs = router.config.costs
+    if costs is not None:
+        listed = costs.prices.to_dict()
+        calibration = costs.calibration
+        if calibration is not None and name in calibration.penalised:
+            calibration = calibration.replace(penalised=[p for p in calibration.penalised if p != name])
+        costs = costs.replace(prices={e: listed[e] for e in experts}, calibration=calibration)
+    _resize_head(router, keep)
+    _commit(router, experts, bank, source=None, rows=0, removed=name, costs=costs)
+    return UpdateReport(before, RouterState.of(router))
+
+
+# -- the bank -------------------------------------------------------------------------------------
+def _bank_of(router: RouterLike) -> NeighbourBank:
+    if router.bank is None:
+        raise ConfigError(
+            "only a router trained with the 'neighbours' method keeps the bank an update edits; "
+            "a distilled head learns only by training again"
+        )
+    return router.bank
+
+
+def _checked_rows(
+    rows: Iterable[RoutingExample], experts: list[str], source: str | Path | None
+) -> list[RoutingExample]:
+    rows = list(rows)
+    if not rows:
+        raise DataError("no rows to update the router with", path=source)
+    known = set(experts)
+    seen = {name for row in rows for name in row.rewards}
+    if seen and not seen & known:
+        raise DataError(
+            f"the rows score experts {name_list(sorted(seen))}, none of which is the router's "
+            f"{name_list(experts)}: a dataset of another router?",
+            path=source,
+        )
+    for row in rows:
+        if not row.rewards:
+            raise DataError("the row has no reward", path=source, record_id=row.id, field="rewards")
+        unknown = sorted(set(row.rewards) - known)
+        if unknown:
+            raise DataError(
+                f"rewards for experts the router lacks: {name_list(unknown)} (its experts: {name_list(experts)}; "
+                "add a new one with add-expert)",
+                path=source,
+                record_id=row.id,
+                field="rewards",
+            )
+    return rows
+
+
+def _merged_bank(
+    router: RouterLike, bank: NeighbourBank, experts: list[str], rows: list[RoutingExample], show_progress: bool
+) -> tuple[NeighbourBank, int, int]:
+    """The bank with ``rows`` merged by id (newer rewards win) and new ids appended; (bank, merged, appended)."""
+    ids = bank.ids
+    if ids is None:
+        logger.warning("this router's bank predates query ids: every row is added as a new query")
+    where = {} if ids is None else {rid: i for i, rid in enumerate(ids)}
+    rewards = bank.rewards.clone()
+    column = {name: j for j, name in enumerate(experts)}
+    new: dict[str, tuple[Any, dict[str, float]]] = {}  # id -> (query, rewards), in first-seen order
+    changed: set[int] = set()
+    for row in rows:
+        if row.id in where:
+            i = where[row.id]
+            for name, value in row.rewards.items():
+                rewards[i, column[name]] = value
+            changed.add(i)
+        else:
+            query, known = new.get(row.id, (row.query, {}))
+            new[row.id] = (query, {**known, **row.rewards})
+    targets = bank.targets.clone()
+    if changed:
+        index = torch.tensor(sorted(changed), device=rewards.device)
+        targets[index] = _targets(router, rewards[index])
+    embeddings = bank.embeddings
+    new_ids = list(bank.ids) if bank.ids is not None else None
+    if new:
+        vectors = router.embed_queries([query for query, _ in new.values()], show_progress=show_progress)
+        appended = torch.full((len(new), len(experts)), math.nan, device=rewards.device)
+        for r, (_, values) in enumerate(new.values()):
+            for name, value in values.items():
+                appended[r, column[name]] = value
+        embeddings = torch.cat([embeddings.float(), vectors.to(embeddings.device).float()])
+        rewards = torch.cat([rewards, appended])
+        targets = torch.cat([targets, _targets(router, appended)])
+        new_ids = [*new_ids, *new] if new_ids is not None else None
+    return _rebuilt(bank, embeddings, rewards, targets, new_ids), len(changed), len(new)
+
+
+def _targets(router: RouterLike, rewards: torch.Tensor) -> torch.Tensor:
+    """Soft labels of new or changed rows, as training made them (without tag enhancement)."""
+    labels = router.config.labels or {}
+    if labels.get("hard"):
+        return hard_targets(rewards)
+    return soft_targets(rewards, float(labels.get("temperature", 1.0)))
+
+
+def _with_experts(bank: NeighbourBank, columns: list[int]) -> NeighbourBank:
+    """The bank with its expert columns picked by ``columns`` (-1: a new expert, no reward anywhere)."""
+    rows = len(bank)
+    pick = [
+        bank.rewards[:, j] if j >= 0 else torch.full((rows,), math.nan, device=bank.rewards.device) for j in columns
+    ]
+    rewards = torch.stack(pick, dim=1)
+    targets = torch.stack([bank.targets[:, j] if j >= 0 else torch.zeros_like(bank.targets[:, 0]) for j in columns], 1)
+    total = targets.sum(dim=1, keepdim=True)
+    # a row whose target mass was all on a removed expert is relabelled from its rewards
+    targets = torch.where(total > 0, targets / total.clamp_min(1e-12), soft_targets(rewards))
+    return _rebuilt(bank, bank.embeddings, rewards, targets, bank.ids)
+
+
+def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids) -> NeighbourBank:
+    return NeighbourBank(
+        embeddings, rewards, targets, k=bank.k, temperature=bank.temperature, shrinkage=bank.shrinkage, ids=ids
+    )
+
+
+def _resize_head(router: RouterLike, columns: list[int]) -> None:
+    """The head's rows picked by ``columns`` (-1: a new expert's row, zero: it starts at the mean)."""
+    old = router.head
+    head = torch.nn.Linear(old.in_features, len(columns), device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        for r, j in enumerate(columns):
+            head.weight[r] = old.weight[j] if j >= 0 else 0.0
+            head.bias[r] = old.bias[j] if j >= 0 else old.bias.mean()
+    router.head = head
+
+
+def _prices_with(router: RouterLike, name: str, costs: Any) -> CostTable | None:
+    from zooter.decide.costs import CostTable
+
+    current = router.costs
+    if costs is None:
+        if current is not None:
+            raise ConfigError(f"the router prices its experts: give {name!r}'s price (--costs FILE)")
+        return None
+    table = (
+        costs
+        if isinstance(costs, CostTable)
+        else (CostTable.load(costs) if isinstance(costs, (str, Path)) else CostTable.from_dict(costs))
+    )
+    listed = {**(current.to_dict() if current is not None else {}), **table.to_dict()}
+    if name not in listed:
+        raise ConfigError(f"the prices given do not name the new expert {name!r}")
+    if current is None:
+        logger.warning("the router had no prices; the price given for %r is kept but others are unknown", name)
+        return None
+    return CostTable.from_dict(listed)
+
+
+# -- recalibrating and recording --------------------------------------------------------------------
+def recalibrate(router: RouterLike, bank: NeighbourBank, experts: list[str]) -> DecisionRule:
+    """The decision recalibrated on the bank's leave-one-out estimates, as training does; rows with
+    missing rewards count through their stand-ins (:meth:`NeighbourBank.filled_rewards`)."""
+    min_z = float((router.config.training or {}).get("min_z", 2.0))
+    return calibrate_decision(
+        bank.leave_one_out().scores,
+        bank.rewards,
+        experts,
+        filled=bank.filled_rewards(),
+        min_z=min_z,
+        source="leave-one-out",
+    )
+
+
+def _commit(
+    router: RouterLike,
+    experts: list[str],
+    bank: NeighbourBank,
+    *,
+    source: str | Path | None,
+    rows: int,
+    removed: str | None = None,
+    costs: Any = ...,
+) -> None:
+    """Make ``bank`` the router's, with its decision recalibrated and its config changed in one step
+    (the config checks that the decision and the prices name its experts)."""
+    rule = router.config.decision
+    if rule is not None or (router.config.training or {}).get("calibrate", True):
+        rule = recalibrate(router, bank, experts)
+    costs = router.config.costs if costs is ... else costs
+    calibration = None if costs is None else costs.calibration
+    if calibration is not None and calibration.target:
+        logger.warning(
+            "λ (cost weight %.4g) is kept as calibrated: the bank holds no query texts to price; "
+            "calibrate it again with router.calibrate_costs on scored rows",
+            router.cost_weight,
+        )
+    record = {"removed_expert": removed, "time": _now()} if removed is not None else source_record(source, rows)
+    previous = router.config.neighbours
+    settings = bank_settings(bank, experts)
+    settings.updates = (previous.updates if previous is not None else 0) + 1
+    settings.sources = [*(previous.sources if previous is not None else []), record]
+    router.config = router.config.replace(experts=experts, decision=rule, costs=costs, neighbours=settings)
+    router.bank = bank
+
+
+def bank_settings(bank: NeighbourBank, experts: list[str]) -> NeighbourSettings:
+    """What ``config.json`` says of a bank: its settings and rows, and the rows with each expert's reward."""
+    settings = bank.settings()
+    settings.support = dict(zip(experts, (int(c) for c in bank.support_counts().tolist())))
+    return settings
+
+
+def source_record(path: str | Path | None, rows: int) -> dict[str, Any]:
+    """Where a bank's rows came from: the file, its sha256, the rows read and the time."""
+    record: dict[str, Any] = {"rows": rows, "time": _now()}
+    if path is not None and Path(path).is_file():
+        record = {"path": str(path), "sha256": _sha256(Path(path)), **record}
+    return record
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+__all__ = [
+    "RouterState",
+    "UpdateReport",
+    "add_expert",
+    "bank_settings",
+    "recalibrate",
+    "remove_expert",
+    "source_record",
+    "update_router",
+]

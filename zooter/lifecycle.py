@@ -208,7 +208,7 @@ def add_expert(
     costs_after = router.config.costs
     if prices is not None and costs_after is not None:
         costs_after = costs_after.replace(prices=prices.to_dict())
-    _resize_head(router, [*range(len(router.experts)), -1])
+    resize_head(router, [*range(len(router.experts)), -1])
     _commit(router, experts, bank, source=source, rows=len(rows), costs=costs_after)
     return UpdateReport(before, RouterState.of(router), merged, appended, None if source is None else str(source))
 
@@ -247,7 +247,7 @@ def remove_expert(router: RouterLike, name: str) -> UpdateReport:
         if calibration is not None and name in calibration.penalised:
             calibration = calibration.replace(penalised=[p for p in calibration.penalised if p != name])
         costs = costs.replace(prices={e: listed[e] for e in experts}, calibration=calibration)
-    _resize_head(router, keep)
+    resize_head(router, keep)
     _commit(router, experts, bank, source=None, rows=0, removed=name, costs=costs)
     return UpdateReport(before, RouterState.of(router))
 
@@ -359,14 +359,17 @@ def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids) -> Neighbou
     )
 
 
-def _resize_head(router: RouterLike, columns: list[int]) -> None:
-    """The head's rows picked by ``columns`` (-1: a new expert's row, zero: it starts at the mean)."""
+def resize_head(router: RouterLike, columns: list[int], *, new_bias: float | None = None) -> None:
+    """The head's rows picked by ``columns`` (-1: a new expert's row, zero weights).
+
+    A new row's bias is ``new_bias``, or the mean of the old biases when it is None.
+    """
     old = router.head
     head = torch.nn.Linear(old.in_features, len(columns), device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
         for r, j in enumerate(columns):
             head.weight[r] = old.weight[j] if j >= 0 else 0.0
-            head.bias[r] = old.bias[j] if j >= 0 else old.bias.mean()
+            head.bias[r] = old.bias[j] if j >= 0 else (old.bias.mean() if new_bias is None else new_bias)
     router.head = head
 
 

@@ -352,6 +352,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
                 or ``queries`` is empty or holds an empty query.
         """
         from zooter.labels.targets import hard_targets, soft_targets
+        from zooter.lifecycle import resize_head
 
         if self.bank is None:
             raise ConfigError(
@@ -384,13 +385,8 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         typical = (wins * self.bank.row_weights().unsqueeze(1)).sum(dim=0).median().item()
         weight = max(1.0, typical / len(queries))
         self.bank = self.bank.with_expert(0.0).with_rows(embeddings, rewards, targets, weight=weight)
-        head = torch.nn.Linear(self.head.in_features, self.head.out_features + 1, device=self.device)
-        with torch.no_grad():  # the bank decides; the head only keeps its shape (one logit per expert)
-            head.weight.zero_()
-            head.bias.zero_()
-            head.weight[:-1] = self.head.weight
-            head.bias[:-1] = self.head.bias
-        self.head = head
+        # the bank decides; the head only keeps its shape (one logit per expert, the new one zero)
+        resize_head(self, [*range(self.head.out_features), -1], new_bias=0.0)
         added = [
             *self.config.training_summary.get("added_from_examples", []),
             {"expert": name, "examples": len(queries)},

@@ -149,24 +149,30 @@ def write_jsonl(tmp_path: Path):
     return write
 
 
+def distill_config(encoder: str, *, epochs: int, max_length: int):
+    """A quick CPU training config for a distilled head on a tiny encoder (no progress bar)."""
+    from zooter.training import TrainingConfig
+
+    return TrainingConfig(
+        method="distill",
+        encoder=encoder,
+        epochs=epochs,
+        lr=3e-3,
+        head_lr=3e-3,
+        max_length=max_length,
+        device="cpu",
+        show_progress=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def keyword_router(tiny_encoder: str):
     """A tiny router trained to send math/code/writing keywords to mathbot/coder/poet."""
     from zooter.data import RoutingDataset, RoutingExample
-    from zooter.training import TrainingConfig, train_router
+    from zooter.training import train_router
 
     data = RoutingDataset([RoutingExample.from_dict(r) for r in keyword_rows(300, seed=11)])
-    config = TrainingConfig(
-        method="distill",
-        encoder=tiny_encoder,
-        epochs=10,
-        lr=3e-3,
-        head_lr=3e-3,
-        max_length=32,
-        device="cpu",
-        show_progress=False,
-    )
-    return train_router(data, config)
+    return train_router(data, distill_config(tiny_encoder, epochs=10, max_length=32))
 
 
 class EventLoopWatch:

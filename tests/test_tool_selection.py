@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import keyword_rows
+from conftest import distill_config, keyword_rows
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelRequest, ModelResponse
 from langchain_core.callbacks import BaseCallbackHandler
@@ -68,17 +68,7 @@ MATH, CODE = "please use the calculator on this integral", "run the code_runner 
 
 @pytest.fixture(scope="module")
 def tool_router(tiny_encoder: str):
-    config = TrainingConfig(
-        method="distill",
-        encoder=tiny_encoder,
-        epochs=8,
-        lr=3e-3,
-        head_lr=3e-3,
-        max_length=16,
-        device="cpu",
-        show_progress=False,
-    )
-    return train_router(tool_rows(150, seed=1), config)
+    return train_router(tool_rows(150, seed=1), distill_config(tiny_encoder, epochs=8, max_length=16))
 
 
 class CountingRouter:

@@ -698,30 +698,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_option(p, "the one the router was trained on")
     p.set_defaults(func=cmd_route)
 
-    p = sub.add_parser("update", help="merge scored rows or feedback into a router's bank and recalibrate it")
-    p.add_argument("router", help="router folder (updated in place unless --output)")
-    p.add_argument("data", help="rows in the dataset format, any subset of the experts' rewards each")
-    p.add_argument("--output", help="save the updated router here instead")
-    p.add_argument("--device")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_update)
-
-    p = sub.add_parser("add-expert", help="add an expert to a router from its rewards on some queries")
-    p.add_argument("router", help="router folder (updated in place unless --output)")
-    p.add_argument("name", help="the new expert")
-    p.add_argument("data", help="rows with the new expert's rewards (ids the router knows, or new queries)")
-    p.add_argument("--costs", help="JSON of prices naming the new expert (needed when the router has prices)")
-    p.add_argument("--output", help="save the updated router here instead")
-    p.add_argument("--device")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_add_expert)
-
-    p = sub.add_parser("remove-expert", help="retire an expert from a router's bank, decision and prices")
-    p.add_argument("router", help="router folder (updated in place unless --output)")
-    p.add_argument("name", help="the expert to remove")
-    p.add_argument("--output", help="save the updated router here instead")
-    p.add_argument("--device")
-    p.set_defaults(func=cmd_remove_expert)
+    _add_edit_command(
+        sub,
+        "update",
+        "merge scored rows or feedback into a router's bank and recalibrate it",
+        cmd_update,
+        ("data", "rows in the dataset format, any subset of the experts' rewards each"),
+    )
+    _add_edit_command(
+        sub,
+        "add-expert",
+        "add an expert to a router from its rewards on some queries",
+        cmd_add_expert,
+        ("name", "the new expert"),
+        ("data", "rows with the new expert's rewards (ids the router knows, or new queries)"),
+        costs_help="JSON of prices naming the new expert (needed when the router has prices)",
+    )
+    _add_edit_command(
+        sub,
+        "remove-expert",
+        "retire an expert from a router's bank, decision and prices",
+        cmd_remove_expert,
+        ("name", "the expert to remove"),
+        progress=False,
+    )
 
     add_registered_commands(sub)
 
@@ -782,6 +782,29 @@ def add_registered_commands(sub: Any) -> None:
             _add_missing_command(sub, name, ADAPTER_COMMANDS.get(name, "a registered command"), e)
         else:
             add_command(sub)
+
+
+def _add_edit_command(
+    sub: Any,
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], Any],
+    *positionals: tuple[str, str],
+    costs_help: str | None = None,
+    progress: bool = True,
+) -> None:
+    """A command that edits a saved router: the folder, ``positionals``, then --output and --device."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("router", help="router folder (updated in place unless --output)")
+    for arg, arg_help in positionals:
+        p.add_argument(arg, help=arg_help)
+    if costs_help is not None:
+        p.add_argument("--costs", help=costs_help)
+    p.add_argument("--output", help="save the updated router here instead")
+    p.add_argument("--device")
+    if progress:
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=func)
 
 
 def _add_missing_command(sub: Any, name: str, help_text: str, error: MissingDependencyError) -> None:

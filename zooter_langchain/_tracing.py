@@ -22,6 +22,7 @@ from langchain_core.callbacks import (
     adispatch_custom_event,
     dispatch_custom_event,
 )
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config
 
@@ -121,3 +122,11 @@ def model_name(model: Any, fallback: str) -> str:
     except Exception:  # a chat model whose tracing params need arguments or fail: the name will do
         name = None
     return name or fallback
+
+
+def ls_params(name: str, stop: list[str] | None) -> LangSmithParams:
+    """What LangSmith shows for one of zooter's chat models: provider zooter, model ``name``, ``stop``."""
+    params = LangSmithParams(ls_provider="zooter", ls_model_type="chat", ls_model_name=name)
+    if stop:
+        params["ls_stop"] = stop
+    return params

@@ -38,7 +38,7 @@ from pydantic import ConfigDict, Field
 from zooter.errors import ZooterError
 from zooter_langchain._messages import message_text, messages_to_query
 from zooter_langchain._retry import describe
-from zooter_langchain._tracing import child_callbacks, model_name
+from zooter_langchain._tracing import child_callbacks, ls_params, model_name
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,7 @@ class ChatRewardRanker(BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_provider="zooter", ls_model_type="chat", ls_model_name="reward-ranking")
-        if stop:
-            params["ls_stop"] = stop
-        return params
+        return ls_params("reward-ranking", stop)
 
     # -- the BaseChatModel hooks ---------------------------------------------------------------
     def _generate(

@@ -55,7 +55,7 @@ from zooter.decide.policy import check_allowed, check_max_cost
 from zooter.errors import ExpertMismatchError, ZooterError, name_list
 from zooter_langchain._loading import FromPretrained
 from zooter_langchain._messages import RouteOn, route_query
-from zooter_langchain._tracing import aemit, child_callbacks, emit, model_name, stream_run
+from zooter_langchain._tracing import aemit, child_callbacks, emit, ls_params, model_name, stream_run
 
 logger = logging.getLogger(__name__)
 
@@ -314,12 +314,8 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         # The run starts before the route is known; the expert's own run, nested inside, reports its model.
-        params = LangSmithParams(ls_provider="zooter", ls_model_type="chat", ls_model_name="zooter-router")
-        if isinstance(kwargs.get("model"), str):  # a per-call model override, passed on to the expert
-            params["ls_model_name"] = kwargs["model"]
-        if stop:
-            params["ls_stop"] = stop
-        return params
+        # A per-call model override, passed on to the expert, names the model.
+        return ls_params(kwargs["model"] if isinstance(kwargs.get("model"), str) else "zooter-router", stop)
 
     def _generate(
         self,

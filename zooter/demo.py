@@ -52,8 +52,8 @@ DEMO_QUERIES = [
     "Solve for x: 3x + 7 = 22, and show each step.",
     "Write a short, warm wedding toast for my sister who loves mountain climbing.",
 ]
-#: llmrouter_9model test queries the demo explains: the shortest gsm8k and human_eval queries the
-#: router sends away from its default expert, and a trivia question it keeps there.
+#: llmrouter_9model test queries the demo explains: a short gsm8k problem, a short human_eval task and
+#: a trivia question (chosen once, by length, from the test split).
 LLMROUTER_EXAMPLES = ["test-00462-d0ec8da120", "test-00417-3bc8bf3f66", "test-00233-5ab5e1c1ca"]
 #: The set has no answers, so each answer is counted as this many tokens when pricing a call.
 ANSWER_TOKENS = 256

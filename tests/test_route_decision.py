@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from zooter.data import RoutingDataset, RoutingExample, query_text
 from zooter.decide.decision import REASONS, RouteDecision
 from zooter.errors import ConfigError, ZooterError
+from zooter.model.neighbours import NeighbourBank
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 from zooter_langchain import ChatZooterRouter, FakeExpertChatModel, ZooterDecisionModel
@@ -40,7 +41,12 @@ def router(tiny_encoder: str) -> ZooterRouter:
         row["rewards"]["rare"] = 1.0
     data = RoutingDataset([RoutingExample.from_dict(r) for r in rows])
     trained = train_router(data, TrainingConfig(encoder=tiny_encoder, max_length=32, device="cpu", show_progress=False))
-    trained.bank.rewards[:, EXPERTS.index("rare")] = math.nan
+    bank = trained.bank  # a bank built without rare's rewards, so its shrinkage prior knows none either
+    rewards = bank.rewards.clone()
+    rewards[:, EXPERTS.index("rare")] = math.nan
+    trained.bank = NeighbourBank(
+        bank.embeddings, rewards, bank.targets, k=bank.k, temperature=bank.temperature, shrinkage=bank.shrinkage
+    )
     return trained
 
 

@@ -149,6 +149,29 @@ def write_jsonl(tmp_path: Path):
     return write
 
 
+# Source for a subprocess script (after its imports): from `kill_at_step(point)` on, the process is
+# SIGKILLed just before its `point`th file step (0: never): a file flushed, a rename, a link, a removal
+# or a text written. It returns a one-item list that counts the steps taken.
+KILL_AT_STEP = r"""
+def kill_at_step(point):
+    import os, pathlib, shutil, signal
+
+    steps = [0]
+
+    def kill_point(real):
+        def step(*args, **kwargs):
+            steps[0] += 1
+            if steps[0] == point:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        return step
+
+    for owner, name in [(os, "fsync"), (os, "replace"), (os, "link"), (shutil, "rmtree"), (pathlib.Path, "write_text")]:
+        setattr(owner, name, kill_point(getattr(owner, name)))
+    return steps
+"""
+
+
 def distill_config(encoder: str, *, epochs: int, max_length: int):
     """A quick CPU training config for a distilled head on a tiny encoder (no progress bar)."""
     from zooter.training import TrainingConfig

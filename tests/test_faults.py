@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_encoder, keyword_rows
+from conftest import KILL_AT_STEP, build_tiny_encoder, keyword_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -627,31 +627,23 @@ def test_a_damaged_training_log_is_a_warning_not_a_failure(zooter: Zooter, ws: P
 
 # A real save of a changed router, killed (SIGKILL) just before its Nth step: a file written, a
 # file or folder flushed, a rename, a removal. Prints how many steps a whole save takes.
-SAVE_KILLED_AT = r"""
-import os, pathlib, shutil, signal, sys
+SAVE_KILLED_AT = (
+    r"""
+import sys
 import torch
 from zooter.model.router import ZooterRouter
-
+"""
+    + KILL_AT_STEP
+    + r"""
 source, target, point = sys.argv[1], sys.argv[2], int(sys.argv[3])
 router = ZooterRouter.from_pretrained(source, device="cpu")
 with torch.no_grad():
     router.head.bias.copy_(torch.tensor([9.0, 0.0, 0.0]))  # the new router sends everything to mathbot
-steps = 0
-
-def kill_point(real):
-    def step(*args, **kwargs):
-        global steps
-        steps += 1
-        if steps == point:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    return step
-
-for owner, name in [(os, "fsync"), (os, "replace"), (os, "link"), (shutil, "rmtree"), (pathlib.Path, "write_text")]:
-    setattr(owner, name, kill_point(getattr(owner, name)))
+steps = kill_at_step(point)
 router.save_pretrained(target)
-print(steps)
+print(steps[0])
 """
+)
 
 
 def test_a_save_killed_at_any_point_leaves_a_whole_router(zooter: Zooter, ws: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import keyword_rows, record_file
+from conftest import KILL_AT_STEP, keyword_rows, record_file
 
 from zooter.errors import ZooterError
 from zooter.model.folder import FolderFiles
@@ -429,12 +429,15 @@ def test_loads_while_another_process_saves_over_the_folder_are_whole_old_or_whol
     assert len(loads) >= 10 and {"A", "B"} <= set(loads)
 
 
-KILLED = r"""
+KILLED = (
+    r"""
 import json, os, pathlib, shutil, signal, sys
 import torch, transformers, safetensors.torch  # noqa: F401  (imported once; each case is a fork)
 from transformers import AutoTokenizer, BertModel, BertTokenizerFast  # noqa: F401  (lazy modules, loaded once)
 import zooter.model.card, zooter.model.router  # noqa: F401
-
+"""
+    + KILL_AT_STEP
+    + r"""
 source, target, template, out = sys.argv[1:]
 
 def run(point):
@@ -443,21 +446,10 @@ def run(point):
     from zooter.model.router import ZooterRouter
 
     router = ZooterRouter.from_pretrained(source, device="cpu")
-    steps = 0
-    def kill_point(real):
-        def step(*args, **kwargs):
-            nonlocal steps
-            steps += 1
-            if steps == point:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real(*args, **kwargs)
-        return step
-    for owner, name in [(os, "fsync"), (os, "replace"), (os, "link"), (shutil, "rmtree"),
-                        (pathlib.Path, "write_text")]:
-        setattr(owner, name, kill_point(getattr(owner, name)))
+    steps = kill_at_step(point)
     router.save_pretrained(target)
     with open(out, "a") as f:
-        f.write(json.dumps({"steps": steps}) + "\n")
+        f.write(json.dumps({"steps": steps[0]}) + "\n")
 
 def check(point):
     # what a later process finds: one whole router, and a save after it leaves nothing behind
@@ -492,6 +484,7 @@ for point in range(1, steps + 1):
     fork(check, point)
 print(steps)
 """
+)
 
 
 def test_a_save_killed_at_any_step_leaves_one_whole_router(tiny_encoder: str, tmp_path: Path) -> None:

@@ -29,7 +29,23 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 
-class FakeExpertChatModel(BaseChatModel):
+class _AnsweringChatModel(BaseChatModel):
+    """A chat model whose whole answer to a call is ``_answer(messages, **kwargs)``."""
+
+    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
+        raise NotImplementedError
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
+
+
+class FakeExpertChatModel(_AnsweringChatModel):
     """An offline chat model with a name, streaming, tool calling and optional failures.
 
     Args:
@@ -78,15 +94,6 @@ class FakeExpertChatModel(BaseChatModel):
                 return AIMessage(content="", tool_calls=[call], usage_metadata=usage)
         return AIMessage(content=f"[{self.name}] {text}", usage_metadata=usage)
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
-
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -127,7 +134,7 @@ class FakeExpertChatModel(BaseChatModel):
         return self.bind(tools=formatted, **kwargs)
 
 
-class ReplayChatModel(BaseChatModel):
+class ReplayChatModel(_AnsweringChatModel):
     """Answers known prompts with answers recorded earlier (e.g. a real model's, from a responses file).
 
     For offline evaluations and benchmarks on real text: each call returns the recorded answer to
@@ -154,19 +161,12 @@ class ReplayChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"name": self.name}
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
         question = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
         prompt = question.text if question is not None else ""
         if prompt not in self.answers:
             raise KeyError(f"{self.name} has no recorded answer to {prompt[:60]!r}")
-        message = AIMessage(content=self.answers[prompt], response_metadata={"model_name": self.name})
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return AIMessage(content=self.answers[prompt], response_metadata={"model_name": self.name})
 
 
 def _json(value: Any) -> str:

@@ -74,6 +74,26 @@ def test_onnx_int8_keeps_the_vectors_close_and_most_routes(router_dir: Path, que
     assert agree >= 0.9
 
 
+def test_a_bert_encoder_is_exported_fused_with_the_same_vectors(tiny_encoder: str, tmp_path: Path) -> None:
+    import onnx
+
+    from zooter.model.onnx import OnnxEncoder, export_encoder
+
+    encoder = QueryEncoder.load(tiny_encoder, max_length=32, device="cpu")
+    fused, plain = (export_encoder(encoder, "onnx", cache_dir=tmp_path, fuse=fuse) for fuse in (True, False))
+    ops = {
+        name: {n.op_type for n in onnx.load(str(path)).graph.node}
+        for name, path in (("fused", fused), ("plain", plain))
+    }
+    assert {"Attention", "SkipLayerNormalization"} <= ops["fused"]  # ONNX Runtime's fused BERT operators
+    assert not {"Attention", "SkipLayerNormalization"} & ops["plain"]
+    assert encoder.encoder.config._attn_implementation != "eager"  # the export's eager attention is undone
+    batch = encoder.collate(encoder.tokenize(["a regex question", "write me a poem about the sea tonight"]))
+    expected = encoder.torch_embed(*batch)
+    for path in (fused, plain):
+        torch.testing.assert_close(OnnxEncoder(path)(*batch), expected.detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_the_export_is_cached_by_the_weights_and_rebuilt_for_others(
     tiny_encoder: str, onnx_cache: Path, tmp_path: Path
 ) -> None:

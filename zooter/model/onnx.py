@@ -35,8 +35,13 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_INSTALL = "pip install 'zooter-langchain[onnx]'"
-_FORMAT = "zooter-onnx-2"  # bump when the exported graph changes, so cached files are rebuilt
+_FORMAT = "zooter-onnx-3"  # bump when the exported graph changes, so cached files are rebuilt
 _OPSET = 17
+# Encoders whose graph onnxruntime.transformers' optimizer fuses (its "bert" model type): attention,
+# Gelu, LayerNorm and SkipLayerNorm become single contrib operators. On MiniLM (llmrouter_9model's
+# test queries, batch 64, 2 cores) the fused int8 graph routed 1.98x as fast as PyTorch fp32, the
+# unfused one 1.34x, in the same run (benchmarks/onnx_variants.py, docs/scaling-engines.md).
+_FUSED_MODEL_TYPES = {"bert": "bert"}
 
 
 def check_backend(backend: str) -> str:
@@ -108,13 +113,16 @@ def weights_fingerprint(encoder: Any) -> str:
     return digest.hexdigest()
 
 
-def export_encoder(encoder: Any, backend: str, *, cache_dir: str | Path | None = None) -> Path:
+def export_encoder(encoder: Any, backend: str, *, cache_dir: str | Path | None = None, fuse: bool = True) -> Path:
     """The ``.onnx`` file of ``encoder``'s pooled forward for ``backend`` (exported once, then cached).
 
     Args:
         encoder: a :class:`~zooter.model.encoder.QueryEncoder` (its PyTorch weights are exported).
         backend: ``"onnx"`` (fp32) or ``"onnx-int8"`` (dynamic int8 quantisation of the fp32 export).
         cache_dir: where to keep the file (default: :func:`cache_root` / ``onnx``).
+        fuse: for a BERT-like encoder, rewrite the graph with onnxruntime.transformers' fusions
+            (attention, Gelu, LayerNorm, SkipLayerNorm as single operators: the same vectors,
+            faster); False: the graph as ``torch.onnx`` traced it (to compare).
 
     Raises:
         MissingDependencyError: onnx or onnxruntime is not installed.
@@ -125,24 +133,40 @@ def export_encoder(encoder: Any, backend: str, *, cache_dir: str | Path | None =
     import_onnxruntime()
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "onnx"
     folder = root / weights_fingerprint(encoder.encoder)[:24]
-    path = folder / f"encoder-{backend}.onnx"
+    suffix = "" if fuse else "-unfused"
+    path = folder / f"encoder-{backend}{suffix}.onnx"
     if path.is_file():
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    fp32 = folder / "encoder-onnx.onnx"
+    fp32 = folder / f"encoder-onnx{suffix}.onnx"
     if not fp32.is_file():
-        _export_fp32(encoder, fp32)
+        _export_fp32(encoder, fp32, fuse=fuse)
     if backend == "onnx-int8":
         _quantize(fp32, path)
     logger.info("exported the encoder for backend %s to %s", backend, path)
     return path
 
 
-def _export_fp32(encoder: Any, path: Path) -> None:
+def _export_fp32(encoder: Any, path: Path, *, fuse: bool) -> None:
     try:
         import onnx  # noqa: F401  (torch.onnx writes through it)
     except ImportError as e:
         raise MissingDependencyError(f"exporting the encoder to ONNX needs onnx: {ONNX_INSTALL} ({e})") from None
+    model = encoder.encoder
+    fusion = _FUSED_MODEL_TYPES.get(getattr(model.config, "model_type", "")) if fuse else None
+    attention = getattr(model.config, "_attn_implementation", None)
+    if fusion and attention not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        # eager attention traces to the pattern ORT's Attention fusion recognises (SDPA's does not);
+        # the numbers are the same
+        model.set_attn_implementation("eager")
+    try:
+        _trace(encoder, path, fusion)
+    finally:
+        if fusion and attention not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation(attention)
+
+
+def _trace(encoder: Any, path: Path, fusion: str | None) -> None:
     module = _Pooled(encoder).eval()
     sample = torch.full((2, 16), encoder.pad_id, dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
@@ -163,17 +187,39 @@ def _export_fp32(encoder: Any, path: Path) -> None:
                 dynamic_axes=axes,
                 opset_version=_OPSET,
             )
+        if fusion:
+            _fuse(staged, fusion, encoder.encoder.config)
         os.replace(staged, path)  # whole or not at all: another process may be exporting too
 
 
+def _fuse(path: Path, model_type: str, config: Any) -> None:
+    """Rewrite ``path`` with onnxruntime.transformers' fusions for ``model_type`` (in place)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model = optimize_model(
+        str(path), model_type=model_type, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+    )
+    fused = {name: count for name, count in model.get_fused_operator_statistics().items() if count}
+    logger.info("fused the exported encoder's graph: %s", fused)
+    model.save_model_to_file(str(path))
+
+
 def _quantize(source: Path, path: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
-        # per-channel weight scales: on llmrouter_9model's test queries they kept 97% of decisions
-        # (per-tensor scales: 92%) at the same speed (benchmarks/routing_throughput.py --onnx)
-        quantize_dynamic(str(source), str(staged), weight_type=QuantType.QInt8, per_channel=True)
+        # per-channel weight scales: on llmrouter_9model's test queries they kept 96.6% of decisions
+        # (per-tensor scales: 92.4%) at the same speed (benchmarks/onnx_variants.py)
+        quantize_dynamic(
+            str(source),
+            str(staged),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # a fused graph's contrib operators defeat ONNX shape inference: their outputs are float
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
         os.replace(staged, path)
 
 

@@ -158,7 +158,7 @@ def bank_part(args: argparse.Namespace) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(args.seed + 1)
     copies = torch.randint(0, len(train), (AGREEMENT_QUERIES - len(test),), generator=generator)
     queries = torch.cat([embedded["test"], noisy(embedded["train"][copies], generator)])
-    texts = test.texts
+    texts = args.texts = test.texts
 
     encoder_b1 = []
     for text in texts[: args.timed]:
@@ -219,10 +219,34 @@ def bank_part(args: argparse.Namespace) -> dict[str, Any]:
             f"agreement {result['agreement'].get(kind)}",
             flush=True,
         )
+        if args.nprobe and isinstance(index, FaissIndex):
+            result.setdefault("sweep", {})[kind] = nprobe_sweep(args, router, bank, index, queries, exact_choice, rule)
         if kind != "auto":
             del index
             bank.index = auto_index
     return result
+
+
+def nprobe_sweep(args, router, bank, index, queries, exact_choice, rule) -> list[dict[str, Any]]:
+    """Agreement with exact search and one query's route time at each ``--nprobe`` value (the tuned
+    setting restored after): how far the tuned setting is from the one the decisions need."""
+    import faiss
+
+    tuned = dict(index.search_params)
+    texts = args.texts
+    rows = []
+    for nprobe in args.nprobe:
+        faiss.ParameterSpace().set_index_parameter(index.index, "nprobe", nprobe)
+        choice = decide(bank.estimate(queries).scores, router.experts, rule)
+        agree = sum(a == b for a, b in zip(choice, exact_choice)) / len(choice) if exact_choice else None
+        router.route(texts[:2])
+        single = [timed_ms(router.route, [text]) for text in texts[: args.timed]]
+        rows.append({"nprobe": nprobe, "agreement": None if agree is None else round(agree, 4),
+                     "route_b1_ms": round(statistics.median(single), 2)})  # fmt: skip
+        print(f"  nprobe {nprobe}: {rows[-1]}", flush=True)
+    for name, value in tuned.items():
+        faiss.ParameterSpace().set_index_parameter(index.index, name, value)
+    return rows
 
 
 def table(result: dict[str, Any]) -> str:
@@ -267,6 +291,11 @@ def main() -> None:
     parser.add_argument("--kinds", default="exact,ivf,ivf-sq8,auto", help="index kinds: exact,ivf,ivf-sq8,hnsw,auto")
     parser.add_argument("--random", action="store_true", help="seeded random unit vectors instead of MiniLM + noise")
     parser.add_argument("--timed", type=int, default=50, help="single queries timed (median)")
+    parser.add_argument(
+        "--nprobe",
+        type=lambda text: [int(v) for v in text.split(",")],
+        help="also measure agreement and route time of each faiss index kind at these nprobe values",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=str(LLMROUTER), help="the llmrouter_9model folder (train/test.jsonl.gz)")
     parser.add_argument("--score-pairs", type=int, default=2000, help="part 2's pairs to score (0: skip part 2)")

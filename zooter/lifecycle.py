@@ -400,13 +400,15 @@ def recalibrate(router: RouterLike, bank: NeighbourBank, experts: list[str]) -> 
     """The decision recalibrated on the bank's leave-one-out estimates, as training does; rows with
     missing rewards count through their stand-ins (:meth:`NeighbourBank.filled_rewards`)."""
     min_z = float((router.config.training or {}).get("min_z", 2.0))
+    held_out = bank.leave_one_out()
     return calibrate_decision(
-        bank.leave_one_out().scores,
+        held_out.scores,
         bank.rewards,
         experts,
         filled=bank.filled_rewards(),
         min_z=min_z,
         source="leave-one-out",
+        stderr=held_out.stderr,
     )
 
 

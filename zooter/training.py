@@ -392,6 +392,7 @@ def fit_bank(
             filled=filled,
             min_z=config.min_z,
             source="leave-one-out",
+            stderr=held_out.stderr,
         )
         rule.calibration["sample"] = record
         gain = rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))

@@ -111,6 +111,29 @@ def test_add_expert_from_partial_rows(router: ZooterRouter, tmp_path: Path, writ
     assert ZooterRouter.from_pretrained(tmp_path / "r", device="cpu").experts == router.experts
 
 
+def test_feedback_propensities_ride_into_the_bank_and_its_folder(
+    router: ZooterRouter, tmp_path: Path, write_jsonl
+) -> None:
+    feedback = [
+        {"id": "f1", "query": ROWS[41]["query"], "rewards": {"coder": 1.0}, "reason": "explore", "propensity": 0.05},
+        {"id": "q2", "query": "known", "rewards": {"poet": 0.0}, "reason": "routed", "propensity": 0.9},
+        {"id": "f2", "query": ROWS[42]["query"], "rewards": {"mathbot": 1.0}, "reason": "fallback", "propensity": None},
+    ]
+    router.update(load_rows(write_jsonl(feedback, "feedback.jsonl")))
+    chances = router.bank.propensities
+    coder, poet = router.experts.index("coder"), router.experts.index("poet")
+    assert chances[router.bank.ids.index("f1"), coder] == pytest.approx(0.05)
+    assert chances[router.bank.ids.index("q2"), poet] == pytest.approx(0.9)
+    assert int(torch.isfinite(chances).sum()) == 2  # scored rewards and the fallback have none
+    router.save_pretrained(tmp_path / "r")
+    loaded = ZooterRouter.from_pretrained(tmp_path / "r", device="cpu")
+    assert torch.equal(loaded.bank.propensities.isnan(), chances.isnan())
+    loaded.remove_expert("poet")  # columns follow the experts
+    assert loaded.bank.propensities.shape == loaded.bank.rewards.shape
+    with pytest.raises(DataError, match="propensity"):
+        RoutingExample.from_dict({"id": "x", "query": "q", "rewards": {"coder": 1.0}, "propensity": 1.5})
+
+
 def test_bad_rows_are_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:
     before = (router.experts, router.bank.rewards.clone(), router.config.decision)
     with pytest.raises(DataError, match="experts the router lacks"):

@@ -348,6 +348,10 @@ def fit_bank(
     """
     rewards = reward_tensor(dataset).to(embeddings.device)
     started = time.perf_counter()
+    propensities = None
+    if any(ex.propensity is not None for ex in dataset):  # rows logged from production feedback
+        chances = torch.tensor([math.nan if ex.propensity is None else ex.propensity for ex in dataset])
+        propensities = torch.where(torch.isfinite(rewards), chances.to(rewards.device).unsqueeze(1), math.nan)
     bank = NeighbourBank(
         embeddings,
         rewards,
@@ -356,6 +360,7 @@ def fit_bank(
         temperature=config.neighbour_temperature,
         shrinkage=config.neighbour_shrinkage,
         ids=[ex.id for ex in dataset],
+        propensities=propensities,
     ).build_index(config.index, seed=config.seed)
     indexed = time.perf_counter()
     rows = dataset.sample(config.calibration_rows, seed=config.seed)

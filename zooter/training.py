@@ -41,13 +41,13 @@ from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
 from zooter.decide.costs import CostTable, CostTarget, check_calibration_rows, mean_output_tokens
 from zooter.decide.policy import DecisionRule, calibrate_decision
-from zooter.engines import Engine, LocalEngine, ModelLoader
+from zooter.engines import Engine
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
-from zooter.lifecycle import bank_settings, source_record
-from zooter.model.encoder import QueryEncoder, autocast, backend_device, half_dtype
+from zooter.lifecycle import bank_settings, calibrate_sample, embed_queries, source_record
+from zooter.model.encoder import autocast, backend_device, half_dtype
 from zooter.model.index import FaissIndex, import_faiss
-from zooter.model.neighbours import Estimates, NeighbourBank
+from zooter.model.neighbours import CALIBRATION_ROWS, Estimates, NeighbourBank
 from zooter.model.persistence import non_finite_weights
 from zooter.model.router import ZooterRouter
 from zooter.rewards.responses import answers_for
@@ -118,7 +118,7 @@ class TrainingConfig(ZooterConfig):
     neighbour_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
     neighbour_shrinkage: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
     index: Literal["exact", "ann", "auto"] = "auto"
-    calibration_rows: int = Field(default=20_000, ge=2)
+    calibration_rows: int = Field(default=CALIBRATION_ROWS, ge=2)
     calibrate: bool = True
     min_z: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
     encoder: str | None = None
@@ -315,22 +315,11 @@ def embed_training_queries(
 ) -> torch.Tensor:
     """The pretrained encoder's vector of each query, for the neighbour bank, on ``engine``.
 
-    The Ray engine loads the same encoder (``config.encoder``, ``max_length``, ``backend``) on each
-    worker; the local one uses ``router``'s. Rows in input order, on ``router``'s device.
+    ``router`` was built from ``config`` (its ``encoder``, ``max_length`` and ``backend``), so this is
+    :func:`zooter.lifecycle.embed_queries`: the Ray engine loads that encoder on each worker, the
+    local one uses ``router``'s. Rows in input order, on ``router``'s device.
     """
-    loader = ModelLoader(
-        QueryEncoder.load,
-        (config.encoder,),
-        {"max_length": config.max_length, "backend": config.backend},
-        name=config.encoder,
-    )
-    return (engine or LocalEngine()).embed_queries(
-        router,
-        queries,
-        loader=loader,
-        batch_size=router.default_batch_size * 4,
-        show_progress=config.show_progress,
-    )
+    return embed_queries(router, list(queries), engine, show_progress=config.show_progress)
 
 
 @dataclass
@@ -378,22 +367,12 @@ def fit_bank(
         "by": "all rows" if len(rows) == len(dataset) else ("task" if any(dataset.tasks) else "random"),
         "seed": config.seed,
     }
-    filled = bank.filled_rewards()[sample]  # stand-ins for missing rewards (see calibrate_decision)
     best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
     log = []
     for k in config.neighbours:
         kept = bank.with_k(k)
         held_out = kept.average(*found)
-        rule = calibrate_decision(
-            held_out.scores,
-            rewards[sample],
-            dataset.experts,
-            default_rewards=rewards,  # the default expert is the best on all rows, not on the sample
-            filled=filled,
-            min_z=config.min_z,
-            source="leave-one-out",
-        )
-        rule.calibration["sample"] = record
+        rule = calibrate_sample(kept, held_out, sample, dataset.experts, min_z=config.min_z, record=record)
         gain = rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))
         log.append({"neighbours": k, "leave_one_out_gain": gain, "pays": rule.routes})
         logger.info("k=%d: leave-one-out gain over the default expert %.4g", k, gain)

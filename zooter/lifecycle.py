@@ -514,6 +514,7 @@ def calibrate_sample(
         filled=bank.filled_rewards()[sample],
         min_z=min_z,
         source="leave-one-out",
+        stderr=held_out.stderr,
     )
     rule.calibration["sample"] = record
     return rule

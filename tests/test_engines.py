@@ -160,3 +160,36 @@ def test_engine_ray_without_the_extra_says_what_to_install(
 def test_cli_refuses_ray_options_without_engine_ray(pairs: dict[str, Path], tmp_path: Path, capsys) -> None:
     assert main(score_args(pairs, tmp_path / "out.jsonl", "--workers", "2")) == 2
     assert "need --engine ray" in capsys.readouterr().err
+
+
+def test_zooter_update_on_ray_embeds_the_new_queries_as_the_local_engine(
+    ray_session, tiny_encoder: str, tmp_path: Path, write_jsonl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from zooter.engines.ray import RayEngine
+    from zooter.model.router import ZooterRouter
+
+    on_ray: list[int] = []
+    real = RayEngine.embed_queries
+    monkeypatch.setattr(
+        RayEngine, "embed_queries", lambda self, enc, q, **kw: on_ray.append(len(q)) or real(self, enc, q, **kw)
+    )
+
+    data = write_jsonl(keyword_rows(40, seed=7))
+    assert main(["train", str(data), "--output", str(tmp_path / "router"), "--encoder", tiny_encoder,
+                 "--max-length", "32", "--neighbours", "5", "--device", "cpu", "--quiet"]) == 0  # fmt: skip
+    new = [{**row, "id": f"new{i}"} for i, row in enumerate(keyword_rows(20, seed=9))]
+    new[2]["query"] = [{"role": "user", "content": "my regex"}, {"role": "assistant", "content": "ok"}]
+    rows = write_jsonl(new)
+    args = ["update", str(tmp_path / "router"), str(rows), "--quiet"]
+    assert main([*args, "--output", str(tmp_path / "local")]) == 0
+    assert main([*args, "--output", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"]) == 0
+    assert on_ray == [20]  # only the new queries, embedded on the Ray workers
+    local, ray = (load_file(tmp_path / name / "neighbours.safetensors") for name in ("local", "ray"))
+    assert local["embeddings"].shape[0] == 60
+    for key in local:
+        torch.testing.assert_close(ray[key], local[key], rtol=1e-3, atol=1e-3)
+    queries = [r["query"] for r in keyword_rows(30, seed=8)]
+    routers = [ZooterRouter.from_pretrained(tmp_path / name) for name in ("local", "ray")]
+    assert [d.expert for d in routers[1].route(queries)] == [d.expert for d in routers[0].route(queries)]

@@ -190,3 +190,53 @@ def test_a_bank_that_grows_keeps_its_kind_of_index() -> None:
     assert (found[:, 0] >= 3000).float().mean() > 0.9  # the new rows are found where they are
     exact = clustered_bank(3000).with_rows(vectors[3000:], rewards[3000:], torch.full((100, 4), 0.25))
     assert isinstance(exact.index, ExactIndex) and len(exact.index) == 3100
+
+
+def renamed(rows: list[dict], prefix: str) -> list[dict]:
+    return [{**row, "id": f"{prefix}{i}"} for i, row in enumerate(rows)]
+
+
+def test_update_keeps_the_ann_index_tied_to_the_updated_bank(tiny_encoder: str, write_jsonl, tmp_path: Path) -> None:
+    config = neighbours_config(tiny_encoder, index="ann", calibration_rows=150)
+    folder = train_router(dataset(keyword_rows(400)), config).save_pretrained(tmp_path / "router")
+    trained = ZooterRouter.from_pretrained(folder, device="cpu")
+    built = trained.config.neighbours.index["build_seconds"]
+
+    # 30 new queries (under a tenth of the bank): the index grows by them, tuned again
+    new = renamed(keyword_rows(30, seed=11), "new")
+    assert main(["update", str(folder), str(write_jsonl(new)), "--quiet"]) == 0
+    router = ZooterRouter.from_pretrained(folder, device="cpu")
+    index = router.bank.index
+    assert isinstance(index, FaissIndex) and len(index) == len(router.bank) == 430
+    assert router.config.neighbours.index["fingerprint"] == router.bank.fingerprint != trained.bank.fingerprint
+    assert router.config.neighbours.index["build_seconds"] == built  # grown, not rebuilt
+    assert router.config.neighbours.index["recall_at"] == router.bank.k
+    _, found = router.bank.search(router.bank.embeddings[400:], k=1)
+    assert (found[:, 0] >= 400).all()  # the new rows are in the index, where they are
+    assert router.decision.calibration["sample"] == {"rows": 150, "of": 430, "by": "random", "seed": 0}
+
+    # a bank that grows by more than a tenth gets a new index over all its rows
+    more = renamed(keyword_rows(60, seed=12), "more")
+    assert main(["update", str(folder), str(write_jsonl(more)), "--index", "ann", "--quiet"]) == 0
+    router = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert isinstance(router.bank.index, FaissIndex) and len(router.bank.index) == 490
+    assert router.config.neighbours.index["fingerprint"] == router.bank.fingerprint
+    assert router.bank.index.holds(router.bank.embeddings)
+
+    # --index exact: no index file left behind to mismatch the bank
+    assert main(["update", str(folder), str(write_jsonl(renamed(keyword_rows(5, seed=13), "x"))), "--index",
+                 "exact", "--quiet"]) == 0  # fmt: skip
+    router = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert isinstance(router.bank.index, ExactIndex) and router.config.neighbours.index == {"kind": "exact"}
+    assert not (folder / INDEX_NAME).exists()
+
+
+def test_update_index_ann_without_the_extra_fails_before_touching_the_router(
+    tiny_encoder: str, write_jsonl, tmp_path: Path, no_faiss: None, capsys: pytest.CaptureFixture
+) -> None:
+    folder = train_router(dataset(keyword_rows(60)), neighbours_config(tiny_encoder)).save_pretrained(tmp_path / "r")
+    before = (folder / "config.json").read_bytes()
+    assert main(["update", str(folder), str(write_jsonl(renamed(keyword_rows(5), "n"))), "--index", "ann"]) == 2
+    err = capsys.readouterr().err
+    assert "zooter-langchain[ann]" in err and len(err.strip().splitlines()) == 1
+    assert (folder / "config.json").read_bytes() == before

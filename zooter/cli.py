@@ -451,9 +451,14 @@ def _print_update(report: Any, output: Path) -> None:
 def cmd_update(args: argparse.Namespace) -> int:
     from zooter.data import load_rows
 
+    if args.index == "ann":
+        from zooter.model.index import import_faiss
+
+        import_faiss()  # a missing extra fails before any work
+    engine = _engine(args)
     rows = load_rows(args.data)  # read and checked before the router is touched
     router, output = _updated_router(args, [args.data])
-    report = router.update(rows, source=args.data, show_progress=not args.quiet)
+    report = router.update(rows, source=args.data, index=args.index, engine=engine, show_progress=not args.quiet)
     router.save_pretrained(output)
     _print_update(report, output)
     return finish(args, f"router saved to {output}")
@@ -702,13 +707,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_option(p, "the one the router was trained on")
     p.set_defaults(func=cmd_route)
 
-    _add_edit_command(
+    p = _add_edit_command(
         sub,
         "update",
         "merge scored rows or feedback into a router's bank and recalibrate it",
         cmd_update,
         ("data", "rows in the dataset format, any subset of the experts' rewards each"),
     )
+    p.add_argument(
+        "--index",
+        choices=["exact", "ann", "auto"],
+        help="how the updated bank finds neighbours: exact search, a faiss ANN index (grown, or rebuilt when "
+        "the bank grew by over a tenth), or auto (ANN from 50,000 rows); default: as the router was trained",
+    )
+    _add_engine_options(p, "embedding the new queries")
     _add_edit_command(
         sub,
         "add-expert",
@@ -796,7 +808,7 @@ def _add_edit_command(
     *positionals: tuple[str, str],
     costs_help: str | None = None,
     progress: bool = True,
-) -> None:
+) -> argparse.ArgumentParser:
     """A command that edits a saved router: the folder, ``positionals``, then --output and --device."""
     p = sub.add_parser(name, help=help_text)
     p.add_argument("router", help="router folder (updated in place unless --output)")
@@ -809,6 +821,7 @@ def _add_edit_command(
     if progress:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=func)
+    return p
 
 
 def _add_missing_command(sub: Any, name: str, help_text: str, error: MissingDependencyError) -> None:

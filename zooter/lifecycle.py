@@ -17,6 +17,12 @@ memory only when every row was valid, and saving it (``save_pretrained``) is cra
 router's ``config.json`` keeps the bank's provenance under ``neighbours``: its rows, the number of
 updates and each source file with its sha256 and time. See ``docs/keeping-current.md``.
 
+At scale an edit costs what training costs after its encoder pass, not more: new queries are
+embedded on an engine (:mod:`zooter.engines`: this process, or Ray workers); the bank keeps its
+faiss index (grown in place when the bank grows a little, rebuilt otherwise; ``index`` chooses the
+kind as training does); and the decision is recalibrated on the leave-one-out estimates of a
+bounded sample of the bank (the training setting ``calibration_rows``), found through that index.
+
 Example:
     >>> from zooter import ZooterRouter
     >>> from zooter.data import load_rows
@@ -39,20 +45,28 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from zooter.data import RoutingExample
+from zooter.data import Query, RoutingExample
 from zooter.decide.policy import DecisionRule, calibrate_decision
+from zooter.engines import LocalEngine, ModelLoader
 from zooter.errors import ConfigError, DataError, name_list
 from zooter.labels.targets import hard_targets, soft_targets
-from zooter.model.neighbours import NeighbourBank, NeighbourSettings
+from zooter.model.encoder import QueryEncoder
+from zooter.model.index import TARGET_RECALL, FaissIndex, resolve_kind
+from zooter.model.neighbours import CALIBRATION_ROWS, Estimates, NeighbourBank, NeighbourSettings
 
 if TYPE_CHECKING:
     from zooter.decide.costs import CostTable
+    from zooter.engines import Engine
 
 # The router is typed Any here: zooter.model.router calls into this module (router.update), and the
 # core keeps no import cycle, not even one for type checkers.
 RouterLike = Any  # a zooter.model.router.ZooterRouter
 
 logger = logging.getLogger(__name__)
+
+# A faiss index grows in place (its lists as trained) while the rows added are at most this share
+# of the rows it was built on; a bank that grew more gets a new index, its lists trained on all rows.
+EXTEND_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,8 @@ def update_router(
     rows: Iterable[RoutingExample],
     *,
     source: str | Path | None = None,
+    index: str | None = None,
+    engine: Engine | None = None,
     show_progress: bool = False,
 ) -> UpdateReport:
     """Merge scored rows into the router's bank and recalibrate its decision (see the module doc).
@@ -150,6 +166,10 @@ def update_router(
         router: a router trained with the ``neighbours`` method.
         rows: rows in the dataset format; each may carry rewards for any subset of the experts.
         source: the file the rows came from, recorded with its sha256 in ``config.json``.
+        index: how the updated bank is searched: ``"exact"``, ``"ann"`` or ``"auto"``, chosen as training
+            chooses (:func:`zooter.model.index.build_index`); None: the router's training setting
+            (``"auto"`` unless it was trained with another). A faiss index the bank has is grown or rebuilt.
+        engine: where new queries are embedded (:func:`zooter.engines.make_engine`); this process by default.
         show_progress: show a progress bar while new queries are embedded.
 
     Raises:
@@ -157,11 +177,11 @@ def update_router(
         DataError: no rows, a row without a reward, or a reward for an expert the router lacks;
             the router is then unchanged.
     """
-    bank = _bank_of(router)
+    previous = _bank_of(router)
     before = RouterState.of(router)
     rows = _checked_rows(rows, router.experts, source)
-    bank, merged, appended = _merged_bank(router, bank, router.experts, rows, show_progress)
-    _commit(router, router.experts, bank, source=source, rows=len(rows))
+    bank, merged, appended = _merged_bank(router, previous, router.experts, rows, engine, show_progress)
+    _commit(router, router.experts, _indexed(router, bank, previous, index), source=source, rows=len(rows))
     return UpdateReport(before, RouterState.of(router), merged, appended, None if source is None else str(source))
 
 
@@ -194,7 +214,7 @@ def add_expert(
             price ``name``.
         DataError: no row has a reward for ``name``, or a row is invalid (see :func:`update_router`).
     """
-    bank = _bank_of(router)
+    previous = _bank_of(router)
     if name in router.experts:
         raise ConfigError(f"{name!r} is already one of the router's experts {name_list(router.experts)}")
     before = RouterState.of(router)
@@ -203,8 +223,9 @@ def add_expert(
     if not any(name in row.rewards for row in rows):
         raise DataError(f"no row has a reward for the new expert {name!r}", path=source)
     prices = _prices_with(router, name, costs)
-    widened = _with_experts(bank, [*range(len(router.experts)), -1])
-    bank, merged, appended = _merged_bank(router, widened, experts, rows, show_progress)
+    widened = _with_experts(previous, [*range(len(router.experts)), -1])
+    bank, merged, appended = _merged_bank(router, widened, experts, rows, None, show_progress)
+    bank = _indexed(router, bank, previous)  # the widened bank has the previous bank's rows
     costs_after = router.config.costs
     if prices is not None and costs_after is not None:
         costs_after = costs_after.replace(prices=prices.to_dict())
@@ -221,7 +242,7 @@ def remove_expert(router: RouterLike, name: str) -> UpdateReport:
     Raises:
         ConfigError: ``name`` is not an expert of the router, or only two experts are left.
     """
-    bank = _bank_of(router)
+    previous = _bank_of(router)
     if name not in router.experts:
         raise ConfigError(f"{name!r} is not one of the router's experts {name_list(router.experts)}")
     if len(router.experts) <= 2:
@@ -229,9 +250,10 @@ def remove_expert(router: RouterLike, name: str) -> UpdateReport:
     before = RouterState.of(router)
     keep = [i for i, expert in enumerate(router.experts) if expert != name]
     experts = [router.experts[i] for i in keep]
-    bank = _with_experts(bank, keep)
+    bank = _with_experts(previous, keep)
     has_reward = torch.isfinite(bank.rewards).any(dim=1)
-    if not bool(has_reward.all()):
+    same_rows = bool(has_reward.all())
+    if not same_rows:
         index = has_reward.nonzero().squeeze(1)
         bank = _rebuilt(
             bank,
@@ -240,6 +262,7 @@ def remove_expert(router: RouterLike, name: str) -> UpdateReport:
             bank.targets[index],
             None if bank.ids is None else [bank.ids[i] for i in index.tolist()],
         )
+    bank = _indexed(router, bank, previous if same_rows else None)  # rows dropped: a new index
     costs = router.config.costs
     if costs is not None:
         listed = costs.prices.to_dict()
@@ -292,7 +315,12 @@ def _checked_rows(
 
 
 def _merged_bank(
-    router: RouterLike, bank: NeighbourBank, experts: list[str], rows: list[RoutingExample], show_progress: bool
+    router: RouterLike,
+    bank: NeighbourBank,
+    experts: list[str],
+    rows: list[RoutingExample],
+    engine: Engine | None,
+    show_progress: bool,
 ) -> tuple[NeighbourBank, int, int]:
     """The bank with ``rows`` merged by id (newer rewards win) and new ids appended; (bank, merged, appended)."""
     ids = bank.ids
@@ -319,7 +347,7 @@ def _merged_bank(
     embeddings = bank.embeddings
     new_ids = list(bank.ids) if bank.ids is not None else None
     if new:
-        vectors = router.embed_queries([query for query, _ in new.values()], show_progress=show_progress)
+        vectors = embed_queries(router, [query for query, _ in new.values()], engine, show_progress=show_progress)
         appended = torch.full((len(new), len(experts)), math.nan, device=rewards.device)
         for r, (_, values) in enumerate(new.values()):
             for name, value in values.items():
@@ -329,6 +357,51 @@ def _merged_bank(
         targets = torch.cat([targets, _targets(router, appended)])
         new_ids = [*new_ids, *new] if new_ids is not None else None
     return _rebuilt(bank, embeddings, rewards, targets, new_ids), len(changed), len(new)
+
+
+def embed_queries(
+    router: RouterLike, queries: list[Query], engine: Engine | None = None, *, show_progress: bool = False
+) -> torch.Tensor:
+    """The router's pooled vector of each query, for its bank, computed on ``engine`` (this process by default).
+
+    A Ray engine loads the same encoder on each worker: the pretrained encoder the router was built
+    from (``config.json``'s ``encoder``; a ``neighbours`` router never fine-tunes it), at the router's
+    ``max_length``, on its backend. Rows in input order, on the router's device.
+    """
+    loader = ModelLoader(
+        QueryEncoder.load,
+        (router.config.encoder,),
+        {"max_length": router.config.max_length, "backend": router.backend},
+        name=router.config.encoder,
+    )
+    return (engine or LocalEngine()).embed_queries(
+        router, queries, loader=loader, batch_size=router.default_batch_size * 4, show_progress=show_progress
+    )
+
+
+def _indexed(
+    router: RouterLike, bank: NeighbourBank, previous: NeighbourBank | None, kind: str | None = None
+) -> NeighbourBank:
+    """``bank`` searched with an index of ``kind`` (None: the router's training setting), reusing ``previous``'s.
+
+    ``previous``: a bank whose rows are ``bank``'s first rows, or None. Its faiss index serves
+    ``bank`` when no row was added, grows by the new rows when they are at most
+    :data:`EXTEND_SHARE` of it (its search setting tuned again), and is rebuilt otherwise.
+    """
+    kind = kind or str((router.config.training or {}).get("index") or "auto")
+    if resolve_kind(kind, len(bank)) == "exact":
+        return bank  # a new bank searches exactly
+    old = previous.index if previous is not None else None
+    if isinstance(old, FaissIndex) and len(bank) - len(old) <= EXTEND_SHARE * len(old):
+        added = bank.embeddings[len(old) :]
+        if len(added):
+            target = float(old.record.get("target_recall") or TARGET_RECALL)
+            bank.index = old.extended(added).tune(bank.embeddings, k=bank.k, target_recall=target)
+        else:
+            bank.index = old
+        logger.info("faiss index %s kept for %d rows (%d added)", old.factory, len(bank), len(added))
+        return bank
+    return bank.build_index("ann", seed=int((router.config.training or {}).get("seed", 0)))
 
 
 def _targets(router: RouterLike, rewards: torch.Tensor) -> torch.Tensor:
@@ -397,17 +470,54 @@ def _prices_with(router: RouterLike, name: str, costs: Any) -> CostTable | None:
 
 # -- recalibrating and recording --------------------------------------------------------------------
 def recalibrate(router: RouterLike, bank: NeighbourBank, experts: list[str]) -> DecisionRule:
-    """The decision recalibrated on the bank's leave-one-out estimates, as training does; rows with
-    missing rewards count through their stand-ins (:meth:`NeighbourBank.filled_rewards`)."""
-    min_z = float((router.config.training or {}).get("min_z", 2.0))
-    return calibrate_decision(
-        bank.leave_one_out().scores,
-        bank.rewards,
+    """The decision recalibrated on the leave-one-out estimates of a sample of the bank, as training does.
+
+    The sample is seeded and random, of at most the training's ``calibration_rows`` rows
+    (:data:`~zooter.model.neighbours.CALIBRATION_ROWS` for routers trained before it existed),
+    searched through the bank's index.
+    """
+    training = router.config.training or {}
+    seed = int(training.get("seed", 0))
+    sample = bank.sample(int(training.get("calibration_rows") or CALIBRATION_ROWS), seed=seed)
+    record = {"rows": len(sample), "of": len(bank), "by": "all rows" if len(sample) == len(bank) else "random"}
+    return calibrate_sample(
+        bank,
+        bank.leave_one_out(sample),
+        sample,
         experts,
-        filled=bank.filled_rewards(),
+        min_z=float(training.get("min_z", 2.0)),
+        record={**record, "seed": seed},
+    )
+
+
+def calibrate_sample(
+    bank: NeighbourBank,
+    held_out: Estimates,
+    sample: torch.Tensor,
+    experts: list[str],
+    *,
+    min_z: float,
+    record: dict[str, Any],
+) -> DecisionRule:
+    """The decision calibrated on ``held_out``, the leave-one-out estimates of the bank rows ``sample``.
+
+    The default expert is the best on all rows; rows with missing rewards count through their
+    stand-ins (:meth:`NeighbourBank.filled_rewards`). ``record`` (what was sampled: ``rows``,
+    ``of``, ``by``, ``seed``) is kept in the rule's ``calibration["sample"]``.
+    """
+    sample = sample.to(bank.rewards.device)
+    rule = calibrate_decision(
+        held_out.scores,
+        bank.rewards[sample],
+        experts,
+        default_rewards=bank.rewards,
+        filled=bank.filled_rewards()[sample],
         min_z=min_z,
         source="leave-one-out",
+        stderr=held_out.stderr,
     )
+    rule.calibration["sample"] = record
+    return rule
 
 
 def _commit(
@@ -476,6 +586,8 @@ __all__ = [
     "UpdateReport",
     "add_expert",
     "bank_settings",
+    "calibrate_sample",
+    "embed_queries",
     "recalibrate",
     "remove_expert",
     "source_record",

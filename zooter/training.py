@@ -46,13 +46,13 @@ from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
 from zooter.decide.costs import CostTable, CostTarget, check_calibration_rows, mean_output_tokens
 from zooter.decide.policy import DecisionRule, calibrate_decision
-from zooter.engines import Engine, LocalEngine, ModelLoader
+from zooter.engines import Engine
 from zooter.errors import ConfigError, ZooterError
 from zooter.labels.targets import LabelConfig, LabelEnhancer, make_targets, reward_tensor
-from zooter.lifecycle import bank_settings, source_record
-from zooter.model.encoder import QueryEncoder, autocast, backend_device, half_dtype
+from zooter.lifecycle import bank_settings, calibrate_sample, embed_queries, source_record
+from zooter.model.encoder import autocast, backend_device, half_dtype
 from zooter.model.index import FaissIndex, import_faiss
-from zooter.model.neighbours import Estimates, NeighbourBank
+from zooter.model.neighbours import CALIBRATION_ROWS, Estimates, NeighbourBank
 from zooter.model.persistence import non_finite_weights
 from zooter.model.router import ZooterRouter
 from zooter.rewards.responses import answers_for
@@ -131,7 +131,7 @@ class TrainingConfig(ZooterConfig):
     neighbour_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
     neighbour_shrinkage: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
     index: Literal["exact", "ann", "auto"] = "auto"
-    calibration_rows: int = Field(default=20_000, ge=2)
+    calibration_rows: int = Field(default=CALIBRATION_ROWS, ge=2)
     calibrate: bool = True
     min_z: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
     encoder: str | None = None
@@ -358,22 +358,11 @@ def embed_training_queries(
 ) -> torch.Tensor:
     """The pretrained encoder's vector of each query, for the neighbour bank, on ``engine``.
 
-    The Ray engine loads the same encoder (``config.encoder``, ``max_length``, ``backend``) on each
-    worker; the local one uses ``router``'s. Rows in input order, on ``router``'s device.
+    ``router`` was built from ``config`` (its ``encoder``, ``max_length`` and ``backend``), so this is
+    :func:`zooter.lifecycle.embed_queries`: the Ray engine loads that encoder on each worker, the
+    local one uses ``router``'s. Rows in input order, on ``router``'s device.
     """
-    loader = ModelLoader(
-        QueryEncoder.load,
-        (config.encoder,),
-        {"max_length": config.max_length, "backend": config.backend},
-        name=config.encoder,
-    )
-    return (engine or LocalEngine()).embed_queries(
-        router,
-        queries,
-        loader=loader,
-        batch_size=router.default_batch_size * 4,
-        show_progress=config.show_progress,
-    )
+    return embed_queries(router, list(queries), engine, show_progress=config.show_progress)
 
 
 @dataclass
@@ -432,28 +421,29 @@ def fit_bank(
             "seed": config.seed,
         }
         source, calibration_rows = "leave-one-out", dataset.take(rows)
-        true_rewards = rewards[sample]
-        filled: torch.Tensor | None = bank.filled_rewards()[sample]  # stand-ins for missing rewards
     else:
         queries, calibration_rows = held_out
         found = bank.search(queries.to(embeddings.device))
         record = {"rows": len(calibration_rows), "of": len(calibration_rows), "by": "validation rows"}
-        source, true_rewards, filled = "validation", reward_tensor(calibration_rows).to(embeddings.device), None
+        source = "validation"
     best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
     log = []
     for k in config.neighbours:
         kept = bank.with_k(k)
         estimates = kept.average(*found)
-        rule = calibrate_decision(
-            estimates.scores,
-            true_rewards,
-            dataset.experts,
-            default_rewards=rewards,  # the default expert is the best on all rows, not on the sample
-            filled=filled,
-            min_z=config.min_z,
-            source=source,
-        )
-        rule.calibration["sample"] = record
+        if held_out is None:
+            rule = calibrate_sample(kept, estimates, sample, dataset.experts, min_z=config.min_z, record=record)
+        else:
+            rule = calibrate_decision(
+                estimates.scores,
+                reward_tensor(calibration_rows),
+                dataset.experts,
+                default_rewards=rewards,  # the default expert is the best on the training rows
+                min_z=config.min_z,
+                source=source,
+                stderr=estimates.stderr,
+            )
+            rule.calibration["sample"] = record
         gain = held_out_gain(rule)
         log.append({"neighbours": k, f"{source.replace('-', '_')}_gain": gain, "pays": rule.routes})
         logger.info("k=%d: %s gain over the default expert %.4g", k, source, gain)
@@ -614,10 +604,11 @@ def _set_costs(
     router.set_costs(costs)
     result = router.calibrate_costs(held_out_rows, target, estimates=held_out, source=source)
     logger.info(
-        "cost weight %.4g meets %s on %d leave-one-out rows: mean reward %.4g at %.4g USD per query",
+        "cost weight %.4g meets %s on %d %s rows: mean reward %.4g at %.4g USD per query",
         result["cost_weight"],
         target.describe(),
         result["rows"],
+        source,
         result["reward"],
         result["cost"],
     )

@@ -44,6 +44,8 @@ DEFAULT_K = 3
 #: An expert is a candidate default only with rewards on at least this share of the rows the
 #: best-covered expert has (see :func:`choose_default`).
 MIN_DEFAULT_SUPPORT = 0.5
+#: The values of :attr:`DecisionRule.z` calibration tries when the estimates have standard errors.
+Z_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 class DecisionRule(ZooterConfig):
@@ -54,12 +56,20 @@ class DecisionRule(ZooterConfig):
             training data).
         margin: leave the default only for an expert whose score (expected reward, or probability
             for a distilled head) beats the default's by more than this; None: never leave it.
+        z: the evidence an expert needs on *this* query besides the margin: its advantage over the
+            default must also exceed ``z`` standard errors of the difference of the two estimates,
+            ``sqrt(stderr_expert² + stderr_default²)`` (see :class:`~zooter.model.neighbours.Estimates`),
+            so an expert whose estimate rests on a few neighbours (an expert added from a few
+            hundred rows, bandit feedback) needs a larger advantage than a well-covered one. Among
+            the experts that clear it, the highest score wins. 0: one global margin, as in folders
+            saved before it existed, and for routers without standard errors (a distilled head).
         calibration: how the margin was chosen and what it measured there (rows, default and
             routed score, gain, its standard error, share routed away).
     """
 
     default_expert: str = Field(min_length=1)
     margin: float | None = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    z: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     calibration: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -80,10 +90,11 @@ def describe_decision(rule: DecisionRule | None) -> str:
             f"on the training data (mean reward {c.get('default_score', float('nan')):.4g})"
         )
     z = c["gain"] / c["standard_error"] if c.get("standard_error") else float("inf")
+    evidence = f"; an expert needs {rule.z:.3g} standard errors of evidence besides the margin" if rule.z else ""
     return (
         f"routing pays on {where}: {c['routed_score']:.4g} against {c['default_score']:.4g} for "
         f"{rule.default_expert} alone (+{c['gain']:.3g}, {z:.1f} standard errors); "
-        f"{c['share_routed_away']:.0%} of queries leave it"
+        f"{c['share_routed_away']:.0%} of queries leave it{evidence}"
     )
 
 
@@ -134,6 +145,7 @@ class Ranked:
         keep: the experts each row could choose: allowed, and within ``max_cost``.
         over_budget: rows where no allowed expert was within ``max_cost`` (the cheapest was kept).
         margin: the margin the rule applied (None: it never left the default).
+        z: the standard errors of evidence the rule asked for besides the margin (0: none).
     """
 
     chosen: torch.Tensor
@@ -141,6 +153,7 @@ class Ranked:
     keep: torch.Tensor
     over_budget: torch.Tensor
     margin: float | None
+    z: float = 0.0
 
     def reasons(self, experts: Sequence[str], rule: DecisionRule | None) -> list[str]:
         """Why each row's expert won (see :data:`zooter.decide.decision.REASONS`)."""
@@ -192,11 +205,14 @@ def rank(
     cost_weight: float = 0.0,
     max_cost: float | None = None,
     penalties: torch.Tensor | None = None,
+    stderr: torch.Tensor | None = None,
 ) -> Ranked:
     """Apply the decision rule to each row of ``scores`` (rows x experts).
 
     Without a rule, the highest score wins. With one, the default expert is kept unless the best
-    allowed expert's score beats it by more than ``rule.margin``. An expert outside ``allowed`` is
+    allowed expert's score beats it by more than ``rule.margin``; with ``rule.z`` > 0 and the
+    estimates' ``stderr`` (rows x experts), an expert must also beat it by ``z`` standard errors of
+    the difference, and the highest-scoring expert that does wins. An expert outside ``allowed`` is
     never chosen; when the default is not allowed, the highest allowed score wins. ``nan`` scores
     (no estimate) never beat a score, but an allowed expert without one is still chosen when
     nothing else is allowed.
@@ -243,9 +259,32 @@ def rank(
             chosen = torch.where(keep[:, default], torch.full_like(best, default), best)
             return Ranked(chosen, adjusted, keep, over_budget, None)
         margin = 0.0
-    advantage = filled.gather(1, best.unsqueeze(1)).squeeze(1) - filled[:, default]
-    stay = keep[:, default] & ~(advantage > margin)
-    return Ranked(torch.where(stay, torch.full_like(best, default), best), adjusted, keep, over_budget, margin)
+    z = rule.z if stderr is not None else 0.0
+    advantage = filled - filled[:, default : default + 1]
+    if z > 0:
+        # where the default has no estimate, any estimate beats it (as without z)
+        needed = z * difference_stderr(stderr, default).to(filled)  # type: ignore[arg-type]
+        advantage = torch.where(torch.isfinite(filled[:, default : default + 1]), advantage - needed, advantage)
+    chosen = _leave_default(filled, advantage.masked_fill(~keep, -math.inf), default, margin)
+    # a default the call does not allow: the best allowed expert answers
+    chosen = torch.where(keep[:, default], chosen, best)
+    return Ranked(chosen, adjusted, keep, over_budget, margin, z)
+
+
+def _leave_default(scores: torch.Tensor, advantage: torch.Tensor, default: int, margin: float) -> torch.Tensor:
+    """Per row, the highest-scoring expert whose ``advantage`` over the default (less the evidence
+    asked for) exceeds ``margin``, else the default."""
+    clears = advantage.nan_to_num(nan=-math.inf) > margin
+    clears[:, default] = False
+    routed = scores.masked_fill(~clears, -math.inf).argmax(dim=-1)
+    return torch.where(clears.any(dim=-1), routed, torch.full_like(routed, default))
+
+
+def difference_stderr(stderr: torch.Tensor, default: int) -> torch.Tensor:
+    """The standard error of each expert's estimate minus the default's (rows x experts), as if
+    independent; an expert without one (``nan``) gets an infinite one: it never clears the evidence."""
+    se = stderr.double().nan_to_num(nan=math.inf)
+    return (se.square() + se[:, default : default + 1].square()).sqrt()
 
 
 def route_decisions(
@@ -253,22 +292,28 @@ def route_decisions(
     expected_rewards: torch.Tensor | None,
     experts: Sequence[str],
     rule: DecisionRule | None = None,
+    *,
+    stderr: torch.Tensor | None = None,
+    support: torch.Tensor | None = None,
     **limits: Any,
 ) -> list[RouteDecision]:
     """One :class:`~zooter.decide.decision.RouteDecision` per row: the rule's choice, reason and ranking.
 
-    The rule compares ``expected_rewards`` when given, else ``probabilities``; ``limits`` are
+    The rule compares ``expected_rewards`` when given, else ``probabilities``, weighing the
+    estimates' ``stderr`` by its ``z``; ``support`` is reported with each decision; ``limits`` are
     :func:`rank`'s (``allowed``, ``costs``, ``cost_weight``, ``max_cost``, ``penalties``).
     """
     experts = list(experts)
     scores = probabilities if expected_rewards is None else expected_rewards
-    ranked = rank(scores, experts, rule, **limits)
+    ranked = rank(scores, experts, rule, stderr=stderr, **limits)
     costs, cost_weight = limits.get("costs"), limits.get("cost_weight", 0.0)
     rows = len(probabilities)
     probs = probabilities.tolist()
     expected = [None] * rows if expected_rewards is None else [_named(experts, r) for r in expected_rewards.tolist()]
     prices = [None] * rows if costs is None else [dict(zip(experts, r)) for r in costs.double().tolist()]
     adjusted = [_named(experts, r) for r in ranked.scores.tolist()]
+    errors = [None] * rows if stderr is None else [_named(experts, r) for r in stderr.tolist()]
+    evidence = [None] * rows if support is None else [dict(zip(experts, r)) for r in support.tolist()]
     return [
         RouteDecision(
             expert=experts[chosen],
@@ -280,8 +325,11 @@ def route_decisions(
             ranking=[experts[i] for i in ranking],
             default_expert=None if rule is None else rule.default_expert,
             margin=ranked.margin,
+            z=ranked.z,
             cost_weight=float(cost_weight) if costs is not None else 0.0,
             max_cost=limits.get("max_cost"),
+            support=evidence[row],
+            stderr=errors[row],
         )
         for row, (chosen, reason, ranking) in enumerate(
             zip(ranked.chosen.tolist(), ranked.reasons(experts, rule), ranked.rankings())
@@ -333,8 +381,11 @@ def calibrate_decision(
     filled: torch.Tensor | None = None,
     min_z: float = 2.0,
     source: str = "validation",
+    stderr: torch.Tensor | None = None,
+    z_grid: Sequence[float] = Z_GRID,
 ) -> DecisionRule:
-    """Choose the margin that routes best on held-out ``scores`` against their true ``rewards``.
+    """Choose the margin (and, with ``stderr``, the evidence ``z``) that routes best on held-out
+    ``scores`` against their true ``rewards``.
 
     Args:
         scores: the router's held-out scores, rows x experts (e.g. leave-one-out estimates).
@@ -353,6 +404,10 @@ def calibrate_decision(
         min_z: routing is kept only if its mean gain over the default is at least this many
             standard errors above 0 (guards against a margin that won by chance on few rows).
         source: where the scores came from, for the record.
+        stderr: the standard errors of the held-out ``scores`` (rows x experts), when the router
+            estimates them: every ``z`` of ``z_grid`` is then tried with every margin (see
+            :attr:`DecisionRule.z`); without them only ``z`` = 0 (one global margin).
+        z_grid: the values of ``z`` to try; on equal gains the larger one (more evidence) wins.
 
     Returns:
         The rule, with ``calibration`` holding what it measured. When fewer than 2 rows have every
@@ -387,23 +442,27 @@ def calibrate_decision(
         return DecisionRule(default_expert=default_expert, margin=None, calibration={**figures, "pays": False})
     rewards, scores, observed = rewards[keep], scores[keep], observed[keep]
     ranked = scores.nan_to_num(nan=-math.inf)
-    best = ranked.argmax(dim=-1)
-    advantage = (ranked.gather(1, best.unsqueeze(1)).squeeze(1) - ranked[:, default]).nan_to_num(nan=0.0)
-    positive = advantage[advantage > 0]
-    candidates = sorted(
-        {0.0, *(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist() if len(positive) else [])}
-    )
+    advantage = ranked - ranked[:, default : default + 1]
+    advantage[:, default] = -math.inf
     base = rewards[:, default]
-    chosen: tuple[float, torch.Tensor] | None = None
-    for margin in candidates:  # ascending: on equal gains the larger margin (fewer switches) wins
-        picks = torch.where(advantage > margin, best, torch.full_like(best, default))
-        diff = rewards.gather(1, picks.unsqueeze(1)).squeeze(1) - base
-        if chosen is None or diff.mean() >= chosen[1].mean():
-            chosen = (margin, diff)
-    margin, diff = chosen  # type: ignore[misc]
+    zs = sorted({0.0, *(float(z) for z in z_grid)}) if stderr is not None else [0.0]
+    needed = None if stderr is None else difference_stderr(stderr.float().cpu()[keep], default).float()
+    chosen: tuple[float, float, torch.Tensor, torch.Tensor] | None = None
+    for z in zs:  # ascending, like the margins: on equal gains more evidence (fewer switches) wins
+        excess = advantage if z == 0 or needed is None else advantage - z * needed
+        top = excess.max(dim=-1).values.nan_to_num(nan=-math.inf)
+        positive = top[top > 0]
+        candidates = sorted(
+            {0.0, *(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist() if len(positive) else [])}
+        )
+        for margin in candidates:
+            picks = _leave_default(ranked, excess, default, margin)
+            diff = rewards.gather(1, picks.unsqueeze(1)).squeeze(1) - base
+            if chosen is None or diff.mean() >= chosen[2].mean():
+                chosen = (z, margin, diff, picks)
+    z, margin, diff, picks = chosen  # type: ignore[misc]
     gain = float(diff.mean())
     # stand-in rewards are not evidence: the spread is the diffs', the count only the observed ones
-    picks = torch.where(advantage > margin, best, torch.full_like(best, default))
     known = int((observed.gather(1, picks.unsqueeze(1)).squeeze(1) & observed[:, default]).sum())
     error = float(diff.std() / math.sqrt(max(known, 1)))
     pays = gain > 0 and gain >= min_z * error
@@ -412,14 +471,21 @@ def calibrate_decision(
         routed_score=float(base.mean()) + gain,
         gain=gain,
         standard_error=error,
-        share_routed_away=float((advantage > margin).float().mean()) if pays else 0.0,
+        share_routed_away=float((picks != default).float().mean()) if pays else 0.0,
         pays=pays,
     )
+    if stderr is not None:
+        figures["z_grid"] = zs
     if not pays:
         figures["routed_score"] = float(base.mean())
         figures["best_margin_gain"] = gain
         figures["gain"] = 0.0
-    return DecisionRule(default_expert=default_expert, margin=float(margin) if pays else None, calibration=figures)
+    return DecisionRule(
+        default_expert=default_expert,
+        margin=float(margin) if pays else None,
+        z=float(z) if pays else 0.0,
+        calibration=figures,
+    )
 
 
 class SelectionPolicy(ZooterConfig):
@@ -552,6 +618,7 @@ def _how_many(row: list[float], ranked: list[int], always_idx: list[int], policy
 
 __all__ = [
     "MIN_DEFAULT_SUPPORT",
+    "Z_GRID",
     "DecisionRule",
     "Ranked",
     "Selection",
@@ -563,6 +630,7 @@ __all__ = [
     "choose",
     "choose_default",
     "decide",
+    "difference_stderr",
     "rank",
     "route_decisions",
     "select_top",

@@ -169,7 +169,14 @@ def describe_decision(card: CardData) -> str:
     else:
         parts.append(
             f"A query leaves the default expert `{rule['default_expert']}` only for an expert expected to beat it by "
-            f"more than {rule['margin']:.4g}. Calibrated on {c.get('rows')} held-out rows ({c.get('source')}): "
+            f"more than {rule['margin']:.4g}"
+            + (
+                f" plus {rule['z']:.3g} standard errors of the difference of the two estimates (so an expert whose "
+                "estimate rests on few neighbours needs more)"
+                if rule.get("z")
+                else ""
+            )
+            + f". Calibrated on {c.get('rows')} held-out rows ({c.get('source')}): "
             f"routed {c.get('routed_score', float('nan')):.4g} against {c.get('default_score', float('nan')):.4g} "
             f"for the default expert alone, {c.get('share_routed_away', 0.0):.1%} of queries routed away from it."
         )

@@ -41,7 +41,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from zooter.errors import MissingDependencyError, ZooterError
+from zooter.errors import MissingDependencyError, ZooterError, import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +150,7 @@ class ExactIndex:
 
 def import_faiss() -> Any:
     """The faiss module, or :class:`MissingDependencyError` naming the extra to install."""
-    try:
-        import faiss
-    except ImportError as e:
-        raise MissingDependencyError(f"an ANN index for the neighbour bank needs faiss: {ANN_EXTRA} ({e})") from None
-    return faiss
+    return import_optional("faiss", needs="an ANN index for the neighbour bank needs faiss", install=ANN_EXTRA)
 
 
 def faiss_available() -> bool:
@@ -410,6 +406,28 @@ def _recall(found: torch.Tensor, truth: torch.Tensor) -> float:
     return float((hits.float() / truth.shape[1]).mean())
 
 
+def resolve_kind(kind: str, rows: int) -> str:
+    """``"exact"`` or ``"ann"``: what index ``kind`` means for a bank of ``rows`` rows (see :func:`build_index`).
+
+    ``"auto"`` is an ANN index from :data:`ANN_MIN_ROWS` rows on when faiss is installed, exact
+    search otherwise; the choice is logged.
+    """
+    if kind not in INDEX_KINDS:
+        raise ZooterError(f"index must be one of {list(INDEX_KINDS)}, got {kind!r}")
+    if kind != "auto":
+        return kind
+    if rows < ANN_MIN_ROWS:
+        logger.info("index auto: exact search over %d rows (an ANN index pays from %d rows)", rows, ANN_MIN_ROWS)
+        return "exact"
+    if not faiss_available():
+        logger.warning(
+            "index auto: exact search over %d rows, since faiss is not installed (%s for an ANN index)", rows, ANN_EXTRA
+        )
+        return "exact"
+    logger.info("index auto: a faiss ANN index over %d rows", rows)
+    return "ann"
+
+
 def build_index(
     embeddings: torch.Tensor,
     kind: str = "auto",
@@ -431,24 +449,7 @@ def build_index(
         target_recall: recall@k the ANN index's search setting is tuned to reach.
         seed: seeds the ANN index's training and tuning samples.
     """
-    if kind not in INDEX_KINDS:
-        raise ZooterError(f"index must be one of {list(INDEX_KINDS)}, got {kind!r}")
-    rows = len(embeddings)
-    if kind == "auto":
-        if rows < ANN_MIN_ROWS:
-            logger.info("index auto: exact search over %d rows (an ANN index pays from %d rows)", rows, ANN_MIN_ROWS)
-            kind = "exact"
-        elif not faiss_available():
-            logger.warning(
-                "index auto: exact search over %d rows, since faiss is not installed (%s for an ANN index)",
-                rows,
-                ANN_EXTRA,
-            )
-            kind = "exact"
-        else:
-            logger.info("index auto: a faiss ANN index over %d rows", rows)
-            kind = "ann"
-    if kind == "exact":
+    if resolve_kind(kind, len(embeddings)) == "exact":
         return ExactIndex(embeddings)
     return FaissIndex.build(embeddings, factory=factory, k=k, target_recall=target_recall, seed=seed).to(
         embeddings.device
@@ -466,4 +467,5 @@ __all__ = [
     "build_index",
     "fingerprint",
     "import_faiss",
+    "resolve_kind",
 ]

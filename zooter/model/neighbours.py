@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 NEIGHBOURS_NAME = "neighbours.safetensors"
 _CHUNK = 1024  # query rows averaged at once: bounds memory at 1024 x k x experts floats
+# Leave-one-out calibration estimates at most this many rows: its standard error is then small
+# (about 0.003 on llmrouter_9model, docs/scaling.md), and its cost stops growing with the bank.
+CALIBRATION_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -409,6 +412,15 @@ class NeighbourBank:
             torch.isfinite(self.rewards), self.rewards, self.difficulty.unsqueeze(1) + self.offsets.unsqueeze(0)
         )
 
+    def sample(self, size: int, *, seed: int = 0) -> torch.Tensor:
+        """The indices (ascending) of a seeded random sample of at most ``size`` rows (all rows when
+        there are no more), e.g. to calibrate on. The bank keeps no tasks: training samples its
+        rows by task (:meth:`zooter.data.RoutingDataset.sample`) before they become a bank."""
+        if size >= len(self):
+            return torch.arange(len(self))
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randperm(len(self), generator=generator)[: max(0, size)].sort().values
+
     def leave_one_out(self, rows: torch.Tensor | None = None) -> Estimates:
         """Training rows estimated from the other rows: honest estimates to calibrate decisions on.
 
@@ -634,4 +646,11 @@ def _load_index(files: FolderFiles, bank: NeighbourBank, settings: dict[str, Any
     return index
 
 
-__all__ = ["NEIGHBOURS_NAME", "Estimates", "NeighbourBank", "NeighbourSettings", "safetensors_metadata"]
+__all__ = [
+    "CALIBRATION_ROWS",
+    "NEIGHBOURS_NAME",
+    "Estimates",
+    "NeighbourBank",
+    "NeighbourSettings",
+    "safetensors_metadata",
+]

@@ -313,6 +313,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             self.decision,
             target,
             source=source or dataset.source or "validation",
+            stderr=estimates.stderr,
         )
         self.set_costs(table, cost_weight=result["cost_weight"], calibration=result)
         return result
@@ -492,6 +493,8 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             estimates.expected_rewards,
             experts,
             self.decision,
+            stderr=estimates.stderr,
+            support=estimates.support,
             allowed=allowed,
             costs=costs,
             penalties=None if costs is None else self.cost_penalties(costs),
@@ -500,14 +503,24 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         )
 
     # -- keeping current (see zooter.lifecycle) -----------------------------------------------
-    def update(self, rows: Any, *, source: str | Path | None = None, show_progress: bool = False) -> Any:
+    def update(
+        self,
+        rows: Any,
+        *,
+        source: str | Path | None = None,
+        index: str | None = None,
+        engine: Any = None,
+        show_progress: bool = False,
+    ) -> Any:
         """Merge scored rows into the bank (by id; new queries appended) and recalibrate the decision.
 
-        Returns the :class:`~zooter.lifecycle.UpdateReport`; see :func:`zooter.lifecycle.update_router`.
+        ``index`` (``"exact"``, ``"ann"``, ``"auto"``; None: as trained) and ``engine`` (where new
+        queries are embedded) as in :func:`zooter.lifecycle.update_router`, which this calls.
+        Returns the :class:`~zooter.lifecycle.UpdateReport`.
         """
         from zooter.lifecycle import update_router
 
-        return update_router(self, rows, source=source, show_progress=show_progress)
+        return update_router(self, rows, source=source, index=index, engine=engine, show_progress=show_progress)
 
     def add_expert(
         self, name: str, rows: Any, *, costs: Any = None, source: str | Path | None = None, show_progress: bool = False

@@ -260,3 +260,32 @@ def test_doubly_robust_values_are_unbiased_on_a_logged_set() -> None:
     true = truth.gather(1, policy[:, None]).mean()
     assert abs(float(estimate - true)) < 0.03
     assert abs(float(direct.gather(1, policy[:, None]).mean() - true)) > 0.25  # the direct model alone is not
+
+
+def test_an_update_calibrates_the_cost_weight_again_on_the_bank(tiny_encoder: str, tmp_path: Path) -> None:
+    from zooter.decide.costs import CostTable, CostTarget
+
+    prices = CostTable.from_dict(
+        {
+            "mathbot": {"input_price_per_mtok": 0.5, "output_price_per_mtok": 1.0, "expected_output_tokens": 100},
+            "coder": {"input_price_per_mtok": 20.0, "output_price_per_mtok": 20.0, "expected_output_tokens": 200},
+            "poet": {"cost_per_call": 0.0001},
+        }
+    )
+    data = RoutingDataset([RoutingExample.from_dict(r) for r in ROWS[:40]])
+    config = TrainingConfig(encoder=tiny_encoder, max_length=32, device="cpu", show_progress=False, neighbours=[10])
+    router = train_router(data, config, costs=prices, cost_target=CostTarget(share=0.2, share_experts=["coder"]))
+    assert router.config.costs.calibration.rows == 40
+    router.save_pretrained(tmp_path / "r")
+    router = ZooterRouter.from_pretrained(tmp_path / "r", device="cpu")
+    assert router.bank.tokens is not None  # the bank prices its rows, saved with it
+    # eight new queries on which coder is by far the best: calibrated again, on the grown bank
+    new = [
+        {**row, "id": f"n{i}", "rewards": {"mathbot": 0.0, "coder": 10.0, "poet": 0.0}}
+        for i, row in enumerate(ROWS[40:])
+    ]
+    router.update([RoutingExample.from_dict(r) for r in new])
+    calibration = router.config.costs.calibration
+    assert calibration.rows == 48 and calibration.source == "leave-one-out"
+    assert calibration.target["share"] == 0.2
+    assert router.bank.tokens[-1] == router.count_tokens([ROWS[47]["query"]])[0]

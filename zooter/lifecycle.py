@@ -55,7 +55,7 @@ from zooter.model.index import TARGET_RECALL, FaissIndex, resolve_kind
 from zooter.model.neighbours import CALIBRATION_ROWS, Estimates, NeighbourBank, NeighbourSettings
 
 if TYPE_CHECKING:
-    from zooter.decide.costs import CostTable
+    from zooter.decide.costs import CostSettings, CostTable
     from zooter.engines import Engine
 
 # The router is typed Any here: zooter.model.router calls into this module (router.update), and the
@@ -262,6 +262,7 @@ def remove_expert(router: RouterLike, name: str) -> UpdateReport:
             bank.targets[index],
             None if bank.ids is None else [bank.ids[i] for i in index.tolist()],
             None if bank.propensities is None else bank.propensities[index],
+            None if bank.tokens is None else bank.tokens[index],
         )
     bank = _indexed(router, bank, previous if same_rows else None)  # rows dropped: a new index
     costs = router.config.costs
@@ -357,8 +358,12 @@ def _merged_bank(
         targets[index] = _targets(router, rewards[index])
     embeddings = bank.embeddings
     new_ids = list(bank.ids) if bank.ids is not None else None
+    tokens = bank.tokens
     if new:
-        vectors = embed_queries(router, [query for query, _, _ in new.values()], engine, show_progress=show_progress)
+        queries = [query for query, _, _ in new.values()]
+        vectors = embed_queries(router, queries, engine, show_progress=show_progress)
+        if tokens is not None:  # the bank prices its rows: so are the new ones
+            tokens = torch.cat([tokens, torch.tensor(router.count_tokens(queries), device=tokens.device).float()])
         appended = torch.full((len(new), len(experts)), math.nan, device=rewards.device)
         chances = torch.full_like(appended, math.nan)
         for r, (_, values, logged_chances) in enumerate(new.values()):
@@ -370,7 +375,8 @@ def _merged_bank(
         targets = torch.cat([targets, _targets(router, appended)])
         propensities = None if propensities is None else torch.cat([propensities, chances])
         new_ids = [*new_ids, *new] if new_ids is not None else None
-    return _rebuilt(bank, embeddings, rewards, targets, new_ids, propensities), len(changed), len(new)
+    merged = _rebuilt(bank, embeddings, rewards, targets, new_ids, propensities, tokens)
+    return merged, len(changed), len(new)
 
 
 def embed_queries(
@@ -441,10 +447,10 @@ def _with_experts(bank: NeighbourBank, columns: list[int]) -> NeighbourBank:
     if propensities is not None:
         nothing = torch.full((rows,), math.nan, device=propensities.device)
         propensities = torch.stack([propensities[:, j] if j >= 0 else nothing for j in columns], dim=1)
-    return _rebuilt(bank, bank.embeddings, rewards, targets, bank.ids, propensities)
+    return _rebuilt(bank, bank.embeddings, rewards, targets, bank.ids, propensities, bank.tokens)
 
 
-def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids, propensities=None) -> NeighbourBank:
+def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids, propensities, tokens) -> NeighbourBank:
     return NeighbourBank(
         embeddings,
         rewards,
@@ -454,6 +460,7 @@ def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids, propensitie
         shrinkage=bank.shrinkage,
         ids=ids,
         propensities=propensities,
+        tokens=tokens,
     )
 
 
@@ -494,8 +501,11 @@ def _prices_with(router: RouterLike, name: str, costs: Any) -> CostTable | None:
 
 
 # -- recalibrating and recording --------------------------------------------------------------------
-def recalibrate(router: RouterLike, bank: NeighbourBank, experts: list[str]) -> DecisionRule:
-    """The decision recalibrated on the leave-one-out estimates of a sample of the bank, as training does.
+def recalibrate(
+    router: RouterLike, bank: NeighbourBank, experts: list[str]
+) -> tuple[DecisionRule, Estimates, torch.Tensor]:
+    """The decision recalibrated on the leave-one-out estimates of a sample of the bank, as training
+    does; with those estimates and the sample's rows (what λ is calibrated on again).
 
     The sample is seeded and random, of at most the training's ``calibration_rows`` rows
     (:data:`~zooter.model.neighbours.CALIBRATION_ROWS` for routers trained before it existed),
@@ -505,14 +515,40 @@ def recalibrate(router: RouterLike, bank: NeighbourBank, experts: list[str]) -> 
     seed = int(training.get("seed", 0))
     sample = bank.sample(int(training.get("calibration_rows") or CALIBRATION_ROWS), seed=seed)
     record = {"rows": len(sample), "of": len(bank), "by": "all rows" if len(sample) == len(bank) else "random"}
-    return calibrate_sample(
-        bank,
-        bank.leave_one_out(sample),
-        sample,
-        experts,
-        min_z=float(training.get("min_z", 2.0)),
-        record={**record, "seed": seed},
+    held_out = bank.leave_one_out(sample)
+    rule = calibrate_sample(
+        bank, held_out, sample, experts, min_z=float(training.get("min_z", 2.0)), record={**record, "seed": seed}
     )
+    return rule, held_out, sample
+
+
+def recalibrate_cost_weight(
+    costs: CostSettings,
+    bank: NeighbourBank,
+    held_out: Estimates,
+    sample: torch.Tensor,
+    experts: list[str],
+    rule: DecisionRule | None,
+) -> CostSettings:
+    """``costs`` with λ calibrated again to its target on the leave-one-out estimates of the bank rows
+    ``sample``, priced from the rows' token counts (as training calibrates it)."""
+    from zooter.decide.costs import CostSettings, CostTarget, calibrate_cost_weight
+
+    if costs.calibration is None or bank.tokens is None:
+        return costs
+    sample = sample.to(bank.rewards.device)
+    target = CostTarget.from_dict(costs.calibration.target)
+    result = calibrate_cost_weight(
+        held_out.expected_rewards,
+        costs.prices.query_costs(bank.tokens[sample].cpu(), experts),
+        bank.rewards[sample],
+        experts,
+        rule,
+        target,
+        source="leave-one-out",
+        stderr=held_out.stderr,
+    )
+    return CostSettings(prices=costs.prices, cost_weight=result["cost_weight"], calibration=result)
 
 
 def calibrate_sample(
@@ -560,16 +596,20 @@ def _commit(
     """Make ``bank`` the router's, with its decision recalibrated and its config changed in one step
     (the config checks that the decision and the prices name its experts)."""
     rule = router.config.decision
+    held_out = sample = None
     if rule is not None or (router.config.training or {}).get("calibrate", True):
-        rule = recalibrate(router, bank, experts)
+        rule, held_out, sample = recalibrate(router, bank, experts)
     costs = router.config.costs if costs is ... else costs
     calibration = None if costs is None else costs.calibration
     if calibration is not None and calibration.target:
-        logger.warning(
-            "λ (cost weight %.4g) is kept as calibrated: the bank holds no query texts to price; "
-            "calibrate it again with router.calibrate_costs on scored rows",
-            router.cost_weight,
-        )
+        if bank.tokens is not None and held_out is not None and sample is not None:
+            costs = recalibrate_cost_weight(costs, bank, held_out, sample, experts, rule)
+        else:
+            logger.warning(
+                "λ (cost weight %.4g) is kept as calibrated: the bank does not price its rows (a router "
+                "trained before banks kept their token counts); calibrate it again with router.calibrate_costs",
+                router.cost_weight,
+            )
     record = {"removed_expert": removed, "time": _now()} if removed is not None else source_record(source, rows)
     previous = router.config.neighbours
     settings = bank_settings(bank, experts)

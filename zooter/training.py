@@ -607,6 +607,8 @@ def _set_costs(
         router.set_costs(costs, cost_weight=cost_weight)
         return
     router.set_costs(costs)
+    if router.bank is not None and len(router.bank) == len(dataset):  # priced rows: an update calibrates λ again
+        router.bank.tokens = torch.tensor(router.count_tokens([ex.query for ex in dataset]), dtype=torch.float32)
     result = router.calibrate_costs(held_out_rows, target, estimates=held_out, source=source)
     logger.info(
         "cost weight %.4g meets %s on %d %s rows: mean reward %.4g at %.4g USD per query",

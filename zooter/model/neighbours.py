@@ -164,6 +164,9 @@ class NeighbourBank:
             came from production feedback (the router's logged exploration propensity), ``nan``
             elsewhere; what the decision's doubly robust calibration weighs such rewards by (see
             :func:`zooter.decide.policy.doubly_robust_values`). None: no reward came with one.
+        tokens: each row's query length in the router's tokens, kept when the router prices its
+            experts against a cost target, so an update can calibrate λ again on the bank's rows
+            (the bank keeps no query texts); None otherwise.
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class NeighbourBank:
         shrinkage: float = 0.0,
         ids: Sequence[str] | None = None,
         propensities: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> None:
         if ids is not None and len(ids) != embeddings.shape[0]:
             raise ZooterError(f"a neighbour bank of {embeddings.shape[0]} rows got {len(ids)} ids")
@@ -208,6 +212,11 @@ class NeighbourBank:
                 f"a neighbour bank's propensities must be {tuple(rewards.shape)} probabilities in (0, 1] or nan"
             )
         self.propensities = None if propensities is None else propensities.float().to(self.rewards.device)
+        if tokens is not None and (
+            tokens.shape != (rewards.shape[0],) or not bool((torch.isfinite(tokens) & (tokens >= 0)).all())
+        ):
+            raise ZooterError(f"a neighbour bank's token counts must be {rewards.shape[0]} numbers >= 0")
+        self.tokens = None if tokens is None else tokens.float().to(self.rewards.device)
         self.k = k
         self.temperature = temperature
         self.index: BankIndex = ExactIndex(self.embeddings)
@@ -246,6 +255,8 @@ class NeighbourBank:
             tensors["weights"] = self.weights
         if self.propensities is not None:
             tensors["propensities"] = self.propensities
+        if self.tokens is not None:
+            tensors["tokens"] = self.tokens
         return tensors
 
     def row_weights(self) -> torch.Tensor:
@@ -311,6 +322,7 @@ class NeighbourBank:
             propensities=None
             if self.propensities is None
             else torch.cat([self.propensities, torch.full_like(column, math.nan)], dim=1),
+            tokens=self.tokens,
         )
         bank.index, bank._fingerprint = self.index, self._fingerprint  # the same rows: the same index
         return bank
@@ -565,6 +577,7 @@ class NeighbourBank:
                 temperature=settings.temperature,
                 weights=tensors.get("weights"),
                 propensities=tensors.get("propensities"),
+                tokens=tensors.get("tokens"),
                 # routers saved before shrinkage existed keep the plain average they were calibrated with
                 shrinkage=settings.shrinkage,
                 ids=ids,

@@ -240,6 +240,24 @@ def test_a_thin_expert_is_admitted_only_where_its_own_rows_show_it_pays() -> Non
     assert choose(blind, experts, rule).tolist() == choose(blind[:, :2], experts[:2], rule).tolist()
 
 
+def test_feedback_rows_do_not_make_an_expert_thin_nor_calibrate_the_margin_on_stand_ins() -> None:
+    from zooter.decide.policy import calibrate_decision
+
+    experts = ["a", "b"]
+    generator = torch.Generator().manual_seed(4)
+    scored = torch.rand(200, 2, generator=generator)
+    logged = torch.full((600, 2), math.nan)
+    logged[:, 0] = torch.rand(600, generator=generator)  # the router answered with its default, a
+    rewards = torch.cat([scored, logged])
+    propensities = torch.where(torch.isfinite(rewards), 0.9, math.nan)
+    propensities[:200] = math.nan  # the scored rows were not observed through the policy
+    scores = rewards.nan_to_num(0.5) + 0.05 * torch.randn(800, 2, generator=generator)
+    rule = calibrate_decision(scores, rewards, experts, default_expert="a", propensities=propensities)
+    c = rule.calibration
+    assert rule.thin_experts == {} and (c["scored_rows"], c["logged_rows"]) == (200, 600)
+    assert c["rows"] == 200 and rule.routes  # b wins where the scored rows say so
+
+
 def test_doubly_robust_values_are_unbiased_on_a_logged_set() -> None:
     """Bandit feedback: one expert's reward per row, drawn by a logging policy with known propensities;
     the doubly robust mean of another policy's picks matches its true mean, even with a biased direct model."""

@@ -444,8 +444,8 @@ def calibrate_decision(
             whose choice and default rewards are both observed.
         propensities: for each observed reward, the probability with which it was observed (the
             logged exploration propensity of production feedback), rows x experts, ``nan`` where
-            unknown; an unknown one is taken as the share of rows with the expert's reward (a
-            random subset of rows scored). Used by the doubly robust admission of thin experts.
+            unknown (a scored reward: see :func:`doubly_robust_values`). Used by the doubly robust
+            admission of thin experts.
         min_z: routing is kept only if its mean gain over the default is at least this many
             standard errors above 0 (guards against a margin that won by chance on few rows); a
             thin expert is admitted only on the same terms.
@@ -466,24 +466,40 @@ def calibrate_decision(
     support = None
     if default_expert is None:
         default_expert, support = choose_default(rewards if default_rewards is None else default_rewards, experts)
-    thin = thin_mask(rewards if default_rewards is None else default_rewards)
+    # Rows logged through the router's policy (production feedback) lack the rewards of the experts
+    # it did not choose, because it expected them to be worse: not at random, so stand-ins would
+    # flatter the rule's choices there. The margin is calibrated on the scored rows (when there are
+    # some), and an expert is thin for lack of scored rows; logged rows count in the estimates and,
+    # weighed by their propensities, in the doubly robust admission of thin experts.
+    rows = torch.ones(len(rewards), dtype=torch.bool)
+    counted: dict[str, int] = {}
+    if propensities is not None:
+        scored = ~torch.isfinite(propensities.cpu()).any(dim=1)
+        if int(scored.sum()) >= 2 and not bool(scored.all()):
+            rows = scored
+    if bool(rows.all()):
+        thin = thin_mask(rewards if default_rewards is None else default_rewards)
+    else:
+        thin = thin_mask(rewards[rows])
+        counted = {"scored_rows": int(rows.sum()), "logged_rows": int((~rows).sum())}
     thin[experts.index(default_expert)] = False
     stderr = None if stderr is None else stderr.float().cpu()
     kept = (~thin).nonzero().squeeze(1)
     rule = _calibrate_margin(
-        scores[:, kept],
-        rewards[:, kept],
+        scores[rows][:, kept],
+        rewards[rows][:, kept],
         [experts[i] for i in kept.tolist()],
         default_expert,
-        None if filled is None else filled[:, kept],
+        None if filled is None else filled[rows][:, kept],
         min_z,
         source,
-        None if stderr is None else stderr[:, kept],
+        None if stderr is None else stderr[rows][:, kept],
         z_grid,
     )
     figures = rule.calibration
     if support is not None:
         figures["default_support"] = support
+    figures.update(counted)
     if not bool(thin.any()):
         return rule
     rule = rule.model_copy(
@@ -510,12 +526,18 @@ def doubly_robust_values(
     weighted by the inverse of the probability it was observed. Averaged over rows it is unbiased
     for what a policy choosing these experts would get, whatever the direct estimate's error, as
     long as the propensities are right; where an expert's reward is never observed it is the
-    direct estimate alone. A propensity that is ``nan`` (unknown) is taken as the share of rows
-    with the expert's reward (rewards missing at random).
+    direct estimate alone. A reward without a logged propensity (``nan``: it was scored, not
+    observed through the router's policy) counts as one of a random subset: its probability is
+    the share of the rows without logged propensities that have the expert's reward (1 for a
+    fully scored training set, n / rows for an expert scored on n random rows).
     """
     observed = torch.isfinite(rewards)
-    share = observed.float().mean(dim=0, keepdim=True).expand_as(rewards)
-    p = share if propensities is None else torch.where(torch.isfinite(propensities), propensities.float(), share)
+    logged = torch.zeros_like(observed) if propensities is None else torch.isfinite(propensities)
+    scored = ~logged.any(dim=1, keepdim=True)
+    share = (observed & scored).sum(dim=0, keepdim=True) / scored.sum().clamp_min(1)
+    p = share.float().expand_as(rewards)
+    if propensities is not None:
+        p = torch.where(logged, propensities.float(), p)
     direct = direct.float().nan_to_num(0.0)
     residual = (rewards.float() - direct).nan_to_num(0.0) / p.clamp_min(1e-6)
     return direct + torch.where(observed, residual, torch.zeros_like(residual))

@@ -1,14 +1,16 @@
 """Routing quality of the default recipe on every real set the project has, against the baselines.
 
 For each set, trains with ``TrainingConfig()`` defaults (``--method distill`` for the paper's
-fine-tuning instead) on the training rows, routes the test rows, and compares the routed mean reward
-with, on the same test rows:
+fine-tuning instead, ``--method distill+neighbours`` for a bank of the fine-tuned encoder's
+embeddings, ``--epochs`` its epoch budget) on the training rows, routes the test rows, and compares
+the routed mean reward with, on the same test rows:
 
 - best single: the expert with the highest mean reward on the test rows (a hindsight baseline);
 - per-task best: for each test row, the expert with the best mean reward on the *training* rows of
   its task (uses the ``task`` field, which a router never sees);
 - kNN-10 and kNN-100: the mean reward of the 10 / 100 training queries nearest to the test query
-  (cosine on the same frozen encoder's pooled vectors, unweighted), then the best expert;
+  (cosine on the router's encoder's pooled vectors, unweighted; frozen MiniLM for the default, the
+  fine-tuned encoder for the other methods, over the bank's rows when it has one), then the best expert;
 - oracle: the best expert of every row.
 
 Sets (train -> test, fixed splits):
@@ -16,6 +18,10 @@ Sets (train -> test, fixed splits):
 - ``arena``: arena-bench-v1, the demo's six experts and split (210 train, 30 validation, 59 scored test);
 - ``routellm``: ``../shared/data/routellm_mmlu_gsm8k`` split by id hash, seed 0, 20 % test;
 - ``llmrouter``: ``../shared/data/llmrouter_9model`` train.jsonl.gz -> test.jsonl.gz.
+
+A ``distill+neighbours`` run also records its per-epoch validation figures and ``head_argmax``:
+the test rows routed by the argmax of the head trained with it (at the epoch the bank chose), i.e.
+the paper's distilled router from the same fine-tuning, without a calibrated margin.
 
 Prints one JSON object, then a markdown table. Each finished (set, seed) run is appended to
 ``--results`` (JSONL) and skipped on a rerun.
@@ -77,25 +83,45 @@ def knn_choices(train_vectors: torch.Tensor, train: RoutingDataset, test_vectors
     return [train.experts[j] for j in means.argmax(dim=-1).tolist()]
 
 
-def run(name: str, seed: int, method: str, device: str | None, encoder: str | None = None) -> dict[str, Any]:
+def run(
+    name: str, seed: int, method: str, device: str | None, encoder: str | None = None, epochs: int | None = None
+) -> dict[str, Any]:
     train, validation, test = load_set(name)
-    config = TrainingConfig(method=method, seed=seed, device=device, encoder=encoder, show_progress=False)
+    config = TrainingConfig(
+        method=method,
+        seed=seed,
+        device=device,
+        encoder=encoder,
+        show_progress=False,
+        **({} if epochs is None else {"epochs": epochs}),
+    )
     started = time.perf_counter()
     router = train_router(train, config, validation=validation)
     seconds = time.perf_counter() - started
     report = evaluate(router, test)
-    # the same frozen encoder's vectors: the neighbour bank holds them already
-    train_vectors = (
-        router.bank.embeddings if router.bank is not None else router.embed_queries([ex.query for ex in train])
-    )
+    # the router's encoder's vectors: the neighbour bank holds them already (its rows: all training rows,
+    # or those left when distill+neighbours held some out to validate on)
+    if router.bank is not None:
+        index = {ex.id: i for i, ex in enumerate(train)}
+        neighbours_of, train_vectors = train.take([index[i] for i in router.bank.ids]), router.bank.embeddings
+    else:
+        neighbours_of, train_vectors = train, router.embed_queries([ex.query for ex in train])
     test_vectors = router.embed_queries([ex.query for ex in test])
     baselines = {
         "per_task_best": evaluate_choices(test, per_task_best_choices(train, test)).routed,
         **{
-            f"knn_{k}": evaluate_choices(test, knn_choices(train_vectors, train, test_vectors, k)).routed
+            f"knn_{k}": evaluate_choices(test, knn_choices(train_vectors, neighbours_of, test_vectors, k)).routed
             for k in (10, 100)
         },
     }
+    extra: dict[str, Any] = {}
+    if method == "distill+neighbours":
+        with torch.no_grad():
+            heads = router.head(test_vectors.to(router.head.weight.dtype)).argmax(dim=1).tolist()
+        extra = {
+            "head_argmax": evaluate_choices(test, [router.experts[j] for j in heads]).routed,
+            "epochs": [e for e in router.training_log if "val_gain" in e],
+        }
     rule = router.decision
     return {
         "set": name,
@@ -114,6 +140,10 @@ def run(name: str, seed: int, method: str, device: str | None, encoder: str | No
         else sum(share for expert, share in report.routing_share.items() if expert != rule.default_expert),
         "decision": None if rule is None else rule.to_dict(),
         "neighbours": None if router.config.neighbours is None else router.config.neighbours.to_dict(),
+        "epoch_budget": None if method == "neighbours" else config.epochs,
+        "best_epoch": router.config.training_summary.get("best_epoch"),
+        "validation_rows": router.config.training_summary.get("validation_rows"),
+        **extra,
         "train_seconds": round(seconds, 1),
         "device": str(router.device),
     }
@@ -165,11 +195,20 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def same_recipe(result: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Whether a finished run is of the method (and epoch budget) asked for."""
+    if result["method"] != args.method:
+        return False
+    budget = None if args.method == "neighbours" else args.epochs or TrainingConfig().epochs
+    return result.get("epoch_budget", None if args.method == "neighbours" else TrainingConfig().epochs) == budget
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, from {SETS}")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--method", default="neighbours", choices=["neighbours", "distill"])
+    parser.add_argument("--method", default="neighbours", choices=["neighbours", "distill", "distill+neighbours"])
+    parser.add_argument("--epochs", type=int, help="epochs of the fine-tuning methods (default 6)")
     parser.add_argument("--device")
     parser.add_argument("--encoder", help="encoder id or folder (default: the bundled all-MiniLM-L6-v2)")
     parser.add_argument("--data", help=f"folder holding the shared data sets (default: {SHARED_DATA})")
@@ -182,13 +221,13 @@ def main() -> None:
     done = [json.loads(line) for line in results.read_text().splitlines() if line.strip()] if results.is_file() else []
     for name in args.sets.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            if any(r["set"] == name and r["seed"] == seed and r["method"] == args.method for r in done):
+            if any(r["set"] == name and r["seed"] == seed and same_recipe(r, args) for r in done):
                 continue
-            result = run(name, seed, args.method, args.device, args.encoder)
+            result = run(name, seed, args.method, args.device, args.encoder, args.epochs)
             done.append(result)
             with results.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(result) + "\n")
-    runs = [r for r in done if r["method"] == args.method and r["set"] in args.sets.split(",")]
+    runs = [r for r in done if same_recipe(r, args) and r["set"] in args.sets.split(",")]
     rows = summarise(runs)
     print(json.dumps({"machine": machine(), "method": args.method, "runs": runs, "summary": rows}))
     print()

@@ -150,7 +150,9 @@ def test_an_expert_with_a_reward_on_few_rows_is_not_the_default_and_the_record_s
     assert rule.default_expert == "a" and not rule.routes
     c = rule.calibration
     assert c["default_support"] == {"rows": 75, "min_rows": 38, "passed_over": {"rare": 1}}
-    assert c["rows"] == 1 and c["sparse_experts"] == {"rare": 1}
+    # "rare" is a thin expert: the margin is calibrated on every row among the others, and "rare"
+    # is chosen only if a doubly robust estimate of its own rows shows that it pays (it does not)
+    assert c["rows"] == 75 and c["thin_experts"]["rows"] == {"rare": 1} and rule.thin_experts == {"rare": None}
     assert c["default_score"] == pytest.approx(float(rewards[:, 0].mean()))  # a figure, not "nan"
 
 

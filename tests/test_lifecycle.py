@@ -111,6 +111,29 @@ def test_add_expert_from_partial_rows(router: ZooterRouter, tmp_path: Path, writ
     assert ZooterRouter.from_pretrained(tmp_path / "r", device="cpu").experts == router.experts
 
 
+def test_feedback_propensities_ride_into_the_bank_and_its_folder(
+    router: ZooterRouter, tmp_path: Path, write_jsonl
+) -> None:
+    feedback = [
+        {"id": "f1", "query": ROWS[41]["query"], "rewards": {"coder": 1.0}, "reason": "explore", "propensity": 0.05},
+        {"id": "q2", "query": "known", "rewards": {"poet": 0.0}, "reason": "routed", "propensity": 0.9},
+        {"id": "f2", "query": ROWS[42]["query"], "rewards": {"mathbot": 1.0}, "reason": "fallback", "propensity": None},
+    ]
+    router.update(load_rows(write_jsonl(feedback, "feedback.jsonl")))
+    chances = router.bank.propensities
+    coder, poet = router.experts.index("coder"), router.experts.index("poet")
+    assert chances[router.bank.ids.index("f1"), coder] == pytest.approx(0.05)
+    assert chances[router.bank.ids.index("q2"), poet] == pytest.approx(0.9)
+    assert int(torch.isfinite(chances).sum()) == 2  # scored rewards and the fallback have none
+    router.save_pretrained(tmp_path / "r")
+    loaded = ZooterRouter.from_pretrained(tmp_path / "r", device="cpu")
+    assert torch.equal(loaded.bank.propensities.isnan(), chances.isnan())
+    loaded.remove_expert("poet")  # columns follow the experts
+    assert loaded.bank.propensities.shape == loaded.bank.rewards.shape
+    with pytest.raises(DataError, match="propensity"):
+        RoutingExample.from_dict({"id": "x", "query": "q", "rewards": {"coder": 1.0}, "propensity": 1.5})
+
+
 def test_bad_rows_are_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:
     before = (router.experts, router.bank.rewards.clone(), router.config.decision)
     with pytest.raises(DataError, match="experts the router lacks"):
@@ -177,9 +200,63 @@ def test_calibration_counts_incomplete_rows_through_stand_ins() -> None:
     rewards = torch.stack([torch.rand(400, generator=generator), torch.rand(400, generator=generator)], 1)
     scores = rewards + 0.05 * torch.randn(400, 2, generator=generator)  # estimates that know the winner
     partial = rewards.clone()
-    partial[torch.arange(400) % 4 != 0, 1] = math.nan  # expert b scored on a quarter of the rows
+    partial[torch.arange(400) % 5 < 2, 1] = math.nan  # expert b scored on 60 % of the rows
     complete_only = calibrate_decision(scores, partial, ["a", "b"], default_expert="a")
-    assert complete_only.calibration["rows"] == 100
+    assert complete_only.calibration["rows"] == 240
     filled = torch.where(torch.isfinite(partial), partial, torch.full_like(partial, 0.5))
     with_stand_ins = calibrate_decision(scores, partial, ["a", "b"], default_expert="a", filled=filled)
-    assert with_stand_ins.calibration["rows"] == 400 and with_stand_ins.calibration["complete_rows"] == 100
+    assert with_stand_ins.calibration["rows"] == 400 and with_stand_ins.calibration["complete_rows"] == 240
+
+
+def _thin_rows(seed: int, rows: int = 400, scored: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three experts' rewards, the last scored on a random ``scored`` of the rows only."""
+    generator = torch.Generator().manual_seed(seed)
+    rewards = torch.rand(rows, 3, generator=generator)
+    partial = rewards.clone()
+    hidden = torch.randperm(rows, generator=generator)[scored:]
+    partial[hidden, 2] = math.nan
+    return rewards, partial
+
+
+def test_a_thin_expert_is_admitted_only_where_its_own_rows_show_it_pays() -> None:
+    from zooter.decide.policy import calibrate_decision, choose
+
+    experts = ["a", "b", "new"]
+    rewards, partial = _thin_rows(0)
+    knowing = rewards + 0.05 * torch.randn(rewards.shape, generator=torch.Generator().manual_seed(5))
+    rule = calibrate_decision(knowing, partial, experts, default_expert="a")
+    # b is calibrated on every row; "new" (scored on 100 of 400 rows) is thin, and its rows show it pays
+    assert rule.routes and rule.thin_experts["new"] is not None
+    assert rule.calibration["thin_experts"]["admitted"] and rule.calibration["thin_experts"]["rows"] == {"new": 100}
+    picks = choose(knowing, experts, rule)
+    without = choose(knowing[:, :2], experts[:2], rule.model_copy(update={"thin_experts": {}}))
+    assert rewards.gather(1, picks[:, None]).mean() > rewards.gather(1, without[:, None]).mean()
+    # a worse "new" expert whose estimates know nothing (its prior says it is the best everywhere): not admitted
+    partial[:, 2] *= 0.3
+    blind = knowing.clone()
+    blind[:, 2] = 0.9 + 0.01 * torch.rand(400, generator=torch.Generator().manual_seed(6))
+    rule = calibrate_decision(blind, partial, experts, default_expert="a")
+    assert rule.thin_experts == {"new": None}
+    assert choose(blind, experts, rule).tolist() == choose(blind[:, :2], experts[:2], rule).tolist()
+
+
+def test_doubly_robust_values_are_unbiased_on_a_logged_set() -> None:
+    """Bandit feedback: one expert's reward per row, drawn by a logging policy with known propensities;
+    the doubly robust mean of another policy's picks matches its true mean, even with a biased direct model."""
+    from zooter.decide.policy import doubly_robust_values
+
+    generator = torch.Generator().manual_seed(3)
+    rows, experts = 20000, 3
+    truth = torch.rand(rows, experts, generator=generator)
+    logging = torch.tensor([0.7, 0.2, 0.1]).expand(rows, experts)
+    logged = torch.multinomial(logging, 1, generator=generator).squeeze(1)
+    rewards = torch.full((rows, experts), math.nan)
+    rewards[torch.arange(rows), logged] = truth[torch.arange(rows), logged]
+    propensities = torch.where(torch.isfinite(rewards), logging, torch.full_like(logging, math.nan))
+    direct = truth + 0.3  # a direct model that is off by 0.3 everywhere
+    values = doubly_robust_values(rewards, direct, propensities)
+    policy = (truth[:, 2] > 0.5).long() * 2  # picks expert 2 where it is good, else expert 0
+    estimate = values.gather(1, policy[:, None]).mean()
+    true = truth.gather(1, policy[:, None]).mean()
+    assert abs(float(estimate - true)) < 0.03
+    assert abs(float(direct.gather(1, policy[:, None]).mean() - true)) > 0.25  # the direct model alone is not

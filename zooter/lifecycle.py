@@ -261,6 +261,7 @@ def remove_expert(router: RouterLike, name: str) -> UpdateReport:
             bank.rewards[index],
             bank.targets[index],
             None if bank.ids is None else [bank.ids[i] for i in index.tolist()],
+            None if bank.propensities is None else bank.propensities[index],
         )
     bank = _indexed(router, bank, previous if same_rows else None)  # rows dropped: a new index
     costs = router.config.costs
@@ -328,18 +329,28 @@ def _merged_bank(
         logger.warning("this router's bank predates query ids: every row is added as a new query")
     where = {} if ids is None else {rid: i for i, rid in enumerate(ids)}
     rewards = bank.rewards.clone()
+    logged = any(row.propensity is not None for row in rows)
+    propensities = bank.propensities
+    if propensities is None and logged:
+        propensities = torch.full_like(rewards, math.nan)
+    propensities = None if propensities is None else propensities.clone()
     column = {name: j for j, name in enumerate(experts)}
-    new: dict[str, tuple[Any, dict[str, float]]] = {}  # id -> (query, rewards), in first-seen order
+    # id -> (query, rewards, propensities), in first-seen order
+    new: dict[str, tuple[Any, dict[str, float], dict[str, float]]] = {}
     changed: set[int] = set()
     for row in rows:
+        # a reward observed through the router's policy carries its propensity; a scored one has none
+        chance = math.nan if row.propensity is None else row.propensity
         if row.id in where:
             i = where[row.id]
             for name, value in row.rewards.items():
                 rewards[i, column[name]] = value
+                if propensities is not None:
+                    propensities[i, column[name]] = chance
             changed.add(i)
         else:
-            query, known = new.get(row.id, (row.query, {}))
-            new[row.id] = (query, {**known, **row.rewards})
+            query, known, chances = new.get(row.id, (row.query, {}, {}))
+            new[row.id] = (query, {**known, **row.rewards}, {**chances, **dict.fromkeys(row.rewards, chance)})
     targets = bank.targets.clone()
     if changed:
         index = torch.tensor(sorted(changed), device=rewards.device)
@@ -347,16 +358,19 @@ def _merged_bank(
     embeddings = bank.embeddings
     new_ids = list(bank.ids) if bank.ids is not None else None
     if new:
-        vectors = embed_queries(router, [query for query, _ in new.values()], engine, show_progress=show_progress)
+        vectors = embed_queries(router, [query for query, _, _ in new.values()], engine, show_progress=show_progress)
         appended = torch.full((len(new), len(experts)), math.nan, device=rewards.device)
-        for r, (_, values) in enumerate(new.values()):
+        chances = torch.full_like(appended, math.nan)
+        for r, (_, values, logged_chances) in enumerate(new.values()):
             for name, value in values.items():
                 appended[r, column[name]] = value
+                chances[r, column[name]] = logged_chances[name]
         embeddings = torch.cat([embeddings.float(), vectors.to(embeddings.device).float()])
         rewards = torch.cat([rewards, appended])
         targets = torch.cat([targets, _targets(router, appended)])
+        propensities = None if propensities is None else torch.cat([propensities, chances])
         new_ids = [*new_ids, *new] if new_ids is not None else None
-    return _rebuilt(bank, embeddings, rewards, targets, new_ids), len(changed), len(new)
+    return _rebuilt(bank, embeddings, rewards, targets, new_ids, propensities), len(changed), len(new)
 
 
 def embed_queries(
@@ -423,12 +437,23 @@ def _with_experts(bank: NeighbourBank, columns: list[int]) -> NeighbourBank:
     total = targets.sum(dim=1, keepdim=True)
     # a row whose target mass was all on a removed expert is relabelled from its rewards
     targets = torch.where(total > 0, targets / total.clamp_min(1e-12), soft_targets(rewards))
-    return _rebuilt(bank, bank.embeddings, rewards, targets, bank.ids)
+    propensities = bank.propensities
+    if propensities is not None:
+        nothing = torch.full((rows,), math.nan, device=propensities.device)
+        propensities = torch.stack([propensities[:, j] if j >= 0 else nothing for j in columns], dim=1)
+    return _rebuilt(bank, bank.embeddings, rewards, targets, bank.ids, propensities)
 
 
-def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids) -> NeighbourBank:
+def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids, propensities=None) -> NeighbourBank:
     return NeighbourBank(
-        embeddings, rewards, targets, k=bank.k, temperature=bank.temperature, shrinkage=bank.shrinkage, ids=ids
+        embeddings,
+        rewards,
+        targets,
+        k=bank.k,
+        temperature=bank.temperature,
+        shrinkage=bank.shrinkage,
+        ids=ids,
+        propensities=propensities,
     )
 
 
@@ -502,7 +527,8 @@ def calibrate_sample(
     """The decision calibrated on ``held_out``, the leave-one-out estimates of the bank rows ``sample``.
 
     The default expert is the best on all rows; rows with missing rewards count through their
-    stand-ins (:meth:`NeighbourBank.filled_rewards`). ``record`` (what was sampled: ``rows``,
+    stand-ins (:meth:`NeighbourBank.filled_rewards`), and thin experts are admitted by a doubly robust
+    estimate that weighs each logged reward by its propensity. ``record`` (what was sampled: ``rows``,
     ``of``, ``by``, ``seed``) is kept in the rule's ``calibration["sample"]``.
     """
     sample = sample.to(bank.rewards.device)
@@ -512,6 +538,7 @@ def calibrate_sample(
         experts,
         default_rewards=bank.rewards,
         filled=bank.filled_rewards()[sample],
+        propensities=None if bank.propensities is None else bank.propensities[sample],
         min_z=min_z,
         source="leave-one-out",
         stderr=held_out.stderr,

@@ -65,12 +65,18 @@ class DecisionRule(ZooterConfig):
             saved before it existed, and for routers without standard errors (a distilled head).
         calibration: how the margin was chosen and what it measured there (rows, default and
             routed score, gain, its standard error, share routed away).
+        thin_experts: experts whose rewards cover too few rows to be a default candidate (one just
+            added from a few hundred scored queries, or known only from production feedback), each
+            with the margin by which its score must beat the expert the rule chooses among the
+            others to be chosen instead; None: not chosen while another expert is allowed (its own
+            rows did not show that routing to it pays). See :func:`calibrate_decision`.
     """
 
     default_expert: str = Field(min_length=1)
     margin: float | None = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     z: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     calibration: dict[str, Any] = Field(default_factory=dict)
+    thin_experts: dict[str, float | None] = Field(default_factory=dict)
 
     @property
     def routes(self) -> bool:
@@ -248,6 +254,11 @@ def rank(
         keep = torch.where(over_budget.unsqueeze(1), fallback, affordable)
     # an expert without an estimate ranks below every estimate, but above every expert it may not choose
     lowest = torch.full_like(filled, torch.finfo(filled.dtype).min)
+    thin = rule.thin_experts if rule is not None else {}
+    on_probation = torch.tensor([name in thin for name in experts], device=filled.device)
+    scored = filled
+    if thin:  # the rule first chooses among the other experts, as if a thin expert had no estimate
+        filled = filled.masked_fill(on_probation, math.nan)
     filled = torch.where(keep & ~torch.isfinite(filled), lowest, filled).masked_fill(~keep, -math.inf)
     best = filled.argmax(dim=-1)
     if rule is None or rule.default_expert not in experts:
@@ -257,7 +268,7 @@ def rank(
     if margin is None:
         if not priced:
             chosen = torch.where(keep[:, default], torch.full_like(best, default), best)
-            return Ranked(chosen, adjusted, keep, over_budget, None)
+            return Ranked(_admit_thin(chosen, scored, keep, experts, thin), adjusted, keep, over_budget, None)
         margin = 0.0
     z = rule.z if stderr is not None else 0.0
     advantage = filled - filled[:, default : default + 1]
@@ -268,7 +279,7 @@ def rank(
     chosen = _leave_default(filled, advantage.masked_fill(~keep, -math.inf), default, margin)
     # a default the call does not allow: the best allowed expert answers
     chosen = torch.where(keep[:, default], chosen, best)
-    return Ranked(chosen, adjusted, keep, over_budget, margin, z)
+    return Ranked(_admit_thin(chosen, scored, keep, experts, thin), adjusted, keep, over_budget, margin, z)
 
 
 def _leave_default(scores: torch.Tensor, advantage: torch.Tensor, default: int, margin: float) -> torch.Tensor:
@@ -285,6 +296,27 @@ def difference_stderr(stderr: torch.Tensor, default: int) -> torch.Tensor:
     independent; an expert without one (``nan``) gets an infinite one: it never clears the evidence."""
     se = stderr.double().nan_to_num(nan=math.inf)
     return (se.square() + se[:, default : default + 1].square()).sqrt()
+
+
+def _admit_thin(
+    chosen: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor, experts: list[str], thin: dict[str, float | None]
+) -> torch.Tensor:
+    """``chosen``, or a thin expert whose score beats the chosen expert's by more than its margin."""
+    if not thin:
+        return chosen
+    margins = torch.tensor(
+        [math.inf if thin.get(name) is None else thin[name] for name in experts],
+        dtype=scores.dtype,
+        device=scores.device,
+    )
+    against = scores.gather(1, chosen.unsqueeze(1)).squeeze(1)
+    # where the chosen expert has no estimate (it was the only choice), a thin expert needs one to win
+    against = torch.where(torch.isfinite(against), against, torch.full_like(against, -math.inf))
+    lead = (scores - margins).masked_fill(~keep | ~torch.isfinite(scores), -math.inf)
+    best = lead.argmax(dim=-1)
+    wins = lead.gather(1, best.unsqueeze(1)).squeeze(1) > against
+    wins &= torch.isfinite(lead.gather(1, best.unsqueeze(1)).squeeze(1))
+    return torch.where(wins, best, chosen)
 
 
 def route_decisions(
@@ -379,6 +411,7 @@ def calibrate_decision(
     default_expert: str | None = None,
     default_rewards: torch.Tensor | None = None,
     filled: torch.Tensor | None = None,
+    propensities: torch.Tensor | None = None,
     min_z: float = 2.0,
     source: str = "validation",
     stderr: torch.Tensor | None = None,
@@ -386,6 +419,14 @@ def calibrate_decision(
 ) -> DecisionRule:
     """Choose the margin (and, with ``stderr``, the evidence ``z``) that routes best on held-out
     ``scores`` against their true ``rewards``.
+
+    Experts whose rewards cover too few rows to be a default candidate (see :func:`choose_default`:
+    an expert just added from a few hundred scored queries, or known only from bandit feedback)
+    are *thin*: the margin is calibrated among the other experts first, then the thin experts are
+    admitted only by a margin of their own over the rule's choice, and only when a doubly robust
+    estimate of what admitting them gains passes the same significance test (see
+    :func:`doubly_robust_values`). So an expert with thin evidence never displaces a calibrated
+    rule on the strength of its prior, and the router with it is not worse than without it.
 
     Args:
         scores: the router's held-out scores, rows x experts (e.g. leave-one-out estimates).
@@ -395,14 +436,19 @@ def calibrate_decision(
         default_expert: the expert to keep unless routing pays; by default the best mean reward
             among the experts with enough rows (:func:`choose_default`, recorded as
             ``calibration["default_support"]``).
-        default_rewards: the rows to choose the default expert on (e.g. the training rows, when
-            ``rewards`` are a validation split's); by default ``rewards``.
+        default_rewards: the rows to choose the default expert (and the thin experts) on (e.g. the
+            training rows, when ``rewards`` are a validation split's); by default ``rewards``.
         filled: stand-ins for the missing rewards (e.g. :meth:`NeighbourBank.filled_rewards`, from
-            each row's own observed rewards), so rows with only some rewards (an expert added from
-            a few hundred rows, bandit feedback) calibrate too; the significance test then counts
-            only the rows whose choice and default rewards are both observed.
+            each row's own observed rewards), so rows with only some rewards calibrate the margin
+            among the well-covered experts too; the significance test then counts only the rows
+            whose choice and default rewards are both observed.
+        propensities: for each observed reward, the probability with which it was observed (the
+            logged exploration propensity of production feedback), rows x experts, ``nan`` where
+            unknown; an unknown one is taken as the share of rows with the expert's reward (a
+            random subset of rows scored). Used by the doubly robust admission of thin experts.
         min_z: routing is kept only if its mean gain over the default is at least this many
-            standard errors above 0 (guards against a margin that won by chance on few rows).
+            standard errors above 0 (guards against a margin that won by chance on few rows); a
+            thin expert is admitted only on the same terms.
         source: where the scores came from, for the record.
         stderr: the standard errors of the held-out ``scores`` (rows x experts), when the router
             estimates them: every ``z`` of ``z_grid`` is then tried with every margin (see
@@ -420,6 +466,124 @@ def calibrate_decision(
     support = None
     if default_expert is None:
         default_expert, support = choose_default(rewards if default_rewards is None else default_rewards, experts)
+    thin = thin_mask(rewards if default_rewards is None else default_rewards)
+    thin[experts.index(default_expert)] = False
+    stderr = None if stderr is None else stderr.float().cpu()
+    kept = (~thin).nonzero().squeeze(1)
+    rule = _calibrate_margin(
+        scores[:, kept],
+        rewards[:, kept],
+        [experts[i] for i in kept.tolist()],
+        default_expert,
+        None if filled is None else filled[:, kept],
+        min_z,
+        source,
+        None if stderr is None else stderr[:, kept],
+        z_grid,
+    )
+    figures = rule.calibration
+    if support is not None:
+        figures["default_support"] = support
+    if not bool(thin.any()):
+        return rule
+    rule = rule.model_copy(
+        update={"thin_experts": dict.fromkeys((experts[i] for i in thin.nonzero().squeeze(1).tolist()), None)}
+    )
+    admitted, figures["thin_experts"] = _admit_thin_experts(scores, rewards, experts, rule, propensities, min_z, stderr)
+    return rule.model_copy(update={"thin_experts": admitted, "calibration": figures})
+
+
+def thin_mask(rewards: torch.Tensor) -> torch.Tensor:
+    """Which experts (columns of ``rewards``, ``nan``: missing) have rewards on too few rows to be a
+    default candidate: fewer than :data:`MIN_DEFAULT_SUPPORT` of the rows the best-covered one has."""
+    counts = torch.isfinite(rewards).sum(0)
+    return counts < max(1, math.ceil(MIN_DEFAULT_SUPPORT * int(counts.max())))
+
+
+def doubly_robust_values(
+    rewards: torch.Tensor, direct: torch.Tensor, propensities: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each row's doubly robust estimate of each expert's reward (rows x experts).
+
+    ``direct + observed / propensity * (reward - direct)``: the direct estimate (e.g. the
+    leave-one-out neighbour estimate), corrected where the reward was observed by its residual
+    weighted by the inverse of the probability it was observed. Averaged over rows it is unbiased
+    for what a policy choosing these experts would get, whatever the direct estimate's error, as
+    long as the propensities are right; where an expert's reward is never observed it is the
+    direct estimate alone. A propensity that is ``nan`` (unknown) is taken as the share of rows
+    with the expert's reward (rewards missing at random).
+    """
+    observed = torch.isfinite(rewards)
+    share = observed.float().mean(dim=0, keepdim=True).expand_as(rewards)
+    p = share if propensities is None else torch.where(torch.isfinite(propensities), propensities.float(), share)
+    direct = direct.float().nan_to_num(0.0)
+    residual = (rewards.float() - direct).nan_to_num(0.0) / p.clamp_min(1e-6)
+    return direct + torch.where(observed, residual, torch.zeros_like(residual))
+
+
+def _admit_thin_experts(
+    scores: torch.Tensor,
+    rewards: torch.Tensor,
+    experts: list[str],
+    rule: DecisionRule,
+    propensities: torch.Tensor | None,
+    min_z: float,
+    stderr: torch.Tensor | None,
+) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """The margin the thin experts of ``rule`` must clear over its choice (None: not admitted), from
+    doubly robust estimates of each candidate margin's gain on every row."""
+    thin = torch.tensor([name in rule.thin_experts for name in experts])
+    counts = torch.isfinite(rewards).sum(0).tolist()
+    record: dict[str, Any] = {
+        "rows": {experts[i]: counts[i] for i in thin.nonzero().squeeze(1).tolist()},
+        "estimator": "doubly robust",
+        "admitted": False,
+    }
+    base = rank(
+        scores, experts, rule, stderr=stderr
+    ).chosen  # thin experts are not admitted yet: the rule among the others
+    values = doubly_robust_values(rewards, scores, None if propensities is None else propensities.float().cpu())
+    lead = scores.masked_fill(~thin, -math.inf).nan_to_num(nan=-math.inf)
+    best = lead.argmax(dim=-1)
+    advantage = lead.gather(1, best.unsqueeze(1)).squeeze(1) - scores.gather(1, base.unsqueeze(1)).squeeze(1)
+    advantage = advantage.nan_to_num(nan=-math.inf, neginf=-math.inf)
+    positive = advantage[advantage > 0]
+    if not len(positive):
+        return dict(rule.thin_experts), record
+    candidates = sorted(set(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist()))
+    against = values.gather(1, base.unsqueeze(1)).squeeze(1)
+    chosen: tuple[float, torch.Tensor] | None = None
+    for margin in candidates:  # ascending: on equal gains the larger margin (fewer switches) wins
+        picks = torch.where(advantage > margin, best, base)
+        diff = values.gather(1, picks.unsqueeze(1)).squeeze(1) - against
+        if chosen is None or diff.mean() >= chosen[1].mean():
+            chosen = (margin, diff)
+    margin, diff = chosen  # type: ignore[misc]
+    gain, error = float(diff.mean()), float(diff.std() / math.sqrt(len(diff)))
+    admitted = gain > 0 and gain >= min_z * error
+    record.update(
+        gain=gain,
+        standard_error=error,
+        margin=float(margin),
+        admitted=admitted,
+        share_routed_to=float((advantage > margin).float().mean()) if admitted else 0.0,
+    )
+    return {name: (float(margin) if admitted else None) for name in rule.thin_experts}, record
+
+
+def _calibrate_margin(
+    scores: torch.Tensor,
+    rewards: torch.Tensor,
+    experts: list[str],
+    default_expert: str,
+    filled: torch.Tensor | None,
+    min_z: float,
+    source: str,
+    stderr: torch.Tensor | None,
+    z_grid: Sequence[float],
+) -> DecisionRule:
+    """The margin (and ``z``) over ``default_expert`` that routes best (margin None: routing did not
+    pay), with what was measured."""
     default = experts.index(default_expert)
     observed = torch.isfinite(rewards)
     if filled is not None:
@@ -430,8 +594,6 @@ def calibrate_decision(
     figures: dict[str, Any] = {"source": source, "rows": int(keep.sum()), "min_z": min_z}
     if filled is not None:
         figures["complete_rows"] = int(observed.all(dim=1).sum())
-    if support is not None:
-        figures["default_support"] = support
     if keep.sum() < 2:
         # too few rows have every reward: no margin can be measured, every query goes to the default
         own = rewards[:, default][observed[:, default]]
@@ -631,7 +793,9 @@ __all__ = [
     "choose_default",
     "decide",
     "difference_stderr",
+    "doubly_robust_values",
     "rank",
     "route_decisions",
     "select_top",
+    "thin_mask",
 ]

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import random
@@ -80,8 +81,9 @@ class TrainingConfig(ZooterConfig):
             methods (``select_by`` to ``"distill"`` only).
         neighbours: the numbers of neighbours to try; the one whose leave-one-out estimates route
             best on the training rows is kept.
-        neighbour_temperature: similarity temperature of the neighbour weights (lower: the closest
-            neighbours count more).
+        neighbour_temperatures: similarity temperatures of the neighbour weights to try with every
+            number of neighbours (lower: the closest neighbours count more); the pair whose
+            leave-one-out estimates route best is kept.
         neighbour_shrinkage: pseudo-neighbours with which an expert's estimate is pulled towards
             its prior where few neighbours carry its reward (0: the plain neighbour average); see
             :class:`~zooter.model.neighbours.NeighbourBank` and ``docs/keeping-current.md``.
@@ -128,7 +130,7 @@ class TrainingConfig(ZooterConfig):
 
     method: Literal["neighbours", "distill", "distill+neighbours"] = "neighbours"
     neighbours: list[int] = Field(default_factory=lambda: [50, 100, 200, 400], min_length=1)
-    neighbour_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
+    neighbour_temperatures: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5], min_length=1)
     neighbour_shrinkage: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
     index: Literal["exact", "ann", "auto"] = "auto"
     calibration_rows: int = Field(default=CALIBRATION_ROWS, ge=2)
@@ -160,6 +162,13 @@ class TrainingConfig(ZooterConfig):
     def _positive_counts(cls, value: list[int]) -> list[int]:
         if any(k < 1 for k in value):
             raise ValueError("every number of neighbours must be >= 1")
+        return sorted(set(value))
+
+    @field_validator("neighbour_temperatures")
+    @classmethod
+    def _positive_temperatures(cls, value: list[float]) -> list[float]:
+        if not all(math.isfinite(t) and t > 0 for t in value):
+            raise ValueError("every neighbour temperature must be a finite number > 0")
         return sorted(set(value))
 
 
@@ -409,7 +418,7 @@ def fit_bank(
         rewards,
         targets.to(embeddings.device),
         k=max(config.neighbours),
-        temperature=config.neighbour_temperature,
+        temperature=config.neighbour_temperatures[0],
         shrinkage=config.neighbour_shrinkage,
         ids=[ex.id for ex in dataset],
         propensities=propensities,
@@ -433,8 +442,8 @@ def fit_bank(
         source = "validation"
     best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
     log = []
-    for k in config.neighbours:
-        kept = bank.with_k(k)
+    for temperature, k in itertools.product(config.neighbour_temperatures, config.neighbours):
+        kept = bank.with_k(k, temperature=temperature)
         estimates = kept.average(*found)
         if held_out is None:
             rule = calibrate_sample(kept, estimates, sample, dataset.experts, min_z=config.min_z, record=record)
@@ -450,8 +459,10 @@ def fit_bank(
             )
             rule.calibration["sample"] = record
         gain = held_out_gain(rule)
-        log.append({"neighbours": k, f"{source.replace('-', '_')}_gain": gain, "pays": rule.routes})
-        logger.info("k=%d: %s gain over the default expert %.4g", k, source, gain)
+        log.append(
+            {"neighbours": k, "temperature": temperature, f"{source.replace('-', '_')}_gain": gain, "pays": rule.routes}
+        )
+        logger.info("k=%d, temperature %g: %s gain over the default expert %.4g", k, temperature, source, gain)
         if best is None or gain > best[0]:
             best = (gain, kept, rule, estimates)
     assert best is not None  # config.neighbours is never empty
@@ -471,6 +482,7 @@ def fit_bank(
     )
     summary = {
         "neighbours": kept.k,
+        "temperature": kept.temperature,
         "index": kept.index.kind,
         "index_seconds": round(indexed - started, 1),
         "calibration_seconds": round(calibrated - indexed, 1),

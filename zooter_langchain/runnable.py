@@ -550,6 +550,10 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         finally:
             _BATCH_DECISION.reset(token)
 
+    def _route_batch(self, inputs: list[LanguageModelInput], kwargs: Mapping[str, Any]) -> list[RouteDecision]:
+        """A batch's decisions, one router pass for all its inputs (its routing options apply to each)."""
+        return self._route(self._queries(inputs), _RouteOptions.split(kwargs)[0])
+
     def batch(
         self,
         inputs: list[LanguageModelInput],
@@ -562,7 +566,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        decisions = self._route(self._queries(inputs), _RouteOptions.split(kwargs)[0])
+        decisions = self._route_batch(inputs, kwargs)
 
         def run(item: tuple[LanguageModelInput, RunnableConfig, RouteDecision]) -> AIMessage | Exception:
             input_, config_, decision = item
@@ -590,8 +594,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        options = _RouteOptions.split(kwargs)[0]
-        decisions = await run_in_executor(configs[0], lambda: self._route(self._queries(inputs), options))
+        decisions = await run_in_executor(configs[0], self._route_batch, inputs, kwargs)
 
         async def run(input_: LanguageModelInput, config_: RunnableConfig, decision: RouteDecision) -> Any:
             try:

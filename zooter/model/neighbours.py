@@ -241,12 +241,15 @@ class NeighbourBank:
         bank.__dict__.pop("_expert_spread", None)
         return bank
 
-    def with_k(self, k: int) -> NeighbourBank:
-        """The same bank and index, averaging over ``k`` neighbours."""
-        if k < 1:
-            raise ZooterError(f"a neighbour bank needs k >= 1, got k={k}")
+    def with_k(self, k: int, *, temperature: float | None = None) -> NeighbourBank:
+        """The same bank and index, averaging over ``k`` neighbours (at ``temperature``, default the bank's)."""
+        temperature = self.temperature if temperature is None else temperature
+        if k < 1 or not temperature > 0:
+            raise ZooterError(
+                f"a neighbour bank needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}"
+            )
         bank = NeighbourBank.__new__(NeighbourBank)
-        bank.__dict__.update(self.__dict__, k=k)
+        bank.__dict__.update(self.__dict__, k=k, temperature=float(temperature))
         return bank
 
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -228,7 +228,8 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
             within ``max_cost``), so feedback reaches experts the router does not favour; such
             answers say ``reason: "explore"``, and every answer's ``propensity`` is the
             probability with which its expert was picked (see :class:`zooter.decide.explore.Explorer`).
-        explore_method: how the other expert is drawn: ``"uniform"``.
+        explore_method: how the other expert is drawn: ``"uniform"``, or ``"uncertainty"`` (in
+            proportion to its chance of beating the rule's choice; see :mod:`zooter.decide.explore`).
         explore_seed: seeds the exploration draws (None: from the system), for reproducible runs.
         feedback_log: a :class:`~zooter_langchain.feedback.FeedbackLog` the router writes each
             answer's decision to (id, query, answering expert, propensity), so an outcome can be

@@ -205,6 +205,12 @@ def test_the_router_explores_in_its_one_decision_step(keyword_router, experts) -
     assert [d.expert for d in again.decide(QUERIES * 100)] == [d.expert for d in decisions]  # seeded
     plain = ChatZooterRouter(router=keyword_router, experts=experts).decide(QUERIES)
     assert {d.propensity for d in plain} == {1.0} and {d.reason for d in plain} <= {"routed", "default"}
+    weighted = ChatZooterRouter(
+        router=keyword_router, experts=experts, explore=0.2, explore_seed=0, explore_method="uncertainty"
+    ).decide(QUERIES * 100)
+    tried = [d for d in weighted if d.reason == "explore"]
+    # a distilled head has no standard errors to weigh: the draw is uniform, at the same rate
+    assert abs(len(tried) / len(weighted) - 0.2) < 0.08 and {round(d.propensity, 9) for d in tried} == {0.1}
 
 
 def test_exploration_never_leaves_the_allowed_experts_or_the_budget(keyword_router, experts) -> None:

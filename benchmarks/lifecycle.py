@@ -16,22 +16,29 @@ full retrain's (embedding every training query, then choosing k and calibrating)
 90 % arrive as traffic in 9 rounds. Each round every query is routed (with exploration rate ε: a
 share ε of the queries goes to another expert, uniformly or weighted by the estimates' standard
 errors), only the chosen expert's reward is revealed, the revealed rows are added to the bank and
-the decision is recalibrated (``router.update``), then the router is scored on test. Compared:
-no updates, bandit updates (ε = 0, 0.05, 0.1), full-information updates (every reward revealed)
-and the router trained on 100 %.
+the decision is recalibrated (``router.update``; each revealed reward carries its logged
+propensity, which the doubly robust admission of thin experts weighs it by), then the router is
+scored on test. Compared: no updates, bandit updates (ε = 0, 0.05, 0.1; the explored expert drawn
+uniformly, and for ε = 0.1 also weighted by uncertainty: by the chance that it beats the rule's
+choice given both estimates' standard errors), full-information updates (every reward revealed)
+and the router trained on 100 %. The neighbour search of each round is done on a similarity
+matrix computed once (the same neighbours as the bank's exact search); an update round's time is
+measured on the bank's own search, on the last round, plus the round's queries' encoder time.
 
 ``--estimator`` chooses how the bank estimates an expert's reward from partial rows (``plain``:
-today's neighbour average; ``shrunk``: shrunk towards the additive prior by ``--shrinkage``
+the neighbour average; ``shrunk``: shrunk towards the additive prior by ``--shrinkage``
 pseudo-neighbours) and ``--calibration`` which rows the decision is calibrated on (``complete``:
 rows with every reward; ``filled``: every row, missing rewards filled by the additive model).
+Either way experts with rewards on too few rows are thin and admitted by a doubly robust estimate
+(:func:`zooter.decide.policy.calibrate_decision`).
 
 Embeddings of both splits are cached in ``--cache`` (one encoder pass; the bank needs nothing
 else). Prints one JSON object, then a markdown table.
 
 Usage::
 
-    python benchmarks/lifecycle.py --part add --estimator plain --calibration complete
-    python benchmarks/lifecycle.py --part both --estimator shrunk --shrinkage 3 --calibration filled
+    python benchmarks/lifecycle.py --part add
+    python benchmarks/lifecycle.py --part replay --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ import torch
 from _common import SHARED_DATA, machine
 
 from zooter.data import RoutingDataset
-from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision, choose
+from zooter.decide.policy import DecisionRule, calibrate_decision, choose
 from zooter.labels.targets import reward_tensor, soft_targets
 from zooter.model.neighbours import Estimates, NeighbourBank
 from zooter.model.router import ZooterRouter
@@ -105,36 +112,30 @@ class Neighbours:
 
 
 class Method:
-    """How a bank estimates from partial rows, and which rows calibrate the decision."""
+    """How a bank estimates from partial rows, and which rows calibrate the decision (as
+    ``train_router`` and ``router.update`` calibrate it: leave-one-out, with standard errors)."""
 
-    def __init__(
-        self, estimator: str, shrinkage: float, calibration: str, min_z: float = 2.0, stderr_weight: float = 0.0
-    ) -> None:
+    def __init__(self, estimator: str, shrinkage: float, calibration: str, min_z: float = 2.0) -> None:
         self.shrinkage = shrinkage if estimator == "shrunk" else 0.0
         self.calibration = calibration
         self.min_z = min_z
-        self.stderr_weight = stderr_weight
 
-    def scores(self, estimates: Estimates) -> torch.Tensor:
-        """What decisions compare: expected rewards, less ``stderr_weight`` standard errors."""
-        if self.stderr_weight and estimates.stderr is not None:
-            return estimates.scores - self.stderr_weight * estimates.stderr
-        return estimates.scores
-
-    def bank(self, embeddings: torch.Tensor, rewards: torch.Tensor, k: int) -> NeighbourBank:
-        return NeighbourBank(embeddings, rewards, soft_targets(rewards), k=k, shrinkage=self.shrinkage)
+    def bank(self, embeddings: torch.Tensor, rewards: torch.Tensor, k: int, propensities=None) -> NeighbourBank:
+        return NeighbourBank(
+            embeddings, rewards, soft_targets(rewards), k=k, shrinkage=self.shrinkage, propensities=propensities
+        )
 
     def calibrate(self, bank: NeighbourBank, held_out: Estimates, experts: list[str]) -> DecisionRule:
-        default = best_expert(bank.rewards, experts)
         filled = bank.filled_rewards() if self.calibration == "filled" else None
         return calibrate_decision(
-            self.scores(held_out),
+            held_out.scores,
             bank.rewards,
             experts,
             filled=filled,
-            default_expert=default,
+            propensities=bank.propensities,
             min_z=self.min_z,
             source="leave-one-out",
+            stderr=held_out.stderr,
         )
 
     def fit(self, near: Neighbours, rewards: torch.Tensor, experts: list[str], ks=NEIGHBOURS):
@@ -148,16 +149,15 @@ class Method:
                 best = (gain, bank, rule)
         return best[1], best[2]
 
-    def refit(self, near: Neighbours, rewards: torch.Tensor, experts: list[str], k: int):
-        """What an update does: the same k, a new bank and a recalibrated rule."""
-        bank = self.bank(near.embeddings, rewards, k)
-        return bank, self.calibrate(bank, near.held_out(bank), experts)
+
+def decided(estimates: Estimates, experts, rule: DecisionRule) -> torch.Tensor:
+    return choose(estimates.scores, experts, rule, stderr=estimates.stderr)
 
 
 def routed(
     near: Neighbours, bank: NeighbourBank, rule: DecisionRule, rewards: torch.Tensor, experts, method: Method
 ) -> float:
-    picks = choose(method.scores(near.on_test(bank)), experts, rule)
+    picks = decided(near.on_test(bank), experts, rule)
     return float(rewards.gather(1, picks.unsqueeze(1)).mean())
 
 
@@ -169,7 +169,7 @@ def run_add(args, method: Method, train, test, emb, test_emb, embed_seconds) -> 
     full_bank, full_rule = method.fit(near, rewards, experts)
     retrain_seconds = embed_seconds + time.perf_counter() - started
     full = routed(near, full_bank, full_rule, test_rewards, experts, method)
-    picks = choose(method.scores(near.on_test(full_bank)), experts, full_rule).tolist()
+    picks = decided(near.on_test(full_bank), experts, full_rule).tolist()
     out: dict[str, Any] = {
         "full_retrain": full,
         "full_k": full_bank.k,
@@ -186,7 +186,7 @@ def run_add(args, method: Method, train, test, emb, test_emb, embed_seconds) -> 
         without = routed(near, bank, rule, test_rewards[:, keep], others, method)
         entry: dict[str, Any] = {"without": without, "k": bank.k, "sizes": {}}
         for n in args.sizes:
-            scores, seconds, margins = [], [], []
+            scores, seconds, margins, admitted = [], [], [], []
             for seed in args.seeds:
                 partial = rewards.clone()
                 rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
@@ -205,32 +205,62 @@ def run_add(args, method: Method, train, test, emb, test_emb, embed_seconds) -> 
                     added_rule = method.calibrate(added_bank, near.held_out(added_bank), experts)
                 scores.append(routed(near, added_bank, added_rule, test_rewards, experts, method))
                 margins.append(added_rule.margin)
+                admitted.append(added_rule.thin_experts.get(name) is not None)
             entry["sizes"][str(n)] = {
                 "mean": statistics.mean(scores),
                 "per_seed": scores,
                 "margins": margins,
+                "admitted": admitted,
                 "seconds": statistics.mean(seconds),
             }
         out["experts"][name] = entry
     return out
 
 
-def explore(picks: torch.Tensor, estimates: Estimates, epsilon: float, mode: str, rng: torch.Generator) -> torch.Tensor:
-    """Send a share ``epsilon`` of the queries to another expert: uniformly, or in proportion to
-    the standard error of its estimate (the experts the router knows least get the most tries)."""
-    if epsilon <= 0:
-        return picks
+def explore(
+    picks: torch.Tensor, estimates: Estimates, epsilon: float, mode: str, rng: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Send a share ``epsilon`` of the queries to another expert, and each answer's propensity.
+
+    ``uniform``: the other expert uniformly (as :class:`zooter.decide.explore.Explorer` does);
+    ``uncertainty``: in proportion to the chance that it beats the rule's choice, given both
+    estimates and their standard errors (normal approximation), so the tries go to the experts
+    that might be better rather than to the ones known to be worse.
+    """
     rows, experts = estimates.scores.shape
-    chosen = picks.clone()
-    flip = torch.rand(rows, generator=rng) < epsilon
+    index = torch.arange(rows)
     if mode == "uncertainty" and estimates.stderr is not None:
-        weights = estimates.stderr.clone().nan_to_num(1.0).clamp_min(1e-6)
+        mean, error = estimates.scores, estimates.stderr
+        gap = mean - mean.gather(1, picks.unsqueeze(1))
+        spread = (error.square() + error.gather(1, picks.unsqueeze(1)).square()).sqrt().clamp_min(1e-6)
+        weights = torch.distributions.Normal(0.0, 1.0).cdf(gap / spread).nan_to_num(0.0).clamp_min(1e-6)
     else:
         weights = torch.ones(rows, experts)
-    weights[torch.arange(rows), picks] = 0.0
-    other = torch.multinomial(weights, 1, generator=rng).squeeze(1)
-    chosen[flip] = other[flip]
-    return chosen
+    weights[index, picks] = 0.0
+    chances = epsilon * weights / weights.sum(dim=1, keepdim=True)
+    chances[index, picks] = 1.0 - epsilon
+    chosen = torch.multinomial(chances, 1, generator=rng).squeeze(1)
+    return chosen, chances[index, chosen]
+
+
+class Similarities:
+    """Every training row's similarity to every other and to each test query, computed once; the
+    neighbours of a bank made of some training rows are the top of its rows' columns."""
+
+    def __init__(self, embeddings: torch.Tensor, test: torch.Tensor) -> None:
+        unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+        self.train = unit @ unit.T
+        self.train.fill_diagonal_(-math.inf)  # leave-one-out: a row is never its own neighbour
+        self.test = torch.nn.functional.normalize(test.float(), dim=-1) @ unit.T
+
+    def estimates(self, bank: NeighbourBank, rows: torch.Tensor, queries: torch.Tensor | None = None) -> Estimates:
+        """The estimates of a bank made of the training rows ``rows``: of the training rows
+        ``queries`` (``queries`` = ``rows``: leave-one-out), or of the test queries (None)."""
+        matrix = (self.train if queries is not None else self.test)[:, rows]
+        if queries is not None:
+            matrix = matrix[queries]
+        top, index = matrix.topk(min(bank.k, len(rows) - 1), dim=1)
+        return bank.average(top, index)
 
 
 def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) -> dict[str, Any]:
@@ -249,49 +279,62 @@ def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) 
         "retrain_seconds": retrain_seconds,
         "seeds": {},
     }
+    sims = Similarities(emb, test_emb)
     arms = [("no updates", None, "uniform"), ("full information", None, "uniform")]
     arms += [(f"bandit eps={eps:g}", eps, "uniform") for eps in args.epsilons]
-    arms += [(f"bandit eps={eps:g} uncertainty", eps, "uncertainty") for eps in args.epsilons if eps > 0]
+    arms += [(f"bandit eps={eps:g} uncertainty", eps, "uncertainty") for eps in args.epsilons if eps >= 0.1]
     for seed in args.seeds:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         start_rows = order[: len(train) // 10]
         traffic = order[len(train) // 10 :].tensor_split(9)
         start_near = Neighbours(emb[start_rows], test_emb)
         base_bank, base_rule = method.fit(start_near, rewards[start_rows], experts)
+        k = base_bank.k
         start = routed(start_near, base_bank, base_rule, test_rewards, experts, method)
         curves: dict[str, Any] = {}
         for arm, eps, mode in arms:
             bank, rule = base_bank, base_rule
             rows, logged = start_rows, rewards[start_rows]
-            curve, round_seconds = [start], []
+            chances = torch.full_like(logged, math.nan)  # the start rows were scored, not logged
+            curve, explored, traffic_reward, round_seconds = [start], 0, [], 0.0
             rng = torch.Generator().manual_seed(1000 + seed)
-            for batch in traffic:
+            for r, batch in enumerate(traffic):
                 if arm == "no updates":
                     curve.append(start)
                     continue
-                revealed = rewards[batch]
+                revealed, chance = rewards[batch], torch.full_like(rewards[batch], math.nan)
                 if eps is not None:
-                    estimates = bank.estimate(emb[batch])
-                    picks = explore(choose(method.scores(estimates), experts, rule), estimates, eps, mode, rng)
+                    estimates = sims.estimates(bank, rows, batch)
+                    picks, propensity = explore(decided(estimates, experts, rule), estimates, eps, mode, rng)
                     mask = torch.zeros_like(revealed, dtype=torch.bool)
                     mask[torch.arange(len(batch)), picks] = True
+                    traffic_reward.append(float(revealed[mask].mean()))
                     revealed = torch.where(mask, revealed, torch.nan)
+                    chance = torch.where(mask, propensity.unsqueeze(1).expand_as(chance), math.nan)
+                    explored += int((propensity < 1.0 - eps - 1e-9).sum()) if eps > 0 else 0
                 rows = torch.cat([rows, batch])
                 logged = torch.cat([logged, revealed])
+                chances = torch.cat([chances, chance])
                 t0 = time.perf_counter()
-                # what update does: embed the round's queries, rebuild the bank, recalibrate on leave-one-out
-                bank = method.bank(emb[rows], logged, base_bank.k)
-                rule = method.calibrate(bank, bank.leave_one_out(), experts)
-                round_seconds.append(time.perf_counter() - t0 + per_query_embed * len(batch))
-                picks = choose(method.scores(bank.estimate(test_emb)), experts, rule)
+                bank = method.bank(emb[rows], logged, k, propensities=chances)
+                if r == len(traffic) - 1 and arm == "full information" and seed == args.seeds[0]:
+                    # what update does, timed on the bank's own search: leave-one-out, recalibration
+                    rule = method.calibrate(bank, bank.leave_one_out(), experts)
+                    round_seconds = time.perf_counter() - t0 + per_query_embed * len(batch)
+                else:
+                    rule = method.calibrate(bank, sims.estimates(bank, rows, rows), experts)
+                picks = decided(sims.estimates(bank, rows), experts, rule)
                 curve.append(float(test_rewards.gather(1, picks.unsqueeze(1)).mean()))
             curves[arm] = {
                 "curve": curve,
-                "round_seconds": statistics.mean(round_seconds) if round_seconds else 0.0,
+                "round_seconds": round_seconds,
                 "margin": rule.margin,
+                "thin_experts": rule.thin_experts,
                 "support": torch.isfinite(logged).sum(0).tolist(),
+                "explored": explored,
+                "traffic_reward": statistics.mean(traffic_reward) if traffic_reward else None,
             }
-        out["seeds"][str(seed)] = {"start": start, "k": base_bank.k, "arms": curves}
+        out["seeds"][str(seed)] = {"start": start, "k": k, "arms": curves}
     return out
 
 
@@ -321,13 +364,16 @@ def summarise(result: dict[str, Any]) -> list[str]:
         rounds = len(seeds[0]["arms"][arms[0]]["curve"])
         lines += [
             "",
-            "| arm | " + " | ".join(f"round {r}" for r in range(rounds)) + " | update (s) |",
+            "| arm | " + " | ".join(f"round {r}" for r in range(rounds)) + " | traffic served |",
             "|---|" + "---:|" * rounds + "---:|",
         ]
         for arm in arms:
             curve = [statistics.mean(s["arms"][arm]["curve"][r] for s in seeds) for r in range(rounds)]
-            secs = statistics.mean(s["arms"][arm]["round_seconds"] for s in seeds)
-            lines.append(f"| {arm} | " + " | ".join(f"{v:.4f}" for v in curve) + f" | {secs:.2f} |")
+            served = [s["arms"][arm]["traffic_reward"] for s in seeds if s["arms"][arm]["traffic_reward"] is not None]
+            cell = f"{statistics.mean(served):.4f}" if served else "-"
+            lines.append(f"| {arm} | " + " | ".join(f"{v:.4f}" for v in curve) + f" | {cell} |")
+        secs = max(s["arms"]["full information"]["round_seconds"] for s in seeds)
+        lines.append(f"\nAn update round (the last, on the bank's own search) took {secs:.1f} s.")
         lines.append(
             f"\nRouter on 100 %: {replay['full_router']:.4f}; best single model on test: "
             f"{replay['best_single']['expert']} {replay['best_single']['reward']:.4f}; "
@@ -344,9 +390,6 @@ def main() -> None:
     parser.add_argument("--estimator", choices=("plain", "shrunk"), default="shrunk")
     parser.add_argument("--shrinkage", type=float, default=3.0)
     parser.add_argument("--calibration", choices=("complete", "filled"), default="filled")
-    parser.add_argument(
-        "--stderr-weight", type=float, default=0.0, help="decide on expected reward less this many standard errors"
-    )
     parser.add_argument("--added", nargs="+", default=list(ADDED))
     parser.add_argument("--sizes", nargs="+", type=int, default=[100, 300, 1000])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -361,14 +404,13 @@ def main() -> None:
     cache = Path(args.cache)
     emb, embed_seconds = cached_embeddings(train, "train", cache)
     test_emb, _ = cached_embeddings(test, "test", cache)
-    method = Method(args.estimator, args.shrinkage, args.calibration, stderr_weight=args.stderr_weight)
+    method = Method(args.estimator, args.shrinkage, args.calibration)
     result: dict[str, Any] = {
         "data": str(folder),
         "method": {
             "estimator": args.estimator,
             "shrinkage": method.shrinkage,
             "calibration": args.calibration,
-            "stderr_weight": args.stderr_weight,
         },
         "embed_seconds": embed_seconds,
         "machine": machine(),

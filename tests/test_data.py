@@ -229,23 +229,28 @@ def test_non_numeric_reward(write_jsonl, rewards_text, value_text):
     assert "number" in str(err) and value_text in str(err)
 
 
-@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
-def test_non_finite_reward(write_jsonl, token):
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [
+        ("NaN", "finite"),
+        ("Infinity", "finite"),
+        ("-Infinity", "finite"),
+        # finite in JSON and in Python, but infinite in float32 (or its square is): it must not become "missing"
+        ("1e39", "within ±1e+15"),
+        ("-3.5e38", "within ±1e+15"),
+        ("2e15", "within ±1e+15"),
+        ("1" + "0" * 40, "within ±1e+15"),
+    ],
+)
+def test_a_reward_float32_sums_cannot_hold_is_refused(write_jsonl, token, says):
     path = write_jsonl([ROWS[0], '{"id":"a","query":"q","rewards":{"x":' + token + ',"y":1}}'])
     err = error_of(path)
     assert_names(err, path, 2)
     assert (err.record_id, err.field) == ("a", "rewards.x")
-    assert "finite" in str(err)
+    assert says in str(err)
 
 
-@pytest.mark.parametrize("token", ["1e39", "-3.5e38", "2e15", "1" + "0" * 40])
-def test_a_reward_float32_sums_cannot_hold_is_refused(write_jsonl, token):
-    # finite in JSON and in Python, but infinite in float32 (or its square is): it must not become "missing"
-    path = write_jsonl([ROWS[0], '{"id":"a","query":"q","rewards":{"x":' + token + ',"y":1}}'])
-    err = error_of(path)
-    assert_names(err, path, 2)
-    assert (err.record_id, err.field) == ("a", "rewards.x")
-    assert "within ±1e+15" in str(err)
+def test_a_reward_at_the_float32_limit_is_read(write_jsonl):
     assert RoutingDataset.load(write_jsonl([ROWS[0], {"id": "a", "query": "q", "rewards": {"x": -1e15, "y": 1}}]))
 
 

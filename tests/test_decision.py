@@ -12,7 +12,7 @@ import torch
 from conftest import keyword_rows
 
 from zooter.data import RoutingDataset, RoutingExample
-from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision, decide
+from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision, decide, route_decisions
 from zooter.errors import ConfigError
 from zooter.evaluation import evaluate
 from zooter.model.neighbours import NEIGHBOURS_NAME, NeighbourBank
@@ -80,6 +80,61 @@ def test_uninformative_scores_keep_the_default_expert() -> None:
     assert not rule.routes and rule.calibration["pays"] is False
 
 
+# -- evidence per query: the rule's z ---------------------------------------------------------------
+def test_an_advantage_on_thin_evidence_keeps_the_default_and_strong_evidence_routes() -> None:
+    rule = DecisionRule(default_expert="a", margin=0.0, z=2.0)
+    scores = torch.tensor([[0.5, 0.7, 0.1], [0.5, 0.7, 0.1], [0.5, 0.9, 0.6]])
+    stderr = torch.tensor([[0.02, 0.03, 0.02], [0.02, 0.30, 0.02], [0.02, 0.40, 0.03]])
+    # row 0: +0.2 on a standard error of 0.036 routes; row 1: the same +0.2 on 0.30 does not;
+    # row 2: the best score rests on thin evidence, the runner-up's +0.1 on 0.036 clears it and answers
+    assert decide(scores, EXPERTS, rule, stderr=stderr) == [1, 0, 2]
+    assert decide(scores, EXPERTS, rule) == [1, 1, 1]  # no standard errors (a distilled head): the margin alone
+    assert decide(scores, EXPERTS, DecisionRule(default_expert="a", margin=0.0), stderr=stderr) == [1, 1, 1]
+    routed, kept, _ = route_decisions(scores.softmax(-1), scores, EXPERTS, rule, stderr=stderr)
+    assert routed.z == 2.0 and routed.stderr == pytest.approx({"a": 0.02, "b": 0.03, "c": 0.02})
+    assert routed.to_dict()["z"] == 2.0 and "stderr" in routed.to_dict()
+    assert "plus 2 x the standard error 0.03606 of the difference" in routed.explain().splitlines()[-1]
+    assert kept.reason == "default" and "std. error" in kept.explain()
+    assert "2 standard errors" in kept.explain().splitlines()[-1]
+
+
+def test_a_rule_saved_before_z_existed_loads_with_the_margin_alone() -> None:
+    rule = DecisionRule.from_dict({"default_expert": "a", "margin": 0.1, "calibration": {}})
+    assert rule.z == 0.0
+    with pytest.raises(ConfigError, match="z"):
+        DecisionRule(default_expert="a", margin=0.0, z=-1.0)
+
+
+def test_calibration_asks_for_evidence_where_thin_estimates_mislead() -> None:
+    # "b" beats the default on a third of the rows; its estimate is exact on some rows and pure noise
+    # on others, and its standard error says which: only the rule that weighs it routes well
+    gen = torch.Generator().manual_seed(0)
+    rows = 600
+    better = torch.rand(rows, generator=gen) < 0.35
+    rewards = torch.stack([torch.full((rows,), 0.5), torch.where(better, 0.9, 0.1)], dim=1)
+    thin = torch.rand(rows, generator=gen) < 0.5
+    noise = torch.randn(rows, generator=gen) * 0.5
+    scores = torch.stack([torch.full((rows,), 0.5), torch.where(thin, 0.5 + noise, rewards[:, 1])], dim=1)
+    stderr = torch.stack([torch.full((rows,), 0.02), torch.where(thin, 0.5, 0.02)], dim=1)
+    plain = calibrate_decision(scores, rewards, ["a", "b"])
+    weighed = calibrate_decision(scores, rewards, ["a", "b"], stderr=stderr)
+    assert weighed.routes and weighed.z > 0 and weighed.calibration["z_grid"][0] == 0.0
+    assert weighed.calibration["gain"] > plain.calibration["gain"] + 0.01
+    picks = torch.tensor(decide(scores, ["a", "b"], weighed, stderr=stderr))
+    assert bool((picks[~thin] == better[~thin].long()).all())  # every well-evidenced row goes to its best
+    assert float((picks[thin] == 1).float().mean()) < 0.05  # the noisy ones stay with the default
+
+
+def test_uninformative_scores_with_standard_errors_keep_the_default_expert() -> None:
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        rewards = (torch.rand(300, 3, generator=gen) < torch.tensor([0.7, 0.6, 0.5])).float()
+        scores = torch.rand(300, 3, generator=gen)
+        stderr = torch.rand(300, 3, generator=gen) * 0.3
+        rule = calibrate_decision(scores, rewards, ["a", "b", "c"], stderr=stderr)
+        assert rule.default_expert == "a" and not rule.routes and rule.z == 0.0
+
+
 def test_best_expert_ignores_missing_rewards() -> None:
     assert best_expert(torch.tensor([[1.0, NAN], [0.0, 0.9], [0.5, 0.9]]), ["a", "b"]) == "b"
 
@@ -95,7 +150,9 @@ def test_an_expert_with_a_reward_on_few_rows_is_not_the_default_and_the_record_s
     assert rule.default_expert == "a" and not rule.routes
     c = rule.calibration
     assert c["default_support"] == {"rows": 75, "min_rows": 38, "passed_over": {"rare": 1}}
-    assert c["rows"] == 1 and c["sparse_experts"] == {"rare": 1}
+    # "rare" is a thin expert: the margin is calibrated on every row among the others, and "rare"
+    # is chosen only if a doubly robust estimate of its own rows shows that it pays (it does not)
+    assert c["rows"] == 75 and c["thin_experts"]["rows"] == {"rare": 1} and rule.thin_experts == {"rare": None}
     assert c["default_score"] == pytest.approx(float(rewards[:, 0].mean()))  # a figure, not "nan"
 
 

@@ -162,8 +162,33 @@ def test_the_explorer_explores_at_its_rate_uniformly_with_the_right_propensities
     for bad in (1.0, -0.1, "0.1", True):
         with pytest.raises(ConfigError, match=r"rate must be a number in \[0, 1\)"):
             Explorer(bad)
-    with pytest.raises(ConfigError, match="one of \\['uniform'\\]"):
+    with pytest.raises(ConfigError, match="one of \\['uniform', 'uncertainty'\\]"):
         Explorer(0.1, method="thompson")
+
+
+def test_uncertainty_weighted_exploration_tries_the_experts_that_might_be_better() -> None:
+    from zooter.decide.decision import RouteDecision
+    from zooter.decide.explore import Explorer
+
+    decision = RouteDecision(
+        expert="a",
+        probabilities={"a": 0.5, "b": 0.3, "c": 0.2},
+        ranking=["a", "b", "c"],
+        scores={"a": 0.60, "b": 0.58, "c": 0.10},  # b might be better; c is known to be worse
+        stderr={"a": 0.05, "b": 0.05, "c": 0.05},
+    )
+    explorer = Explorer(0.2, method="uncertainty", seed=0)
+    draws = [explorer(decision) for _ in range(10_000)]
+    explored = [d for d in draws if d.reason == "explore"]
+    assert abs(len(explored) / len(draws) - 0.2) < 0.02  # the same rate
+    assert sum(d.expert == "b" for d in explored) > 0.95 * len(explored)
+    # each explored answer's propensity is the draw's own chance of it
+    chances = {d.expert: d.propensity for d in explored}
+    assert chances["b"] == pytest.approx(0.2 * 0.389 / (0.389 + 1e-6), rel=0.02)  # Φ(-0.02 / 0.0707)
+    # never outside the ranking (allowed, within budget); without standard errors it is uniform
+    assert {d.expert for d in draws} <= {"a", "b", "c"}
+    plain = RouteDecision(expert="a", probabilities={"a": 0.5, "b": 0.3, "c": 0.2}, ranking=["a", "b", "c"])
+    assert {round(d.propensity, 9) for d in map(explorer, [plain] * 200) if d.reason == "explore"} == {0.1}
 
 
 def test_the_router_explores_in_its_one_decision_step(keyword_router, experts) -> None:
@@ -180,6 +205,12 @@ def test_the_router_explores_in_its_one_decision_step(keyword_router, experts) -
     assert [d.expert for d in again.decide(QUERIES * 100)] == [d.expert for d in decisions]  # seeded
     plain = ChatZooterRouter(router=keyword_router, experts=experts).decide(QUERIES)
     assert {d.propensity for d in plain} == {1.0} and {d.reason for d in plain} <= {"routed", "default"}
+    weighted = ChatZooterRouter(
+        router=keyword_router, experts=experts, explore=0.2, explore_seed=0, explore_method="uncertainty"
+    ).decide(QUERIES * 100)
+    tried = [d for d in weighted if d.reason == "explore"]
+    # a distilled head has no standard errors to weigh: the draw is uniform, at the same rate
+    assert abs(len(tried) / len(weighted) - 0.2) < 0.08 and {round(d.propensity, 9) for d in tried} == {0.1}
 
 
 def test_exploration_never_leaves_the_allowed_experts_or_the_budget(keyword_router, experts) -> None:

@@ -7,16 +7,13 @@ import re
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 from zooter.errors import ConfigError, MissingDependencyError, ZooterError
 from zooter.rewards.scorers import RewardScorer
-from zooter_langchain import FakeExpertChatModel, JudgeScorer, RewardRankingRunnable, parse_grade
+from zooter_langchain import AnsweringChatModel, FakeExpertChatModel, JudgeScorer, RewardRankingRunnable, parse_grade
 
 # Replies in the shape GPT-4 gives to MT-Bench's single-answer grading prompt: an explanation, then
 # the rating in double brackets (and the ways graders stray from that shape).
@@ -68,7 +65,7 @@ def test_parse_grade_reads_only_one_clear_bracketed_grade(reply: str, grade: flo
 ANSWER = re.compile(r"\[The Start of Assistant's Answer\]\n(.*)\n\[The End of Assistant's Answer\]", re.DOTALL)
 
 
-class GradingJudge(BaseChatModel):
+class GradingJudge(AnsweringChatModel):
     """A grader that reads the answer out of the MT-Bench prompt and grades it by what it says.
 
     ``correct`` -> 9, ``wrong`` -> 2, ``rambling`` -> a reply without the bracketed grade,
@@ -82,13 +79,7 @@ class GradingJudge(BaseChatModel):
     def _llm_type(self) -> str:
         return "grading-judge"
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
         self.prompts.append(messages)
         match = ANSWER.search(str(messages[-1].content))
         answer = match.group(1) if match else ""
@@ -102,7 +93,7 @@ class GradingJudge(BaseChatModel):
         else:
             grade = 9 if "correct" in answer or "flaky" in answer else 2
             reply = f"The assistant's answer is {'accurate' if grade > 5 else 'inaccurate'}.\n\nRating: [[{grade}]]"
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+        return AIMessage(reply)
 
 
 def test_the_judge_grades_each_answer_and_records_unparsable_replies_as_missing(caplog) -> None:

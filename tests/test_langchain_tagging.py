@@ -9,16 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 from zooter.data import RoutingDataset, RoutingExample
 from zooter.errors import ConfigError
 from zooter.labels.tagging import DataTagger, TagEnhancer
 from zooter.labels.targets import make_targets
+from zooter_langchain.fake import AnsweringChatModel
 from zooter_langchain.tagging import (
     ChatModelTagger,
     fold_plural,
@@ -28,7 +27,7 @@ from zooter_langchain.tagging import (
 )
 
 
-class ScriptedTagModel(BaseChatModel):
+class ScriptedTagModel(AnsweringChatModel):
     """Replies with the script entry whose key occurs in the prompt; records calls and concurrency."""
 
     script: dict[str, str]
@@ -47,24 +46,21 @@ class ScriptedTagModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"script": self.script}
 
-    def _reply(self, messages: list[BaseMessage]) -> ChatResult:
+    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
         prompt = messages[-1].text
         self.calls += 1
         self.prompts.append(prompt)
         if self.fail_on is not None and self.fail_on in prompt:
             raise RuntimeError("provider unavailable")
         reply = next((r for key, r in self.script.items() if key in prompt), self.default)
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any):
-        return self._reply(messages)
+        return AIMessage(content=reply)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any):
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             await asyncio.sleep(0.01)  # let other calls start, so the concurrency bound is exercised
-            return self._reply(messages)
+            return self._generate(messages, stop, run_manager, **kwargs)
         finally:
             self.in_flight -= 1
 

@@ -98,6 +98,9 @@ def test_add_expert_from_partial_rows(router: ZooterRouter, tmp_path: Path, writ
     assert router.experts == ["mathbot", "coder", "poet"] and router.head.out_features == 3
     assert (report.merged, report.appended) == (12, 1)
     assert report.after.support["poet"] == 13 and report.after.support["coder"] == 40
+    # 13 of 41 rows: too few to calibrate with the others; the report says whether it was admitted
+    assert list(report.after.thin_experts) == ["poet"]
+    assert any(line.startswith("thin experts") and "poet (" in line for line in report.lines())
     column = router.bank.rewards[:, 2]
     assert int(torch.isfinite(column).sum()) == 13  # unknown on the rows it was not scored on
     estimates = router.estimate([r["query"] for r in ROWS])
@@ -109,6 +112,29 @@ def test_add_expert_from_partial_rows(router: ZooterRouter, tmp_path: Path, writ
     assert last["path"] == str(path) and last["rows"] == 13
     assert last["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert ZooterRouter.from_pretrained(tmp_path / "r", device="cpu").experts == router.experts
+
+
+def test_feedback_propensities_ride_into_the_bank_and_its_folder(
+    router: ZooterRouter, tmp_path: Path, write_jsonl
+) -> None:
+    feedback = [
+        {"id": "f1", "query": ROWS[41]["query"], "rewards": {"coder": 1.0}, "reason": "explore", "propensity": 0.05},
+        {"id": "q2", "query": "known", "rewards": {"poet": 0.0}, "reason": "routed", "propensity": 0.9},
+        {"id": "f2", "query": ROWS[42]["query"], "rewards": {"mathbot": 1.0}, "reason": "fallback", "propensity": None},
+    ]
+    router.update(load_rows(write_jsonl(feedback, "feedback.jsonl")))
+    chances = router.bank.propensities
+    coder, poet = router.experts.index("coder"), router.experts.index("poet")
+    assert chances[router.bank.ids.index("f1"), coder] == pytest.approx(0.05)
+    assert chances[router.bank.ids.index("q2"), poet] == pytest.approx(0.9)
+    assert int(torch.isfinite(chances).sum()) == 2  # scored rewards and the fallback have none
+    router.save_pretrained(tmp_path / "r")
+    loaded = ZooterRouter.from_pretrained(tmp_path / "r", device="cpu")
+    assert torch.equal(loaded.bank.propensities.isnan(), chances.isnan())
+    loaded.remove_expert("poet")  # columns follow the experts
+    assert loaded.bank.propensities.shape == loaded.bank.rewards.shape
+    with pytest.raises(DataError, match="propensity"):
+        RoutingExample.from_dict({"id": "x", "query": "q", "rewards": {"coder": 1.0}, "propensity": 1.5})
 
 
 def test_bad_rows_are_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:
@@ -177,9 +203,110 @@ def test_calibration_counts_incomplete_rows_through_stand_ins() -> None:
     rewards = torch.stack([torch.rand(400, generator=generator), torch.rand(400, generator=generator)], 1)
     scores = rewards + 0.05 * torch.randn(400, 2, generator=generator)  # estimates that know the winner
     partial = rewards.clone()
-    partial[torch.arange(400) % 4 != 0, 1] = math.nan  # expert b scored on a quarter of the rows
+    partial[torch.arange(400) % 5 < 2, 1] = math.nan  # expert b scored on 60 % of the rows
     complete_only = calibrate_decision(scores, partial, ["a", "b"], default_expert="a")
-    assert complete_only.calibration["rows"] == 100
+    assert complete_only.calibration["rows"] == 240
     filled = torch.where(torch.isfinite(partial), partial, torch.full_like(partial, 0.5))
     with_stand_ins = calibrate_decision(scores, partial, ["a", "b"], default_expert="a", filled=filled)
-    assert with_stand_ins.calibration["rows"] == 400 and with_stand_ins.calibration["complete_rows"] == 100
+    assert with_stand_ins.calibration["rows"] == 400 and with_stand_ins.calibration["complete_rows"] == 240
+
+
+def _thin_rows(seed: int, rows: int = 400, scored: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three experts' rewards, the last scored on a random ``scored`` of the rows only."""
+    generator = torch.Generator().manual_seed(seed)
+    rewards = torch.rand(rows, 3, generator=generator)
+    partial = rewards.clone()
+    hidden = torch.randperm(rows, generator=generator)[scored:]
+    partial[hidden, 2] = math.nan
+    return rewards, partial
+
+
+def test_a_thin_expert_is_admitted_only_where_its_own_rows_show_it_pays() -> None:
+    from zooter.decide.policy import calibrate_decision, choose
+
+    experts = ["a", "b", "new"]
+    rewards, partial = _thin_rows(0)
+    knowing = rewards + 0.05 * torch.randn(rewards.shape, generator=torch.Generator().manual_seed(5))
+    rule = calibrate_decision(knowing, partial, experts, default_expert="a")
+    # b is calibrated on every row; "new" (scored on 100 of 400 rows) is thin, and its rows show it pays
+    assert rule.routes and rule.thin_experts["new"] is not None
+    assert rule.calibration["thin_experts"]["admitted"] and rule.calibration["thin_experts"]["rows"] == {"new": 100}
+    picks = choose(knowing, experts, rule)
+    without = choose(knowing[:, :2], experts[:2], rule.model_copy(update={"thin_experts": {}}))
+    assert rewards.gather(1, picks[:, None]).mean() > rewards.gather(1, without[:, None]).mean()
+    # a worse "new" expert whose estimates know nothing (its prior says it is the best everywhere): not admitted
+    partial[:, 2] *= 0.3
+    blind = knowing.clone()
+    blind[:, 2] = 0.9 + 0.01 * torch.rand(400, generator=torch.Generator().manual_seed(6))
+    rule = calibrate_decision(blind, partial, experts, default_expert="a")
+    assert rule.thin_experts == {"new": None}
+    assert choose(blind, experts, rule).tolist() == choose(blind[:, :2], experts[:2], rule).tolist()
+
+
+def test_feedback_rows_do_not_make_an_expert_thin_nor_calibrate_the_margin_on_stand_ins() -> None:
+    from zooter.decide.policy import calibrate_decision
+
+    experts = ["a", "b"]
+    generator = torch.Generator().manual_seed(4)
+    scored = torch.rand(200, 2, generator=generator)
+    logged = torch.full((600, 2), math.nan)
+    logged[:, 0] = torch.rand(600, generator=generator)  # the router answered with its default, a
+    rewards = torch.cat([scored, logged])
+    propensities = torch.where(torch.isfinite(rewards), 0.9, math.nan)
+    propensities[:200] = math.nan  # the scored rows were not observed through the policy
+    scores = rewards.nan_to_num(0.5) + 0.05 * torch.randn(800, 2, generator=generator)
+    rule = calibrate_decision(scores, rewards, experts, default_expert="a", propensities=propensities)
+    c = rule.calibration
+    assert rule.thin_experts == {} and (c["scored_rows"], c["logged_rows"]) == (200, 600)
+    assert c["rows"] == 200 and rule.routes  # b wins where the scored rows say so
+
+
+def test_doubly_robust_values_are_unbiased_on_a_logged_set() -> None:
+    """Bandit feedback: one expert's reward per row, drawn by a logging policy with known propensities;
+    the doubly robust mean of another policy's picks matches its true mean, even with a biased direct model."""
+    from zooter.decide.policy import doubly_robust_values
+
+    generator = torch.Generator().manual_seed(3)
+    rows, experts = 20000, 3
+    truth = torch.rand(rows, experts, generator=generator)
+    logging = torch.tensor([0.7, 0.2, 0.1]).expand(rows, experts)
+    logged = torch.multinomial(logging, 1, generator=generator).squeeze(1)
+    rewards = torch.full((rows, experts), math.nan)
+    rewards[torch.arange(rows), logged] = truth[torch.arange(rows), logged]
+    propensities = torch.where(torch.isfinite(rewards), logging, torch.full_like(logging, math.nan))
+    direct = truth + 0.3  # a direct model that is off by 0.3 everywhere
+    values = doubly_robust_values(rewards, direct, propensities)
+    policy = (truth[:, 2] > 0.5).long() * 2  # picks expert 2 where it is good, else expert 0
+    estimate = values.gather(1, policy[:, None]).mean()
+    true = truth.gather(1, policy[:, None]).mean()
+    assert abs(float(estimate - true)) < 0.03
+    assert abs(float(direct.gather(1, policy[:, None]).mean() - true)) > 0.25  # the direct model alone is not
+
+
+def test_an_update_calibrates_the_cost_weight_again_on_the_bank(tiny_encoder: str, tmp_path: Path) -> None:
+    from zooter.decide.costs import CostTable, CostTarget
+
+    prices = CostTable.from_dict(
+        {
+            "mathbot": {"input_price_per_mtok": 0.5, "output_price_per_mtok": 1.0, "expected_output_tokens": 100},
+            "coder": {"input_price_per_mtok": 20.0, "output_price_per_mtok": 20.0, "expected_output_tokens": 200},
+            "poet": {"cost_per_call": 0.0001},
+        }
+    )
+    data = RoutingDataset([RoutingExample.from_dict(r) for r in ROWS[:40]])
+    config = TrainingConfig(encoder=tiny_encoder, max_length=32, device="cpu", show_progress=False, neighbours=[10])
+    router = train_router(data, config, costs=prices, cost_target=CostTarget(share=0.2, share_experts=["coder"]))
+    assert router.config.costs.calibration.rows == 40
+    router.save_pretrained(tmp_path / "r")
+    router = ZooterRouter.from_pretrained(tmp_path / "r", device="cpu")
+    assert router.bank.tokens is not None  # the bank prices its rows, saved with it
+    # eight new queries on which coder is by far the best: calibrated again, on the grown bank
+    new = [
+        {**row, "id": f"n{i}", "rewards": {"mathbot": 0.0, "coder": 10.0, "poet": 0.0}}
+        for i, row in enumerate(ROWS[40:])
+    ]
+    router.update([RoutingExample.from_dict(r) for r in new])
+    calibration = router.config.costs.calibration
+    assert calibration.rows == 48 and calibration.source == "leave-one-out"
+    assert calibration.target["share"] == 0.2
+    assert router.bank.tokens[-1] == router.count_tokens([ROWS[47]["query"]])[0]

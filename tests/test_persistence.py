@@ -172,6 +172,7 @@ def test_a_folder_written_before_checksums_still_loads(method: str, tmp_path: Pa
     if method == "neighbours":
         torch.testing.assert_close(estimates.expected_rewards, torch.tensor(expected[method]["expected_rewards"]))
     assert [d.expert for d in router.route(expected["queries"])] == expected[method]["experts"]
+    assert router.decision is None or router.decision.z == 0.0  # saved before z: the margin alone
     resaved = router.save_pretrained(tmp_path / "resaved")  # saved again: the new format, same routing
     assert isinstance(config_of(resaved)["files"], dict)
     again = ZooterRouter.from_pretrained(resaved, device="cpu").estimate(expected["queries"])

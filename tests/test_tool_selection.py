@@ -11,7 +11,6 @@ import pytest
 from conftest import distill_config, keyword_rows
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelRequest, ModelResponse
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
@@ -38,28 +37,22 @@ def tool_rows(n: int, *, seed: int) -> RoutingDataset:
     return RoutingDataset([RoutingExample.from_dict(r) for r in rows])
 
 
-@tool
-def calculator(expression: str) -> str:
-    """Evaluate arithmetic."""
-    return "42"
+def _example() -> Any:
+    spec = importlib.util.spec_from_file_location("tool_selection_example", ROOT / "examples" / "tool_selection.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-@tool
-def code_runner(code: str) -> str:
-    """Run a Python snippet."""
-    return "ran fine"
+# The worked example (tested at the end) lends its tools and event counter; it has no writing tool.
+EXAMPLE = _example()
+calculator, code_runner, web_search = EXAMPLE.calculator, EXAMPLE.code_runner, EXAMPLE.web_search
 
 
 @tool
 def writer(brief: str) -> str:
     """A writing sub-agent: poems, stories, lyrics."""
     return "a poem"
-
-
-@tool
-def search(query: str) -> str:
-    """Search the web."""
-    return "a result"
 
 
 TOOLS = [calculator, code_runner, writer]
@@ -99,15 +92,6 @@ class ToolRecordingModel(FakeExpertChatModel):
     def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
         self.offered.append([t["function"]["name"] for t in kwargs.get("tools") or []])
         return super()._stream(messages, stop, run_manager, **kwargs)
-
-
-class EventRecorder(BaseCallbackHandler):
-    def __init__(self) -> None:
-        self.selections: list[dict[str, Any]] = []
-
-    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
-        if name == TOOL_SELECTION_EVENT:
-            self.selections.append(data)
 
 
 # -- the policy -------------------------------------------------------------------------------
@@ -264,14 +248,14 @@ def test_middleware_narrows_tools_and_routes_once_per_turn(tool_router) -> None:
     # the model was offered only the calculator on both calls of the tool loop: call it, then answer
     assert model.offered == [["calculator"], ["calculator"]]
     assert [m.type for m in first] == ["human", "ai", "tool", "ai"]
-    assert first[1].tool_calls[0]["name"] == "calculator" and first[3].content == "[agent] 42"
+    assert first[1].tool_calls[0]["name"] == "calculator" and first[3].content == "[agent] 409.5"
     assert counting.passes == 1  # no re-encoding inside the tool loop
     assert [m.response_metadata["zooter_tools"]["cached"] for m in (first[1], first[3])] == [False, True]
 
     second = agent.invoke({"messages": [("user", CODE)]}, config)["messages"]
     assert model.offered[2:] == [["code_runner"], ["code_runner"]]  # a new turn selects afresh
     assert counting.passes == 2
-    assert second[-1].content == "[agent] ran fine"
+    assert second[-1].content == "[agent] stdout: ['i', 'm', 'p', 's']"
     meta = second[-1].response_metadata["zooter_tools"]
     assert meta["tools"] == ["code_runner"]
     assert meta["probabilities"]["code_runner"] == max(meta["probabilities"].values())
@@ -283,10 +267,10 @@ def test_selection_is_visible_as_a_callback_event(tool_router) -> None:
         tools=TOOLS,
         middleware=[ZooterToolSelector(tool_router, k=2).as_middleware()],
     )
-    recorder = EventRecorder()
+    recorder = EXAMPLE.SelectionEvents()
     agent.invoke({"messages": [("user", MATH)]}, {"callbacks": [recorder]})
-    assert len(recorder.selections) == 1  # once per turn, when the router runs
-    event = recorder.selections[0]
+    assert len(recorder.events) == 1  # once per turn, when the router runs
+    event = recorder.events[0]
     assert event["tools"][0] == "calculator" and len(event["tools"]) == 2 and event["cached"] is False
     assert set(event["probabilities"]) == {"calculator", "code_runner", "writer"}
 
@@ -340,11 +324,11 @@ def test_tool_name_mismatch_is_an_error_at_construction(tool_router) -> None:
         selector.as_middleware([calculator, code_runner])
     assert missing.value.missing == ["writer"]
     with pytest.raises(ExpertMismatchError, match="always_include") as extra:
-        selector.as_middleware([*TOOLS, search])
-    assert extra.value.extra == ["search"]
-    ZooterToolSelector(tool_router, always_include=["search"]).as_middleware([*TOOLS, search])  # offered always
-    with pytest.raises(ExpertMismatchError, match="search"):
-        ZooterToolSelector(tool_router, always_include=["search"]).as_middleware(TOOLS)
+        selector.as_middleware([*TOOLS, web_search])
+    assert extra.value.extra == ["web_search"]
+    ZooterToolSelector(tool_router, always_include=["web_search"]).as_middleware([*TOOLS, web_search])  # offered always
+    with pytest.raises(ExpertMismatchError, match="web_search"):
+        ZooterToolSelector(tool_router, always_include=["web_search"]).as_middleware(TOOLS)
 
 
 def test_tool_name_mismatch_is_an_error_at_the_first_call_without_tools(tool_router) -> None:
@@ -464,36 +448,27 @@ def test_middleware_without_langchain_names_the_extra(monkeypatch) -> None:
 
 
 # -- the worked example -----------------------------------------------------------------------
-def _example() -> Any:
-    spec = importlib.util.spec_from_file_location("tool_selection_example", ROOT / "examples" / "tool_selection.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_hand_made_dataset_is_what_its_readme_says() -> None:
-    example = _example()
-    data = RoutingDataset.load(example.DATA)
+    data = RoutingDataset.load(EXAMPLE.DATA)
     assert len(data) >= 200 and 6 <= len(data.experts) <= 10
-    assert sorted(data.experts) == sorted(t.name for t in example.TOOLS)
+    assert sorted(data.experts) == sorted(t.name for t in EXAMPLE.TOOLS)
     for row in data:
         assert set(row.rewards.values()) == {0.0, 1.0} and sum(row.rewards.values()) in (1.0, 2.0), row.id
     assert len({row.text for row in data}) == len(data)
-    splits = example.load_splits()
+    splits = EXAMPLE.load_splits()
     assert {ex.task for ex in splits.test} == {ex.task for ex in data}  # every tool is tested
 
 
 def test_the_example_trains_evaluates_and_runs_an_agent_on_a_tiny_encoder(tiny_encoder: str, capsys) -> None:
-    example = _example()
     args = ["--encoder", tiny_encoder, "--epochs", "1", "--lr", "3e-3", "--head-lr", "3e-3"]
-    assert example.main(args) == 0
+    assert EXAMPLE.main(args) == 0
     out = capsys.readouterr().out
     assert "182 training and 60 held-out queries" in out
     assert "recall@1" in out and "recall@3" in out and "mean selected 2.00" in out
     assert "model calls:" in out and "router runs: 3 (one per turn)" in out
-    splits = example.load_splits()
-    router = example.train_tool_router(splits.train, encoder=tiny_encoder, epochs=1, lr=3e-3, head_lr=3e-3)
-    report = example.evaluate_held_out(router, splits.test, SelectionPolicy(k=2))
+    splits = EXAMPLE.load_splits()
+    router = EXAMPLE.train_tool_router(splits.train, encoder=tiny_encoder, epochs=1, lr=3e-3, head_lr=3e-3)
+    report = EXAMPLE.evaluate_held_out(router, splits.test, SelectionPolicy(k=2))
     recalls = [report.recall_at_k[k] for k in (1, 2, 3)]
     assert recalls == sorted(recalls) and all(0.0 <= r <= 1.0 for r in recalls)
     assert report.n == len(splits.test) and report.policy_recall == report.recall_at_k[2]

@@ -326,12 +326,14 @@ def describe_costs(router: Any) -> str:
 def describe_training(router: Any) -> str:
     """One line on what training did: rows, time, method and what it kept."""
     summary = router.config.training_summary
-    kept = (
-        f"kept epoch {summary['best_epoch']}" if "best_epoch" in summary else f"{summary.get('neighbours')} neighbours"
-    )
+    kept = []
+    if "best_epoch" in summary:
+        kept.append(f"kept epoch {summary['best_epoch']}")
+    if "neighbours" in summary:
+        kept.append(f"{summary['neighbours']} neighbours")
     return (
         f"trained a router over {len(router.experts)} experts on {summary['train_rows']} queries "
-        f"in {summary['train_seconds']:.0f}s ({summary.get('method', 'distill')}, {kept})"
+        f"in {summary['train_seconds']:.0f}s ({', '.join([summary.get('method', 'distill'), *kept])})"
     )
 
 
@@ -607,9 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", help="dataset JSONL to pick the best epoch on (else --validation-fraction)")
     p.add_argument(
         "--method",
-        choices=["neighbours", "distill"],
+        choices=["neighbours", "distill", "distill+neighbours"],
         help="neighbours: estimate rewards from the nearest training queries (default, one encoder pass); "
-        "distill: fine-tune encoder and head on the soft labels (the paper's)",
+        "distill: fine-tune encoder and head on the soft labels (the paper's); distill+neighbours: fine-tune "
+        "the encoder so, then estimate from the nearest training queries as it embeds them (epoch chosen on "
+        "--validation, else on 10%% of the rows held out)",
     )
     p.add_argument("--neighbours", help="comma-separated numbers of neighbours to try (default 50,100,200,400)")
     p.add_argument(

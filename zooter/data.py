@@ -78,6 +78,9 @@ class RoutingExample:
         rewards: reward per expert name; experts without a reward on this query are absent.
         tags: optional tags (e.g. intent tags) used by tag-based label enhancement.
         task: optional task or subset name, used for stratified splits and per-task reports.
+        propensity: for production feedback, the probability with which the router's policy chose
+            the expert whose reward the row carries (logged with exploration, see
+            ``docs/feedback.md``); None when the rewards were not observed through a policy.
     """
 
     id: str
@@ -85,6 +88,7 @@ class RoutingExample:
     rewards: dict[str, float]
     tags: tuple[str, ...] = ()
     task: str | None = None
+    propensity: float | None = None
 
     @property
     def text(self) -> str:
@@ -96,6 +100,8 @@ class RoutingExample:
             row["tags"] = list(self.tags)
         if self.task is not None:
             row["task"] = self.task
+        if self.propensity is not None:
+            row["propensity"] = self.propensity
         return row
 
     @classmethod
@@ -187,7 +193,21 @@ class RoutingExample:
         task = row.get("task")
         if task is not None and not isinstance(task, str):
             raise fail(f"expected a string, got {_short(task)}", "task", task)
-        return cls(id=rid, query=query, rewards=rewards, tags=tuple(tags), task=task)
+        propensity = row.get("propensity")
+        if propensity is not None and (
+            isinstance(propensity, bool)
+            or not isinstance(propensity, (int, float))
+            or not 0.0 < float(propensity) <= 1.0
+        ):
+            raise fail(f"expected a probability in (0, 1], got {_short(propensity)}", "propensity", propensity)
+        return cls(
+            id=rid,
+            query=query,
+            rewards=rewards,
+            tags=tuple(tags),
+            task=task,
+            propensity=None if propensity is None else float(propensity),
+        )
 
 
 def load_queries(path: str | Path) -> list[RoutingExample]:
@@ -423,7 +443,7 @@ class RoutingDataset(Sequence[RoutingExample]):
         for ex in self.examples:
             rewards = {n: ex.rewards[n] for n in names if n in ex.rewards}
             if rewards:
-                kept.append(RoutingExample(ex.id, ex.query, rewards, ex.tags, ex.task))
+                kept.append(RoutingExample(ex.id, ex.query, rewards, ex.tags, ex.task, ex.propensity))
         dropped = len(self.examples) - len(kept)
         if dropped:
             logger.warning("%d rows have no reward for any of %s and were dropped", dropped, names)

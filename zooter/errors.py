@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -75,4 +77,30 @@ class MissingDependencyError(ZooterError, ImportError):
     """An optional package is needed for this feature; the message names the extra to install."""
 
 
-__all__ = ["ConfigError", "DataError", "ExpertMismatchError", "MissingDependencyError", "ZooterError", "name_list"]
+def import_optional(module: str, *also: str, needs: str, install: str) -> ModuleType:
+    """``module``, imported where a feature uses it, or a :class:`MissingDependencyError`.
+
+    Args:
+        module: the optional module, e.g. ``"faiss"``; it is returned.
+        also: its submodules the feature needs too, e.g. ``"ray.data"`` (imported after ``module``).
+        needs: what needs it, as the error's first words (``"an ANN index needs faiss"``).
+        install: the command that installs the extra (``"pip install 'zooter-langchain[ann]'"``).
+    """
+    try:
+        imported = importlib.import_module(module)
+        for name in also:
+            importlib.import_module(name)
+    except ImportError as e:
+        raise MissingDependencyError(f"{needs}: {install} ({e})") from None
+    return imported
+
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "ExpertMismatchError",
+    "MissingDependencyError",
+    "ZooterError",
+    "import_optional",
+    "name_list",
+]

@@ -653,9 +653,17 @@ def evaluate_costs(
     rule = router.decision
     margin = rule.margin if rule is not None and rule.margin is not None else 0.0
     grid = cost_weight_grid(scores, prices, margin=margin)
-    frontier = sweep_cost_weights(scores, prices, rewards, experts, rule, grid)
+    stderr = estimates.stderr
+    frontier = sweep_cost_weights(scores, prices, rewards, experts, rule, grid, stderr=stderr)
     own = sweep_cost_weights(
-        scores, prices, rewards, experts, rule, [router.cost_weight], penalties=router.cost_penalties(prices)
+        scores,
+        prices,
+        rewards,
+        experts,
+        rule,
+        [router.cost_weight],
+        penalties=router.cost_penalties(prices),
+        stderr=stderr,
     )[0]
     mean_reward, mean_cost = rewards.mean(dim=0).tolist(), prices.mean(dim=0).tolist()
     singles = {name: {"reward": mean_reward[j], "cost": mean_cost[j]} for j, name in enumerate(experts)}

@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,7 @@ from zooter.model.index import TARGET_RECALL, FaissIndex, resolve_kind
 from zooter.model.neighbours import CALIBRATION_ROWS, Estimates, NeighbourBank, NeighbourSettings
 
 if TYPE_CHECKING:
-    from zooter.decide.costs import CostTable
+    from zooter.decide.costs import CostSettings, CostTable
     from zooter.engines import Engine
 
 # The router is typed Any here: zooter.model.router calls into this module (router.update), and the
@@ -80,6 +80,8 @@ class RouterState:
         margin: the decision's margin (None: routing did not pay, every query goes to the default).
         share_routed_away: the share of leave-one-out rows the decision sends away from the default.
         support: rows of the bank that carry each expert's reward.
+        thin_experts: the experts with too few scored rows to calibrate with the others, each with
+            whether the decision admits it (see :attr:`~zooter.decide.policy.DecisionRule.thin_experts`).
     """
 
     rows: int
@@ -88,6 +90,7 @@ class RouterState:
     margin: float | None
     share_routed_away: float
     support: dict[str, int]
+    thin_experts: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def of(cls, router: RouterLike) -> RouterState:
@@ -100,6 +103,7 @@ class RouterState:
             margin=None if rule is None else rule.margin,
             share_routed_away=0.0 if rule is None else float(rule.calibration.get("share_routed_away", 0.0)),
             support=dict(zip(router.experts, (int(c) for c in counts))),
+            thin_experts={} if rule is None else {name: m is not None for name, m in rule.thin_experts.items()},
         )
 
 
@@ -135,12 +139,21 @@ class UpdateReport:
             experts += "".join(
                 [f" (added {name_list(added)})" if added else "", f" (removed {name_list(removed)})" if removed else ""]
             )
+
+        def thin(state: RouterState) -> str:
+            if not state.thin_experts:
+                return "none"
+            return ", ".join(
+                f"{name} ({'admitted' if ok else 'not admitted'})" for name, ok in state.thin_experts.items()
+            )
+
         return [
             f"rows: {b.rows} -> {a.rows} ({self.appended} new, {self.merged} merged)",
             f"experts: {experts}",
             f"default expert: {b.default_expert} -> {a.default_expert}",
             f"margin: {margin(b)} -> {margin(a)}",
             f"routed away (leave-one-out): {b.share_routed_away:.1%} -> {a.share_routed_away:.1%}",
+            f"thin experts (admitted only where their own rows show it pays): {thin(b)} -> {thin(a)}",
             "support (rows with a reward): "
             + ", ".join(f"{name} {b.support.get(name, 0)} -> {a.support.get(name, 0)}" for name in a.experts),
         ]
@@ -261,6 +274,8 @@ def remove_expert(router: RouterLike, name: str) -> UpdateReport:
             bank.rewards[index],
             bank.targets[index],
             None if bank.ids is None else [bank.ids[i] for i in index.tolist()],
+            None if bank.propensities is None else bank.propensities[index],
+            None if bank.tokens is None else bank.tokens[index],
         )
     bank = _indexed(router, bank, previous if same_rows else None)  # rows dropped: a new index
     costs = router.config.costs
@@ -328,35 +343,53 @@ def _merged_bank(
         logger.warning("this router's bank predates query ids: every row is added as a new query")
     where = {} if ids is None else {rid: i for i, rid in enumerate(ids)}
     rewards = bank.rewards.clone()
+    logged = any(row.propensity is not None for row in rows)
+    propensities = bank.propensities
+    if propensities is None and logged:
+        propensities = torch.full_like(rewards, math.nan)
+    propensities = None if propensities is None else propensities.clone()
     column = {name: j for j, name in enumerate(experts)}
-    new: dict[str, tuple[Any, dict[str, float]]] = {}  # id -> (query, rewards), in first-seen order
+    # id -> (query, rewards, propensities), in first-seen order
+    new: dict[str, tuple[Any, dict[str, float], dict[str, float]]] = {}
     changed: set[int] = set()
     for row in rows:
+        # a reward observed through the router's policy carries its propensity; a scored one has none
+        chance = math.nan if row.propensity is None else row.propensity
         if row.id in where:
             i = where[row.id]
             for name, value in row.rewards.items():
                 rewards[i, column[name]] = value
+                if propensities is not None:
+                    propensities[i, column[name]] = chance
             changed.add(i)
         else:
-            query, known = new.get(row.id, (row.query, {}))
-            new[row.id] = (query, {**known, **row.rewards})
+            query, known, chances = new.get(row.id, (row.query, {}, {}))
+            new[row.id] = (query, {**known, **row.rewards}, {**chances, **dict.fromkeys(row.rewards, chance)})
     targets = bank.targets.clone()
     if changed:
         index = torch.tensor(sorted(changed), device=rewards.device)
         targets[index] = _targets(router, rewards[index])
     embeddings = bank.embeddings
     new_ids = list(bank.ids) if bank.ids is not None else None
+    tokens = bank.tokens
     if new:
-        vectors = embed_queries(router, [query for query, _ in new.values()], engine, show_progress=show_progress)
+        queries = [query for query, _, _ in new.values()]
+        vectors = embed_queries(router, queries, engine, show_progress=show_progress)
+        if tokens is not None:  # the bank prices its rows: so are the new ones
+            tokens = torch.cat([tokens, torch.tensor(router.count_tokens(queries), device=tokens.device).float()])
         appended = torch.full((len(new), len(experts)), math.nan, device=rewards.device)
-        for r, (_, values) in enumerate(new.values()):
+        chances = torch.full_like(appended, math.nan)
+        for r, (_, values, logged_chances) in enumerate(new.values()):
             for name, value in values.items():
                 appended[r, column[name]] = value
+                chances[r, column[name]] = logged_chances[name]
         embeddings = torch.cat([embeddings.float(), vectors.to(embeddings.device).float()])
         rewards = torch.cat([rewards, appended])
         targets = torch.cat([targets, _targets(router, appended)])
+        propensities = None if propensities is None else torch.cat([propensities, chances])
         new_ids = [*new_ids, *new] if new_ids is not None else None
-    return _rebuilt(bank, embeddings, rewards, targets, new_ids), len(changed), len(new)
+    merged = _rebuilt(bank, embeddings, rewards, targets, new_ids, propensities, tokens)
+    return merged, len(changed), len(new)
 
 
 def embed_queries(
@@ -423,12 +456,24 @@ def _with_experts(bank: NeighbourBank, columns: list[int]) -> NeighbourBank:
     total = targets.sum(dim=1, keepdim=True)
     # a row whose target mass was all on a removed expert is relabelled from its rewards
     targets = torch.where(total > 0, targets / total.clamp_min(1e-12), soft_targets(rewards))
-    return _rebuilt(bank, bank.embeddings, rewards, targets, bank.ids)
+    propensities = bank.propensities
+    if propensities is not None:
+        nothing = torch.full((rows,), math.nan, device=propensities.device)
+        propensities = torch.stack([propensities[:, j] if j >= 0 else nothing for j in columns], dim=1)
+    return _rebuilt(bank, bank.embeddings, rewards, targets, bank.ids, propensities, bank.tokens)
 
 
-def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids) -> NeighbourBank:
+def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids, propensities, tokens) -> NeighbourBank:
     return NeighbourBank(
-        embeddings, rewards, targets, k=bank.k, temperature=bank.temperature, shrinkage=bank.shrinkage, ids=ids
+        embeddings,
+        rewards,
+        targets,
+        k=bank.k,
+        temperature=bank.temperature,
+        shrinkage=bank.shrinkage,
+        ids=ids,
+        propensities=propensities,
+        tokens=tokens,
     )
 
 
@@ -469,8 +514,11 @@ def _prices_with(router: RouterLike, name: str, costs: Any) -> CostTable | None:
 
 
 # -- recalibrating and recording --------------------------------------------------------------------
-def recalibrate(router: RouterLike, bank: NeighbourBank, experts: list[str]) -> DecisionRule:
-    """The decision recalibrated on the leave-one-out estimates of a sample of the bank, as training does.
+def recalibrate(
+    router: RouterLike, bank: NeighbourBank, experts: list[str]
+) -> tuple[DecisionRule, Estimates, torch.Tensor]:
+    """The decision recalibrated on the leave-one-out estimates of a sample of the bank, as training
+    does; with those estimates and the sample's rows (what λ is calibrated on again).
 
     The sample is seeded and random, of at most the training's ``calibration_rows`` rows
     (:data:`~zooter.model.neighbours.CALIBRATION_ROWS` for routers trained before it existed),
@@ -480,14 +528,40 @@ def recalibrate(router: RouterLike, bank: NeighbourBank, experts: list[str]) -> 
     seed = int(training.get("seed", 0))
     sample = bank.sample(int(training.get("calibration_rows") or CALIBRATION_ROWS), seed=seed)
     record = {"rows": len(sample), "of": len(bank), "by": "all rows" if len(sample) == len(bank) else "random"}
-    return calibrate_sample(
-        bank,
-        bank.leave_one_out(sample),
-        sample,
-        experts,
-        min_z=float(training.get("min_z", 2.0)),
-        record={**record, "seed": seed},
+    held_out = bank.leave_one_out(sample)
+    rule = calibrate_sample(
+        bank, held_out, sample, experts, min_z=float(training.get("min_z", 2.0)), record={**record, "seed": seed}
     )
+    return rule, held_out, sample
+
+
+def recalibrate_cost_weight(
+    costs: CostSettings,
+    bank: NeighbourBank,
+    held_out: Estimates,
+    sample: torch.Tensor,
+    experts: list[str],
+    rule: DecisionRule | None,
+) -> CostSettings:
+    """``costs`` with λ calibrated again to its target on the leave-one-out estimates of the bank rows
+    ``sample``, priced from the rows' token counts (as training calibrates it)."""
+    from zooter.decide.costs import CostSettings, CostTarget, calibrate_cost_weight
+
+    if costs.calibration is None or bank.tokens is None:
+        return costs
+    sample = sample.to(bank.rewards.device)
+    target = CostTarget.from_dict(costs.calibration.target)
+    result = calibrate_cost_weight(
+        held_out.expected_rewards,
+        costs.prices.query_costs(bank.tokens[sample].cpu(), experts),
+        bank.rewards[sample],
+        experts,
+        rule,
+        target,
+        source="leave-one-out",
+        stderr=held_out.stderr,
+    )
+    return CostSettings(prices=costs.prices, cost_weight=result["cost_weight"], calibration=result)
 
 
 def calibrate_sample(
@@ -502,7 +576,8 @@ def calibrate_sample(
     """The decision calibrated on ``held_out``, the leave-one-out estimates of the bank rows ``sample``.
 
     The default expert is the best on all rows; rows with missing rewards count through their
-    stand-ins (:meth:`NeighbourBank.filled_rewards`). ``record`` (what was sampled: ``rows``,
+    stand-ins (:meth:`NeighbourBank.filled_rewards`), and thin experts are admitted by a doubly robust
+    estimate that weighs each logged reward by its propensity. ``record`` (what was sampled: ``rows``,
     ``of``, ``by``, ``seed``) is kept in the rule's ``calibration["sample"]``.
     """
     sample = sample.to(bank.rewards.device)
@@ -512,8 +587,10 @@ def calibrate_sample(
         experts,
         default_rewards=bank.rewards,
         filled=bank.filled_rewards()[sample],
+        propensities=None if bank.propensities is None else bank.propensities[sample],
         min_z=min_z,
         source="leave-one-out",
+        stderr=held_out.stderr,
     )
     rule.calibration["sample"] = record
     return rule
@@ -532,16 +609,20 @@ def _commit(
     """Make ``bank`` the router's, with its decision recalibrated and its config changed in one step
     (the config checks that the decision and the prices name its experts)."""
     rule = router.config.decision
+    held_out = sample = None
     if rule is not None or (router.config.training or {}).get("calibrate", True):
-        rule = recalibrate(router, bank, experts)
+        rule, held_out, sample = recalibrate(router, bank, experts)
     costs = router.config.costs if costs is ... else costs
     calibration = None if costs is None else costs.calibration
     if calibration is not None and calibration.target:
-        logger.warning(
-            "λ (cost weight %.4g) is kept as calibrated: the bank holds no query texts to price; "
-            "calibrate it again with router.calibrate_costs on scored rows",
-            router.cost_weight,
-        )
+        if bank.tokens is not None and held_out is not None and sample is not None:
+            costs = recalibrate_cost_weight(costs, bank, held_out, sample, experts, rule)
+        else:
+            logger.warning(
+                "λ (cost weight %.4g) is kept as calibrated: the bank does not price its rows (a router "
+                "trained before banks kept their token counts); calibrate it again with router.calibrate_costs",
+                router.cost_weight,
+            )
     record = {"removed_expert": removed, "time": _now()} if removed is not None else source_record(source, rows)
     previous = router.config.neighbours
     settings = bank_settings(bank, experts)

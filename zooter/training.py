@@ -1,6 +1,6 @@
 """Training a router: from queries with per-expert rewards to a router that decides when routing pays.
 
-Two methods, one decision step:
+Three methods, one decision step:
 
 - ``"neighbours"`` (the default): the pretrained encoder embeds every training query once; the
   router keeps those embeddings with their rewards and soft targets (:mod:`zooter.model.neighbours`) and
@@ -10,6 +10,11 @@ Two methods, one decision step:
 - ``"distill"`` (the paper's): the encoder and a linear head are fine-tuned end to end on
   ``KL(s* || softmax(logits))``, averaged over queries, by AdamW with linear warm-up then decay and
   gradient clipping; the best epoch on validation rows is kept.
+- ``"distill+neighbours"``: the paper's fine-tuning shapes the embedding, the neighbour bank decides.
+  The encoder is fine-tuned as for ``"distill"``; after every epoch (and before the first) the
+  training queries are embedded by it, and the validation rows, estimated from that bank, choose
+  the epoch, the number of neighbours and the decision. The router keeps the fine-tuned encoder
+  and the bank of its embeddings, and routes as ``"neighbours"`` does.
 
 Then :func:`zooter.decide.policy.calibrate_decision` sets the :class:`~zooter.decide.policy.DecisionRule`: the
 default expert (the best on the training rows) is left only by a margin that paid on held-out
@@ -26,11 +31,12 @@ Example:
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +60,9 @@ from zooter.rewards.responses import answers_for
 
 logger = logging.getLogger(__name__)
 
+# the share of the training rows "distill+neighbours" holds out to choose its epoch, when not told
+DISTILLED_BANK_VALIDATION = 0.1
+
 
 class TrainingConfig(ZooterConfig):
     """Settings of :func:`train_router`.
@@ -64,13 +73,17 @@ class TrainingConfig(ZooterConfig):
 
     Attributes:
         method: ``"neighbours"`` (estimate rewards from the nearest training queries; one encoder
-            pass, the default) or ``"distill"`` (the paper's end-to-end fine-tuning of encoder and
-            head). The settings from ``epochs`` to ``select_by`` and ``prior_bias`` apply to
-            ``"distill"`` only.
+            pass, the default), ``"distill"`` (the paper's end-to-end fine-tuning of encoder and
+            head) or ``"distill+neighbours"`` (fine-tune as ``"distill"``, then estimate from the
+            nearest training queries as the fine-tuned encoder embeds them; the epoch, the number
+            of neighbours and the decision are chosen on validation rows, which stay out of the
+            bank). The settings from ``epochs`` to ``prior_bias`` apply to the two fine-tuning
+            methods (``select_by`` to ``"distill"`` only).
         neighbours: the numbers of neighbours to try; the one whose leave-one-out estimates route
             best on the training rows is kept.
-        neighbour_temperature: similarity temperature of the neighbour weights (lower: the closest
-            neighbours count more).
+        neighbour_temperatures: similarity temperatures of the neighbour weights to try with every
+            number of neighbours (lower: the closest neighbours count more); the pair whose
+            leave-one-out estimates route best is kept.
         neighbour_shrinkage: pseudo-neighbours with which an expert's estimate is pulled towards
             its prior where few neighbours carry its reward (0: the plain neighbour average); see
             :class:`~zooter.model.neighbours.NeighbourBank` and ``docs/keeping-current.md``.
@@ -97,9 +110,11 @@ class TrainingConfig(ZooterConfig):
             (``tags`` source and ``beta``), fitted on the training rows only.
         seed: seeds shuffling, dropout and the validation split; equal seeds give equal routers on CPU.
         validation_fraction: share of the training data held out to pick the best epoch (0: keep
-            the last epoch).
-        select_by: which validation figure picks the best epoch: mean routed ``reward`` (higher is
-            better) or the KL ``loss`` (lower is better).
+            the last epoch; ``"distill+neighbours"`` then holds out 10 %, as it needs validation rows).
+        select_by: which validation figure picks the best epoch of ``"distill"``: the head's mean
+            routed ``reward`` (higher is better) or the KL ``loss`` (lower is better).
+            ``"distill+neighbours"`` keeps the epoch (0: the pretrained encoder) whose bank routes
+            best on the validation rows, as the calibrated decision measures it.
         prior_bias: start the head's bias at the log of the mean target, so an untrained router
             already prefers the experts that win most often.
         group_by_length: batch queries of similar length together (less padding, faster on CPU);
@@ -113,9 +128,9 @@ class TrainingConfig(ZooterConfig):
         show_progress: show a progress bar.
     """
 
-    method: Literal["neighbours", "distill"] = "neighbours"
+    method: Literal["neighbours", "distill", "distill+neighbours"] = "neighbours"
     neighbours: list[int] = Field(default_factory=lambda: [50, 100, 200, 400], min_length=1)
-    neighbour_temperature: float = Field(default=0.1, gt=0.0, allow_inf_nan=False)
+    neighbour_temperatures: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5], min_length=1)
     neighbour_shrinkage: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
     index: Literal["exact", "ann", "auto"] = "auto"
     calibration_rows: int = Field(default=CALIBRATION_ROWS, ge=2)
@@ -147,6 +162,13 @@ class TrainingConfig(ZooterConfig):
     def _positive_counts(cls, value: list[int]) -> list[int]:
         if any(k < 1 for k in value):
             raise ValueError("every number of neighbours must be >= 1")
+        return sorted(set(value))
+
+    @field_validator("neighbour_temperatures")
+    @classmethod
+    def _positive_temperatures(cls, value: list[float]) -> list[float]:
+        if not all(math.isfinite(t) and t > 0 for t in value):
+            raise ValueError("every neighbour temperature must be a finite number > 0")
         return sorted(set(value))
 
 
@@ -213,20 +235,43 @@ def _diverged(config: TrainingConfig, step: int, epoch: int, what: str) -> Zoote
     )
 
 
+# How an epoch is judged: (score, higher is better; figures for the training log; what to keep with the epoch).
+Judge = Callable[[ZooterRouter], tuple[float, dict[str, float], Any]]
+
+
+def _head_judge(validation: RoutingDataset | None, config: TrainingConfig) -> tuple[Judge | None, str]:
+    """``"distill"``'s judge: the head's routed reward (or KL loss) on the validation rows, and its name."""
+    if validation is None:
+        return None, "last epoch"
+    val_targets = make_targets(validation, config.labels)
+    select_by = config.select_by
+    if select_by == "reward" and not len(validation.complete()):
+        logger.warning("no validation row has a reward for every expert; picking the best epoch by loss")
+        select_by = "loss"
+
+    def judge(router: ZooterRouter) -> tuple[float, dict[str, float], Any]:
+        entry = _validate(router, validation, val_targets, config.batch_size * 2)
+        return (entry["val_reward"] if select_by == "reward" else -entry["val_loss"]), entry, None
+
+    return judge, select_by
+
+
 def _distill(
     router: ZooterRouter,
     dataset: RoutingDataset,
     targets: torch.Tensor,
-    validation: RoutingDataset | None,
     config: TrainingConfig,
     device: torch.device,
-) -> dict[str, Any]:
-    """The paper's training: fine-tune encoder and head on the KL loss; keep the best validated epoch."""
-    val_targets = make_targets(validation, config.labels) if validation is not None else None
-    select_by = config.select_by
-    if validation is not None and select_by == "reward" and not len(validation.complete()):
-        logger.warning("no validation row has a reward for every expert; picking the best epoch by loss")
-        select_by = "loss"
+    judge: Judge | None,
+    *,
+    judge_pretrained: bool = False,
+) -> tuple[dict[str, Any], Any]:
+    """The paper's training: fine-tune encoder and head on the KL loss; keep the epoch ``judge`` scores best.
+
+    ``judge_pretrained``: judge the pretrained encoder too, as epoch 0, which is kept when no
+    fine-tuned epoch beats it. Returns ``(kept epoch, what the judge gave with it)``; without a
+    judge, the last epoch is kept.
+    """
     if config.prior_bias:
         with torch.no_grad():
             router.head.bias.copy_(targets.mean(dim=0).clamp_min(1e-6).log())
@@ -255,6 +300,18 @@ def _distill(
         progress = tqdm(total=total_steps, desc="training router", unit="step")
     log: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
+
+    def judged(epoch: int) -> dict[str, float]:
+        nonlocal best
+        assert judge is not None
+        score, entry, kept = judge(router)
+        if best is None or score > best["score"]:
+            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(router.state_dict()), "kept": kept}
+        return entry
+
+    if judge is not None and judge_pretrained:
+        log.append({"step": 0, "epoch": 0, **judged(0)})
+        logger.info("epoch 0 (pretrained): %s", {k: round(v, 4) for k, v in log[-1].items()})
     step = 0
     try:
         for epoch in range(1, config.epochs + 1):
@@ -290,24 +347,19 @@ def _distill(
             if broken:
                 raise _diverged(config, step, epoch, f"the weights became non-finite ({broken[0]})")
             entry = {"step": step, "epoch": epoch, "train_loss": running / seen}
-            if validation is not None and val_targets is not None:
-                entry.update(_validate(router, validation, val_targets, config.batch_size * 2))
-                score = entry["val_reward"] if select_by == "reward" else -entry["val_loss"]
-                if best is None or score > best["score"]:
-                    best = {"score": score, "epoch": epoch, "state": copy.deepcopy(router.state_dict())}
+            if judge is not None:
+                entry.update(judged(epoch))
             log.append(entry)
             logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in entry.items()})
     finally:
         if progress is not None:
             progress.close()
-    if best is not None:
-        router.load_state_dict(best["state"])
-        logger.info("kept epoch %d (best validation %s)", best["epoch"], select_by)
     router.training_log = log
-    return {
-        "best_epoch": best["epoch"] if best is not None else config.epochs,
-        "selected_by": select_by if best is not None else "last epoch",
-    }
+    if best is None:
+        return {"best_epoch": config.epochs}, None
+    router.load_state_dict(best["state"])
+    logger.info("kept epoch %d of %d", best["epoch"], config.epochs)
+    return {"best_epoch": best["epoch"]}, best["kept"]
 
 
 def embed_training_queries(
@@ -336,7 +388,12 @@ class BankFit:
 
 
 def fit_bank(
-    embeddings: torch.Tensor, dataset: RoutingDataset, targets: torch.Tensor, config: TrainingConfig
+    embeddings: torch.Tensor,
+    dataset: RoutingDataset,
+    targets: torch.Tensor,
+    config: TrainingConfig,
+    *,
+    held_out: tuple[torch.Tensor, RoutingDataset] | None = None,
 ) -> BankFit:
     """Index the training queries' embeddings and keep the number of neighbours that routes best left-one-out.
 
@@ -345,39 +402,69 @@ def fit_bank(
     index in one search at the largest number of neighbours; each number tried averages its first
     neighbours. So after the encoder pass the work grows about linearly with the rows: building
     the index, and a bounded number of searches.
+
+    ``held_out``: the embeddings and rows of validation queries, which the bank does not hold; the
+    number of neighbours and the decision are then chosen on their estimates instead (needed when
+    the encoder was fine-tuned on the bank's rows: their leave-one-out estimates would flatter it).
     """
     rewards = reward_tensor(dataset).to(embeddings.device)
     started = time.perf_counter()
+    propensities = None
+    if any(ex.propensity is not None for ex in dataset):  # rows logged from production feedback
+        chances = torch.tensor([math.nan if ex.propensity is None else ex.propensity for ex in dataset])
+        propensities = torch.where(torch.isfinite(rewards), chances.to(rewards.device).unsqueeze(1), math.nan)
     bank = NeighbourBank(
         embeddings,
         rewards,
         targets.to(embeddings.device),
         k=max(config.neighbours),
-        temperature=config.neighbour_temperature,
+        temperature=config.neighbour_temperatures[0],
         shrinkage=config.neighbour_shrinkage,
         ids=[ex.id for ex in dataset],
+        propensities=propensities,
     ).build_index(config.index, seed=config.seed)
     indexed = time.perf_counter()
-    rows = dataset.sample(config.calibration_rows, seed=config.seed)
-    sample = torch.tensor(rows, device=embeddings.device)
-    found = bank.search(bank.embeddings[sample], leave_out=sample)
-    record = {
-        "rows": len(rows),
-        "of": len(dataset),
-        "by": "all rows" if len(rows) == len(dataset) else ("task" if any(dataset.tasks) else "random"),
-        "seed": config.seed,
-    }
+    if held_out is None:
+        rows = dataset.sample(config.calibration_rows, seed=config.seed)
+        sample = torch.tensor(rows, device=embeddings.device)
+        found = bank.search(bank.embeddings[sample], leave_out=sample)
+        record = {
+            "rows": len(rows),
+            "of": len(dataset),
+            "by": "all rows" if len(rows) == len(dataset) else ("task" if any(dataset.tasks) else "random"),
+            "seed": config.seed,
+        }
+        source, calibration_rows = "leave-one-out", dataset.take(rows)
+    else:
+        queries, calibration_rows = held_out
+        found = bank.search(queries.to(embeddings.device))
+        record = {"rows": len(calibration_rows), "of": len(calibration_rows), "by": "validation rows"}
+        source = "validation"
     best: tuple[float, NeighbourBank, DecisionRule, Estimates] | None = None
     log = []
-    for k in config.neighbours:
-        kept = bank.with_k(k)
-        held_out = kept.average(*found)
-        rule = calibrate_sample(kept, held_out, sample, dataset.experts, min_z=config.min_z, record=record)
-        gain = rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))
-        log.append({"neighbours": k, "leave_one_out_gain": gain, "pays": rule.routes})
-        logger.info("k=%d: leave-one-out gain over the default expert %.4g", k, gain)
+    for temperature, k in itertools.product(config.neighbour_temperatures, config.neighbours):
+        kept = bank.with_k(k, temperature=temperature)
+        estimates = kept.average(*found)
+        if held_out is None:
+            rule = calibrate_sample(kept, estimates, sample, dataset.experts, min_z=config.min_z, record=record)
+        else:
+            rule = calibrate_decision(
+                estimates.scores,
+                reward_tensor(calibration_rows),
+                dataset.experts,
+                default_rewards=rewards,  # the default expert is the best on the training rows
+                min_z=config.min_z,
+                source=source,
+                stderr=estimates.stderr,
+            )
+            rule.calibration["sample"] = record
+        gain = held_out_gain(rule)
+        log.append(
+            {"neighbours": k, "temperature": temperature, f"{source.replace('-', '_')}_gain": gain, "pays": rule.routes}
+        )
+        logger.info("k=%d, temperature %g: %s gain over the default expert %.4g", k, temperature, source, gain)
         if best is None or gain > best[0]:
-            best = (gain, kept, rule, held_out)
+            best = (gain, kept, rule, estimates)
     assert best is not None  # config.neighbours is never empty
     _, kept, rule, estimates = best
     if isinstance(kept.index, FaissIndex) and kept.k < bank.k:
@@ -388,18 +475,25 @@ def fit_bank(
         "index %s in %.1fs; calibrated on %d of %d rows (%s) in %.1fs",
         kept.index.settings().get("factory", kept.index.kind),
         indexed - started,
-        len(rows),
-        len(dataset),
+        record["rows"],
+        record["of"],
         record["by"],
         calibrated - indexed,
     )
     summary = {
         "neighbours": kept.k,
+        "temperature": kept.temperature,
         "index": kept.index.kind,
         "index_seconds": round(indexed - started, 1),
         "calibration_seconds": round(calibrated - indexed, 1),
     }
-    return BankFit(kept, rule, estimates, dataset.take(rows), summary, log)
+    return BankFit(kept, rule, estimates, calibration_rows, summary, log)
+
+
+def held_out_gain(rule: DecisionRule) -> float:
+    """The mean reward over the default expert that the rule's best margin gained on its held-out rows
+    (also when that gain was too weak to route by)."""
+    return rule.calibration.get("best_margin_gain", rule.calibration.get("gain", 0.0))
 
 
 def _fit_neighbours(
@@ -412,12 +506,59 @@ def _fit_neighbours(
     """Embed the training queries once (on ``engine``), then :func:`fit_bank`; the router keeps the bank."""
     embeddings = embed_training_queries(router, [ex.query for ex in dataset], config, engine)
     fit = fit_bank(embeddings, dataset, targets, config)
+    _keep_bank(router, fit, dataset)
+    router.training_log = fit.log
+    return fit
+
+
+def _keep_bank(router: ZooterRouter, fit: BankFit, dataset: RoutingDataset) -> None:
     router.bank = fit.bank
     settings = bank_settings(fit.bank, dataset.experts)
     settings.sources = [source_record(dataset.source, len(dataset))]
     router.config.neighbours = settings
-    router.training_log = fit.log
-    return fit
+
+
+def _bank_judge(
+    dataset: RoutingDataset, targets: torch.Tensor, validation: RoutingDataset, config: TrainingConfig
+) -> Judge:
+    """``"distill+neighbours"``'s judge: embed the training and validation queries with the encoder as
+    it is now, fit a bank of the training rows, and score it by its calibrated gain on the validation
+    rows (:func:`held_out_gain`); the head's routed reward there is logged beside it."""
+    queries, held_queries = [ex.query for ex in dataset], [ex.query for ex in validation]
+    rewards = torch.tensor(validation.reward_matrix())
+    complete = torch.isfinite(rewards).all(dim=1)
+
+    def judge(router: ZooterRouter) -> tuple[float, dict[str, float], BankFit]:
+        batch_size = router.default_batch_size * 4
+        embeddings = router.embed_queries(queries, batch_size=batch_size, show_progress=config.show_progress)
+        held = router.embed_queries(held_queries, batch_size=batch_size)
+        fit = fit_bank(embeddings, dataset, targets, config, held_out=(held, validation))
+        gain = held_out_gain(fit.rule)
+        with torch.no_grad():
+            chosen = router.head(held.to(router.head.weight.dtype)).argmax(dim=1).cpu()
+        head = rewards[complete].gather(1, chosen[complete].unsqueeze(1)).mean().item() if complete.any() else math.nan
+        entry = {"val_gain": gain, "val_neighbours": fit.bank.k, "val_head_reward": head}
+        return gain, entry, fit
+
+    return judge
+
+
+def _fit_distilled_bank(
+    router: ZooterRouter,
+    dataset: RoutingDataset,
+    targets: torch.Tensor,
+    validation: RoutingDataset,
+    config: TrainingConfig,
+    device: torch.device,
+) -> tuple[BankFit, dict[str, Any]]:
+    """Fine-tune the encoder by distillation, keeping the epoch whose bank routes best on validation;
+    the router keeps that encoder and that bank."""
+    judge = _bank_judge(dataset, targets, validation, config)
+    summary, fit = _distill(router, dataset, targets, config, device, judge, judge_pretrained=True)
+    distilled = router.training_log
+    _keep_bank(router, fit, dataset)
+    router.training_log = [*distilled, *fit.log]
+    return fit, {**summary, "selected_by": "validation gain of the bank", **fit.summary}
 
 
 def _log_decision(rule: DecisionRule) -> None:
@@ -466,9 +607,10 @@ def _set_costs(
     held_out: Estimates | None,
     held_out_rows: RoutingDataset,
     responses: Sequence[Any] | None,
+    source: str,
 ) -> None:
-    """Give the router its prices, with λ as given or calibrated on the leave-one-out estimates
-    (of ``held_out_rows``: the training rows' calibration sample)."""
+    """Give the router its prices, with λ as given or calibrated on the held-out estimates of
+    ``held_out_rows`` (the training rows' leave-one-out sample, or the validation rows), from ``source``."""
     if responses:
         lengths = mean_output_tokens(answers_for(responses, dataset.experts), router.count_tokens)
         costs = costs.with_output_tokens(lengths)
@@ -477,12 +619,15 @@ def _set_costs(
         router.set_costs(costs, cost_weight=cost_weight)
         return
     router.set_costs(costs)
-    result = router.calibrate_costs(held_out_rows, target, estimates=held_out, source="leave-one-out")
+    if router.bank is not None and len(router.bank) == len(dataset):  # priced rows: an update calibrates λ again
+        router.bank.tokens = torch.tensor(router.count_tokens([ex.query for ex in dataset]), dtype=torch.float32)
+    result = router.calibrate_costs(held_out_rows, target, estimates=held_out, source=source)
     logger.info(
-        "cost weight %.4g meets %s on %d leave-one-out rows: mean reward %.4g at %.4g USD per query",
+        "cost weight %.4g meets %s on %d %s rows: mean reward %.4g at %.4g USD per query",
         result["cost_weight"],
         target.describe(),
         result["rows"],
+        source,
         result["reward"],
         result["cost"],
     )
@@ -524,8 +669,11 @@ def train_router(
     """
     config = config or TrainingConfig()
     dataset.check(log_level=logging.DEBUG)  # load() already warned about masked rewards
-    if validation is None and config.validation_fraction > 0:
-        splits = dataset.split(validation_fraction=config.validation_fraction, test_fraction=0.0, seed=config.seed)
+    fraction = config.validation_fraction
+    if config.method == "distill+neighbours" and not fraction:
+        fraction = DISTILLED_BANK_VALIDATION
+    if validation is None and fraction > 0:
+        splits = dataset.split(validation_fraction=fraction, test_fraction=0.0, seed=config.seed)
         dataset, validation = splits.train, splits.validation
     if validation is not None and len(validation) == 0:
         validation = None
@@ -535,6 +683,17 @@ def train_router(
         validation = RoutingDataset(list(validation), experts=dataset.experts, source=validation.source)
     if len(dataset) < 2:
         raise ConfigError(f"training needs at least 2 rows, got {len(dataset)}")
+    if config.method == "distill+neighbours" and (validation is None or len(validation.complete()) < 2):
+        raise ConfigError(
+            "method 'distill+neighbours' chooses its epoch, neighbours and decision on validation rows with a "
+            f"reward for every expert, and has {0 if validation is None else len(validation.complete())}; "
+            "give more rows, a --validation file or a larger validation_fraction"
+        )
+    if config.method == "distill+neighbours" and engine is not None and engine.name != "local":
+        raise ConfigError(
+            f"method 'distill+neighbours' embeds with the encoder it is fine-tuning, in this process; "
+            f"the {engine.name!r} engine loads the pretrained one"
+        )
     if enhancer is not None and config.labels.enhanced:
         raise ConfigError(f"pass either an enhancer or labels.tags={config.labels.tags!r}, not both")
     if costs is not None:
@@ -554,13 +713,13 @@ def train_router(
             f"backend {config.backend!r} embeds a neighbour bank; method {config.method!r} fine-tunes the PyTorch "
             "encoder (route a distilled router on ONNX with ZooterRouter.from_pretrained(..., backend=...))"
         )
-    if (cost_weight or cost_target is not None) and config.method != "neighbours":
+    if (cost_weight or cost_target is not None) and config.method == "distill":
         raise ConfigError(
-            "cost-aware routing weighs expected rewards, which only the 'neighbours' method estimates; "
-            f"got method {config.method!r}"
+            "cost-aware routing weighs expected rewards, which only the neighbour bank estimates "
+            f"(methods 'neighbours' and 'distill+neighbours'); got method {config.method!r}"
         )
 
-    if config.method == "neighbours" and config.index == "ann":
+    if config.method != "distill" and config.index == "ann":
         import_faiss()  # fail before the encoder pass, not after it
     _seed_everything(config.seed)
     device = backend_device(config.backend, config.device)
@@ -587,8 +746,14 @@ def train_router(
     if config.method == "neighbours":
         fit = _fit_neighbours(router, dataset, targets, config, engine)
         summary, rule, held_out, held_out_rows = fit.summary, fit.rule, fit.held_out, fit.held_out_rows
+    elif config.method == "distill+neighbours":
+        assert validation is not None  # checked above
+        fit, summary = _fit_distilled_bank(router, dataset, targets, validation, config, device)
+        rule, held_out, held_out_rows = fit.rule, fit.held_out, fit.held_out_rows
     else:
-        summary = _distill(router, dataset, targets, validation, config, device)
+        judge, selected_by = _head_judge(validation, config)
+        summary, _ = _distill(router, dataset, targets, config, device, judge)
+        summary["selected_by"] = selected_by
     if config.calibrate and rule is None and validation is not None:
         rule = calibrate_decision(
             router.predict_proba([ex.query for ex in validation]),
@@ -601,7 +766,8 @@ def train_router(
         router.config.decision = rule
         _log_decision(rule)
     if costs is not None:
-        _set_costs(router, dataset, costs, cost_weight, cost_target, held_out, held_out_rows, responses)
+        source = rule.calibration.get("source", "leave-one-out") if rule is not None else "leave-one-out"
+        _set_costs(router, dataset, costs, cost_weight, cost_target, held_out, held_out_rows, responses, source)
     router.eval()
     if validation is not None and len(validation.complete()):
         from zooter.evaluation import evaluate
@@ -628,4 +794,4 @@ def train_router(
     return router
 
 
-__all__ = ["BankFit", "TrainingConfig", "embed_training_queries", "fit_bank", "train_router"]
+__all__ = ["BankFit", "TrainingConfig", "embed_training_queries", "fit_bank", "held_out_gain", "train_router"]

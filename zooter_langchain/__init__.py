@@ -25,6 +25,7 @@ _EXPORTS = {
     "ROUTE_EVENT": "zooter_langchain.runnable",
     "ZooterDecisionModel": "zooter_langchain.decision",
     "ZooterChoiceAnswer": "zooter_langchain.decision",
+    "AnsweringChatModel": "zooter_langchain.fake",
     "FakeExpertChatModel": "zooter_langchain.fake",
     "ReplayChatModel": "zooter_langchain.fake",
     "acollect_responses": "zooter_langchain.collect",
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
         read_collected,
     )
     from zooter_langchain.decision import ZooterChoiceAnswer, ZooterDecisionModel
-    from zooter_langchain.fake import FakeExpertChatModel, ReplayChatModel
+    from zooter_langchain.fake import AnsweringChatModel, FakeExpertChatModel, ReplayChatModel
     from zooter_langchain.feedback import DECISIONS_SUFFIX, FeedbackLog, default_decisions_path
     from zooter_langchain.judge import JudgeScorer, Judgment, parse_grade
     from zooter_langchain.models import chat_model_from_spec, parse_expert_specs

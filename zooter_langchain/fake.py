@@ -29,8 +29,24 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 
-class _AnsweringChatModel(BaseChatModel):
-    """A chat model whose whole answer to a call is ``_answer(messages, **kwargs)``."""
+class AnsweringChatModel(BaseChatModel):
+    """A chat model whose whole answer to a call is one message: subclass it and write ``_answer``.
+
+    The base of the offline models here, and of a test's scripted model (a grader, a tagger):
+    ``_answer(messages, **kwargs)`` returns the :class:`AIMessage`; LangChain's ``BaseChatModel``
+    does the rest (callbacks, async in a worker thread, batching).
+
+    Example:
+        >>> class Shouting(AnsweringChatModel):
+        ...     @property
+        ...     def _llm_type(self) -> str:
+        ...         return "shouting"
+        ...
+        ...     def _answer(self, messages, **kwargs):
+        ...         return AIMessage(content=messages[-1].text.upper())
+        >>> Shouting().invoke("hello").content
+        'HELLO'
+    """
 
     def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
         raise NotImplementedError
@@ -45,7 +61,7 @@ class _AnsweringChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
 
 
-class FakeExpertChatModel(_AnsweringChatModel):
+class FakeExpertChatModel(AnsweringChatModel):
     """An offline chat model with a name, streaming, tool calling and optional failures.
 
     Args:
@@ -134,7 +150,7 @@ class FakeExpertChatModel(_AnsweringChatModel):
         return self.bind(tools=formatted, **kwargs)
 
 
-class ReplayChatModel(_AnsweringChatModel):
+class ReplayChatModel(AnsweringChatModel):
     """Answers known prompts with answers recorded earlier (e.g. a real model's, from a responses file).
 
     For offline evaluations and benchmarks on real text: each call returns the recorded answer to
@@ -190,4 +206,4 @@ def _arguments(parameters: dict[str, Any], text: str) -> dict[str, Any]:
     return args
 
 
-__all__ = ["FakeExpertChatModel", "ReplayChatModel"]
+__all__ = ["AnsweringChatModel", "FakeExpertChatModel", "ReplayChatModel"]

@@ -35,6 +35,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import ConfigDict, Field
 
+from zooter.data import Query
 from zooter.errors import ZooterError
 from zooter_langchain._messages import message_text, messages_to_query
 from zooter_langchain._retry import describe
@@ -114,9 +115,7 @@ class ChatRewardRanker(BaseChatModel):
         with ContextThreadPoolExecutor(max_workers=self.max_concurrency or len(self.experts)) as pool:
             replies = dict(zip(self.experts, pool.map(ask, self.experts)))
         answers, failed = self._answers(replies)
-        query = messages_to_query(messages)
-        scores = self.scorer.score([query] * len(answers), [message_text(m) for m in answers.values()])
-        return self._result(answers, scores, failed)
+        return self._result(answers, self.scorer.score(*self._pairs(messages, answers)), failed)
 
     async def _agenerate(
         self,
@@ -137,8 +136,7 @@ class ChatRewardRanker(BaseChatModel):
 
         replies = dict(zip(self.experts, await asyncio.gather(*(ask(name) for name in self.experts))))
         answers, failed = self._answers(replies)
-        queries = [messages_to_query(messages)] * len(answers)
-        responses = [message_text(m) for m in answers.values()]
+        queries, responses = self._pairs(messages, answers)
         ascore = getattr(self.scorer, "ascore", None)
         if ascore is not None and inspect.iscoroutinefunction(ascore):
             scores = await ascore(queries, responses)
@@ -163,6 +161,11 @@ class ChatRewardRanker(BaseChatModel):
             detail = "; ".join(f"{name}: {error}" for name, error in failed.items())
             raise ZooterError(f"every expert failed: {detail}") from cause
         return answers, failed
+
+    @staticmethod
+    def _pairs(messages: list[BaseMessage], answers: dict[str, BaseMessage]) -> tuple[list[Query], list[str]]:
+        """What the scorer reads: the call's query once per answer, and each answer's text."""
+        return [messages_to_query(messages)] * len(answers), [message_text(m) for m in answers.values()]
 
     def _result(
         self, answers: dict[str, BaseMessage], scores: Sequence[float | None], failed: dict[str, str]

@@ -228,7 +228,8 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
             within ``max_cost``), so feedback reaches experts the router does not favour; such
             answers say ``reason: "explore"``, and every answer's ``propensity`` is the
             probability with which its expert was picked (see :class:`zooter.decide.explore.Explorer`).
-        explore_method: how the other expert is drawn: ``"uniform"``.
+        explore_method: how the other expert is drawn: ``"uniform"``, or ``"uncertainty"`` (in
+            proportion to its chance of beating the rule's choice; see :mod:`zooter.decide.explore`).
         explore_seed: seeds the exploration draws (None: from the system), for reproducible runs.
         feedback_log: a :class:`~zooter_langchain.feedback.FeedbackLog` the router writes each
             answer's decision to (id, query, answering expert, propensity), so an outcome can be
@@ -550,6 +551,10 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         finally:
             _BATCH_DECISION.reset(token)
 
+    def _route_batch(self, inputs: list[LanguageModelInput], kwargs: Mapping[str, Any]) -> list[RouteDecision]:
+        """A batch's decisions, one router pass for all its inputs (its routing options apply to each)."""
+        return self._route(self._queries(inputs), _RouteOptions.split(kwargs)[0])
+
     def batch(
         self,
         inputs: list[LanguageModelInput],
@@ -562,7 +567,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        decisions = self._route(self._queries(inputs), _RouteOptions.split(kwargs)[0])
+        decisions = self._route_batch(inputs, kwargs)
 
         def run(item: tuple[LanguageModelInput, RunnableConfig, RouteDecision]) -> AIMessage | Exception:
             input_, config_, decision = item
@@ -590,8 +595,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        options = _RouteOptions.split(kwargs)[0]
-        decisions = await run_in_executor(configs[0], lambda: self._route(self._queries(inputs), options))
+        decisions = await run_in_executor(configs[0], self._route_batch, inputs, kwargs)
 
         async def run(input_: LanguageModelInput, config_: RunnableConfig, decision: RouteDecision) -> Any:
             try:

@@ -411,12 +411,14 @@ def sweep_cost_weights(
     weights: Sequence[float],
     *,
     penalties: torch.Tensor | None = None,
+    stderr: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Routed mean reward, mean cost and call shares at each cost weight (rows with every reward).
 
     Args:
         penalties: what λ multiplies in the decision, rows x experts (default: ``costs``); e.g.
             :func:`call_penalties` for a router that counts calls instead of USD.
+        stderr: the standard errors of ``scores``, which the rule's ``z`` weighs (None: none).
 
     Returns:
         One point per weight: ``{"cost_weight", "reward", "cost", "share": {expert: share}}``.
@@ -427,7 +429,7 @@ def sweep_cost_weights(
     penalties = costs if penalties is None else penalties
     points = []
     for weight in weights:
-        picks = choose(scores, experts, rule, costs=costs, penalties=penalties, cost_weight=weight)
+        picks = choose(scores, experts, rule, costs=costs, penalties=penalties, cost_weight=weight, stderr=stderr)
         counts = torch.bincount(picks, minlength=len(experts)).double() / max(len(picks), 1)
         points.append(
             {
@@ -455,6 +457,7 @@ def calibrate_cost_weight(
     target: CostTarget,
     *,
     source: str = "validation",
+    stderr: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The cost weight that meets ``target`` on held-out estimates, with what it measured there.
 
@@ -466,6 +469,7 @@ def calibrate_cost_weight(
         rule: the router's :class:`~zooter.decide.policy.DecisionRule` (default expert and margin), or None.
         target: what to achieve.
         source: where the estimates came from, for the record.
+        stderr: the estimates' standard errors, which the rule's ``z`` weighs (None: none).
 
     Returns:
         ``{"cost_weight", "unit", "penalised", "target", "met", "rows", "source", "reward",
@@ -485,6 +489,7 @@ def calibrate_cost_weight(
     check_calibration_rows(rewards, experts, source=source)
     complete = torch.isfinite(rewards).all(dim=1).cpu()
     scores, costs, rewards = scores.cpu()[complete], costs.cpu()[complete], rewards.double().cpu()[complete]
+    stderr = None if stderr is None else stderr.cpu()[complete]
     means = rewards.mean(dim=0)
     best = int(means.argmax())
     best_single = {"expert": experts[best], "reward": float(means[best]), "cost": float(costs[:, best].mean())}
@@ -493,7 +498,7 @@ def calibrate_cost_weight(
     penalties = call_penalties(len(rewards), experts, target.share_experts) if target.share is not None else costs
     margin = rule.margin if rule is not None and rule.margin is not None else 0.0
     grid = cost_weight_grid(scores, penalties, margin=margin)
-    points = sweep_cost_weights(scores, costs, rewards, experts, rule, grid, penalties=penalties)
+    points = sweep_cost_weights(scores, costs, rewards, experts, rule, grid, penalties=penalties, stderr=stderr)
     chosen, met = _pick(points, target, best_single["reward"])
     if not met:
         logger.warning(

@@ -62,11 +62,16 @@ class RouteDecision:
         default_expert: the rule's default expert (None: the highest score wins).
         margin: how much an expert's score had to beat the default's by; None: the rule never
             leaves the default.
+        z: how many standard errors of the difference of the two estimates an expert had to beat
+            the default by, besides the margin (0: the margin alone; see
+            :attr:`zooter.decide.policy.DecisionRule.z`).
         cost_weight: λ, what one unit of cost (USD, or a call for a share-of-calls target) took off
             a score.
         max_cost: the budget per query in USD the call set, if any.
-        support: per expert, how much evidence its expected reward rests on, when the router
-            measures it; None otherwise.
+        support: per expert, how much evidence its expected reward rests on (effective
+            neighbours carrying its reward), when the router measures it; None otherwise.
+        stderr: per expert, the standard error of its expected reward, when the router measures
+            it (None for an expert without an estimate); None otherwise.
         propensity: the probability with which ``expert`` was picked, when a policy that draws
             at random (exploration, see :class:`zooter.decide.explore.Explorer`) made the
             decision; None otherwise.
@@ -86,6 +91,8 @@ class RouteDecision:
     max_cost: float | None = None
     support: dict[str, float] | None = None
     propensity: float | None = None
+    z: float = 0.0
+    stderr: dict[str, float | None] | None = None
 
     @property
     def expected_reward(self) -> float | None:
@@ -120,8 +127,12 @@ class RouteDecision:
             out["cost_weight"] = self.cost_weight
         if self.max_cost is not None:
             out["max_cost"] = self.max_cost
+        if self.z:
+            out["z"] = self.z
         if self.support is not None:
             out["support"] = dict(self.support)
+        if self.stderr is not None:
+            out["stderr"] = dict(self.stderr)
         if self.propensity is not None:
             out["propensity"] = self.propensity
         return out
@@ -131,8 +142,13 @@ class RouteDecision:
         names = list(self.probabilities)
         priced = self.costs is not None
         columns = ["expert", "expected reward" if self.expected_rewards is not None else "probability"]
-        if self.support is not None:
+        # the evidence columns where the rule weighed them (z > 0), or where only support is known
+        evidence = self.support is not None and (self.z > 0 or self.stderr is None)
+        errors = self.stderr is not None and self.z > 0
+        if evidence:
             columns.append("support")
+        if errors:
+            columns.append("std. error")
         if priced:
             columns += ["cost (USD)", "score after λ"]
         rows = []
@@ -140,8 +156,10 @@ class RouteDecision:
             rewards = self.expected_rewards
             estimate = rewards.get(name) if rewards is not None else self.probabilities[name]
             row = [name, _number(estimate)]
-            if self.support is not None:
-                row.append(_number(self.support.get(name)))
+            if evidence:
+                row.append(_number(self.support.get(name)))  # type: ignore[union-attr]
+            if errors:
+                row.append(_number(self.stderr.get(name)))  # type: ignore[union-attr]
             if priced:
                 row += [_number(self.costs[name]), _number(self.scores.get(name))]  # type: ignore[index]
             mark = "  <- chosen" if name == self.expert else ""
@@ -152,6 +170,8 @@ class RouteDecision:
         if self.default_expert is not None:
             margin = "none (routing did not pay when calibrated)" if self.margin is None else _number(self.margin)
             rule += f", margin: {margin}"
+            if self.z:
+                rule += f" + {_number(self.z)} standard errors"
         if priced:
             rule += f", λ = {self.cost_weight:.4g}"
         if self.max_cost is not None:
@@ -167,11 +187,16 @@ class RouteDecision:
                 return f"routed: {expert} has the highest score among the experts it could choose"
             return (
                 f"routed: {expert}'s score {_number(self.scores.get(expert))} beats the default {default}'s "
-                f"{_number(self.scores.get(default))} by more than the margin {_number(self.margin or 0.0)}"
+                f"{_number(self.scores.get(default))} by more than {self._needed(expert)}"
             )
         if self.reason == "default":
             if self.margin is None:
                 return f"kept the default {default}: routing away from it did not pay when the rule was calibrated"
+            if self.z:
+                return (
+                    f"kept the default {default}: no expert beat it by the margin {_number(self.margin)} plus "
+                    f"{_number(self.z)} standard errors of its estimate's difference from the default's"
+                )
             return f"kept the default {default}: no expert beat it by the margin {_number(self.margin)}"
         if self.reason == "forced":
             return f"forced: {expert} was the only expert allowed within the budget, or the caller named it"
@@ -181,6 +206,21 @@ class RouteDecision:
         if self.reason == "explore":
             return f"explored: {expert} was picked to learn how it does, not because it scored best"
         return f"{self.reason}: {expert} answers"
+
+    def _needed(self, expert: str) -> str:
+        """What ``expert`` had to beat the default by, in words."""
+        margin = f"the margin {_number(self.margin or 0.0)}"
+        if not self.z:
+            return margin
+        mine = (self.stderr or {}).get(expert)
+        theirs = (self.stderr or {}).get(self.default_expert or "")
+        if mine is None or theirs is None:
+            return f"{margin} plus {_number(self.z)} standard errors"
+        error = math.hypot(mine, theirs)
+        return (
+            f"{margin} plus {_number(self.z)} x the standard error {_number(error)} of the difference "
+            f"({_number((self.margin or 0.0) + self.z * error)} in all)"
+        )
 
 
 def _number(value: float | None) -> str:

@@ -44,6 +44,8 @@ DEFAULT_K = 3
 #: An expert is a candidate default only with rewards on at least this share of the rows the
 #: best-covered expert has (see :func:`choose_default`).
 MIN_DEFAULT_SUPPORT = 0.5
+#: The values of :attr:`DecisionRule.z` calibration tries when the estimates have standard errors.
+Z_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 class DecisionRule(ZooterConfig):
@@ -54,13 +56,27 @@ class DecisionRule(ZooterConfig):
             training data).
         margin: leave the default only for an expert whose score (expected reward, or probability
             for a distilled head) beats the default's by more than this; None: never leave it.
+        z: the evidence an expert needs on *this* query besides the margin: its advantage over the
+            default must also exceed ``z`` standard errors of the difference of the two estimates,
+            ``sqrt(stderr_expert² + stderr_default²)`` (see :class:`~zooter.model.neighbours.Estimates`),
+            so an expert whose estimate rests on a few neighbours (an expert added from a few
+            hundred rows, bandit feedback) needs a larger advantage than a well-covered one. Among
+            the experts that clear it, the highest score wins. 0: one global margin, as in folders
+            saved before it existed, and for routers without standard errors (a distilled head).
         calibration: how the margin was chosen and what it measured there (rows, default and
             routed score, gain, its standard error, share routed away).
+        thin_experts: experts whose rewards cover too few rows to be a default candidate (one just
+            added from a few hundred scored queries, or known only from production feedback), each
+            with the margin by which its score must beat the expert the rule chooses among the
+            others to be chosen instead; None: not chosen while another expert is allowed (its own
+            rows did not show that routing to it pays). See :func:`calibrate_decision`.
     """
 
     default_expert: str = Field(min_length=1)
     margin: float | None = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    z: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     calibration: dict[str, Any] = Field(default_factory=dict)
+    thin_experts: dict[str, float | None] = Field(default_factory=dict)
 
     @property
     def routes(self) -> bool:
@@ -80,10 +96,11 @@ def describe_decision(rule: DecisionRule | None) -> str:
             f"on the training data (mean reward {c.get('default_score', float('nan')):.4g})"
         )
     z = c["gain"] / c["standard_error"] if c.get("standard_error") else float("inf")
+    evidence = f"; an expert needs {rule.z:.3g} standard errors of evidence besides the margin" if rule.z else ""
     return (
         f"routing pays on {where}: {c['routed_score']:.4g} against {c['default_score']:.4g} for "
         f"{rule.default_expert} alone (+{c['gain']:.3g}, {z:.1f} standard errors); "
-        f"{c['share_routed_away']:.0%} of queries leave it"
+        f"{c['share_routed_away']:.0%} of queries leave it{evidence}"
     )
 
 
@@ -134,6 +151,7 @@ class Ranked:
         keep: the experts each row could choose: allowed, and within ``max_cost``.
         over_budget: rows where no allowed expert was within ``max_cost`` (the cheapest was kept).
         margin: the margin the rule applied (None: it never left the default).
+        z: the standard errors of evidence the rule asked for besides the margin (0: none).
     """
 
     chosen: torch.Tensor
@@ -141,6 +159,7 @@ class Ranked:
     keep: torch.Tensor
     over_budget: torch.Tensor
     margin: float | None
+    z: float = 0.0
 
     def reasons(self, experts: Sequence[str], rule: DecisionRule | None) -> list[str]:
         """Why each row's expert won (see :data:`zooter.decide.decision.REASONS`)."""
@@ -192,11 +211,14 @@ def rank(
     cost_weight: float = 0.0,
     max_cost: float | None = None,
     penalties: torch.Tensor | None = None,
+    stderr: torch.Tensor | None = None,
 ) -> Ranked:
     """Apply the decision rule to each row of ``scores`` (rows x experts).
 
     Without a rule, the highest score wins. With one, the default expert is kept unless the best
-    allowed expert's score beats it by more than ``rule.margin``. An expert outside ``allowed`` is
+    allowed expert's score beats it by more than ``rule.margin``; with ``rule.z`` > 0 and the
+    estimates' ``stderr`` (rows x experts), an expert must also beat it by ``z`` standard errors of
+    the difference, and the highest-scoring expert that does wins. An expert outside ``allowed`` is
     never chosen; when the default is not allowed, the highest allowed score wins. ``nan`` scores
     (no estimate) never beat a score, but an allowed expert without one is still chosen when
     nothing else is allowed.
@@ -232,6 +254,11 @@ def rank(
         keep = torch.where(over_budget.unsqueeze(1), fallback, affordable)
     # an expert without an estimate ranks below every estimate, but above every expert it may not choose
     lowest = torch.full_like(filled, torch.finfo(filled.dtype).min)
+    thin = rule.thin_experts if rule is not None else {}
+    on_probation = torch.tensor([name in thin for name in experts], device=filled.device)
+    scored = filled
+    if thin:  # the rule first chooses among the other experts, as if a thin expert had no estimate
+        filled = filled.masked_fill(on_probation, math.nan)
     filled = torch.where(keep & ~torch.isfinite(filled), lowest, filled).masked_fill(~keep, -math.inf)
     best = filled.argmax(dim=-1)
     if rule is None or rule.default_expert not in experts:
@@ -241,11 +268,55 @@ def rank(
     if margin is None:
         if not priced:
             chosen = torch.where(keep[:, default], torch.full_like(best, default), best)
-            return Ranked(chosen, adjusted, keep, over_budget, None)
+            return Ranked(_admit_thin(chosen, scored, keep, experts, thin), adjusted, keep, over_budget, None)
         margin = 0.0
-    advantage = filled.gather(1, best.unsqueeze(1)).squeeze(1) - filled[:, default]
-    stay = keep[:, default] & ~(advantage > margin)
-    return Ranked(torch.where(stay, torch.full_like(best, default), best), adjusted, keep, over_budget, margin)
+    z = rule.z if stderr is not None else 0.0
+    advantage = filled - filled[:, default : default + 1]
+    if z > 0:
+        # where the default has no estimate, any estimate beats it (as without z)
+        needed = z * difference_stderr(stderr, default).to(filled)  # type: ignore[arg-type]
+        advantage = torch.where(torch.isfinite(filled[:, default : default + 1]), advantage - needed, advantage)
+    chosen = _leave_default(filled, advantage.masked_fill(~keep, -math.inf), default, margin)
+    # a default the call does not allow: the best allowed expert answers
+    chosen = torch.where(keep[:, default], chosen, best)
+    return Ranked(_admit_thin(chosen, scored, keep, experts, thin), adjusted, keep, over_budget, margin, z)
+
+
+def _leave_default(scores: torch.Tensor, advantage: torch.Tensor, default: int, margin: float) -> torch.Tensor:
+    """Per row, the highest-scoring expert whose ``advantage`` over the default (less the evidence
+    asked for) exceeds ``margin``, else the default."""
+    clears = advantage.nan_to_num(nan=-math.inf) > margin
+    clears[:, default] = False
+    routed = scores.masked_fill(~clears, -math.inf).argmax(dim=-1)
+    return torch.where(clears.any(dim=-1), routed, torch.full_like(routed, default))
+
+
+def difference_stderr(stderr: torch.Tensor, default: int) -> torch.Tensor:
+    """The standard error of each expert's estimate minus the default's (rows x experts), as if
+    independent; an expert without one (``nan``) gets an infinite one: it never clears the evidence."""
+    se = stderr.double().nan_to_num(nan=math.inf)
+    return (se.square() + se[:, default : default + 1].square()).sqrt()
+
+
+def _admit_thin(
+    chosen: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor, experts: list[str], thin: dict[str, float | None]
+) -> torch.Tensor:
+    """``chosen``, or a thin expert whose score beats the chosen expert's by more than its margin."""
+    if not thin:
+        return chosen
+    margins = torch.tensor(
+        [math.inf if thin.get(name) is None else thin[name] for name in experts],
+        dtype=scores.dtype,
+        device=scores.device,
+    )
+    against = scores.gather(1, chosen.unsqueeze(1)).squeeze(1)
+    # where the chosen expert has no estimate (it was the only choice), a thin expert needs one to win
+    against = torch.where(torch.isfinite(against), against, torch.full_like(against, -math.inf))
+    lead = (scores - margins).masked_fill(~keep | ~torch.isfinite(scores), -math.inf)
+    best = lead.argmax(dim=-1)
+    wins = lead.gather(1, best.unsqueeze(1)).squeeze(1) > against
+    wins &= torch.isfinite(lead.gather(1, best.unsqueeze(1)).squeeze(1))
+    return torch.where(wins, best, chosen)
 
 
 def route_decisions(
@@ -253,22 +324,28 @@ def route_decisions(
     expected_rewards: torch.Tensor | None,
     experts: Sequence[str],
     rule: DecisionRule | None = None,
+    *,
+    stderr: torch.Tensor | None = None,
+    support: torch.Tensor | None = None,
     **limits: Any,
 ) -> list[RouteDecision]:
     """One :class:`~zooter.decide.decision.RouteDecision` per row: the rule's choice, reason and ranking.
 
-    The rule compares ``expected_rewards`` when given, else ``probabilities``; ``limits`` are
+    The rule compares ``expected_rewards`` when given, else ``probabilities``, weighing the
+    estimates' ``stderr`` by its ``z``; ``support`` is reported with each decision; ``limits`` are
     :func:`rank`'s (``allowed``, ``costs``, ``cost_weight``, ``max_cost``, ``penalties``).
     """
     experts = list(experts)
     scores = probabilities if expected_rewards is None else expected_rewards
-    ranked = rank(scores, experts, rule, **limits)
+    ranked = rank(scores, experts, rule, stderr=stderr, **limits)
     costs, cost_weight = limits.get("costs"), limits.get("cost_weight", 0.0)
     rows = len(probabilities)
     probs = probabilities.tolist()
     expected = [None] * rows if expected_rewards is None else [_named(experts, r) for r in expected_rewards.tolist()]
     prices = [None] * rows if costs is None else [dict(zip(experts, r)) for r in costs.double().tolist()]
     adjusted = [_named(experts, r) for r in ranked.scores.tolist()]
+    errors = [None] * rows if stderr is None else [_named(experts, r) for r in stderr.tolist()]
+    evidence = [None] * rows if support is None else [dict(zip(experts, r)) for r in support.tolist()]
     return [
         RouteDecision(
             expert=experts[chosen],
@@ -280,8 +357,11 @@ def route_decisions(
             ranking=[experts[i] for i in ranking],
             default_expert=None if rule is None else rule.default_expert,
             margin=ranked.margin,
+            z=ranked.z,
             cost_weight=float(cost_weight) if costs is not None else 0.0,
             max_cost=limits.get("max_cost"),
+            support=evidence[row],
+            stderr=errors[row],
         )
         for row, (chosen, reason, ranking) in enumerate(
             zip(ranked.chosen.tolist(), ranked.reasons(experts, rule), ranked.rankings())
@@ -331,10 +411,22 @@ def calibrate_decision(
     default_expert: str | None = None,
     default_rewards: torch.Tensor | None = None,
     filled: torch.Tensor | None = None,
+    propensities: torch.Tensor | None = None,
     min_z: float = 2.0,
     source: str = "validation",
+    stderr: torch.Tensor | None = None,
+    z_grid: Sequence[float] = Z_GRID,
 ) -> DecisionRule:
-    """Choose the margin that routes best on held-out ``scores`` against their true ``rewards``.
+    """Choose the margin (and, with ``stderr``, the evidence ``z``) that routes best on held-out
+    ``scores`` against their true ``rewards``.
+
+    Experts whose rewards cover too few rows to be a default candidate (see :func:`choose_default`:
+    an expert just added from a few hundred scored queries, or known only from bandit feedback)
+    are *thin*: the margin is calibrated among the other experts first, then the thin experts are
+    admitted only by a margin of their own over the rule's choice, and only when a doubly robust
+    estimate of what admitting them gains passes the same significance test (see
+    :func:`doubly_robust_values`). So an expert with thin evidence never displaces a calibrated
+    rule on the strength of its prior, and the router with it is not worse than without it.
 
     Args:
         scores: the router's held-out scores, rows x experts (e.g. leave-one-out estimates).
@@ -344,15 +436,24 @@ def calibrate_decision(
         default_expert: the expert to keep unless routing pays; by default the best mean reward
             among the experts with enough rows (:func:`choose_default`, recorded as
             ``calibration["default_support"]``).
-        default_rewards: the rows to choose the default expert on (e.g. the training rows, when
-            ``rewards`` are a validation split's); by default ``rewards``.
+        default_rewards: the rows to choose the default expert (and the thin experts) on (e.g. the
+            training rows, when ``rewards`` are a validation split's); by default ``rewards``.
         filled: stand-ins for the missing rewards (e.g. :meth:`NeighbourBank.filled_rewards`, from
-            each row's own observed rewards), so rows with only some rewards (an expert added from
-            a few hundred rows, bandit feedback) calibrate too; the significance test then counts
-            only the rows whose choice and default rewards are both observed.
+            each row's own observed rewards), so rows with only some rewards calibrate the margin
+            among the well-covered experts too; the significance test then counts only the rows
+            whose choice and default rewards are both observed.
+        propensities: for each observed reward, the probability with which it was observed (the
+            logged exploration propensity of production feedback), rows x experts, ``nan`` where
+            unknown (a scored reward: see :func:`doubly_robust_values`). Used by the doubly robust
+            admission of thin experts.
         min_z: routing is kept only if its mean gain over the default is at least this many
-            standard errors above 0 (guards against a margin that won by chance on few rows).
+            standard errors above 0 (guards against a margin that won by chance on few rows); a
+            thin expert is admitted only on the same terms.
         source: where the scores came from, for the record.
+        stderr: the standard errors of the held-out ``scores`` (rows x experts), when the router
+            estimates them: every ``z`` of ``z_grid`` is then tried with every margin (see
+            :attr:`DecisionRule.z`); without them only ``z`` = 0 (one global margin).
+        z_grid: the values of ``z`` to try; on equal gains the larger one (more evidence) wins.
 
     Returns:
         The rule, with ``calibration`` holding what it measured. When fewer than 2 rows have every
@@ -365,6 +466,146 @@ def calibrate_decision(
     support = None
     if default_expert is None:
         default_expert, support = choose_default(rewards if default_rewards is None else default_rewards, experts)
+    # Rows logged through the router's policy (production feedback) lack the rewards of the experts
+    # it did not choose, because it expected them to be worse: not at random, so stand-ins would
+    # flatter the rule's choices there. The margin is calibrated on the scored rows (when there are
+    # some), and an expert is thin for lack of scored rows; logged rows count in the estimates and,
+    # weighed by their propensities, in the doubly robust admission of thin experts.
+    rows = torch.ones(len(rewards), dtype=torch.bool)
+    counted: dict[str, int] = {}
+    if propensities is not None:
+        scored = ~torch.isfinite(propensities.cpu()).any(dim=1)
+        if int(scored.sum()) >= 2 and not bool(scored.all()):
+            rows = scored
+    if bool(rows.all()):
+        thin = thin_mask(rewards if default_rewards is None else default_rewards)
+    else:
+        thin = thin_mask(rewards[rows])
+        counted = {"scored_rows": int(rows.sum()), "logged_rows": int((~rows).sum())}
+    thin[experts.index(default_expert)] = False
+    stderr = None if stderr is None else stderr.float().cpu()
+    kept = (~thin).nonzero().squeeze(1)
+    rule = _calibrate_margin(
+        scores[rows][:, kept],
+        rewards[rows][:, kept],
+        [experts[i] for i in kept.tolist()],
+        default_expert,
+        None if filled is None else filled[rows][:, kept],
+        min_z,
+        source,
+        None if stderr is None else stderr[rows][:, kept],
+        z_grid,
+    )
+    figures = rule.calibration
+    if support is not None:
+        figures["default_support"] = support
+    figures.update(counted)
+    if not bool(thin.any()):
+        return rule
+    rule = rule.model_copy(
+        update={"thin_experts": dict.fromkeys((experts[i] for i in thin.nonzero().squeeze(1).tolist()), None)}
+    )
+    admitted, figures["thin_experts"] = _admit_thin_experts(scores, rewards, experts, rule, propensities, min_z, stderr)
+    return rule.model_copy(update={"thin_experts": admitted, "calibration": figures})
+
+
+def thin_mask(rewards: torch.Tensor) -> torch.Tensor:
+    """Which experts (columns of ``rewards``, ``nan``: missing) have rewards on too few rows to be a
+    default candidate: fewer than :data:`MIN_DEFAULT_SUPPORT` of the rows the best-covered one has."""
+    counts = torch.isfinite(rewards).sum(0)
+    return counts < max(1, math.ceil(MIN_DEFAULT_SUPPORT * int(counts.max())))
+
+
+def doubly_robust_values(
+    rewards: torch.Tensor, direct: torch.Tensor, propensities: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each row's doubly robust estimate of each expert's reward (rows x experts).
+
+    ``direct + observed / propensity * (reward - direct)``: the direct estimate (e.g. the
+    leave-one-out neighbour estimate), corrected where the reward was observed by its residual
+    weighted by the inverse of the probability it was observed. Averaged over rows it is unbiased
+    for what a policy choosing these experts would get, whatever the direct estimate's error, as
+    long as the propensities are right; where an expert's reward is never observed it is the
+    direct estimate alone. A reward without a logged propensity (``nan``: it was scored, not
+    observed through the router's policy) counts as one of a random subset: its probability is
+    the share of the rows without logged propensities that have the expert's reward (1 for a
+    fully scored training set, n / rows for an expert scored on n random rows).
+    """
+    observed = torch.isfinite(rewards)
+    logged = torch.zeros_like(observed) if propensities is None else torch.isfinite(propensities)
+    scored = ~logged.any(dim=1, keepdim=True)
+    share = (observed & scored).sum(dim=0, keepdim=True) / scored.sum().clamp_min(1)
+    p = share.float().expand_as(rewards)
+    if propensities is not None:
+        p = torch.where(logged, propensities.float(), p)
+    direct = direct.float().nan_to_num(0.0)
+    residual = (rewards.float() - direct).nan_to_num(0.0) / p.clamp_min(1e-6)
+    return direct + torch.where(observed, residual, torch.zeros_like(residual))
+
+
+def _admit_thin_experts(
+    scores: torch.Tensor,
+    rewards: torch.Tensor,
+    experts: list[str],
+    rule: DecisionRule,
+    propensities: torch.Tensor | None,
+    min_z: float,
+    stderr: torch.Tensor | None,
+) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """The margin the thin experts of ``rule`` must clear over its choice (None: not admitted), from
+    doubly robust estimates of each candidate margin's gain on every row."""
+    thin = torch.tensor([name in rule.thin_experts for name in experts])
+    counts = torch.isfinite(rewards).sum(0).tolist()
+    record: dict[str, Any] = {
+        "rows": {experts[i]: counts[i] for i in thin.nonzero().squeeze(1).tolist()},
+        "estimator": "doubly robust",
+        "admitted": False,
+    }
+    base = rank(
+        scores, experts, rule, stderr=stderr
+    ).chosen  # thin experts are not admitted yet: the rule among the others
+    values = doubly_robust_values(rewards, scores, None if propensities is None else propensities.float().cpu())
+    lead = scores.masked_fill(~thin, -math.inf).nan_to_num(nan=-math.inf)
+    best = lead.argmax(dim=-1)
+    advantage = lead.gather(1, best.unsqueeze(1)).squeeze(1) - scores.gather(1, base.unsqueeze(1)).squeeze(1)
+    advantage = advantage.nan_to_num(nan=-math.inf, neginf=-math.inf)
+    positive = advantage[advantage > 0]
+    if not len(positive):
+        return dict(rule.thin_experts), record
+    candidates = sorted(set(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist()))
+    against = values.gather(1, base.unsqueeze(1)).squeeze(1)
+    chosen: tuple[float, torch.Tensor] | None = None
+    for margin in candidates:  # ascending: on equal gains the larger margin (fewer switches) wins
+        picks = torch.where(advantage > margin, best, base)
+        diff = values.gather(1, picks.unsqueeze(1)).squeeze(1) - against
+        if chosen is None or diff.mean() >= chosen[1].mean():
+            chosen = (margin, diff)
+    margin, diff = chosen  # type: ignore[misc]
+    gain, error = float(diff.mean()), float(diff.std() / math.sqrt(len(diff)))
+    admitted = gain > 0 and gain >= min_z * error
+    record.update(
+        gain=gain,
+        standard_error=error,
+        margin=float(margin),
+        admitted=admitted,
+        share_routed_to=float((advantage > margin).float().mean()) if admitted else 0.0,
+    )
+    return {name: (float(margin) if admitted else None) for name in rule.thin_experts}, record
+
+
+def _calibrate_margin(
+    scores: torch.Tensor,
+    rewards: torch.Tensor,
+    experts: list[str],
+    default_expert: str,
+    filled: torch.Tensor | None,
+    min_z: float,
+    source: str,
+    stderr: torch.Tensor | None,
+    z_grid: Sequence[float],
+) -> DecisionRule:
+    """The margin (and ``z``) over ``default_expert`` that routes best (margin None: routing did not
+    pay), with what was measured."""
     default = experts.index(default_expert)
     observed = torch.isfinite(rewards)
     if filled is not None:
@@ -375,8 +616,6 @@ def calibrate_decision(
     figures: dict[str, Any] = {"source": source, "rows": int(keep.sum()), "min_z": min_z}
     if filled is not None:
         figures["complete_rows"] = int(observed.all(dim=1).sum())
-    if support is not None:
-        figures["default_support"] = support
     if keep.sum() < 2:
         # too few rows have every reward: no margin can be measured, every query goes to the default
         own = rewards[:, default][observed[:, default]]
@@ -387,23 +626,27 @@ def calibrate_decision(
         return DecisionRule(default_expert=default_expert, margin=None, calibration={**figures, "pays": False})
     rewards, scores, observed = rewards[keep], scores[keep], observed[keep]
     ranked = scores.nan_to_num(nan=-math.inf)
-    best = ranked.argmax(dim=-1)
-    advantage = (ranked.gather(1, best.unsqueeze(1)).squeeze(1) - ranked[:, default]).nan_to_num(nan=0.0)
-    positive = advantage[advantage > 0]
-    candidates = sorted(
-        {0.0, *(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist() if len(positive) else [])}
-    )
+    advantage = ranked - ranked[:, default : default + 1]
+    advantage[:, default] = -math.inf
     base = rewards[:, default]
-    chosen: tuple[float, torch.Tensor] | None = None
-    for margin in candidates:  # ascending: on equal gains the larger margin (fewer switches) wins
-        picks = torch.where(advantage > margin, best, torch.full_like(best, default))
-        diff = rewards.gather(1, picks.unsqueeze(1)).squeeze(1) - base
-        if chosen is None or diff.mean() >= chosen[1].mean():
-            chosen = (margin, diff)
-    margin, diff = chosen  # type: ignore[misc]
+    zs = sorted({0.0, *(float(z) for z in z_grid)}) if stderr is not None else [0.0]
+    needed = None if stderr is None else difference_stderr(stderr.float().cpu()[keep], default).float()
+    chosen: tuple[float, float, torch.Tensor, torch.Tensor] | None = None
+    for z in zs:  # ascending, like the margins: on equal gains more evidence (fewer switches) wins
+        excess = advantage if z == 0 or needed is None else advantage - z * needed
+        top = excess.max(dim=-1).values.nan_to_num(nan=-math.inf)
+        positive = top[top > 0]
+        candidates = sorted(
+            {0.0, *(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist() if len(positive) else [])}
+        )
+        for margin in candidates:
+            picks = _leave_default(ranked, excess, default, margin)
+            diff = rewards.gather(1, picks.unsqueeze(1)).squeeze(1) - base
+            if chosen is None or diff.mean() >= chosen[2].mean():
+                chosen = (z, margin, diff, picks)
+    z, margin, diff, picks = chosen  # type: ignore[misc]
     gain = float(diff.mean())
     # stand-in rewards are not evidence: the spread is the diffs', the count only the observed ones
-    picks = torch.where(advantage > margin, best, torch.full_like(best, default))
     known = int((observed.gather(1, picks.unsqueeze(1)).squeeze(1) & observed[:, default]).sum())
     error = float(diff.std() / math.sqrt(max(known, 1)))
     pays = gain > 0 and gain >= min_z * error
@@ -412,14 +655,21 @@ def calibrate_decision(
         routed_score=float(base.mean()) + gain,
         gain=gain,
         standard_error=error,
-        share_routed_away=float((advantage > margin).float().mean()) if pays else 0.0,
+        share_routed_away=float((picks != default).float().mean()) if pays else 0.0,
         pays=pays,
     )
+    if stderr is not None:
+        figures["z_grid"] = zs
     if not pays:
         figures["routed_score"] = float(base.mean())
         figures["best_margin_gain"] = gain
         figures["gain"] = 0.0
-    return DecisionRule(default_expert=default_expert, margin=float(margin) if pays else None, calibration=figures)
+    return DecisionRule(
+        default_expert=default_expert,
+        margin=float(margin) if pays else None,
+        z=float(z) if pays else 0.0,
+        calibration=figures,
+    )
 
 
 class SelectionPolicy(ZooterConfig):
@@ -552,6 +802,7 @@ def _how_many(row: list[float], ranked: list[int], always_idx: list[int], policy
 
 __all__ = [
     "MIN_DEFAULT_SUPPORT",
+    "Z_GRID",
     "DecisionRule",
     "Ranked",
     "Selection",
@@ -563,7 +814,10 @@ __all__ = [
     "choose",
     "choose_default",
     "decide",
+    "difference_stderr",
+    "doubly_robust_values",
     "rank",
     "route_decisions",
     "select_top",
+    "thin_mask",
 ]

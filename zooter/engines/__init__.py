@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, TypeAlias
 
 from zooter.engines.loader import ModelLoader
 from zooter.errors import ConfigError
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from zooter.data import Query
+    from zooter.engines.ray import RayEngine
     from zooter.model.encoder import QueryEncoder
     from zooter.rewards.scorers import RewardScorer
 
@@ -37,29 +38,9 @@ logger = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 
 
-class Engine(Protocol):
-    """Runs the heavy passes; :class:`LocalEngine` and :class:`zooter.engines.ray.RayEngine`."""
-
-    name: str
-
-    def embed_queries(
-        self,
-        encoder: QueryEncoder,
-        queries: Sequence[Query],
-        *,
-        loader: ModelLoader | None = None,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> torch.Tensor: ...
-
-    def score(
-        self,
-        scorer: RewardScorer | ModelLoader,
-        queries: Sequence[Query],
-        responses: Sequence[str],
-        *,
-        batch_size: int,
-    ) -> Iterator[tuple[list[int], list[float | None]]]: ...
+Engine: TypeAlias = "LocalEngine | RayEngine"
+"""What runs the heavy passes: :class:`LocalEngine` or :class:`zooter.engines.ray.RayEngine`, which has
+LocalEngine's ``name``, ``embed_queries`` and ``score``; :func:`make_engine` builds either."""
 
 
 class LocalEngine:

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zooter.engines.loader import ModelLoader
-from zooter.errors import ConfigError, MissingDependencyError
+from zooter.errors import ConfigError, import_optional
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,12 +47,8 @@ EMBED_ROWS = 1024  # queries per Ray batch when embedding: a second or so of a C
 
 def import_ray() -> Any:
     """``ray`` with its Data library, or a :class:`MissingDependencyError` naming the extra."""
-    try:
-        import ray
-        import ray.data  # the engine needs Ray Data, not only Ray core
-    except ImportError as e:
-        raise MissingDependencyError(f"the ray engine needs Ray Data: {RAY_INSTALL} ({e})") from None
-    return ray
+    # the engine needs Ray Data, not only Ray core
+    return import_optional("ray", "ray.data", needs="the ray engine needs Ray Data", install=RAY_INSTALL)
 
 
 class EmbedBatches:

@@ -27,8 +27,9 @@ class CardData:
         encoder_config: its ``transformers`` config (model type, hidden size).
         pooling: how token vectors become one query vector.
         max_length: tokens kept per query.
-        method: how the router estimates: ``"neighbours"`` (from the nearest training queries) or
-            ``"distill"`` (a fine-tuned encoder and a linear head).
+        method: how the router estimates: ``"neighbours"`` (from the nearest training queries),
+            ``"distill"`` (a fine-tuned encoder and a linear head) or ``"distill+neighbours"`` (from
+            the nearest training queries as an encoder fine-tuned on their rewards embeds them).
         labels, training, training_summary: how the targets were made and the training run.
         neighbours: the neighbour bank's settings, for a neighbour router.
         decision, costs: the calibrated decision rule and the prices, as plain dicts.
@@ -60,7 +61,7 @@ class CardData:
             encoder_config=dict(config.encoder_config),
             pooling=config.pooling,
             max_length=config.max_length,
-            method="neighbours" if config.neighbours is not None else "distill",
+            method=_method(config),
             labels=dict(config.labels),
             training=dict(config.training),
             training_summary=dict(config.training_summary),
@@ -72,11 +73,22 @@ class CardData:
         )
 
 
+def _method(config: Any) -> str:
+    if config.neighbours is None:
+        return "distill"
+    return "distill+neighbours" if config.training.get("method") == "distill+neighbours" else "neighbours"
+
+
 # The card's opening paragraph, by how the router estimates.
 _METHODS = {
     "neighbours": (
         "an encoder embeds the query, and each expert's expected reward is estimated from the rewards of "
         "the training queries nearest to it (the neighbour bank)"
+    ),
+    "distill+neighbours": (
+        "an encoder fine-tuned on the training rewards (the paper's distillation) embeds the query, and each "
+        "expert's expected reward is estimated from the rewards of the training queries nearest to it as that "
+        "encoder embeds them (the neighbour bank)"
     ),
     "distill": (
         "an encoder fine-tuned on the training rewards reads the query, and a linear head gives each expert "
@@ -157,7 +169,14 @@ def describe_decision(card: CardData) -> str:
     else:
         parts.append(
             f"A query leaves the default expert `{rule['default_expert']}` only for an expert expected to beat it by "
-            f"more than {rule['margin']:.4g}. Calibrated on {c.get('rows')} held-out rows ({c.get('source')}): "
+            f"more than {rule['margin']:.4g}"
+            + (
+                f" plus {rule['z']:.3g} standard errors of the difference of the two estimates (so an expert whose "
+                "estimate rests on few neighbours needs more)"
+                if rule.get("z")
+                else ""
+            )
+            + f". Calibrated on {c.get('rows')} held-out rows ({c.get('source')}): "
             f"routed {c.get('routed_score', float('nan')):.4g} against {c.get('default_score', float('nan')):.4g} "
             f"for the default expert alone, {c.get('share_routed_away', 0.0):.1%} of queries routed away from it."
         )

@@ -41,7 +41,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from zooter.errors import MissingDependencyError, ZooterError
+from zooter.errors import MissingDependencyError, ZooterError, import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +150,7 @@ class ExactIndex:
 
 def import_faiss() -> Any:
     """The faiss module, or :class:`MissingDependencyError` naming the extra to install."""
-    try:
-        import faiss
-    except ImportError as e:
-        raise MissingDependencyError(f"an ANN index for the neighbour bank needs faiss: {ANN_EXTRA} ({e})") from None
-    return faiss
+    return import_optional("faiss", needs="an ANN index for the neighbour bank needs faiss", install=ANN_EXTRA)
 
 
 def faiss_available() -> bool:

@@ -160,6 +160,13 @@ class NeighbourBank:
             added from a few examples of a new expert stand for more than one query each.
         ids: each row's query id, so later rewards for the same query merge into its row (see
             :mod:`zooter.lifecycle`); None for a bank saved before ids were kept.
+        propensities: rows x experts, the probability with which each reward was observed when it
+            came from production feedback (the router's logged exploration propensity), ``nan``
+            elsewhere; what the decision's doubly robust calibration weighs such rewards by (see
+            :func:`zooter.decide.policy.doubly_robust_values`). None: no reward came with one.
+        tokens: each row's query length in the router's tokens, kept when the router prices its
+            experts against a cost target, so an update can calibrate λ again on the bank's rows
+            (the bank keeps no query texts); None otherwise.
     """
 
     def __init__(
@@ -173,6 +180,8 @@ class NeighbourBank:
         weights: torch.Tensor | None = None,
         shrinkage: float = 0.0,
         ids: Sequence[str] | None = None,
+        propensities: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> None:
         if ids is not None and len(ids) != embeddings.shape[0]:
             raise ZooterError(f"a neighbour bank of {embeddings.shape[0]} rows got {len(ids)} ids")
@@ -195,6 +204,19 @@ class NeighbourBank:
         ):
             raise ZooterError(f"a neighbour bank's row weights must be {rewards.shape[0]} positive numbers")
         self.weights = None if weights is None else weights.float().to(self.rewards.device)
+        if propensities is not None and (
+            propensities.shape != rewards.shape
+            or not bool((propensities.isnan() | ((propensities > 0) & (propensities <= 1))).all())
+        ):
+            raise ZooterError(
+                f"a neighbour bank's propensities must be {tuple(rewards.shape)} probabilities in (0, 1] or nan"
+            )
+        self.propensities = None if propensities is None else propensities.float().to(self.rewards.device)
+        if tokens is not None and (
+            tokens.shape != (rewards.shape[0],) or not bool((torch.isfinite(tokens) & (tokens >= 0)).all())
+        ):
+            raise ZooterError(f"a neighbour bank's token counts must be {rewards.shape[0]} numbers >= 0")
+        self.tokens = None if tokens is None else tokens.float().to(self.rewards.device)
         self.k = k
         self.temperature = temperature
         self.index: BankIndex = ExactIndex(self.embeddings)
@@ -219,18 +241,25 @@ class NeighbourBank:
         bank.__dict__.pop("_expert_spread", None)
         return bank
 
-    def with_k(self, k: int) -> NeighbourBank:
-        """The same bank and index, averaging over ``k`` neighbours."""
-        if k < 1:
-            raise ZooterError(f"a neighbour bank needs k >= 1, got k={k}")
+    def with_k(self, k: int, *, temperature: float | None = None) -> NeighbourBank:
+        """The same bank and index, averaging over ``k`` neighbours (at ``temperature``, default the bank's)."""
+        temperature = self.temperature if temperature is None else temperature
+        if k < 1 or not temperature > 0:
+            raise ZooterError(
+                f"a neighbour bank needs k >= 1 and temperature > 0, got k={k}, temperature={temperature}"
+            )
         bank = NeighbourBank.__new__(NeighbourBank)
-        bank.__dict__.update(self.__dict__, k=k)
+        bank.__dict__.update(self.__dict__, k=k, temperature=float(temperature))
         return bank
 
     def tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"embeddings": self.embeddings, "rewards": self.rewards, "targets": self.targets}
         if self.weights is not None:
             tensors["weights"] = self.weights
+        if self.propensities is not None:
+            tensors["propensities"] = self.propensities
+        if self.tokens is not None:
+            tensors["tokens"] = self.tokens
         return tensors
 
     def row_weights(self) -> torch.Tensor:
@@ -257,6 +286,9 @@ class NeighbourBank:
         weights = None
         if weight != 1.0 or self.weights is not None:
             weights = torch.cat([self.row_weights(), torch.full((len(rewards),), float(weight), device=device)])
+        propensities = None
+        if self.propensities is not None:
+            propensities = torch.cat([self.propensities, torch.full_like(rewards.float().to(device), math.nan)])
         bank = NeighbourBank(
             torch.cat([self.embeddings.float(), embeddings.float().to(device)]),
             torch.cat([self.rewards, rewards.float().to(device)]),
@@ -266,6 +298,7 @@ class NeighbourBank:
             weights=weights,
             shrinkage=self.shrinkage,
             ids=None if self.ids is None or ids is None else [*self.ids, *ids],
+            propensities=propensities,
         )
         bank.index = self.index.extended(bank.embeddings[len(self) :])  # the same kind of index, grown
         return bank
@@ -289,6 +322,10 @@ class NeighbourBank:
             weights=self.weights,
             shrinkage=self.shrinkage,
             ids=self.ids,
+            propensities=None
+            if self.propensities is None
+            else torch.cat([self.propensities, torch.full_like(column, math.nan)], dim=1),
+            tokens=self.tokens,
         )
         bank.index, bank._fingerprint = self.index, self._fingerprint  # the same rows: the same index
         return bank
@@ -542,6 +579,8 @@ class NeighbourBank:
                 k=settings.k,
                 temperature=settings.temperature,
                 weights=tensors.get("weights"),
+                propensities=tensors.get("propensities"),
+                tokens=tensors.get("tokens"),
                 # routers saved before shrinkage existed keep the plain average they were calibrated with
                 shrinkage=settings.shrinkage,
                 ids=ids,

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from zooter.errors import ConfigError, MissingDependencyError
+from zooter.errors import ConfigError, import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +53,7 @@ def check_backend(backend: str) -> str:
 
 def import_onnxruntime() -> Any:
     """``onnxruntime``, or a :class:`MissingDependencyError` naming the extra."""
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise MissingDependencyError(f"the onnx backends need ONNX Runtime: {ONNX_INSTALL} ({e})") from None
-    return onnxruntime
+    return import_optional("onnxruntime", needs="the onnx backends need ONNX Runtime", install=ONNX_INSTALL)
 
 
 def cache_root() -> Path:
@@ -148,10 +144,8 @@ def export_encoder(encoder: Any, backend: str, *, cache_dir: str | Path | None =
 
 
 def _export_fp32(encoder: Any, path: Path, *, fuse: bool) -> None:
-    try:
-        import onnx  # noqa: F401  (torch.onnx writes through it)
-    except ImportError as e:
-        raise MissingDependencyError(f"exporting the encoder to ONNX needs onnx: {ONNX_INSTALL} ({e})") from None
+    # torch.onnx writes through onnx
+    import_optional("onnx", needs="exporting the encoder to ONNX needs onnx", install=ONNX_INSTALL)
     model = encoder.encoder
     fusion = _FUSED_MODEL_TYPES.get(getattr(model.config, "model_type", "")) if fuse else None
     attention = getattr(model.config, "_attn_implementation", None)

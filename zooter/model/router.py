@@ -313,6 +313,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             self.decision,
             target,
             source=source or dataset.source or "validation",
+            stderr=estimates.stderr,
         )
         self.set_costs(table, cost_weight=result["cost_weight"], calibration=result)
         return result
@@ -492,6 +493,8 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             estimates.expected_rewards,
             experts,
             self.decision,
+            stderr=estimates.stderr,
+            support=estimates.support,
             allowed=allowed,
             costs=costs,
             penalties=None if costs is None else self.cost_penalties(costs),

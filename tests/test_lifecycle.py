@@ -98,6 +98,9 @@ def test_add_expert_from_partial_rows(router: ZooterRouter, tmp_path: Path, writ
     assert router.experts == ["mathbot", "coder", "poet"] and router.head.out_features == 3
     assert (report.merged, report.appended) == (12, 1)
     assert report.after.support["poet"] == 13 and report.after.support["coder"] == 40
+    # 13 of 41 rows: too few to calibrate with the others; the report says whether it was admitted
+    assert list(report.after.thin_experts) == ["poet"]
+    assert any(line.startswith("thin experts") and "poet (" in line for line in report.lines())
     column = router.bank.rewards[:, 2]
     assert int(torch.isfinite(column).sum()) == 13  # unknown on the rows it was not scored on
     estimates = router.estimate([r["query"] for r in ROWS])

@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,8 @@ class RouterState:
         margin: the decision's margin (None: routing did not pay, every query goes to the default).
         share_routed_away: the share of leave-one-out rows the decision sends away from the default.
         support: rows of the bank that carry each expert's reward.
+        thin_experts: the experts with too few scored rows to calibrate with the others, each with
+            whether the decision admits it (see :attr:`~zooter.decide.policy.DecisionRule.thin_experts`).
     """
 
     rows: int
@@ -88,6 +90,7 @@ class RouterState:
     margin: float | None
     share_routed_away: float
     support: dict[str, int]
+    thin_experts: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def of(cls, router: RouterLike) -> RouterState:
@@ -100,6 +103,7 @@ class RouterState:
             margin=None if rule is None else rule.margin,
             share_routed_away=0.0 if rule is None else float(rule.calibration.get("share_routed_away", 0.0)),
             support=dict(zip(router.experts, (int(c) for c in counts))),
+            thin_experts={} if rule is None else {name: m is not None for name, m in rule.thin_experts.items()},
         )
 
 
@@ -135,12 +139,21 @@ class UpdateReport:
             experts += "".join(
                 [f" (added {name_list(added)})" if added else "", f" (removed {name_list(removed)})" if removed else ""]
             )
+
+        def thin(state: RouterState) -> str:
+            if not state.thin_experts:
+                return "none"
+            return ", ".join(
+                f"{name} ({'admitted' if ok else 'not admitted'})" for name, ok in state.thin_experts.items()
+            )
+
         return [
             f"rows: {b.rows} -> {a.rows} ({self.appended} new, {self.merged} merged)",
             f"experts: {experts}",
             f"default expert: {b.default_expert} -> {a.default_expert}",
             f"margin: {margin(b)} -> {margin(a)}",
             f"routed away (leave-one-out): {b.share_routed_away:.1%} -> {a.share_routed_away:.1%}",
+            f"thin experts (admitted only where their own rows show it pays): {thin(b)} -> {thin(a)}",
             "support (rows with a reward): "
             + ", ".join(f"{name} {b.support.get(name, 0)} -> {a.support.get(name, 0)}" for name in a.experts),
         ]

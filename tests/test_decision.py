@@ -15,9 +15,10 @@ from zooter.data import RoutingDataset, RoutingExample
 from zooter.decide.policy import DecisionRule, best_expert, calibrate_decision, decide, route_decisions
 from zooter.errors import ConfigError
 from zooter.evaluation import evaluate
+from zooter.labels.targets import LabelConfig, make_targets
 from zooter.model.neighbours import NEIGHBOURS_NAME, NeighbourBank
 from zooter.model.router import ZooterRouter
-from zooter.training import TrainingConfig, train_router
+from zooter.training import TrainingConfig, fit_bank, train_router
 
 EXPERTS = ["a", "b", "c"]
 NAN = math.nan
@@ -172,6 +173,28 @@ def test_an_expert_without_neighbour_rewards_is_never_chosen() -> None:
     estimates = bank.estimate(torch.tensor([[1.0, 0.0]]))
     assert math.isnan(estimates.expected_rewards[0, 1].item())
     assert decide(estimates.scores, ["a", "b"]) == [0]
+
+
+def test_the_temperature_is_chosen_with_k_on_held_out_estimates() -> None:
+    # two groups of queries close in cosine (0.98 apart), each with its own best expert: only a sharp
+    # temperature tells them apart among all the neighbours; a flat one averages the two groups away
+    gen = torch.Generator().manual_seed(0)
+    rows, side = 200, torch.arange(200) % 2
+    angle = torch.where(side == 0, -0.1, 0.1) + 0.01 * torch.randn(rows, generator=gen)
+    embeddings = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    data = dataset(
+        [
+            {"id": f"q{i}", "query": f"q{i}", "rewards": {"a": float(side[i] == 0), "b": float(side[i] == 1) + 0.01}}
+            for i in range(rows)
+        ]
+    )
+    config = TrainingConfig(neighbours=[400], neighbour_temperatures=[0.005, 10.0], show_progress=False)
+    fit = fit_bank(embeddings, data, make_targets(data, LabelConfig()), config)
+    assert fit.bank.temperature == 0.005 and fit.rule.routes
+    assert {(e["temperature"], e["neighbours"]) for e in fit.log} == {(0.005, 400), (10.0, 400)}
+    assert fit.summary["temperature"] == 0.005
+    gains = {e["temperature"]: e["leave_one_out_gain"] for e in fit.log}
+    assert gains[0.005] > gains[10.0] + 0.3  # the flat temperature loses the groups' signal
 
 
 # -- training end to end ------------------------------------------------------------------------

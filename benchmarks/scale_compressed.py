@@ -1,0 +1,199 @@
+"""A bank too large to hold as vectors: a compressed faiss index built chunk by chunk, against exact search.
+
+The scaling issue's stretch (10,000,000 rows, a compressed index, <= 4 GB resident) does not fit
+``benchmarks/scale.py``, which holds the whole bank as float16 vectors (and float32 copies while it
+builds). Here the vectors live only in the faiss index: ``--rows`` rows are generated in chunks of
+``--chunk`` (real MiniLM embeddings of llmrouter_9model's training queries plus seeded noise, as in
+``scale.py``: row ``i`` is query ``i mod 5,608``'s embedding at cosine about 0.9; each chunk
+reproducible from its seed), the index (``--factory``, default what ``ann_factory`` picks) is
+trained on a sample of the first chunk and then fed chunk by chunk, and exact search is done the
+same way (each chunk generated again, top-k merged), so neither needs the bank in memory at once.
+
+Measured: build time; the index's size and the process's peak resident memory (``ru_maxrss``);
+one query's lookup (median over ``--timed`` test queries) and 64 queries', against the bare encoder
+forward of one query; the search setting (``nprobe``) tuned to recall@k 0.99 on 200 bank rows as
+training tunes it; recall@k and decision agreement with exact search on 1,000 queries (the 500
+test queries and 500 fresh noisy copies of training queries) under a decision rule and ``k``
+calibrated by ``fit_bank`` on the first 100,000 rows.
+
+Usage::
+
+    python benchmarks/scale_compressed.py --rows 3000000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import time
+
+import torch
+from _common import SHARED_DATA
+from routing_throughput import bare_forward
+from scale import make_bank_rows, noisy, read, source_embeddings, timed_ms
+
+from zooter.decide.policy import decide
+from zooter.labels.targets import LabelConfig, make_targets, reward_tensor
+from zooter.model.index import TARGET_RECALL, ann_factory, import_faiss
+from zooter.model.neighbours import NeighbourBank
+from zooter.model.router import ZooterRouter
+from zooter.training import TrainingConfig, fit_bank
+
+LLMROUTER = SHARED_DATA / "llmrouter_9model"
+
+
+def chunk(c: int, size: int, rows: int, embedded: torch.Tensor, seed: int) -> torch.Tensor:
+    """Rows ``c*size`` to ``(c+1)*size`` of the bank (float32 unit vectors), from chunk ``c``'s own seed."""
+    start = c * size
+    source = torch.arange(start, min(rows, start + size)) % len(embedded)
+    return noisy(embedded[source], torch.Generator().manual_seed(seed * 1_000_003 + c))
+
+
+def exact_top(queries: torch.Tensor, k: int, chunks: int, make) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` (similarities, rows) of ``queries`` over the chunked bank."""
+    best_s = torch.full((len(queries), k), -math.inf)
+    best_i = torch.zeros((len(queries), k), dtype=torch.long)
+    offset = 0
+    for c in range(chunks):
+        block = make(c)
+        sims = queries @ block.T
+        top_s, top_i = sims.topk(min(k, block.shape[0]), dim=1)
+        merged_s = torch.cat([best_s, top_s], 1)
+        merged_i = torch.cat([best_i, top_i + offset], 1)
+        best_s, order = merged_s.topk(k, dim=1)
+        best_i = merged_i.gather(1, order)
+        offset += block.shape[0]
+    return best_s, best_i
+
+
+def recall(found: torch.Tensor, truth: torch.Tensor) -> float:
+    hits = (found.unsqueeze(2) == truth.unsqueeze(1)).any(dim=2).sum(dim=1)
+    return float((hits.float() / truth.shape[1]).mean())
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--chunk", type=int, default=250_000)
+    parser.add_argument("--factory", help="faiss index_factory string (default: ann_factory's pick)")
+    parser.add_argument("--timed", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    faiss = import_faiss()
+    torch.manual_seed(args.seed)
+    train, test = read(LLMROUTER / "train.jsonl.gz"), read(LLMROUTER / "test.jsonl.gz")
+    router = ZooterRouter.from_encoder(experts=train.experts, device="cpu")
+    embedded = source_embeddings(router, train, test)
+    base = torch.nn.functional.normalize(embedded["train"].float(), dim=-1)
+    chunks = math.ceil(args.rows / args.chunk)
+
+    def make(c: int) -> torch.Tensor:
+        return chunk(c, args.chunk, args.rows, base, args.seed)
+
+    # k and the decision rule, calibrated as training does on the first 100,000 rows
+    prefix = min(args.rows, 100_000)
+    first, prefix_rows = make_bank_rows(prefix, train, embedded["train"], random_vectors=False, seed=args.seed)
+    config = TrainingConfig(index="exact", show_progress=False, seed=args.seed)
+    fit = fit_bank(first, prefix_rows, make_targets(prefix_rows, LabelConfig()), config)
+    k, rule = fit.bank.k, fit.rule
+    del first, fit
+    print(f"k={k}, rule calibrated on {prefix} rows", flush=True)
+
+    factory = args.factory or ann_factory(args.rows)
+    started = time.perf_counter()
+    index = faiss.index_factory(base.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    lists = faiss.extract_index_ivf(index).nlist
+    sample = make(0)[: min(args.chunk, 64 * lists)]
+    if sample.shape[0] < 39 * lists:
+        sample = torch.cat([make(c) for c in range(math.ceil(39 * lists / args.chunk))])[: 64 * lists]
+    index.train(sample.numpy())
+    del sample
+    trained = time.perf_counter() - started
+    for c in range(chunks):
+        index.add(make(c).numpy())
+        print(f"added chunk {c + 1}/{chunks} ({index.ntotal} rows, {time.perf_counter() - started:.0f}s)", flush=True)
+    build_s = time.perf_counter() - started
+    index_mb = faiss.serialize_index(index).nbytes / 2**20
+
+    # the search setting, tuned as training tunes it: recall@k on bank rows searched with themselves left out
+    generator = torch.Generator().manual_seed(args.seed + 2)
+    tune_rows = torch.randint(0, args.rows, (200,), generator=generator).sort().values
+    parts = []  # each chunk generated once; rows copied out, so that no view keeps a whole chunk alive
+    for c in sorted({int(r) // args.chunk for r in tune_rows}):
+        block = make(c)
+        parts.extend(block[int(r) % args.chunk].clone() for r in tune_rows if int(r) // args.chunk == c)
+        del block
+    tune_vectors = torch.stack(parts)
+    _, truth = exact_top(tune_vectors, k + 1, chunks, make)
+    truth = torch.stack([t[t != r][:k] for t, r in zip(truth, tune_rows)])
+    space = faiss.ParameterSpace()
+    tried = []
+    for nprobe in [v for v in (8, 16, 32, 64, 128, 256, 512, 1024) if v <= lists]:
+        space.set_index_parameter(index, "nprobe", nprobe)
+        if "HNSW" in factory.split(",")[0]:
+            space.set_index_parameter(index, "quantizer_efSearch", max(64, 2 * nprobe))
+        _, found = index.search(tune_vectors.numpy(), k + 1)
+        found = torch.from_numpy(found)
+        found = torch.stack([f[f != r][:k] for f, r in zip(found, tune_rows)])
+        tried.append({"nprobe": nprobe, "recall": round(recall(found, truth), 4)})
+        if tried[-1]["recall"] >= TARGET_RECALL:
+            break
+    print(f"tuned: {tried}", flush=True)
+
+    # agreement with exact search on 1,000 queries
+    copies = torch.randint(0, len(train), (500,), generator=generator)
+    queries = torch.cat([embedded["test"].float(), noisy(base[copies], generator)])
+    queries = torch.nn.functional.normalize(queries, dim=-1)
+    exact_s, exact_i = exact_top(queries, k, chunks, make)
+    ann_s, ann_i = index.search(queries.numpy(), k)
+    ann_s, ann_i = torch.from_numpy(ann_s), torch.from_numpy(ann_i)
+    ann_s = ann_s.masked_fill(ann_i < 0, -math.inf)
+    # the bank's rewards and targets (its vectors are in the index): row i is query i mod 5,608's
+    rewards, targets = reward_tensor(train), make_targets(train, LabelConfig())
+    bank = NeighbourBank(torch.ones(len(train), 1), rewards, targets, k=k, shrinkage=3.0)
+    choice = {}
+    for name, (sims, rows) in {"exact": (exact_s, exact_i), "ann": (ann_s, ann_i.clamp_min(0))}.items():
+        choice[name] = decide(bank.average(sims, rows % len(train)).scores, train.experts, rule)
+    agreement = sum(a == b for a, b in zip(choice["exact"], choice["ann"])) / len(queries)
+
+    # timings: one query's lookup and 64 queries', against the bare encoder forward
+    one = [timed_ms(index.search, q.unsqueeze(0).numpy(), k) for q in queries[: args.timed]]
+    batch = timed_ms(index.search, queries[:64].numpy(), k, repeats=3)
+    forward = []
+    for text in test.texts[: args.timed]:
+        run = bare_forward(router, [text], 1)
+        run()
+        forward.append(timed_ms(run, repeats=2))
+    result = {
+        "rows": args.rows,
+        "bank": "MiniLM embeddings of llmrouter_9model train + noise (cosine 0.9), generated in chunks",
+        "factory": factory,
+        "k": k,
+        "search": tried[-1],
+        "tried": tried,
+        "train_s": round(trained, 1),
+        "build_s": round(build_s, 1),
+        "index_mb": round(index_mb, 1),
+        "peak_rss_mb": round(peak_mb(), 1),
+        "lookup_b1_ms": round(statistics.median(one), 3),
+        "lookup_b64_ms": round(batch, 2),
+        "encoder_b1_ms": round(statistics.median(forward), 2),
+        "recall_at_k": round(recall(ann_i, exact_i), 4),
+        "agreement": round(agreement, 4),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+    }
+    result["lookup_share_of_forward"] = round(result["lookup_b1_ms"] / result["encoder_b1_ms"], 3)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,10 @@
-"""What the benchmark scripts share: the real queries they run on, timing and percentiles."""
+"""What the benchmark scripts share: the real queries they run on, cached encoder vectors, timing and percentiles."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import platform
 import random
 import time
@@ -16,6 +17,27 @@ from zooter.data import RoutingDataset
 from zooter.demo import DEMO_EXPERTS, demo_data_path, demo_splits
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
+
+
+def minilm_vectors(path: Path, dataset: RoutingDataset) -> tuple[torch.Tensor, float]:
+    """The bundled MiniLM's pooled vectors of ``dataset``'s queries (as training embeds them) and the
+    seconds that encoder pass took, read from ``path`` when it holds the same ids, else computed and
+    written there (temp file, then rename)."""
+    ids = [ex.id for ex in dataset]
+    if path.is_file():
+        saved = torch.load(path)
+        if saved["ids"] == ids:
+            return saved["embeddings"].float(), float(saved["seconds"])
+    router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
+    started = time.perf_counter()
+    vectors = router.embed_queries([ex.query for ex in dataset], batch_size=router.default_batch_size * 4).cpu()
+    seconds = time.perf_counter() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"ids": ids, "embeddings": vectors, "seconds": seconds}, tmp)
+    os.replace(tmp, path)
+    return vectors, seconds
+
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ROUTELLM = SHARED_DATA / "routellm_mmlu_gsm8k" / "rewards.jsonl.gz"

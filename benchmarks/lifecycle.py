@@ -54,13 +54,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import SHARED_DATA, machine
+from _common import SHARED_DATA, machine, minilm_vectors
 
 from zooter.data import RoutingDataset
 from zooter.decide.policy import DecisionRule, calibrate_decision, choose
 from zooter.labels.targets import reward_tensor, soft_targets
 from zooter.model.neighbours import Estimates, NeighbourBank
-from zooter.model.router import ZooterRouter
 
 NEIGHBOURS = (50, 100, 200, 400)  # TrainingConfig's default sweep
 ADDED = ("llama-3.1-nemotron-51b-instruct", "llama-3.3-nemotron-super-49b-v1", "gemma-2-9b-it")
@@ -76,22 +75,9 @@ def data_folder(path: str | None) -> Path:
 
 
 def cached_embeddings(dataset: RoutingDataset, name: str, cache: Path) -> tuple[torch.Tensor, float]:
-    """The pretrained MiniLM's pooled vectors of every query, as ``train_router`` embeds them, and
-    the seconds the encoder pass took (measured when the cache was written)."""
-    path = cache / f"llmrouter_9model-minilm-{name}.pt"
-    if path.is_file():
-        saved = torch.load(path)
-        if saved["ids"] == [ex.id for ex in dataset]:
-            return saved["embeddings"].float(), float(saved["seconds"])
-    router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
-    started = time.perf_counter()
-    vectors = router.embed_queries([ex.query for ex in dataset], batch_size=router.default_batch_size * 4).cpu()
-    seconds = time.perf_counter() - started
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"ids": [ex.id for ex in dataset], "embeddings": vectors, "seconds": seconds}, tmp)
-    os.replace(tmp, path)
-    return vectors, seconds
+    """The pretrained MiniLM's vectors of llmrouter_9model's ``name`` split, from ``cache`` (see
+    :func:`_common.minilm_vectors`)."""
+    return minilm_vectors(cache / f"llmrouter_9model-minilm-{name}.pt", dataset)
 
 
 class Neighbours:

@@ -51,20 +51,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import SHARED_DATA, machine
+from _common import SHARED_DATA, machine, minilm_vectors
 
 from zooter.data import RoutingDataset
 from zooter.demo import demo_splits
 from zooter.evaluation import evaluate, evaluate_choices, per_task_best_choices
 from zooter.labels.targets import reward_tensor
-from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
 
 SETS = ("arena", "routellm", "llmrouter")
@@ -103,23 +101,8 @@ CACHE_NAMES = {"arena": "arena_demo", "routellm": "routellm_mmlu_gsm8k", "llmrou
 
 
 def cached_vectors(cache: Path, name: str, split: str, dataset: RoutingDataset) -> tuple[torch.Tensor, float]:
-    """The bundled MiniLM's pooled vectors of ``dataset``'s queries (as training embeds them) and the
-    seconds that encoder pass took, from ``cache`` or computed and written there."""
-    path = cache / f"{CACHE_NAMES[name]}-minilm-{split}.pt"
-    ids = [ex.id for ex in dataset]
-    if path.is_file():
-        saved = torch.load(path)
-        if saved["ids"] == ids:
-            return saved["embeddings"].float(), float(saved["seconds"])
-    router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
-    started = time.perf_counter()
-    vectors = router.embed_queries([ex.query for ex in dataset], batch_size=router.default_batch_size * 4).cpu()
-    seconds = time.perf_counter() - started
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"ids": ids, "embeddings": vectors, "seconds": seconds}, tmp)
-    os.replace(tmp, path)
-    return vectors, seconds
+    """The bundled MiniLM's vectors of a named set's split, from ``cache`` (see :func:`_common.minilm_vectors`)."""
+    return minilm_vectors(cache / f"{CACHE_NAMES[name]}-minilm-{split}.pt", dataset)
 
 
 class CachedEngine:

@@ -288,13 +288,23 @@ def _read_fd(fd: int) -> bytes:
     return b"".join(parts)
 
 
-def wait_for_folder(folder: Path) -> None:
-    """Put back a folder an interrupted save set aside; wait while a running save is swapping it in."""
+def wait_for_folder(folder: Path) -> bool:
+    """Put back a folder an interrupted save set aside; wait while a running save is swapping it in.
+
+    Returns:
+        Whether ``folder`` is a local folder (there, or being swapped in by a running save), not a
+        Hub repo id: decided once, so a later save's next swap cannot make it look like one.
+    """
     if folder.is_dir():
-        return
+        return True
     recover_directory(folder)
     deadline = time.monotonic() + _WAIT_FOR_SWAP_S
-    while not folder.is_dir() and save_in_progress(folder) and time.monotonic() < deadline:
+    while True:
+        saving = save_in_progress(folder)  # asked first: a save that ends meanwhile has put the folder back
+        if folder.is_dir():
+            return True
+        if not saving or time.monotonic() >= deadline:
+            return saving
         time.sleep(0.005)  # the swap is two renames: its gap is short
 
 

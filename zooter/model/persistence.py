@@ -176,8 +176,8 @@ class RouterPersistence:
                 ``TrainingConfig.backend`` said otherwise).
         """
         folder = Path(path_or_repo_id)
-        wait_for_folder(folder)  # a save killed between its two renames set the router aside
-        if not folder.is_dir():
+        # a save killed between its two renames set the router aside; a running one is swapping it
+        if not wait_for_folder(folder):
             folder = _download(str(path_or_repo_id), revision=revision, token=token)
         with FolderFiles.open(folder) as files:
             router = cls._from_files(files)

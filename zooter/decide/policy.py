@@ -394,7 +394,7 @@ def choose_default(rewards: torch.Tensor, experts: Sequence[str]) -> tuple[str, 
     counts = present.sum(0)
     means = rewards.float().nan_to_num(0.0).sum(0) / counts.clamp_min(1)
     means = means.masked_fill(counts == 0, -math.inf)
-    floor = max(1, math.ceil(MIN_DEFAULT_SUPPORT * int(counts.max())))
+    floor = _min_default_rows(counts)
     best = int(means.masked_fill(counts < floor, -math.inf).argmax())
     support: dict[str, Any] = {"rows": int(counts[best]), "min_rows": floor}
     passed = {experts[j]: int(counts[j]) for j in range(len(experts)) if counts[j] < floor and means[j] > means[best]}
@@ -513,7 +513,18 @@ def thin_mask(rewards: torch.Tensor) -> torch.Tensor:
     """Which experts (columns of ``rewards``, ``nan``: missing) have rewards on too few rows to be a
     default candidate: fewer than :data:`MIN_DEFAULT_SUPPORT` of the rows the best-covered one has."""
     counts = torch.isfinite(rewards).sum(0)
-    return counts < max(1, math.ceil(MIN_DEFAULT_SUPPORT * int(counts.max())))
+    return counts < _min_default_rows(counts)
+
+
+def _min_default_rows(counts: torch.Tensor) -> int:
+    """The fewest rows with rewards a default candidate needs, given each expert's ``counts``."""
+    return max(1, math.ceil(MIN_DEFAULT_SUPPORT * int(counts.max())))
+
+
+def _margin_candidates(advantage: torch.Tensor) -> list[float]:
+    """The margins calibration tries, ascending: 50 quantiles of the positive advantages."""
+    positive = advantage[advantage > 0]
+    return sorted(set(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist())) if len(positive) else []
 
 
 def doubly_robust_values(
@@ -569,10 +580,9 @@ def _admit_thin_experts(
     best = lead.argmax(dim=-1)
     advantage = lead.gather(1, best.unsqueeze(1)).squeeze(1) - scores.gather(1, base.unsqueeze(1)).squeeze(1)
     advantage = advantage.nan_to_num(nan=-math.inf, neginf=-math.inf)
-    positive = advantage[advantage > 0]
-    if not len(positive):
+    candidates = _margin_candidates(advantage)
+    if not candidates:
         return dict(rule.thin_experts), record
-    candidates = sorted(set(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist()))
     against = values.gather(1, base.unsqueeze(1)).squeeze(1)
     chosen: tuple[float, torch.Tensor] | None = None
     for margin in candidates:  # ascending: on equal gains the larger margin (fewer switches) wins
@@ -635,11 +645,7 @@ def _calibrate_margin(
     for z in zs:  # ascending, like the margins: on equal gains more evidence (fewer switches) wins
         excess = advantage if z == 0 or needed is None else advantage - z * needed
         top = excess.max(dim=-1).values.nan_to_num(nan=-math.inf)
-        positive = top[top > 0]
-        candidates = sorted(
-            {0.0, *(torch.quantile(positive, torch.linspace(0, 0.98, 50)).tolist() if len(positive) else [])}
-        )
-        for margin in candidates:
+        for margin in sorted({0.0, *_margin_candidates(top)}):
             picks = _leave_default(ranked, excess, default, margin)
             diff = rewards.gather(1, picks.unsqueeze(1)).squeeze(1) - base
             if chosen is None or diff.mean() >= chosen[2].mean():

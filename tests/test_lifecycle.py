@@ -196,6 +196,51 @@ def test_support_and_standard_error_follow_the_evidence() -> None:
     assert torch.allclose(estimates.expected_rewards[:, 0], torch.full((60,), 0.7), atol=5e-3)
 
 
+def test_a_complete_bank_estimates_each_expert_from_the_k_nearest_rows() -> None:
+    generator = torch.Generator().manual_seed(3)
+    embeddings, rewards = torch.randn(80, 8, generator=generator), torch.rand(80, 3, generator=generator)
+    queries = torch.randn(5, 8, generator=generator)
+    for shrinkage in (0.0, 3.0):
+        bank = NeighbourBank(embeddings, rewards, torch.full_like(rewards, 1 / 3), k=10, shrinkage=shrinkage)
+        assert bank.depth() == 10  # every row has every reward: the k nearest rows, nothing deeper
+        top, index = bank.search(queries)
+        w = torch.exp((top - top[:, :1]) / bank.temperature).unsqueeze(-1)
+        mean = (w * rewards[index]).sum(1) / w.sum(1)
+        kish = (w.sum(1).square() / w.square().sum(1)).expand_as(mean)
+        prior = (w.squeeze(-1) * bank.difficulty[index]).sum(1, keepdim=True) / w.sum(1) + bank.offsets
+        expected = (kish * mean + shrinkage * prior) / (kish + shrinkage)
+        estimates = bank.estimate(queries)
+        assert torch.allclose(estimates.support, kish) and torch.allclose(estimates.expected_rewards, expected)
+
+
+def test_rows_without_an_experts_reward_do_not_crowd_out_its_evidence() -> None:
+    # near the query, 20 rows of feedback carry only the default expert's reward (0.5); a little
+    # farther, 20 scored rows carry both, and there expert b (0.9) beats the default; 20 more rows of
+    # feedback lie far away
+    generator = torch.Generator().manual_seed(2)
+    direction = torch.nn.functional.normalize(torch.tensor([1.0, 0.3, 0.0]), dim=0)
+    crowd = torch.tensor([1.0, 0.0, 0.0]) + 0.01 * torch.randn(20, 3, generator=generator)
+    scored = direction + 0.01 * torch.randn(20, 3, generator=generator)
+    far = torch.tensor([0.0, 0.0, 1.0]) + 0.01 * torch.randn(20, 3, generator=generator)
+    embeddings = torch.cat([crowd, scored, far])
+    default_only, both = torch.tensor([[0.5, math.nan]]).expand(20, 2), torch.tensor([[0.5, 0.9]]).expand(20, 2)
+    rewards = torch.cat([default_only, both, default_only])
+    bank = NeighbourBank(embeddings, rewards, torch.full_like(rewards, 0.5), k=20, shrinkage=3.0)
+    # b's reward is on a third of the rows: a search 3 times its 10 (k / 2) own neighbours deep finds them
+    assert (bank.own_neighbours(), bank.depth()) == (10, 30)
+    estimates = bank.estimate(torch.tensor([[1.0, 0.0, 0.0]]))
+    # b is estimated from its 10 nearest rows with a reward, though none of the 20 nearest rows has
+    # one; they are farther than the query's nearest rows, so they count for less than the default's
+    assert estimates.expected_rewards[0, 1] > 0.8 and 1.0 < estimates.support[0, 1] < estimates.support[0, 0]
+    assert choose(estimates.scores, ["a", "b"], DecisionRule(default_expert="a", margin=0.1)).tolist() == [1]
+    # leave-one-out still leaves the row itself out: b's only reward, on row 0, is not its own evidence
+    rewards[:, 1] = math.nan
+    rewards[0, 1] = 0.9
+    alone = NeighbourBank(embeddings, rewards, torch.full_like(rewards, 0.5), k=20, shrinkage=0.0)
+    assert math.isnan(alone.leave_one_out(torch.tensor([0])).expected_rewards[0, 1].item())
+    assert alone.leave_one_out(torch.tensor([1])).expected_rewards[0, 1].item() == pytest.approx(0.9)
+
+
 def test_calibration_counts_incomplete_rows_through_stand_ins() -> None:
     from zooter.decide.policy import calibrate_decision
 

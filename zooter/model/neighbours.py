@@ -60,6 +60,12 @@ _CHUNK = 1024  # query rows averaged at once: bounds memory at 1024 x k x expert
 # Leave-one-out calibration estimates at most this many rows: its standard error is then small
 # (about 0.003 on llmrouter_9model, docs/scaling.md), and its cost stops growing with the bank.
 CALIBRATION_ROWS = 20_000
+# Each expert is estimated from at least this share of k of its own nearest rows with a reward, even
+# where fewer of the k nearest rows carry it (see NeighbourBank.average).
+MIN_OWN_SHARE = 0.5
+# An estimate reads at most this many times that many nearest rows to find them (see NeighbourBank.depth):
+# an expert with rewards on fewer than 1 / MAX_DEPTH_FACTOR of the rows may find fewer.
+MAX_DEPTH_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,7 @@ class NeighbourBank:
         self.shrinkage = float(shrinkage)
         self.ids = None if ids is None else [str(i) for i in ids]
         self.difficulty, self.offsets = additive_fit(self.rewards)
+        self._depth_factor = depth_factor(self.support_counts(), len(self))
 
     def to(self, device: torch.device) -> NeighbourBank:
         """The bank on ``device`` (itself when already there)."""
@@ -351,11 +358,12 @@ class NeighbourBank:
     def search(
         self, queries: torch.Tensor, *, k: int | None = None, leave_out: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``k`` (default: the bank's) most similar rows of each query, from the bank's index.
+        """The ``k`` (default: :meth:`depth`, what an estimate reads) most similar rows of each
+        query, from the bank's index.
 
         Args:
             queries: pooled query vectors (rows x hidden; normalised here).
-            k: neighbours per query (capped at the bank's size, less the row left out).
+            k: rows per query (capped at the bank's size, less the row left out).
             leave_out: for each query row, the index of a bank row it must not use (itself, for
                 leave-one-out estimates on the training rows), or -1 for none.
 
@@ -363,7 +371,7 @@ class NeighbourBank:
             Similarities and bank row indices, queries x k each, most similar first.
         """
         queries = torch.nn.functional.normalize(queries.float(), dim=-1).to(self.rewards.device)
-        k = min(k or self.k, len(self) - (1 if leave_out is not None else 0))
+        k = min(k or self.depth(), len(self) - (1 if leave_out is not None else 0))
         top, index = self.index.search(queries, max(k, 1), leave_out=leave_out)
         return top.to(self.rewards.device), index.to(self.rewards.device)
 
@@ -378,23 +386,51 @@ class NeighbourBank:
         top, index = self.search(queries, leave_out=leave_out)
         return self.average(top, index)
 
+    def depth(self) -> int:
+        """How many of a query's nearest rows an estimate reads: ``k`` on a bank where every row has
+        every reward; deeper where an expert's rewards cover fewer rows, so that each expert finds
+        its own :meth:`own_neighbours` nearest rows with a reward (that many times the bank's rows
+        over the thinnest expert's, at most :data:`MAX_DEPTH_FACTOR` times, and at most the bank)."""
+        if self._depth_factor == 1:
+            return min(self.k, len(self))
+        return min(max(self.k, self.own_neighbours() * self._depth_factor), len(self))
+
+    def own_neighbours(self) -> int:
+        """The fewest rows with its reward each expert is estimated from: :data:`MIN_OWN_SHARE` of ``k``."""
+        return math.ceil(MIN_OWN_SHARE * self.k)
+
     def average(self, similarities: torch.Tensor, neighbours: torch.Tensor) -> Estimates:
         """The weighted average of the rewards and targets of each query's neighbours.
 
+        Each expert is estimated from the rows that carry its reward among the ``k`` nearest, and
+        where fewer than :meth:`own_neighbours` (``k / 2``) of them do, from its ``k / 2`` nearest
+        rows that do (a neighbour average over the rows where it was observed): rows without its
+        reward (an expert added on a few hundred rows, feedback that reveals only the answering
+        expert's) do not push all its evidence out of the neighbourhood. The weights are the
+        similarity kernel's relative to the query's nearest row, so an expert whose rows are far
+        from the query gets little support (see :meth:`_average`). On a bank where every row has
+        every reward this is the plain average over the ``k`` nearest rows. The targets (the
+        probabilities) are averaged over the ``k`` nearest rows.
+
         Args:
             similarities: each query's neighbours' similarities, most similar first (queries x n);
-                only the first ``k`` are used, so one search at the largest ``k`` serves every smaller one.
+                only the first :meth:`depth` are used, so one search at the largest ``k`` serves
+                every smaller one.
             neighbours: their bank row indices (queries x n).
         """
+        depth = self.depth()
         parts: list[tuple[torch.Tensor, ...]] = []
-        for start in range(0, len(similarities), _CHUNK):
-            top = similarities[start : start + _CHUNK, : self.k]
-            index = neighbours[start : start + _CHUNK, : self.k].to(self.rewards.device)
+        chunk = max(1, _CHUNK * self.k // depth)
+        for start in range(0, len(similarities), chunk):
+            top = similarities[start : start + chunk, :depth]
+            index = neighbours[start : start + chunk, :depth].to(self.rewards.device)
             weights = torch.exp((top - top[:, :1]) / self.temperature)
             if self.weights is not None:
                 weights = weights * self.weights[index]
-            weights = weights.unsqueeze(-1)  # rows x k x 1
-            parts.append((*self._average(weights, index), (weights * self.targets[index]).sum(1) / weights.sum(1)))
+            weights = weights.unsqueeze(-1)  # rows x depth x 1
+            near, nearest = weights[:, : self.k], index[:, : self.k]
+            probabilities = (near * self.targets[nearest]).sum(1) / near.sum(1)
+            parts.append((*self._average(weights, index), probabilities))
         experts = self.rewards.shape[1]
         if not parts:
             empty = torch.empty((0, experts), device=self.rewards.device)
@@ -403,24 +439,32 @@ class NeighbourBank:
         return Estimates(probabilities, expected, support, stderr)
 
     def _average(self, weights: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Expected reward, support and standard error of every expert from the neighbours ``index``."""
-        rewards = self.rewards[index]  # rows x k x experts
+        """Expected reward, support and standard error of every expert from the neighbours ``index``
+        (queries x depth, most similar first): each expert's from its rows with a reward among the
+        first ``k``, or its first :meth:`own_neighbours` rows with a reward where those are fewer."""
+        rewards = self.rewards[index]  # rows x depth x experts
         present = torch.isfinite(rewards)
+        if index.shape[1] > self.k:  # beyond the k nearest: each expert's own nearest rows with a reward
+            position = torch.arange(index.shape[1], device=index.device).view(1, -1, 1)
+            present &= (position < self.k) | (present.cumsum(dim=1) <= self.own_neighbours())
         carried = weights * present
         weight = carried.sum(dim=1)
-        # the share of the neighbours' weight that carries the reward, in effective neighbours
-        # (Kish: (sum w)^2 / sum w^2 of all k), so a far neighbour's reward counts for little
-        total = weights.sum(dim=1)
-        support = weight / total * total.square() / weights.square().sum(dim=1)
+        # the weight carried by the expert's neighbours, in effective neighbours of the query's k
+        # nearest rows (Kish: (sum w)^2 / sum w^2 of those), so a far neighbour's reward counts for
+        # little (the similarity kernel relative to the nearest row); where every row has every
+        # reward, the effective number of the k nearest
+        near, nearest = weights[:, : self.k], index[:, : self.k]
+        total = near.sum(dim=1)
+        support = weight / total * total.square() / near.square().sum(dim=1)
         filled = rewards.nan_to_num(0.0)
-        mean = (weights * filled).sum(dim=1) / weight.clamp_min(1e-12)
+        mean = (carried * filled).sum(dim=1) / weight.clamp_min(1e-12)
         spread = (carried * (filled - mean.unsqueeze(1)).square()).sum(dim=1) / weight.clamp_min(1e-12)
         # the spread of one or two neighbours says little: pool it with the expert's spread in the bank
         pooled = (support * spread + self._spread()) / (support + 1)
         if self.shrinkage > 0:
-            known = torch.isfinite(self.difficulty[index])
-            w = weights.squeeze(-1) * known
-            difficulty = (w * self.difficulty[index].nan_to_num(0.0)).sum(dim=1) / w.sum(dim=1).clamp_min(1e-12)
+            known = torch.isfinite(self.difficulty[nearest])
+            w = near.squeeze(-1) * known
+            difficulty = (w * self.difficulty[nearest].nan_to_num(0.0)).sum(dim=1) / w.sum(dim=1).clamp_min(1e-12)
             prior = difficulty.unsqueeze(1) + self.offsets.unsqueeze(0)
             mean = torch.where(weight > 0, mean, prior)
             expected = (support * mean + self.shrinkage * prior) / (support + self.shrinkage)
@@ -593,6 +637,16 @@ class NeighbourBank:
         return bank
 
 
+def depth_factor(counts: torch.Tensor, rows: int) -> int:
+    """How many times n nearest rows a search must read for the thinnest expert (``counts``: rows
+    with each expert's reward; experts without any left aside) to find about n rows with its reward:
+    ``ceil(rows / its rows)``, 1 when every row has every reward, at most :data:`MAX_DEPTH_FACTOR`."""
+    counts = counts[counts > 0]
+    if not len(counts):
+        return 1
+    return max(1, min(MAX_DEPTH_FACTOR, math.ceil(rows / int(counts.min()))))
+
+
 OFFSET_PRIOR_ROWS = 20.0  # an expert's offset counts as this many rows of "average expert" before its own
 
 
@@ -687,6 +741,8 @@ def _load_index(files: FolderFiles, bank: NeighbourBank, settings: dict[str, Any
 
 __all__ = [
     "CALIBRATION_ROWS",
+    "MAX_DEPTH_FACTOR",
+    "MIN_OWN_SHARE",
     "NEIGHBOURS_NAME",
     "Estimates",
     "NeighbourBank",

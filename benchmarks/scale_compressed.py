@@ -11,8 +11,9 @@ same way (each chunk generated again, top-k merged), so neither needs the bank i
 
 Measured: build time; the index's size and the process's peak resident memory (``ru_maxrss``);
 one query's lookup (median over ``--timed`` test queries) and 64 queries', against the bare encoder
-forward of one query; the search setting (``nprobe``) tuned to recall@k 0.99 on 200 bank rows as
-training tunes it; recall@k and decision agreement with exact search on 1,000 queries (the 500
+forward of one query; the search setting (``nprobe``) tuned on 200 bank rows by the library's own
+tuner (``FaissIndex.tune_against``: from its floor, to recall@k 0.99 or where recall stops
+rising); recall@k and decision agreement with exact search on 1,000 queries (the 500
 test queries and 500 fresh noisy copies of training queries) under a decision rule and ``k``
 calibrated by ``fit_bank`` on the first 100,000 rows.
 
@@ -38,7 +39,7 @@ from scale import make_bank_rows, noisy, read, source_embeddings, timed_ms
 
 from zooter.decide.policy import decide
 from zooter.labels.targets import LabelConfig, make_targets, reward_tensor
-from zooter.model.index import TARGET_RECALL, ann_factory, import_faiss
+from zooter.model.index import TARGET_RECALL, FaissIndex, ann_factory, import_faiss
 from zooter.model.neighbours import NeighbourBank
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, fit_bank
@@ -135,18 +136,9 @@ def main() -> None:
     tune_vectors = torch.stack(parts)
     _, truth = exact_top(tune_vectors, k + 1, chunks, make)
     truth = torch.stack([t[t != r][:k] for t, r in zip(truth, tune_rows)])
-    space = faiss.ParameterSpace()
-    tried = []
-    for nprobe in [v for v in (8, 16, 32, 64, 128, 256, 512, 1024) if v <= lists]:
-        space.set_index_parameter(index, "nprobe", nprobe)
-        if "HNSW" in factory.split(",")[0]:
-            space.set_index_parameter(index, "quantizer_efSearch", max(64, 2 * nprobe))
-        _, found = index.search(tune_vectors.numpy(), k + 1)
-        found = torch.from_numpy(found)
-        found = torch.stack([f[f != r][:k] for f, r in zip(found, tune_rows)])
-        tried.append({"nprobe": nprobe, "recall": round(recall(found, truth), 4)})
-        if tried[-1]["recall"] >= TARGET_RECALL:
-            break
+    ann = FaissIndex(index, factory, {}, {})
+    ann.tune_against(tune_vectors, truth, leave_out=tune_rows, target_recall=TARGET_RECALL)
+    tried = ann.record["tried"]
     print(f"tuned: {tried}", flush=True)
 
     # agreement with exact search on 1,000 queries
@@ -154,14 +146,12 @@ def main() -> None:
     queries = torch.cat([embedded["test"].float(), noisy(base[copies], generator)])
     queries = torch.nn.functional.normalize(queries, dim=-1)
     exact_s, exact_i = exact_top(queries, k, chunks, make)
-    ann_s, ann_i = index.search(queries.numpy(), k)
-    ann_s, ann_i = torch.from_numpy(ann_s), torch.from_numpy(ann_i)
-    ann_s = ann_s.masked_fill(ann_i < 0, -math.inf)
+    ann_s, ann_i = ann.search(queries, k)
     # the bank's rewards and targets (its vectors are in the index): row i is query i mod 5,608's
     rewards, targets = reward_tensor(train), make_targets(train, LabelConfig())
     bank = NeighbourBank(torch.ones(len(train), 1), rewards, targets, k=k, shrinkage=3.0)
     choice = {}
-    for name, (sims, rows) in {"exact": (exact_s, exact_i), "ann": (ann_s, ann_i.clamp_min(0))}.items():
+    for name, (sims, rows) in {"exact": (exact_s, exact_i), "ann": (ann_s, ann_i)}.items():
         choice[name] = decide(bank.average(sims, rows % len(train)).scores, train.experts, rule)
     agreement = sum(a == b for a, b in zip(choice["exact"], choice["ann"])) / len(queries)
 
@@ -178,7 +168,7 @@ def main() -> None:
         "bank": "MiniLM embeddings of llmrouter_9model train + noise (cosine 0.9), generated in chunks",
         "factory": factory,
         "k": k,
-        "search": tried[-1],
+        "search": {**ann.search_params, "recall": ann.record["recall"]},
         "tried": tried,
         "train_s": round(trained, 1),
         "build_s": round(build_s, 1),

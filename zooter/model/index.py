@@ -289,15 +289,26 @@ class FaissIndex:
     def _tune(
         self, embeddings: torch.Tensor, *, k: int, target_recall: float, queries: int, generator: torch.Generator
     ) -> None:
-        knob = self._knob()
         rows = len(embeddings)
         k = max(1, min(k, rows - 1))
         sample = torch.randperm(rows, generator=generator)[: min(rows, queries)]
         vectors = torch.nn.functional.normalize(embeddings[sample].float(), dim=-1).cpu()
-        if knob is None or not len(sample):
+        if self._knob() is None or not len(sample):
             return
         exact = ExactIndex(embeddings.cpu())
         _, truth = exact.search(vectors, k, leave_out=sample)
+        self.tune_against(vectors, truth, leave_out=sample, target_recall=target_recall)
+
+    def tune_against(
+        self, vectors: torch.Tensor, truth: torch.Tensor, *, leave_out: torch.Tensor, target_recall: float
+    ) -> None:
+        """Tune the search setting on bank rows ``vectors`` (``leave_out``: their row numbers), whose
+        exact nearest other rows are ``truth`` (rows x k): from the floor up, the first setting whose
+        recall reaches ``target_recall``, or the last one before recall stops rising."""
+        knob = self._knob()
+        if knob is None:
+            return
+        k = truth.shape[1]
         name, values = knob
         least = k if name == "efSearch" else self._least_nprobe(k)
         values = [v for v in values if v >= least] or values[-1:]
@@ -305,7 +316,7 @@ class FaissIndex:
         for value in values:
             self.search_params = {name: value}
             self._apply(self.index)
-            _, found = self.search(vectors, k, leave_out=sample)
+            _, found = self.search(vectors, k, leave_out=leave_out)
             recall = _recall(found, truth)
             if tried and recall - tried[-1]["recall"] < RECALL_PLATEAU:
                 # no better than the last setting: keep that one
@@ -318,7 +329,7 @@ class FaissIndex:
         self._apply(self.index)
         kept = next(t for t in tried if t[name] == self.search_params[name])
         self.record.update(
-            recall=kept["recall"], recall_at=k, target_recall=target_recall, tune_queries=len(sample), tried=tried
+            recall=kept["recall"], recall_at=k, target_recall=target_recall, tune_queries=len(vectors), tried=tried
         )
 
     def _least_nprobe(self, k: int) -> int:

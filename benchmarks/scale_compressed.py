@@ -15,7 +15,9 @@ forward of one query; the search setting (``nprobe``) tuned on 200 bank rows by 
 tuner (``FaissIndex.tune_against``: from its floor, to recall@k 0.99 or where recall stops
 rising); recall@k and decision agreement with exact search on 1,000 queries (the 500
 test queries and 500 fresh noisy copies of training queries) under a decision rule and ``k``
-calibrated by ``fit_bank`` on the first 100,000 rows.
+calibrated by ``fit_bank`` on the first 100,000 rows. Memory twice: ``peak_rss_mb``, the whole
+benchmark's peak (the build, the exact searches, the encoder); ``serving_rss_mb``, a fresh process
+that only loads the saved index, holds a float16 reward per row and expert and searches.
 
 Usage::
 
@@ -29,9 +31,15 @@ import json
 import math
 import os
 import resource
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy
 import torch
 from _common import SHARED_DATA
 from routing_throughput import bare_forward
@@ -80,6 +88,30 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SERVE = """
+import sys, faiss, numpy
+index = faiss.read_index(sys.argv[1])
+faiss.ParameterSpace().set_index_parameter(index, "nprobe", int(sys.argv[3]))
+rows, experts = index.ntotal, int(sys.argv[4])
+rewards = numpy.ones((rows, experts), dtype=numpy.float16)  # what routing needs besides the index
+queries = numpy.load(sys.argv[2])
+for start in range(0, len(queries), 64):
+    index.search(queries[start : start + 64], int(sys.argv[5]))
+# VmHWM: this program's own peak (ru_maxrss would keep the parent's across fork and exec)
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024)
+"""
+
+
+def serving_mb(index_path: Path, queries: torch.Tensor, nprobe: int, experts: int, k: int) -> float:
+    """Peak resident memory (MB) of a fresh process that loads the index, holds a float16 reward per
+    row and expert, and searches ``queries``: what serving the bank needs, without the build's copies."""
+    query_path = index_path.with_suffix(".npy")
+    numpy.save(query_path, queries.numpy())
+    args = [str(index_path), str(query_path), str(nprobe), str(experts), str(k)]
+    out = subprocess.run([sys.executable, "-c", SERVE, *args], check=True, capture_output=True, text=True)
+    return float(out.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, required=True)
@@ -123,7 +155,10 @@ def main() -> None:
         index.add(make(c).numpy())
         print(f"added chunk {c + 1}/{chunks} ({index.ntotal} rows, {time.perf_counter() - started:.0f}s)", flush=True)
     build_s = time.perf_counter() - started
-    index_mb = faiss.serialize_index(index).nbytes / 2**20
+    scratch = Path(tempfile.mkdtemp(prefix="zooter-scale-"))
+    index_path = scratch / "bank.faiss"
+    faiss.write_index(index, str(index_path))  # a file, not a serialised copy in memory
+    index_mb = index_path.stat().st_size / 2**20
 
     # the search setting, tuned as training tunes it: recall@k on bank rows searched with themselves left out
     generator = torch.Generator().manual_seed(args.seed + 2)
@@ -174,6 +209,7 @@ def main() -> None:
         "build_s": round(build_s, 1),
         "index_mb": round(index_mb, 1),
         "peak_rss_mb": round(peak_mb(), 1),
+        "serving_rss_mb": round(serving_mb(index_path, queries, ann.search_params["nprobe"], len(train.experts), k), 1),
         "lookup_b1_ms": round(statistics.median(one), 3),
         "lookup_b64_ms": round(batch, 2),
         "encoder_b1_ms": round(statistics.median(forward), 2),
@@ -181,6 +217,7 @@ def main() -> None:
         "agreement": round(agreement, 4),
         "load_average": [round(x, 1) for x in os.getloadavg()],
     }
+    shutil.rmtree(scratch)
     result["lookup_share_of_forward"] = round(result["lookup_b1_ms"] / result["encoder_b1_ms"], 3)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2), flush=True)
 

@@ -11,10 +11,13 @@ same way (each chunk generated again, top-k merged), so neither needs the bank i
 
 Measured: build time; the index's size and the process's peak resident memory (``ru_maxrss``);
 one query's lookup (median over ``--timed`` test queries) and 64 queries', against the bare encoder
-forward of one query; the search setting (``nprobe``) tuned to recall@k 0.99 on 200 bank rows as
-training tunes it; recall@k and decision agreement with exact search on 1,000 queries (the 500
+forward of one query; the search setting (``nprobe``) tuned on 200 bank rows by the library's own
+tuner (``FaissIndex.tune_against``: from its floor, to recall@k 0.99 or where recall stops
+rising); recall@k and decision agreement with exact search on 1,000 queries (the 500
 test queries and 500 fresh noisy copies of training queries) under a decision rule and ``k``
-calibrated by ``fit_bank`` on the first 100,000 rows.
+calibrated by ``fit_bank`` on the first 100,000 rows. Memory twice: ``peak_rss_mb``, the whole
+benchmark's peak (the build, the exact searches, the encoder); ``serving_rss_mb``, a fresh process
+that only loads the saved index, holds a float16 reward per row and expert and searches.
 
 Usage::
 
@@ -28,9 +31,15 @@ import json
 import math
 import os
 import resource
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy
 import torch
 from _common import SHARED_DATA
 from routing_throughput import bare_forward
@@ -38,7 +47,7 @@ from scale import make_bank_rows, noisy, read, source_embeddings, timed_ms
 
 from zooter.decide.policy import decide
 from zooter.labels.targets import LabelConfig, make_targets, reward_tensor
-from zooter.model.index import TARGET_RECALL, ann_factory, import_faiss
+from zooter.model.index import TARGET_RECALL, FaissIndex, ann_factory, import_faiss
 from zooter.model.neighbours import NeighbourBank
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, fit_bank
@@ -77,6 +86,30 @@ def recall(found: torch.Tensor, truth: torch.Tensor) -> float:
 
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+SERVE = """
+import sys, faiss, numpy
+index = faiss.read_index(sys.argv[1])
+faiss.ParameterSpace().set_index_parameter(index, "nprobe", int(sys.argv[3]))
+rows, experts = index.ntotal, int(sys.argv[4])
+rewards = numpy.ones((rows, experts), dtype=numpy.float16)  # what routing needs besides the index
+queries = numpy.load(sys.argv[2])
+for start in range(0, len(queries), 64):
+    index.search(queries[start : start + 64], int(sys.argv[5]))
+# VmHWM: this program's own peak (ru_maxrss would keep the parent's across fork and exec)
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024)
+"""
+
+
+def serving_mb(index_path: Path, queries: torch.Tensor, nprobe: int, experts: int, k: int) -> float:
+    """Peak resident memory (MB) of a fresh process that loads the index, holds a float16 reward per
+    row and expert, and searches ``queries``: what serving the bank needs, without the build's copies."""
+    query_path = index_path.with_suffix(".npy")
+    numpy.save(query_path, queries.numpy())
+    args = [str(index_path), str(query_path), str(nprobe), str(experts), str(k)]
+    out = subprocess.run([sys.executable, "-c", SERVE, *args], check=True, capture_output=True, text=True)
+    return float(out.stdout.split()[-1])
 
 
 def main() -> None:
@@ -122,7 +155,10 @@ def main() -> None:
         index.add(make(c).numpy())
         print(f"added chunk {c + 1}/{chunks} ({index.ntotal} rows, {time.perf_counter() - started:.0f}s)", flush=True)
     build_s = time.perf_counter() - started
-    index_mb = faiss.serialize_index(index).nbytes / 2**20
+    scratch = Path(tempfile.mkdtemp(prefix="zooter-scale-"))
+    index_path = scratch / "bank.faiss"
+    faiss.write_index(index, str(index_path))  # a file, not a serialised copy in memory
+    index_mb = index_path.stat().st_size / 2**20
 
     # the search setting, tuned as training tunes it: recall@k on bank rows searched with themselves left out
     generator = torch.Generator().manual_seed(args.seed + 2)
@@ -135,18 +171,9 @@ def main() -> None:
     tune_vectors = torch.stack(parts)
     _, truth = exact_top(tune_vectors, k + 1, chunks, make)
     truth = torch.stack([t[t != r][:k] for t, r in zip(truth, tune_rows)])
-    space = faiss.ParameterSpace()
-    tried = []
-    for nprobe in [v for v in (8, 16, 32, 64, 128, 256, 512, 1024) if v <= lists]:
-        space.set_index_parameter(index, "nprobe", nprobe)
-        if "HNSW" in factory.split(",")[0]:
-            space.set_index_parameter(index, "quantizer_efSearch", max(64, 2 * nprobe))
-        _, found = index.search(tune_vectors.numpy(), k + 1)
-        found = torch.from_numpy(found)
-        found = torch.stack([f[f != r][:k] for f, r in zip(found, tune_rows)])
-        tried.append({"nprobe": nprobe, "recall": round(recall(found, truth), 4)})
-        if tried[-1]["recall"] >= TARGET_RECALL:
-            break
+    ann = FaissIndex(index, factory, {}, {})
+    ann.tune_against(tune_vectors, truth, leave_out=tune_rows, target_recall=TARGET_RECALL)
+    tried = ann.record["tried"]
     print(f"tuned: {tried}", flush=True)
 
     # agreement with exact search on 1,000 queries
@@ -154,14 +181,12 @@ def main() -> None:
     queries = torch.cat([embedded["test"].float(), noisy(base[copies], generator)])
     queries = torch.nn.functional.normalize(queries, dim=-1)
     exact_s, exact_i = exact_top(queries, k, chunks, make)
-    ann_s, ann_i = index.search(queries.numpy(), k)
-    ann_s, ann_i = torch.from_numpy(ann_s), torch.from_numpy(ann_i)
-    ann_s = ann_s.masked_fill(ann_i < 0, -math.inf)
+    ann_s, ann_i = ann.search(queries, k)
     # the bank's rewards and targets (its vectors are in the index): row i is query i mod 5,608's
     rewards, targets = reward_tensor(train), make_targets(train, LabelConfig())
     bank = NeighbourBank(torch.ones(len(train), 1), rewards, targets, k=k, shrinkage=3.0)
     choice = {}
-    for name, (sims, rows) in {"exact": (exact_s, exact_i), "ann": (ann_s, ann_i.clamp_min(0))}.items():
+    for name, (sims, rows) in {"exact": (exact_s, exact_i), "ann": (ann_s, ann_i)}.items():
         choice[name] = decide(bank.average(sims, rows % len(train)).scores, train.experts, rule)
     agreement = sum(a == b for a, b in zip(choice["exact"], choice["ann"])) / len(queries)
 
@@ -178,12 +203,13 @@ def main() -> None:
         "bank": "MiniLM embeddings of llmrouter_9model train + noise (cosine 0.9), generated in chunks",
         "factory": factory,
         "k": k,
-        "search": tried[-1],
+        "search": {**ann.search_params, "recall": ann.record["recall"]},
         "tried": tried,
         "train_s": round(trained, 1),
         "build_s": round(build_s, 1),
         "index_mb": round(index_mb, 1),
         "peak_rss_mb": round(peak_mb(), 1),
+        "serving_rss_mb": round(serving_mb(index_path, queries, ann.search_params["nprobe"], len(train.experts), k), 1),
         "lookup_b1_ms": round(statistics.median(one), 3),
         "lookup_b64_ms": round(batch, 2),
         "encoder_b1_ms": round(statistics.median(forward), 2),
@@ -191,6 +217,7 @@ def main() -> None:
         "agreement": round(agreement, 4),
         "load_average": [round(x, 1) for x in os.getloadavg()],
     }
+    shutil.rmtree(scratch)
     result["lookup_share_of_forward"] = round(result["lookup_b1_ms"] / result["encoder_b1_ms"], 3)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2), flush=True)
 

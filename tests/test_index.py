@@ -58,6 +58,27 @@ def no_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "faiss", None)
 
 
+def test_ivf_search_scans_a_floor_of_rows_per_neighbour() -> None:
+    """Bank rows find their own near-copies in their own list: tuning alone would stop too early."""
+    vectors, _ = clustered(4000)
+    index = FaissIndex.build(torch.nn.functional.normalize(vectors, dim=-1), factory="IVF64,Flat", k=20)
+    per_list = 4000 / 64
+    assert index.search_params["nprobe"] * per_list >= index_module.CANDIDATES_PER_NEIGHBOUR * 20
+    assert all(t["nprobe"] >= index.search_params["nprobe"] for t in index.record["tried"])
+
+
+def test_tuning_stops_where_recall_stops_rising() -> None:
+    """An 8-bit index cannot tell near-tied rows apart: probing more lists buys no recall, only time."""
+    vectors, _ = clustered(4000)
+    unit = torch.nn.functional.normalize(vectors, dim=-1)
+    # 4-bit codes on 48 dimensions: recall@20 stays below the target whatever nprobe
+    index = FaissIndex.build(unit, factory="IVF16,SQ4", k=20, target_recall=0.999)
+    tried = index.record["tried"]
+    assert tried[-1].get("plateau") and tried[-1]["nprobe"] < 16
+    assert index.search_params["nprobe"] == tried[-2]["nprobe"]
+    assert index.record["recall"] == tried[-2]["recall"] < 0.999
+
+
 def test_ann_decisions_agree_with_exact_search_on_clustered_vectors() -> None:
     exact = clustered_bank()
     ann = clustered_bank().build_index("ann")

@@ -291,6 +291,22 @@ def _leave_default(scores: torch.Tensor, advantage: torch.Tensor, default: int, 
     return torch.where(clears.any(dim=-1), routed, torch.full_like(routed, default))
 
 
+def _leave_default_at(
+    scores: torch.Tensor, advantage: torch.Tensor, default: int, margins: Sequence[float]
+) -> torch.Tensor:
+    """:func:`_leave_default` at each of ``margins`` at once (margins x rows), a block of margins at a time."""
+    clears_at = advantage.nan_to_num(nan=-math.inf)
+    clears_at[:, default] = -math.inf
+    block = max(1, 2**22 // max(1, advantage.numel()))
+    out = []
+    for start in range(0, len(margins), block):
+        levels = torch.tensor(margins[start : start + block], dtype=clears_at.dtype).view(-1, 1, 1)
+        clears = clears_at.unsqueeze(0) > levels
+        routed = scores.unsqueeze(0).masked_fill(~clears, -math.inf).argmax(dim=-1)
+        out.append(torch.where(clears.any(dim=-1), routed, torch.full_like(routed, default)))
+    return torch.cat(out)
+
+
 def difference_stderr(stderr: torch.Tensor, default: int) -> torch.Tensor:
     """The standard error of each expert's estimate minus the default's (rows x experts), as if
     independent; an expert without one (``nan``) gets an infinite one: it never clears the evidence."""
@@ -645,11 +661,13 @@ def _calibrate_margin(
     for z in zs:  # ascending, like the margins: on equal gains more evidence (fewer switches) wins
         excess = advantage if z == 0 or needed is None else advantage - z * needed
         top = excess.max(dim=-1).values.nan_to_num(nan=-math.inf)
-        for margin in sorted({0.0, *_margin_candidates(top)}):
-            picks = _leave_default(ranked, excess, default, margin)
-            diff = rewards.gather(1, picks.unsqueeze(1)).squeeze(1) - base
-            if chosen is None or diff.mean() >= chosen[2].mean():
-                chosen = (z, margin, diff, picks)
+        margins = sorted({0.0, *_margin_candidates(top)})
+        picks = _leave_default_at(ranked, excess, default, margins)  # margins x rows
+        diffs = rewards.gather(1, picks.T).T - base
+        means = diffs.mean(dim=1)
+        for i, margin in enumerate(margins):
+            if chosen is None or means[i] >= chosen[2].mean():
+                chosen = (z, margin, diffs[i], picks[i])
     z, margin, diff, picks = chosen  # type: ignore[misc]
     gain = float(diff.mean())
     # stand-in rewards are not evidence: the spread is the diffs', the count only the observed ones

@@ -120,6 +120,9 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--nprobe", type=lambda v: [int(x) for x in v.split(",")], default=[], help="also sweep these nprobe values"
+    )
     args = parser.parse_args()
     faiss = import_faiss()
     torch.manual_seed(args.seed)
@@ -174,6 +177,7 @@ def main() -> None:
     ann = FaissIndex(index, factory, {}, {})
     ann.tune_against(tune_vectors, truth, leave_out=tune_rows, target_recall=TARGET_RECALL)
     tried = ann.record["tried"]
+    tried_nprobe = ann.search_params["nprobe"]
     print(f"tuned: {tried}", flush=True)
 
     # agreement with exact search on 1,000 queries
@@ -185,10 +189,28 @@ def main() -> None:
     # the bank's rewards and targets (its vectors are in the index): row i is query i mod 5,608's
     rewards, targets = reward_tensor(train), make_targets(train, LabelConfig())
     bank = NeighbourBank(torch.ones(len(train), 1), rewards, targets, k=k, shrinkage=3.0)
-    choice = {}
-    for name, (sims, rows) in {"exact": (exact_s, exact_i), "ann": (ann_s, ann_i)}.items():
-        choice[name] = decide(bank.average(sims, rows % len(train)).scores, train.experts, rule)
-    agreement = sum(a == b for a, b in zip(choice["exact"], choice["ann"])) / len(queries)
+    exact_choice = decide(bank.average(exact_s, exact_i % len(train)).scores, train.experts, rule)
+
+    def agreement_with_exact(sims: torch.Tensor, rows: torch.Tensor) -> dict[str, float]:
+        """Shares of decisions equal to exact search's: all queries, the test queries, the fresh copies."""
+        choice = decide(bank.average(sims, rows % len(train)).scores, train.experts, rule)
+        same = [a == b for a, b in zip(exact_choice, choice)]
+        tests = len(embedded["test"])
+        return {
+            "all": round(sum(same) / len(same), 4),
+            "test": round(sum(same[:tests]) / tests, 4),
+            "copies": round(sum(same[tests:]) / max(1, len(same) - tests), 4),
+        }
+
+    agreement = agreement_with_exact(ann_s, ann_i)
+    sweep = []
+    for nprobe in args.nprobe:
+        ann.set_search(nprobe=nprobe)
+        sims, rows = ann.search(queries, k)
+        one = statistics.median(timed_ms(ann.search, q.unsqueeze(0), k) for q in queries[: args.timed])
+        sweep.append({"nprobe": nprobe, "agreement": agreement_with_exact(sims, rows), "lookup_b1_ms": round(one, 3)})
+        print(f"nprobe {nprobe}: {sweep[-1]}", flush=True)
+    ann.set_search(nprobe=tried_nprobe)
 
     # timings: one query's lookup and 64 queries', against the bare encoder forward
     one = [timed_ms(index.search, q.unsqueeze(0).numpy(), k) for q in queries[: args.timed]]
@@ -214,7 +236,10 @@ def main() -> None:
         "lookup_b64_ms": round(batch, 2),
         "encoder_b1_ms": round(statistics.median(forward), 2),
         "recall_at_k": round(recall(ann_i, exact_i), 4),
-        "agreement": round(agreement, 4),
+        "agreement": agreement["all"],
+        "agreement_test": agreement["test"],
+        "agreement_copies": agreement["copies"],
+        "sweep": sweep,
         "load_average": [round(x, 1) for x in os.getloadavg()],
     }
     shutil.rmtree(scratch)

@@ -65,6 +65,12 @@ def test_ivf_search_scans_a_floor_of_rows_per_neighbour() -> None:
     per_list = 4000 / 64
     assert index.search_params["nprobe"] * per_list >= index_module.CANDIDATES_PER_NEIGHBOUR * 20
     assert all(t["nprobe"] >= index.search_params["nprobe"] for t in index.record["tried"])
+    # a user may search more thoroughly than tuned: every list probed is exact search
+    index.set_search(nprobe=64)
+    queries = torch.nn.functional.normalize(clustered(4100)[0][4000:], dim=-1)
+    _, found = index.search(queries, 20)
+    _, truth = ExactIndex(torch.nn.functional.normalize(vectors, dim=-1)).search(queries, 20)
+    assert index.search_params == {"nprobe": 64} and torch.equal(found.sort(1).values, truth.sort(1).values)
 
 
 def test_tuning_stops_where_recall_stops_rising() -> None:

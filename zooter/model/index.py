@@ -338,6 +338,11 @@ class FaissIndex:
         per_list = max(1.0, len(self) / max(1, ivf.nlist))
         return max(1, min(ivf.nlist, math.ceil(CANDIDATES_PER_NEIGHBOUR * k / per_list)))
 
+    def set_search(self, **params: int) -> None:
+        """Search from now on with these settings (e.g. ``nprobe=16``) instead of the tuned ones."""
+        self.search_params = dict(params)
+        self._apply(self.index)
+
     def _apply(self, index: Any) -> None:
         if not self.search_params:
             return

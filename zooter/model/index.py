@@ -207,6 +207,7 @@ class FaissIndex:
         self.search_params = dict(search_params)
         self.record = dict(record)  # what tuning measured, for config.json
         self.device = torch.device("cpu")
+        self._ivf_cpu = _ivf(import_faiss(), index)
         self._apply(self.index)
 
     def __len__(self) -> int:
@@ -367,6 +368,10 @@ class FaissIndex:
         wanted = min(k, len(self) - (1 if leave_out is not None else 0))
         extra = 1 if leave_out is not None else 0
         data = queries.detach().to("cpu", torch.float32).contiguous().numpy()
+        if self._ivf_cpu is not None and self.index is self.cpu_index:
+            # faiss' threads split the queries (mode 0), or one query's lists (mode 1): one query
+            # routed alone is searched by every thread, about 40 % faster at 32 lists
+            self._ivf_cpu.parallel_mode = 1 if len(data) == 1 else 0
         sims, rows = self.index.search(data, max(1, wanted + extra))
         sims, rows = torch.from_numpy(sims), torch.from_numpy(rows)
         sims = sims.masked_fill(rows < 0, -math.inf)

@@ -270,11 +270,10 @@ class FaissIndex:
 
     def _knob(self) -> tuple[str, list[int]] | None:
         """The search-time setting this index has, and the values to try (cheapest first)."""
-        faiss = import_faiss()
-        ivf = _ivf(faiss, self.cpu_index)
+        ivf = self._ivf_cpu
         if ivf is not None:
             return "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v < ivf.nlist] + [ivf.nlist]
-        if hasattr(faiss.downcast_index(self.cpu_index), "hnsw"):
+        if hasattr(import_faiss().downcast_index(self.cpu_index), "hnsw"):
             return "efSearch", [16, 32, 64, 128, 256, 512, 1024]
         return None  # a flat index is exact: nothing to tune
 
@@ -340,9 +339,9 @@ class FaissIndex:
     def _least_nprobe(self, k: int) -> int:
         """The fewest lists an IVF search probes: :data:`MIN_NPROBE`, or more where that many lists
         hold fewer than :data:`CANDIDATES_PER_NEIGHBOUR` rows per neighbour on average."""
-        ivf = _ivf(import_faiss(), self.cpu_index)
-        per_list = max(1.0, len(self) / max(1, ivf.nlist))
-        return max(1, min(ivf.nlist, max(MIN_NPROBE, math.ceil(CANDIDATES_PER_NEIGHBOUR * k / per_list))))
+        lists = self._ivf_cpu.nlist
+        per_list = max(1.0, len(self) / max(1, lists))
+        return max(1, min(lists, max(MIN_NPROBE, math.ceil(CANDIDATES_PER_NEIGHBOUR * k / per_list))))
 
     def set_search(self, **params: int) -> None:
         """Search from now on with these settings (e.g. ``nprobe=16``) instead of the tuned ones."""

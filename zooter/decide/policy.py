@@ -285,22 +285,21 @@ def rank(
 def _leave_default(scores: torch.Tensor, advantage: torch.Tensor, default: int, margin: float) -> torch.Tensor:
     """Per row, the highest-scoring expert whose ``advantage`` over the default (less the evidence
     asked for) exceeds ``margin``, else the default."""
-    clears = advantage.nan_to_num(nan=-math.inf) > margin
-    clears[:, default] = False
-    routed = scores.masked_fill(~clears, -math.inf).argmax(dim=-1)
-    return torch.where(clears.any(dim=-1), routed, torch.full_like(routed, default))
+    return _leave_default_at(scores, advantage, default, [margin])[0]
 
 
 def _leave_default_at(
     scores: torch.Tensor, advantage: torch.Tensor, default: int, margins: Sequence[float]
 ) -> torch.Tensor:
-    """:func:`_leave_default` at each of ``margins`` at once (margins x rows), a block of margins at a time."""
+    """:func:`_leave_default` at each of ``margins`` (margins x rows), a block of margins at a time:
+    calibration tries every margin in one pass."""
     clears_at = advantage.nan_to_num(nan=-math.inf)
     clears_at[:, default] = -math.inf
     block = max(1, 2**22 // max(1, advantage.numel()))
     out = []
     for start in range(0, len(margins), block):
-        levels = torch.tensor(margins[start : start + block], dtype=clears_at.dtype).view(-1, 1, 1)
+        levels = torch.tensor(margins[start : start + block], dtype=clears_at.dtype, device=clears_at.device)
+        levels = levels.view(-1, 1, 1)
         clears = clears_at.unsqueeze(0) > levels
         routed = scores.unsqueeze(0).masked_fill(~clears, -math.inf).argmax(dim=-1)
         out.append(torch.where(clears.any(dim=-1), routed, torch.full_like(routed, default)))

@@ -206,7 +206,8 @@ def bank_part(args: argparse.Namespace) -> dict[str, Any]:
         if kind == "exact":
             exact_choice = choice
         if exact_choice is not None:
-            result["agreement"][kind], result["agreement_test"][kind] = agreement(choice, exact_choice, len(test))
+            shares = agreement(choice, exact_choice, len(test))
+            result["agreement"][kind], result["agreement_test"][kind] = shares["all"], shares["test"]
         router.route(texts[:2])  # warm-up
         single = [timed_ms(router.route, [text]) for text in texts[: args.timed]]
         result["route_b1_ms"][kind] = round(statistics.median(single), 2)
@@ -230,11 +231,16 @@ def bank_part(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def agreement(choice: list[int], exact_choice: list[int], tests: int) -> tuple[float, float]:
-    """The share of decisions equal to exact search's: of all queries, and of the first ``tests``
-    (the real test queries, which unlike the fresh copies have no near-copies in the bank)."""
+def agreement(choice: list[int], exact_choice: list[int], tests: int) -> dict[str, float]:
+    """The share of decisions equal to exact search's: of ``all`` queries, of the first ``tests``
+    (the real ``test`` queries, which unlike the fresh copies have no near-copies in the bank), and
+    of the fresh ``copies`` after them."""
     same = [a == b for a, b in zip(choice, exact_choice)]
-    return round(sum(same) / len(same), 4), round(sum(same[:tests]) / tests, 4)
+    return {
+        "all": round(sum(same) / len(same), 4),
+        "test": round(sum(same[:tests]) / tests, 4),
+        "copies": round(sum(same[tests:]) / max(1, len(same) - tests), 4),
+    }
 
 
 def nprobe_sweep(args, router, bank, index, queries, exact_choice, rule) -> list[dict[str, Any]]:
@@ -246,7 +252,8 @@ def nprobe_sweep(args, router, bank, index, queries, exact_choice, rule) -> list
     for nprobe in args.nprobe:
         index.set_search(nprobe=nprobe)
         choice = decide(bank.estimate(queries).scores, router.experts, rule)
-        agree, agree_test = agreement(choice, exact_choice, len(texts)) if exact_choice else (None, None)
+        shares = agreement(choice, exact_choice, len(texts)) if exact_choice else {}
+        agree, agree_test = shares.get("all"), shares.get("test")
         router.route(texts[:2])
         single = [timed_ms(router.route, [text]) for text in texts[: args.timed]]
         rows.append({"nprobe": nprobe, "agreement": agree, "agreement_test": agree_test,

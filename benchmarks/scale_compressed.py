@@ -43,7 +43,7 @@ import numpy
 import torch
 from _common import SHARED_DATA
 from routing_throughput import bare_forward
-from scale import make_bank_rows, noisy, read, source_embeddings, timed_ms
+from scale import agreement, make_bank_rows, noisy, read, source_embeddings, timed_ms
 
 from zooter.decide.policy import decide
 from zooter.labels.targets import LabelConfig, make_targets, reward_tensor
@@ -192,17 +192,10 @@ def main() -> None:
     exact_choice = decide(bank.average(exact_s, exact_i % len(train)).scores, train.experts, rule)
 
     def agreement_with_exact(sims: torch.Tensor, rows: torch.Tensor) -> dict[str, float]:
-        """Shares of decisions equal to exact search's: all queries, the test queries, the fresh copies."""
         choice = decide(bank.average(sims, rows % len(train)).scores, train.experts, rule)
-        same = [a == b for a, b in zip(exact_choice, choice)]
-        tests = len(embedded["test"])
-        return {
-            "all": round(sum(same) / len(same), 4),
-            "test": round(sum(same[:tests]) / tests, 4),
-            "copies": round(sum(same[tests:]) / max(1, len(same) - tests), 4),
-        }
+        return agreement(choice, exact_choice, len(embedded["test"]))
 
-    agreement = agreement_with_exact(ann_s, ann_i)
+    shares = agreement_with_exact(ann_s, ann_i)
     sweep = []
     for nprobe in args.nprobe:
         ann.set_search(nprobe=nprobe)
@@ -236,9 +229,9 @@ def main() -> None:
         "lookup_b64_ms": round(batch, 2),
         "encoder_b1_ms": round(statistics.median(forward), 2),
         "recall_at_k": round(recall(ann_i, exact_i), 4),
-        "agreement": agreement["all"],
-        "agreement_test": agreement["test"],
-        "agreement_copies": agreement["copies"],
+        "agreement": shares["all"],
+        "agreement_test": shares["test"],
+        "agreement_copies": shares["copies"],
         "sweep": sweep,
         "load_average": [round(x, 1) for x in os.getloadavg()],
     }

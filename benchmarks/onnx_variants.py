@@ -12,15 +12,20 @@ Variants of the bundled all-MiniLM-L6-v2, each built once into ``.benchmarks/onn
   feed-forward up / down projections), ``-xlN`` (all of layer N); ``-pt``: per-tensor weight
   scales; ``-rr``: ``reduce_range`` (7-bit weights, for CPUs without VNNI);
 - ``qdq``: static int8 in QDQ format, activations calibrated on 256 training queries (``-u8``:
-  unsigned activations; ``-pct``: percentile calibration).
+  unsigned activations; ``-pct``: percentile calibration);
+- ``torch-bf16``: not ONNX: the PyTorch encoder under bf16 autocast, vectors within float rounding
+  of fp32's: how many decisions move when the query vectors move by that little.
 
-Each runs in an ONNX Runtime session (``--threads`` intra-op threads, all graph optimisations) inside
+Each runs in an ONNX Runtime session (``--threads`` intra-op threads, all graph optimisations, idle
+threads not spinning: ``--spin default`` lets them, which slows whatever runs next) inside
 the router's own embedding path, so tokenising and padding are the same for every variant and for
 PyTorch: length-sorted batches of ``--batch-size`` queries, each padded to its longest query. Speed
 is measured in one process over llmrouter_9model's 500 test queries (route = tokenise + embed +
 neighbour search + decision), batch by batch, every variant routing each batch in turn (the order
 rotating), ``--repeats`` times; ``speedup`` is PyTorch fp32's total time over the variant's.
-Agreement is the share of test queries whose decision equals the PyTorch fp32 router's:
+Agreement is the share of test queries whose decision equals the PyTorch fp32 router's
+(``routed_reward``: the mean test reward of the variant's decisions against the fp32 bank, to
+tell flips between near-equal experts from flips that cost quality):
 
 - ``agree_fp32_bank``: the variant's query vectors against the fp32 bank and rule;
 - ``agree_own_bank`` (``--bank``): the bank embedded by the variant too, with the fp32 router's
@@ -48,7 +53,7 @@ from _common import SHARED_DATA
 from scale import read, source_embeddings
 
 from zooter.decide.policy import decide
-from zooter.labels.targets import LabelConfig, make_targets
+from zooter.labels.targets import LabelConfig, make_targets, reward_tensor
 from zooter.model.encoder import length_sorted_batches
 from zooter.model.neighbours import NeighbourBank
 from zooter.model.onnx import OnnxEncoder, export_encoder
@@ -171,7 +176,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--spin", choices=["default", "off"], default="default")
+    parser.add_argument(
+        "--spin",
+        choices=["default", "off"],
+        default="off",
+        help="ONNX Runtime's thread spinning: 'off' as the backends run it; 'default' (ONNX Runtime's) lets "
+        "each session's idle threads spin after a run, which takes the cores from the variant measured next "
+        "(PyTorch fp32 measured 2x slower beside them)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -184,17 +196,17 @@ def main() -> None:
     reference = fit_bank(cached["train"], train, targets, config)
     bank, rule = reference.bank, reference.rule
     queries = test.texts
+    test_rewards = reward_tensor(test)[:, [test.experts.index(e) for e in train.experts]]  # decide's columns
     fp32_choice = decide(bank.estimate(cached["test"]).scores, train.experts, rule)
 
     import onnxruntime as ort
 
     def session(path: Path) -> OnnxEncoder:
-        runtime = OnnxEncoder(path, threads=args.threads)
-        if args.spin == "off":
+        runtime = OnnxEncoder(path, threads=args.threads)  # as the backends run it: no spinning
+        if args.spin == "default":
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.intra_op_num_threads = args.threads
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             runtime.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return runtime
 
@@ -209,13 +221,17 @@ def main() -> None:
         "variants": {},
     }
     for name in [v for v in args.variants.split(",") if v]:
+        if name == "torch-bf16":
+            runtimes[name] = bf16_runtime(router)
+            result["variants"][name] = {}
+            continue
         path, info = build_variant(name, router, calibration)
         runtimes[name] = session(path)
         result["variants"][name] = {**info, "file_mb": round(path.stat().st_size / 2**20, 1)}
 
     def use(name: str) -> None:
         router.runtime = runtimes[name]
-        router.backend = "torch" if name == "torch" else "onnx"
+        router.backend = "torch" if name.startswith("torch") else "onnx"
 
     def route(name: str) -> tuple[torch.Tensor, list[int]]:
         use(name)
@@ -229,6 +245,7 @@ def main() -> None:
         figures = result["variants"].setdefault(name, {})
         figures["cosine_min"] = round(float(torch.nn.functional.cosine_similarity(vectors, torch_vectors).min()), 5)
         figures["agree_fp32_bank"] = agreement(choice, torch_choice)
+        figures["routed_reward"] = round(float(test_rewards.gather(1, torch.tensor(choice).unsqueeze(1)).mean()), 4)
 
     # Interleaved batch by batch (each batch of queries routed by every variant in turn, the order
     # rotating), so that a machine whose load changes by the second slows every variant alike.
@@ -287,6 +304,16 @@ def bank_embeddings(router: ZooterRouter, name: str, texts: list[str], batch_siz
     BANK_CACHE.mkdir(parents=True, exist_ok=True)
     save_file({"embeddings": embedded.contiguous()}, str(path))
     return embedded
+
+
+def bf16_runtime(router: ZooterRouter):
+    """The PyTorch encoder under bf16 autocast, as a runtime of the router's embedding path."""
+
+    def run(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return router.torch_embed(input_ids, attention_mask).float()
+
+    return run
 
 
 def agreement(a: list[int], b: list[int]) -> float:

@@ -115,6 +115,9 @@ def fingerprint(embeddings: torch.Tensor) -> str:
 class ExactIndex:
     """Exact inner-product search over the whole bank, held in the dtype it is searched in.
 
+    The copy in that dtype is made at the first search, not before: a bank served by a faiss
+    index, or one only saved, never holds it (a million float32 rows are 1.5 GB).
+
     Args:
         embeddings: the bank's unit vectors (rows x hidden).
     """
@@ -122,25 +125,33 @@ class ExactIndex:
     kind = "exact"
 
     def __init__(self, embeddings: torch.Tensor) -> None:
-        # a CPU multiplies float32 fastest and exactly; CUDA multiplies float16 at full speed
-        dtype = torch.float16 if embeddings.device.type == "cuda" else torch.float32
-        self.vectors = embeddings.to(dtype)
+        self.embeddings = embeddings
+        self._vectors: torch.Tensor | None = None
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        """The rows in the dtype they are searched in (made at the first use)."""
+        if self._vectors is None:
+            # a CPU multiplies float32 fastest and exactly; CUDA multiplies float16 at full speed
+            self._vectors = self.embeddings.to(_search_dtype(self.embeddings.device))
+        return self._vectors
 
     def __len__(self) -> int:
-        return self.vectors.shape[0]
+        return self.embeddings.shape[0]
 
     def to(self, device: torch.device) -> ExactIndex:
-        return self if self.vectors.device == device else ExactIndex(self.vectors.to(device))
+        return self if self.embeddings.device == device else ExactIndex(self.embeddings.to(device))
 
     def extended(self, vectors: torch.Tensor) -> ExactIndex:
         """This index with ``vectors`` (unit rows) added after its rows."""
-        return ExactIndex(torch.cat([self.vectors, vectors.to(self.vectors.device, self.vectors.dtype)]))
+        return ExactIndex(torch.cat([self.embeddings, vectors.to(self.embeddings.device, self.embeddings.dtype)]))
 
     def settings(self) -> dict[str, Any]:
         return {"kind": self.kind}
 
     def memory_bytes(self) -> int:
-        return self.vectors.numel() * self.vectors.element_size()
+        """The bytes of the copy searched (counted before the first search makes it too)."""
+        return self.embeddings.numel() * _search_dtype(self.embeddings.device).itemsize
 
     def search(
         self, queries: torch.Tensor, k: int, *, leave_out: torch.Tensor | None = None
@@ -161,6 +172,10 @@ class ExactIndex:
         if not tops:
             return torch.empty((0, k), device=self.vectors.device), torch.empty((0, k), dtype=torch.long)
         return torch.cat(tops), torch.cat(rows)
+
+
+def _search_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def import_faiss() -> Any:

@@ -395,3 +395,36 @@ def test_queries_without_text_route_alike_and_are_reported(router: ZooterRouter,
     for other in decisions[1:]:
         assert other.probabilities == pytest.approx(decisions[0].probabilities, rel=1e-5, abs=1e-9)
     assert "3 of 3 queries have no text" in caplog.text
+
+
+def test_torch_bf16_backend_embeds_in_bf16_and_trains_saves_and_routes_on_it(tiny_encoder: str, tmp_path: Path) -> None:
+    from conftest import keyword_rows
+
+    from zooter.data import RoutingDataset, RoutingExample
+    from zooter.training import TrainingConfig, train_router
+
+    data = RoutingDataset([RoutingExample.from_dict(r) for r in keyword_rows(120, seed=3)])
+    config = TrainingConfig(encoder=tiny_encoder, max_length=32, neighbours=[10], device="cpu", show_progress=False)
+    fp32 = train_router(data, config)
+    bf16 = train_router(data, config.model_copy(update={"backend": "torch-bf16"}))
+    assert bf16.backend == "torch-bf16" and bf16.config.training["backend"] == "torch-bf16"
+    queries = [ex.query for ex in data][:40]
+    a, b = fp32.embed_queries(queries), bf16.embed_queries(queries)
+    assert not torch.equal(a, b)  # computed in bf16, not fp32
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    bf16.save_pretrained(tmp_path / "r")
+    loaded = ZooterRouter.from_pretrained(tmp_path / "r")
+    assert loaded.backend == "torch-bf16"
+    assert [d.expert for d in loaded.route(queries)] == [d.expert for d in bf16.route(queries)]
+    with pytest.raises(ConfigError, match="quantize"):
+        loaded.quantize()
+
+
+def test_torch_bf16_warns_on_a_cpu_without_bf16(
+    router: ZooterRouter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    router.set_backend("torch-bf16")
+    assert "no bf16 instructions" in caplog.text
+    assert router.predict_proba(["write a poem"]).shape == (1, len(router.experts))

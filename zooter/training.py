@@ -120,8 +120,9 @@ class TrainingConfig(ZooterConfig):
         group_by_length: batch queries of similar length together (less padding, faster on CPU);
             batches are still drawn in a seeded random order.
         device: "cpu", "cuda", ...; CUDA when present by default.
-        backend: what runs the encoder that embeds the neighbour bank: ``"torch"``, or ONNX Runtime
-            on CPU (``"onnx"``, ``"onnx-int8"``; extra ``onnx``); the saved router routes on the same
+        backend: what runs the encoder that embeds the neighbour bank: ``"torch"``, PyTorch in bf16
+            on CPU (``"torch-bf16"``), or ONNX Runtime on CPU (``"onnx"``, ``"onnx-int8"``; extra
+            ``onnx``); see ``QueryEncoder.set_backend``. The saved router routes on the same
             one by default, so its queries and its bank are embedded alike. ``"neighbours"`` only.
         mixed_precision: on CUDA, compute in bf16 (or fp16 with loss scaling).
         log_every: steps between loss-log entries.
@@ -152,7 +153,7 @@ class TrainingConfig(ZooterConfig):
     prior_bias: bool = True
     group_by_length: bool = True
     device: str | None = None
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8"] = "torch"
     mixed_precision: bool = True
     log_every: int = Field(default=10, ge=1)
     show_progress: bool = True

@@ -60,6 +60,14 @@ def half_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def cpu_has_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), or None when PyTorch cannot say."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if not all(callable(check) for check in checks):
+        return None
+    return any(check() for check in checks)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
     """Mixed precision in ``dtype`` on ``device``, or nothing when ``dtype`` is None.
 
@@ -276,16 +284,19 @@ class QueryEncoder(torch.nn.Module):
     def set_backend(
         self, backend: str, *, cache_dir: str | Path | None = None, threads: int | None = None
     ) -> QueryEncoder:
-        """Run the encoder on ``"torch"`` (PyTorch), ``"onnx"`` or ``"onnx-int8"`` (ONNX Runtime, CPU).
+        """Run the encoder on ``"torch"`` (PyTorch), ``"torch-bf16"`` (PyTorch computing in bf16 on
+        the CPU), ``"onnx"`` or ``"onnx-int8"`` (ONNX Runtime, CPU).
 
-        The ONNX backends need the ``onnx`` extra; the model is exported from these weights on first
-        use and cached (see :mod:`zooter.model.onnx`). ``onnx`` gives the same vectors to float
-        rounding, ``onnx-int8`` the fastest CPU routing with vectors slightly off: check its
-        agreement on your own queries (``benchmarks/routing_throughput.py --onnx``). The PyTorch
-        weights are kept, so the router can still be saved.
+        ``torch-bf16`` is the fastest on a CPU with bf16 instructions (AMX, AVX512-BF16), with
+        vectors within bf16 rounding of fp32's; elsewhere the CPU emulates bf16, slower than fp32
+        (a warning says so). The ONNX backends need the ``onnx`` extra; the model is exported from
+        these weights on first use and cached (see :mod:`zooter.model.onnx`). ``onnx`` gives the
+        same vectors to float rounding, ``onnx-int8`` vectors slightly off: check its agreement on
+        your own queries (``benchmarks/onnx_variants.py``). The PyTorch weights are kept, so the
+        router can still be saved.
 
         Args:
-            backend: one of ``"torch"``, ``"onnx"``, ``"onnx-int8"``.
+            backend: one of ``"torch"``, ``"torch-bf16"``, ``"onnx"``, ``"onnx-int8"``.
             cache_dir: where exported files are kept (default ``$ZOOTER_CACHE/onnx``).
             threads: ONNX Runtime's intra-op threads (default: one per physical core).
 
@@ -301,7 +312,15 @@ class QueryEncoder(torch.nn.Module):
         if self.device.type != "cpu":
             raise ConfigError(f"backend {backend!r} runs on CPU; this encoder is on {self.device} (use 'torch' there)")
         if getattr(self, "quantized", None):
-            raise ConfigError(f"backend {backend!r} exports the fp32 encoder; this one was quantised in PyTorch")
+            raise ConfigError(f"backend {backend!r} needs the fp32 encoder; this one was quantised in PyTorch")
+        if backend == "torch-bf16":
+            if cpu_has_bf16() is False:
+                logger.warning(
+                    "this CPU has no bf16 instructions (AMX or AVX512-BF16): backend 'torch-bf16' computes in "
+                    "emulated bf16, likely slower than backend 'torch'"
+                )
+            self.backend, self.runtime = backend, None
+            return self
         self.runtime = OnnxEncoder(export_encoder(self, backend, cache_dir=cache_dir), threads=threads)
         self.backend = backend
         return self
@@ -435,6 +454,12 @@ class QueryEncoder(torch.nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
+    def _compute_dtype(self) -> torch.dtype | None:
+        """The dtype the fp32 encoder computes in (bf16 on backend torch-bf16, half on CUDA), or None."""
+        if next(self.parameters()).dtype != torch.float32:
+            return None
+        return torch.bfloat16 if self.backend == "torch-bf16" else half_dtype(self.device)
+
     @property
     def default_batch_size(self) -> int:
         """Queries per forward when not told: 8 on a CPU, 64 on an accelerator.
@@ -490,7 +515,7 @@ class QueryEncoder(torch.nn.Module):
             self.eval()
         if token_ids is None:
             token_ids = self.tokenize(queries)
-        amp = half_dtype(self.device) if next(self.parameters()).dtype == torch.float32 else None
+        amp = self._compute_dtype()
         batches = length_sorted_batches(token_ids, batch_size)
         if show_progress:
             from tqdm.auto import tqdm
@@ -532,6 +557,7 @@ __all__ = [
     "backend_device",
     "check_hub_source",
     "check_queries",
+    "cpu_has_bf16",
     "dtype_argument",
     "encoder_from_config",
     "half_dtype",

@@ -33,7 +33,7 @@ from zooter.errors import ConfigError, import_optional
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
 ONNX_INSTALL = "pip install 'zooter-langchain[onnx]'"
 _FORMAT = "zooter-onnx-3"  # bump when the exported graph changes, so cached files are rebuilt
 _OPSET = 17

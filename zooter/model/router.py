@@ -568,7 +568,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
     def set_backend(
         self, backend: str, *, cache_dir: str | Path | None = None, threads: int | None = None
     ) -> ZooterRouter:
-        """Run the encoder on PyTorch or ONNX Runtime; see :meth:`QueryEncoder.set_backend`.
+        """Run the encoder on PyTorch (fp32, or bf16 on CPU) or ONNX Runtime; see :meth:`QueryEncoder.set_backend`.
 
         Routes agree best when queries are embedded by the variant that embedded the neighbour
         bank: ``TrainingConfig(backend=...)`` trains with the same one. Returns the router itself.

@@ -13,8 +13,8 @@ Variants of the bundled all-MiniLM-L6-v2, each built once into ``.benchmarks/onn
   scales; ``-rr``: ``reduce_range`` (7-bit weights, for CPUs without VNNI);
 - ``qdq``: static int8 in QDQ format, activations calibrated on 256 training queries (``-u8``:
   unsigned activations; ``-pct``: percentile calibration);
-- ``torch-bf16``: not ONNX: the PyTorch encoder under bf16 autocast, vectors within float rounding
-  of fp32's: how many decisions move when the query vectors move by that little.
+- ``torch-bf16``: not ONNX: backend ``torch-bf16``, a bf16 copy of the PyTorch encoder (fast where
+  the CPU has AMX or AVX512-BF16), its vectors within bf16 rounding of fp32's.
 
 Each runs in an ONNX Runtime session (``--threads`` intra-op threads, all graph optimisations, idle
 threads not spinning: ``--spin default`` lets them, which slows whatever runs next) inside
@@ -54,7 +54,7 @@ from scale import read, source_embeddings
 
 from zooter.decide.policy import decide
 from zooter.labels.targets import LabelConfig, make_targets, reward_tensor
-from zooter.model.encoder import length_sorted_batches
+from zooter.model.encoder import Bf16Encoder, length_sorted_batches
 from zooter.model.neighbours import NeighbourBank
 from zooter.model.onnx import OnnxEncoder, export_encoder
 from zooter.model.router import ZooterRouter
@@ -222,7 +222,7 @@ def main() -> None:
     }
     for name in [v for v in args.variants.split(",") if v]:
         if name == "torch-bf16":
-            runtimes[name] = bf16_runtime(router)
+            runtimes[name] = Bf16Encoder(router.encoder)
             result["variants"][name] = {}
             continue
         path, info = build_variant(name, router, calibration)
@@ -304,16 +304,6 @@ def bank_embeddings(router: ZooterRouter, name: str, texts: list[str], batch_siz
     BANK_CACHE.mkdir(parents=True, exist_ok=True)
     save_file({"embeddings": embedded.contiguous()}, str(path))
     return embedded
-
-
-def bf16_runtime(router: ZooterRouter):
-    """The PyTorch encoder under bf16 autocast, as a runtime of the router's embedding path."""
-
-    def run(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return router.torch_embed(input_ids, attention_mask).float()
-
-    return run
 
 
 def agreement(a: list[int], b: list[int]) -> float:

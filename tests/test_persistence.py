@@ -268,6 +268,36 @@ def test_a_bank_written_before_checksums_is_checked_too(tmp_path: Path) -> None:
     refused(old, str(old / NEIGHBOURS_NAME), "10 rows where config.json's neighbours.rows says 30")
 
 
+def test_a_bank_header_that_does_not_hold_its_tensors_is_refused_naming_the_file(folder: Path) -> None:
+    data = bytearray((folder / NEIGHBOURS_NAME).read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    (folder / NEIGHBOURS_NAME).write_bytes(bytes(data[: 8 + header + 16]))  # the header, and 16 bytes of data
+    record_file(folder, NEIGHBOURS_NAME)
+    refused(folder, str(folder / NEIGHBOURS_NAME), "not a readable safetensors file", "do not hold")
+    (folder / NEIGHBOURS_NAME).write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    record_file(folder, NEIGHBOURS_NAME)
+    refused(folder, str(folder / NEIGHBOURS_NAME), "not a readable safetensors file", "header claims")
+
+
+def test_a_loaded_bank_reads_its_file_copy_on_write_and_outlives_a_save_over_it(
+    folder: Path, tiny_encoder: str
+) -> None:
+    """The bank is mapped from the file it was checked on, not read into memory: writing to the
+    loaded bank leaves the file as saved, and a save replacing the folder leaves the loaded router
+    routing as it did."""
+    loaded = ZooterRouter.from_pretrained(folder, device="cpu")
+    before = loaded.estimate(QUERIES).expected_rewards
+    on_disk = (folder / NEIGHBOURS_NAME).read_bytes()
+    loaded.bank.rewards[0] = 0.5  # in place, as a merge by id writes
+    assert (folder / NEIGHBOURS_NAME).read_bytes() == on_disk
+    assert ZooterRouter.from_pretrained(folder, device="cpu").bank.rewards[0].tolist() != [0.5] * len(EXPERTS)
+    loaded.bank.rewards[0] = ZooterRouter.from_pretrained(folder, device="cpu").bank.rewards[0]
+
+    neighbour_router(tiny_encoder, rows=18, k=5, seed=1).save_pretrained(folder)  # replaces the files
+    torch.testing.assert_close(loaded.estimate(QUERIES).expected_rewards, before)
+    assert len(ZooterRouter.from_pretrained(folder, device="cpu").bank) == 18
+
+
 # -- the neighbours section of config.json ----------------------------------------------------
 
 

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -232,17 +233,46 @@ class FolderFiles:
             ZooterError: ``name`` is missing, not the file the router was saved with, or not among
                 the files ``config.json`` lists.
         """
+        fd, opened = self._handle(name)
+        try:
+            return _read_fd(fd)
+        finally:
+            if opened:
+                os.close(fd)
+
+    def map(self, name: str) -> mmap.mmap | bytes:
+        """``name`` mapped into memory, as checked against ``config.json`` (:meth:`read`'s bytes).
+
+        Its pages are read from the file when first touched, so a large neighbour bank costs
+        memory only where it is used. The map is copy-on-write (writing to it changes nothing on
+        disk) and holds the file it was opened on, even after a save replaces the folder. An empty
+        file gives empty bytes (a map cannot be empty).
+
+        Raises:
+            ZooterError: as :meth:`read`.
+        """
+        fd, opened = self._handle(name)
+        try:
+            if os.fstat(fd).st_size == 0:
+                return b""
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        finally:
+            if opened:
+                os.close(fd)
+
+    def _handle(self, name: str) -> tuple[int, bool]:
+        """A descriptor of ``name`` (the one checked, when listed), and whether it was opened here."""
         if name in self._problems:
             raise ZooterError(self._problems[name])
         fd = self._fds.get(name)
         if fd is not None:
-            return _read_fd(fd)
+            return fd, False
         if self.checked and name not in self._records:
             raise ZooterError(
                 f"{self.folder}: {name} is not among the files {CONFIG_NAME} lists; copy the whole router folder again"
             )
-        try:  # a folder from before checksums: read through the same folder handle, unchecked
-            return self._read_by_name(name)
+        try:  # a folder from before checksums: opened through the same folder handle, unchecked
+            return self._open_name(name), True
         except FileNotFoundError:
             raise ZooterError(f"{self.folder}: {name} is missing; copy the whole router folder again") from None
 

@@ -106,9 +106,9 @@ class BankIndex(Protocol):
 
 def fingerprint(embeddings: torch.Tensor) -> str:
     """A sha256 of the bank's embeddings as saved (float16), with their shape: what an index is built from."""
-    data = embeddings.detach().to("cpu", torch.float16).contiguous()
-    digest = hashlib.sha256(f"{tuple(data.shape)}".encode())
-    digest.update(data.view(torch.int16).numpy().tobytes())
+    digest = hashlib.sha256(f"{tuple(embeddings.shape)}".encode())
+    for block in embeddings.detach().split(2**16):  # a block at a time: no copy of a large bank
+        digest.update(block.to("cpu", torch.float16).contiguous().view(torch.int16).numpy())
     return "sha256:" + digest.hexdigest()
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 NEIGHBOURS_NAME = "neighbours.safetensors"
 _CHUNK = 1024  # query rows averaged at once: bounds memory at 1024 x k x experts floats
+_ROWS = 2**16  # bank rows converted or checked at once: bounds the float32 copies at 96 MB (384-d)
 # Leave-one-out calibration estimates at most this many rows: its standard error is then small
 # (about 0.003 on llmrouter_9model, docs/scaling.md), and its cost stops growing with the bank.
 CALIBRATION_ROWS = 20_000
@@ -202,7 +204,7 @@ class NeighbourBank:
                 f"k={k}, temperature={temperature}, shrinkage={shrinkage}"
             )
         # fp16 halves the file and the memory; similarities need no more precision to rank neighbours
-        self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1).half()
+        self.embeddings = unit_rows(embeddings)
         self.rewards = rewards.float()
         self.targets = targets.float()
         if weights is not None and (
@@ -297,7 +299,7 @@ class NeighbourBank:
         if self.propensities is not None:
             propensities = torch.cat([self.propensities, torch.full_like(rewards.float().to(device), math.nan)])
         bank = NeighbourBank(
-            torch.cat([self.embeddings.float(), embeddings.float().to(device)]),
+            torch.cat([self.embeddings, unit_rows(embeddings.to(device))]),
             torch.cat([self.rewards, rewards.float().to(device)]),
             torch.cat([self.targets, targets.float().to(device)]),
             k=self.k,
@@ -321,7 +323,7 @@ class NeighbourBank:
         rows = len(self)
         column = torch.full((rows, 1), float(reward), device=self.rewards.device)
         bank = NeighbourBank(
-            self.embeddings.float(),
+            self.embeddings,
             torch.cat([self.rewards, column], dim=1),
             torch.cat([self.targets * (1.0 - target), torch.full_like(column, target)], dim=1),
             k=self.k,
@@ -570,15 +572,12 @@ class NeighbourBank:
             ZooterError: naming the file: missing or changed, not a bank, another router's bank, a
                 shape other than ``config.json`` describes, or values that are not finite.
         """
-        from safetensors.torch import load
-
         path = files.where(NEIGHBOURS_NAME)
         if not files.has(NEIGHBOURS_NAME):
             raise ZooterError(f"{files.folder}: config.json names a neighbour bank but {NEIGHBOURS_NAME} is missing")
-        data = files.read(NEIGHBOURS_NAME)
+        mapped = files.map(NEIGHBOURS_NAME)  # a bank of millions of rows is read where it is used
         try:
-            tensors = load(data)
-            metadata = safetensors_metadata(data)
+            tensors, metadata = mapped_safetensors(mapped)
             recorded = json.loads(metadata.get("experts", "null"))
             ids = json.loads(metadata.get("ids", "null"))
         except Exception as e:  # safetensors' own error type for a damaged file
@@ -634,6 +633,10 @@ class NeighbourBank:
         index = settings.index or {"kind": "exact"}  # routers from before indexes searched exactly
         if index.get("kind", "exact") != "exact":
             bank.index = _load_index(files, bank, index)
+        if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            # the checks above read every page; nothing wrote to them: let them go from this
+            # process (the system's file cache keeps them), to be read again where searches need them
+            mapped.madvise(mmap.MADV_DONTNEED)
         return bank
 
 
@@ -685,7 +688,10 @@ def non_finite(embeddings: torch.Tensor, rewards: torch.Tensor, targets: torch.T
     broken = [
         name
         for name, tensor in (("embeddings", embeddings), ("rewards", rewards), ("targets", targets))
-        if not bool((torch.isfinite(tensor) | (tensor.isnan() if name == "rewards" else False)).all())
+        if not all(
+            bool((torch.isfinite(block) | (block.isnan() if name == "rewards" else False)).all())
+            for block in tensor.split(_ROWS)
+        )
     ]
     if not broken:
         return None
@@ -695,12 +701,77 @@ def non_finite(embeddings: torch.Tensor, rewards: torch.Tensor, targets: torch.T
     )
 
 
-def safetensors_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file's bytes (its header is 8 bytes of length, then JSON)."""
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
-    metadata = header.get("__metadata__") or {}
-    return metadata if isinstance(metadata, dict) else {}
+def unit_rows(embeddings: torch.Tensor) -> torch.Tensor:
+    """``embeddings`` scaled to rows of unit length, in float16, a block of rows at a time.
+
+    float16 rows of unit length already (within float16 rounding: a bank's own rows, a saved
+    bank's) are kept as they are, not copied: a bank of ten million rows is 7.7 GB.
+    """
+    if embeddings.dtype == torch.float16 and all(_unit_length(block) for block in embeddings.split(_ROWS)):
+        return embeddings
+    out = torch.empty(embeddings.shape, dtype=torch.float16, device=embeddings.device)
+    for start in range(0, embeddings.shape[0], _ROWS):
+        block = embeddings[start : start + _ROWS].float()
+        out[start : start + _ROWS] = torch.nn.functional.normalize(block, dim=-1).half()
+    return out
+
+
+def _unit_length(block: torch.Tensor) -> bool:
+    norms = block.float().norm(dim=-1)
+    return bool((((norms - 1).abs() <= 1e-3) | (norms == 0)).all())  # normalising leaves a zero row zero
+
+
+_SAFETENSORS_DTYPES = {
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def mapped_safetensors(buffer: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors of a safetensors file held in ``buffer`` (a writable memory map), as views of
+    it (nothing copied), and its ``__metadata__``.
+
+    The format: 8 bytes of header length (little-endian), a JSON header giving each tensor's
+    dtype, shape and byte range, then the data. (safetensors' own loaders take a path or bytes;
+    a router folder maps the file it checked.)
+
+    Raises:
+        ValueError: ``buffer`` is not a safetensors file (what is wrong, in words).
+    """
+    size = len(buffer)
+    if size < 8:
+        raise ValueError(f"{size} bytes, shorter than a safetensors header")
+    length = int.from_bytes(buffer[:8], "little")
+    if length > size - 8:
+        raise ValueError(f"its header claims {length:,} bytes, the file has {size - 8:,} after its length")
+    header = json.loads(bytes(buffer[8 : 8 + length]))
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    start, tensors = 8 + length, {}
+    for name, entry in header.items():
+        try:
+            dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+            shape = [int(n) for n in entry["shape"]]
+            begin, end = (int(n) for n in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"tensor {name!r} has a malformed header entry ({e!r})") from None
+        count = math.prod(shape)
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= size - start or end - begin != count * dtype.itemsize:
+            raise ValueError(f"tensor {name!r}: bytes {begin}-{end} of the data do not hold a {entry['dtype']} {shape}")
+        if count:
+            tensors[name] = torch.frombuffer(buffer, dtype=dtype, count=count, offset=start + begin).reshape(shape)
+        else:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+    return tensors, metadata if isinstance(metadata, dict) else {}
 
 
 def _load_index(files: FolderFiles, bank: NeighbourBank, settings: dict[str, Any]) -> BankIndex:
@@ -747,5 +818,4 @@ __all__ = [
     "Estimates",
     "NeighbourBank",
     "NeighbourSettings",
-    "safetensors_metadata",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import keyword_rows
+from conftest import keyword_rows, record_file
 
 from zooter.cli import main
 from zooter.data import RoutingDataset, RoutingExample
@@ -166,6 +166,11 @@ def test_index_is_saved_with_the_router_and_rebuilt_when_missing(
     assert "rebuilding" in caplog.text
     assert isinstance(rebuilt.bank.index, FaissIndex) and len(rebuilt.bank.index) == len(rebuilt.bank)
     assert [d.expert for d in rebuilt.route(queries)] == expected
+
+    (folder / INDEX_NAME).write_bytes(b"not a faiss index")
+    record_file(folder, INDEX_NAME)  # listed with its checksum: the index itself is refused
+    with pytest.raises(ZooterError, match=f"{INDEX_NAME} is not a readable faiss index"):
+        ZooterRouter.from_pretrained(folder, device="cpu")
 
 
 def load_bank(folder: Path, settings: NeighbourSettings) -> NeighbourBank:

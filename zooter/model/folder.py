@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import Field
 
@@ -259,6 +259,18 @@ class FolderFiles:
         finally:
             if opened:
                 os.close(fd)
+
+    def open_file(self, name: str) -> BinaryIO:
+        """``name`` as a file object open for reading, as checked against ``config.json``, for
+        readers that stream a large file (a faiss index) rather than hold its bytes. Close it.
+
+        Raises:
+            ZooterError: as :meth:`read`.
+        """
+        fd, opened = self._handle(name)
+        own = fd if opened else os.dup(fd)  # a duplicate shares the offset, which only this file object moves
+        os.lseek(own, 0, os.SEEK_SET)
+        return open(own, "rb", buffering=_CHUNK)
 
     def _handle(self, name: str) -> tuple[int, bool]:
         """A descriptor of ``name`` (the one checked, when listed), and whether it was opened here."""

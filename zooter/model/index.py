@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import torch
 
@@ -445,13 +445,12 @@ class FaissIndex:
         import_faiss().write_index(self.cpu_index, str(folder / INDEX_NAME))
 
     @classmethod
-    def from_bytes(cls, data: bytes, settings: dict[str, Any], *, where: Path) -> FaissIndex:
-        """An index saved by :meth:`save`, from the file's bytes (``where``: its path, for messages)."""
-        import numpy as np
-
+    def read(cls, file: BinaryIO, settings: dict[str, Any], *, where: Path) -> FaissIndex:
+        """An index saved by :meth:`save`, streamed from ``file`` (``where``: its path, for messages):
+        a chunk at a time, so loading holds the index and never a second copy of its bytes."""
         faiss = import_faiss()
         try:
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+            index = faiss.read_index(faiss.PyCallbackIOReader(file.read, 1 << 20))
         except RuntimeError as e:
             raise ZooterError(f"{where} is not a readable faiss index: {str(e).splitlines()[0]}") from None
         search = settings.get("search") or {}

@@ -801,7 +801,8 @@ def _load_index(files: FolderFiles, bank: NeighbourBank, settings: dict[str, Any
             k=int(settings.get("recall_at") or bank.k),
             target_recall=float(settings.get("target_recall") or TARGET_RECALL),
         )
-    index = FaissIndex.from_bytes(files.read(INDEX_NAME), settings, where=path)
+    with files.open_file(INDEX_NAME) as file:
+        index = FaissIndex.read(file, settings, where=path)
     if not index.holds(bank.embeddings):
         raise ZooterError(
             f"{path} does not index {NEIGHBOURS_NAME} (its rows do not find themselves); "

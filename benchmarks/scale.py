@@ -21,7 +21,11 @@ Then, for each index kind (``exact``; the ANN kinds ``ivf`` (IVF, flat vectors),
 - ``build_s``, ``index_mb``, and the tuned search setting with its measured recall;
 - ``calibrate_s``: what ``zooter train`` does after the encoder pass (:func:`zooter.training.fit_bank`:
   index ``auto``, the leave-one-out calibration sample, the k sweep, the decision rule),
-  split into ``index_s`` and ``calibration_s``; ``bank_mb``: embeddings, rewards and targets.
+  split into ``index_s`` and ``calibration_s``; ``bank_mb``: embeddings, rewards and targets;
+- with ``--serve``: the router saved (bank and ``auto`` index) and loaded by a fresh process that
+  routes the timed queries one by one: its load time, its own memory after loading and after
+  routing (``VmHWM`` its peak, ``RssAnon`` what it owns, ``RssFile`` file pages it maps, which the
+  system can take back), one query's route time.
 
 Prints one JSON object with ``--json``, then a markdown table.
 
@@ -33,6 +37,7 @@ Usage::
 
     python benchmarks/scale.py --rows 100000 --json
     python benchmarks/scale.py --rows 1000000 --kinds exact,ivf,ivf-sq8,auto --json
+    python benchmarks/scale.py --rows 1000000 --kinds exact,auto --score-pairs 0 --serve --json
 """
 
 from __future__ import annotations
@@ -228,7 +233,61 @@ def bank_part(args: argparse.Namespace) -> dict[str, Any]:
         if kind != "auto":
             del index
             bank.index = auto_index
+    if args.serve:
+        router.config.decision, router.config.neighbours = rule, bank.settings()
+        result["serve"] = serve_part(router, texts[: args.timed], args.serve_folder)
     return result
+
+
+SERVE = """
+import json, sys, statistics, time
+from zooter.model.router import ZooterRouter
+
+def status():
+    fields = ("VmHWM", "VmRSS", "RssAnon", "RssFile")
+    lines = [line.split() for line in open("/proc/self/status") if line.split(":")[0] in fields]
+    return {line[0].rstrip(":"): round(int(line[1]) / 1024, 1) for line in lines}
+
+started = time.perf_counter()
+router = ZooterRouter.from_pretrained(sys.argv[1], device="cpu")
+loaded = {"load_s": round(time.perf_counter() - started, 1), **status()}
+texts = json.loads(sys.argv[2])
+router.route(texts[:2])
+times = []
+for text in texts:
+    start = time.perf_counter()
+    router.route([text])
+    times.append(1000 * (time.perf_counter() - start))
+route_b1 = round(statistics.median(times), 2)
+print(json.dumps({"after_load_mb": loaded, "after_routing_mb": status(), "route_b1_ms": route_b1}))
+"""
+
+
+def serve_part(router: ZooterRouter, texts: list[str], keep: str | None) -> dict[str, Any]:
+    """Saves the router (bank and ``auto`` index), then a fresh process loads it with
+    ``from_pretrained`` and routes ``texts`` one by one: the folder's load time, that process's own
+    memory (``VmHWM`` its peak; ``RssAnon`` what it owns; ``RssFile`` file pages mapped, which the
+    system can take back) and one query's route time. ``keep``: save there and keep it."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="scale-serve-")) / "router"
+    try:
+        start = time.perf_counter()
+        router.save_pretrained(folder)
+        saved = time.perf_counter() - start
+        files = {p.name: round(p.stat().st_size / 2**20, 1) for p in folder.iterdir() if p.stat().st_size > 2**20}
+        out = subprocess.run(
+            [sys.executable, "-c", SERVE, str(folder), json.dumps(texts)], check=True, capture_output=True, text=True
+        )
+        served = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        if not keep:
+            shutil.rmtree(folder.parent, ignore_errors=True)
+    print(f"serve: saved in {saved:.1f}s, files {files}; {served}", flush=True)
+    return {"save_s": round(saved, 1), "files_mb": files, **served}
 
 
 def agreement(choice: list[int], exact_choice: list[int], tests: int) -> dict[str, float]:
@@ -315,6 +374,10 @@ def main() -> None:
     parser.add_argument("--data", default=str(LLMROUTER), help="the llmrouter_9model folder (train/test.jsonl.gz)")
     parser.add_argument("--score-pairs", type=int, default=2000, help="part 2's pairs to score (0: skip part 2)")
     parser.add_argument("--score-repeats", type=int, default=2, help="part 2's runs of each engine (median)")
+    parser.add_argument(
+        "--serve", action="store_true", help="also save the router and load and route it in a fresh process (memory)"
+    )
+    parser.add_argument("--serve-folder", help="with --serve: save the router there and keep it")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     kinds = args.kinds.split(",")

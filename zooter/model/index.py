@@ -38,6 +38,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -104,10 +105,14 @@ class BankIndex(Protocol):
     def memory_bytes(self) -> int: ...
 
 
-def fingerprint(embeddings: torch.Tensor) -> str:
-    """A sha256 of the bank's embeddings as saved (float16), with their shape: what an index is built from."""
+def fingerprint(embeddings: torch.Tensor, *, blocks: Iterable[torch.Tensor] | None = None) -> str:
+    """A sha256 of the bank's embeddings as saved (float16), with their shape: what an index is built from.
+
+    Read a block of rows at a time (no copy of a large bank): ``blocks``, when given, are those
+    blocks of ``embeddings`` in order (a reader that checks them on the way).
+    """
     digest = hashlib.sha256(f"{tuple(embeddings.shape)}".encode())
-    for block in embeddings.detach().split(2**16):  # a block at a time: no copy of a large bank
+    for block in embeddings.detach().split(2**16) if blocks is None else blocks:
         digest.update(block.to("cpu", torch.float16).contiguous().view(torch.int16).numpy())
     return "sha256:" + digest.hexdigest()
 

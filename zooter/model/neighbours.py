@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import mmap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,7 +158,8 @@ class NeighbourBank:
     is thus expected to do there what it does elsewhere relative to the others, not to win.
 
     Args:
-        embeddings: rows x hidden size; normalised here to unit length.
+        embeddings: rows x hidden size; normalised here to unit length, in float16 (float16 rows of
+            unit length already are kept as they are).
         rewards: rows x experts, ``nan`` where an expert has no reward on a row.
         targets: rows x experts, each row a distribution (the training soft labels).
         k: neighbours per query (capped at the bank's size).
@@ -175,6 +176,8 @@ class NeighbourBank:
         tokens: each row's query length in the router's tokens, kept when the router prices its
             experts against a cost target, so an update can calibrate λ again on the bank's rows
             (the bank keeps no query texts); None otherwise.
+        normalized: the embeddings are float16 rows of unit length, checked by the caller (a saved
+            bank as it loads): kept without another pass over them.
     """
 
     def __init__(
@@ -190,6 +193,7 @@ class NeighbourBank:
         ids: Sequence[str] | None = None,
         propensities: torch.Tensor | None = None,
         tokens: torch.Tensor | None = None,
+        normalized: bool = False,
     ) -> None:
         if ids is not None and len(ids) != embeddings.shape[0]:
             raise ZooterError(f"a neighbour bank of {embeddings.shape[0]} rows got {len(ids)} ids")
@@ -204,7 +208,7 @@ class NeighbourBank:
                 f"k={k}, temperature={temperature}, shrinkage={shrinkage}"
             )
         # fp16 halves the file and the memory; similarities need no more precision to rank neighbours
-        self.embeddings = unit_rows(embeddings)
+        self.embeddings = embeddings if normalized else unit_rows(embeddings)
         self.rewards = rewards.float()
         self.targets = targets.float()
         if weights is not None and (
@@ -577,7 +581,7 @@ class NeighbourBank:
             raise ZooterError(f"{files.folder}: config.json names a neighbour bank but {NEIGHBOURS_NAME} is missing")
         mapped = files.map(NEIGHBOURS_NAME)  # a bank of millions of rows is read where it is used
         try:
-            tensors, metadata = mapped_safetensors(mapped)
+            tensors, metadata, offsets = mapped_safetensors(mapped)
             recorded = json.loads(metadata.get("experts", "null"))
             ids = json.loads(metadata.get("ids", "null"))
         except Exception as e:  # safetensors' own error type for a damaged file
@@ -611,7 +615,8 @@ class NeighbourBank:
                 wrong.append(f"embeddings of length {width} where {where} is {want}")
         if wrong:
             raise ZooterError(f"{path} does not fit config.json: {'; '.join(dict.fromkeys(wrong))}")
-        broken = non_finite(embeddings, rewards, targets)
+        finite, unit, saved_fingerprint = _scan_rows(embeddings, mapped, offsets["embeddings"])
+        broken = non_finite(embeddings if not finite else embeddings[:0], rewards, targets)
         if broken:
             raise ZooterError(f"{path} holds {broken}; train the router again")
         try:  # row weights, when the bank has them, are checked where the bank is built
@@ -627,16 +632,18 @@ class NeighbourBank:
                 # routers saved before shrinkage existed keep the plain average they were calibrated with
                 shrinkage=settings.shrinkage,
                 ids=ids,
+                normalized=unit,
             )
         except ZooterError as e:
             raise ZooterError(f"{path}: {e}") from None
+        if unit:  # the rows as saved: the fingerprint read on the way is theirs
+            bank._fingerprint = saved_fingerprint
         index = settings.index or {"kind": "exact"}  # routers from before indexes searched exactly
         if index.get("kind", "exact") != "exact":
             bank.index = _load_index(files, bank, index)
-        if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-            # the checks above read every page; nothing wrote to them: let them go from this
-            # process (the system's file cache keeps them), to be read again where searches need them
-            mapped.madvise(mmap.MADV_DONTNEED)
+        # nothing wrote to the map: what the checks read goes back to the system's file cache, to be
+        # read again where searches need it
+        _give_back(mapped, 0, len(mapped))
         return bank
 
 
@@ -735,9 +742,9 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def mapped_safetensors(buffer: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def mapped_safetensors(buffer: Any) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, int]]:
     """The tensors of a safetensors file held in ``buffer`` (a writable memory map), as views of
-    it (nothing copied), and its ``__metadata__``.
+    it (nothing copied), its ``__metadata__``, and where each tensor starts in ``buffer``.
 
     The format: 8 bytes of header length (little-endian), a JSON header giving each tensor's
     dtype, shape and byte range, then the data. (safetensors' own loaders take a path or bytes;
@@ -756,7 +763,7 @@ def mapped_safetensors(buffer: Any) -> tuple[dict[str, torch.Tensor], dict[str, 
     if not isinstance(header, dict):
         raise ValueError("its header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
-    start, tensors = 8 + length, {}
+    start, tensors, offsets = 8 + length, {}, {}
     for name, entry in header.items():
         try:
             dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
@@ -771,7 +778,39 @@ def mapped_safetensors(buffer: Any) -> tuple[dict[str, torch.Tensor], dict[str, 
             tensors[name] = torch.frombuffer(buffer, dtype=dtype, count=count, offset=start + begin).reshape(shape)
         else:
             tensors[name] = torch.empty(shape, dtype=dtype)
-    return tensors, metadata if isinstance(metadata, dict) else {}
+        offsets[name] = start + begin
+    return tensors, metadata if isinstance(metadata, dict) else {}, offsets
+
+
+def _scan_rows(embeddings: torch.Tensor, mapped: Any, offset: int) -> tuple[bool, bool, str]:
+    """Whether a mapped bank's embeddings (starting at byte ``offset`` of ``mapped``) are all finite,
+    whether they are float16 rows of unit length, and their fingerprint, from one pass a block of
+    rows at a time, each block's pages given back once read: the pass never holds the bank."""
+    finite = unit = True
+    row_bytes = embeddings.shape[1] * embeddings.element_size()
+
+    def blocks() -> Iterator[torch.Tensor]:
+        nonlocal finite, unit
+        for start in range(0, embeddings.shape[0], _ROWS):
+            block = embeddings[start : start + _ROWS]
+            finite = finite and bool(torch.isfinite(block).all())
+            unit = unit and embeddings.dtype == torch.float16 and _unit_length(block)
+            yield block
+            _give_back(mapped, offset + start * row_bytes, block.shape[0] * row_bytes)
+
+    digest = fingerprint(embeddings, blocks=blocks())  # the pass: finite and unit are known after it
+    return finite, unit, digest
+
+
+def _give_back(mapped: Any, start: int, length: int) -> None:
+    """Let the whole pages of ``mapped[start : start + length]`` go from this process (not written to:
+    the file keeps them); they are read again when touched. Nothing where the system cannot."""
+    if not isinstance(mapped, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = (start + length) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        mapped.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _load_index(files: FolderFiles, bank: NeighbourBank, settings: dict[str, Any]) -> BankIndex:

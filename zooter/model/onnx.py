@@ -3,7 +3,9 @@
 A router (or any :class:`~zooter.model.encoder.QueryEncoder`) can run its encoder's pooled
 forward pass on ONNX Runtime instead of PyTorch: ``backend="onnx"`` (fp32, the same vectors to
 float rounding) or ``backend="onnx-int8"`` (linear layers' weights in int8, activations quantised
-on the fly: the fastest on a CPU, vectors slightly off). The PyTorch weights stay the router's
+on the fly: faster on a CPU, vectors slightly off; on a CPU with bf16 instructions,
+``backend="torch-bf16"`` is faster still and closer, see
+:meth:`~zooter.model.encoder.QueryEncoder.set_backend`). The PyTorch weights stay the router's
 weights: the ONNX file is built from them on first use (``torch.onnx``, then
 ``onnxruntime.quantization`` for int8) and cached under ``$ZOOTER_CACHE/onnx`` (default
 ``~/.cache/zooter/onnx``), keyed by a hash of the weights, so a router folder holds no extra file
@@ -39,8 +41,8 @@ _FORMAT = "zooter-onnx-3"  # bump when the exported graph changes, so cached fil
 _OPSET = 17
 # Encoders whose graph onnxruntime.transformers' optimizer fuses (its "bert" model type): attention,
 # Gelu, LayerNorm and SkipLayerNorm become single contrib operators. On MiniLM (llmrouter_9model's
-# test queries, batch 64, 2 cores) the fused int8 graph routed 1.98x as fast as PyTorch fp32, the
-# unfused one 1.34x, in the same run (benchmarks/onnx_variants.py, docs/scaling-engines.md).
+# test queries, batch 64, 2 cores) the fused int8 graph routed about 1.5x as fast as the unfused one
+# (benchmarks/onnx_variants.py, docs/scaling-engines.md).
 _FUSED_MODEL_TYPES = {"bert": "bert"}
 
 

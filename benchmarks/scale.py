@@ -268,17 +268,28 @@ def serve_part(router: ZooterRouter, texts: list[str], keep: str | None) -> dict
     ``from_pretrained`` and routes ``texts`` one by one: the folder's load time, that process's own
     memory (``VmHWM`` its peak; ``RssAnon`` what it owns; ``RssFile`` file pages mapped, which the
     system can take back) and one query's route time. ``keep``: save there and keep it."""
-    import shutil
-    import subprocess
-    import sys
+    return serve_saved(*save_router(router, keep), texts, keep)
+
+
+def save_router(router: ZooterRouter, keep: str | None) -> tuple[Path, dict[str, Any]]:
+    """The folder ``router`` was saved in (``keep``, or a temporary one), and the save's figures."""
     import tempfile
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="scale-serve-")) / "router"
+    start = time.perf_counter()
+    router.save_pretrained(folder)
+    saved = time.perf_counter() - start
+    files = {p.name: round(p.stat().st_size / 2**20, 1) for p in folder.iterdir() if p.stat().st_size > 2**20}
+    return folder, {"save_s": round(saved, 1), "files_mb": files}
+
+
+def serve_saved(folder: Path, figures: dict[str, Any], texts: list[str], keep: str | None) -> dict[str, Any]:
+    """Loads and routes the router saved in ``folder`` in a fresh process (see :func:`serve_part`)."""
+    import shutil
+    import subprocess
+    import sys
+
     try:
-        start = time.perf_counter()
-        router.save_pretrained(folder)
-        saved = time.perf_counter() - start
-        files = {p.name: round(p.stat().st_size / 2**20, 1) for p in folder.iterdir() if p.stat().st_size > 2**20}
         out = subprocess.run(
             [sys.executable, "-c", SERVE, str(folder), json.dumps(texts)], check=True, capture_output=True, text=True
         )
@@ -286,8 +297,8 @@ def serve_part(router: ZooterRouter, texts: list[str], keep: str | None) -> dict
     finally:
         if not keep:
             shutil.rmtree(folder.parent, ignore_errors=True)
-    print(f"serve: saved in {saved:.1f}s, files {files}; {served}", flush=True)
-    return {"save_s": round(saved, 1), "files_mb": files, **served}
+    print(f"serve: {figures}; {served}", flush=True)
+    return {**figures, **served}
 
 
 def agreement(choice: list[int], exact_choice: list[int], tests: int) -> dict[str, float]:

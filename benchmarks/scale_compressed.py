@@ -17,11 +17,15 @@ rising); recall@k and decision agreement with exact search on 1,000 queries (the
 test queries and 500 fresh noisy copies of training queries) under a decision rule and ``k``
 calibrated by ``fit_bank`` on the first 100,000 rows. Memory twice: ``peak_rss_mb``, the whole
 benchmark's peak (the build, the exact searches, the encoder); ``serving_rss_mb``, a fresh process
-that only loads the saved index, holds a float16 reward per row and expert and searches.
+that only loads the saved index, holds a float16 reward per row and expert and searches. With
+``--serve``, the whole router is also saved as a router folder (the bank's float16 rows, rewards
+and targets, the index, the rule) and loaded and routed by a fresh process
+(``scale.py --serve``'s): what a router folder of this size costs to serve.
 
 Usage::
 
     python benchmarks/scale_compressed.py --rows 3000000 --json
+    python benchmarks/scale_compressed.py --rows 10000000 --factory IVF4096_HNSW32,SQ8 --serve --json
 """
 
 from __future__ import annotations
@@ -112,6 +116,30 @@ def serving_mb(index_path: Path, queries: torch.Tensor, nprobe: int, experts: in
     return float(out.stdout.split()[-1])
 
 
+def serve_folder(args, ann: FaissIndex, make, chunks: int, train, texts, k, rule, averaging) -> dict:
+    """Saves the whole router (the bank's float16 rows, rewards and targets, the index, the rule)
+    as ``zooter train`` would, then ``scale.py``'s fresh serving process loads it and routes
+    ``texts`` one by one: the folder's load time and that process's own memory."""
+    from scale import save_router, serve_saved
+
+    rows = args.rows
+    embeddings = torch.empty((rows, ann.index.d), dtype=torch.float16)
+    for c in range(chunks):
+        block = make(c)
+        embeddings[c * args.chunk : c * args.chunk + block.shape[0]] = block.half()
+    source = torch.arange(rows) % len(train)
+    rewards, targets = reward_tensor(train)[source], make_targets(train, LabelConfig())[source]
+    bank = NeighbourBank(embeddings, rewards, targets, k=k, **averaging)
+    del embeddings, rewards, targets, source
+    bank.index = ann
+    router = ZooterRouter.from_encoder(experts=train.experts, device="cpu")
+    router.bank = bank
+    router.config.decision, router.config.neighbours = rule, bank.settings()
+    saved = save_router(router, args.serve_folder)
+    del router, bank  # the serving process alone holds the bank now
+    return serve_saved(*saved, texts, args.serve_folder)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, required=True)
@@ -120,6 +148,10 @@ def main() -> None:
     parser.add_argument("--timed", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--serve", action="store_true", help="also save the whole router and load and route it in a fresh process"
+    )
+    parser.add_argument("--serve-folder", help="with --serve: save the router there and keep it")
     parser.add_argument(
         "--nprobe", type=lambda v: [int(x) for x in v.split(",")], default=[], help="also sweep these nprobe values"
     )
@@ -141,6 +173,7 @@ def main() -> None:
     config = TrainingConfig(index="exact", show_progress=False, seed=args.seed)
     fit = fit_bank(first, prefix_rows, make_targets(prefix_rows, LabelConfig()), config)
     k, rule = fit.bank.k, fit.rule
+    averaging = {"temperature": fit.bank.temperature, "shrinkage": fit.bank.shrinkage}
     del first, fit
     print(f"k={k}, rule calibrated on {prefix} rows", flush=True)
 
@@ -235,6 +268,9 @@ def main() -> None:
         "sweep": sweep,
         "load_average": [round(x, 1) for x in os.getloadavg()],
     }
+    if args.serve:
+        del exact_s, exact_i, ann_s, ann_i
+        result["serve"] = serve_folder(args, ann, make, chunks, train, test.texts[: args.timed], k, rule, averaging)
     shutil.rmtree(scratch)
     result["lookup_share_of_forward"] = round(result["lookup_b1_ms"] / result["encoder_b1_ms"], 3)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2), flush=True)

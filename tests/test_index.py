@@ -173,6 +173,33 @@ def test_index_is_saved_with_the_router_and_rebuilt_when_missing(
         ZooterRouter.from_pretrained(folder, device="cpu")
 
 
+def test_the_index_factory_chosen_at_training_is_built_saved_and_kept_by_updates(
+    tiny_encoder: str, write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = neighbours_config(tiny_encoder, index="ann", index_factory="IVF8,SQ6")
+    folder = train_router(dataset(keyword_rows(400)), config).save_pretrained(tmp_path / "router")
+    router = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert router.bank.index.factory == "IVF8,SQ6" == router.config.neighbours.index["factory"]
+    # a bank grown by more than a tenth gets a new index, of the same factory
+    more = renamed(keyword_rows(60, seed=12), "more")
+    assert main(["update", str(folder), str(write_jsonl(more)), "--quiet"]) == 0
+    router = ZooterRouter.from_pretrained(folder, device="cpu")
+    assert len(router.bank.index) == 460 and router.bank.index.factory == "IVF8,SQ6"
+
+    with pytest.raises(ZooterError, match="'IVF8,Nonsense' is not a faiss index_factory string"):
+        train_router(
+            dataset(keyword_rows(400)), neighbours_config(tiny_encoder, index="ann", index_factory="IVF8,Nonsense")
+        )
+    with pytest.raises(ValueError, match="index 'exact' builds none"):
+        neighbours_config(tiny_encoder, index="exact", index_factory="IVF8,SQ6")
+    data = write_jsonl(keyword_rows(60))
+    assert main(["train", str(data), "--output", str(tmp_path / "bad"), "--encoder", tiny_encoder,
+                 "--index-factory", "IVF8,Nonsense", "--index", "ann", "--quiet"]) == 2  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' own loading bar
+    assert error.startswith("zooter train: error:") and "could not parse code description Nonsense" in error
+    assert not (tmp_path / "bad").exists()
+
+
 def load_bank(folder: Path, settings: NeighbourSettings) -> NeighbourBank:
     """The bank saved in ``folder`` (bank files only: read unchecked, as in a folder from before checksums)."""
     with FolderFiles.open(folder) as files:

@@ -209,6 +209,7 @@ def _training_config(args: argparse.Namespace) -> Any:
         "neighbours": [int(k) for k in _csv(args.neighbours)] if args.neighbours else None,
         "min_z": args.min_z,
         "index": args.index,
+        "index_factory": args.index_factory,
         "calibration_rows": args.calibration_rows,
         "encoder": args.encoder,
         "epochs": args.epochs,
@@ -622,6 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["exact", "ann", "auto"],
         help="how the bank finds neighbours: exact search, a faiss ANN index (extra zooter-langchain[ann]), "
         "or auto (default: ANN from 50,000 rows when faiss is installed)",
+    )
+    p.add_argument(
+        "--index-factory",
+        metavar="FACTORY",
+        help="the faiss index_factory string of an ANN index, e.g. IVF4096_HNSW32,SQ6 "
+        "(default: picked by the bank's size)",
     )
     p.add_argument(
         "--calibration-rows",

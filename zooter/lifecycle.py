@@ -434,7 +434,8 @@ def _indexed(
             bank.index = old
         logger.info("faiss index %s kept for %d rows (%d added)", old.factory, len(bank), len(added))
         return bank
-    return bank.build_index("ann", seed=int((router.config.training or {}).get("seed", 0)))
+    training = router.config.training or {}
+    return bank.build_index("ann", seed=int(training.get("seed", 0)), factory=training.get("index_factory"))
 
 
 def _targets(router: RouterLike, rewards: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from zooter.config import ZooterConfig
 from zooter.data import RoutingDataset
@@ -90,6 +90,9 @@ class TrainingConfig(ZooterConfig):
         index: how the bank finds a query's neighbours: ``"exact"`` search, a faiss ``"ann"`` index
             (the ``ann`` extra), or ``"auto"``: an ANN index from 50,000 training rows on when faiss
             is installed, exact search otherwise (see :mod:`zooter.model.index`).
+        index_factory: the faiss ``index_factory`` string of an ANN index (e.g.
+            ``"IVF4096_HNSW32,SQ6"``, three quarters of SQ8's memory); by default picked by the
+            bank's size (:func:`~zooter.model.index.ann_factory`). ``zooter update`` rebuilds with it.
         calibration_rows: the number of neighbours and the decision are calibrated on the
             leave-one-out estimates of at most this many training rows (a sample stratified by
             task when rows have one, else random), so training grows linearly with the rows.
@@ -134,6 +137,7 @@ class TrainingConfig(ZooterConfig):
     neighbour_temperatures: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5], min_length=1)
     neighbour_shrinkage: float = Field(default=3.0, ge=0.0, allow_inf_nan=False)
     index: Literal["exact", "ann", "auto"] = "auto"
+    index_factory: str | None = None
     calibration_rows: int = Field(default=CALIBRATION_ROWS, ge=2)
     calibrate: bool = True
     min_z: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
@@ -171,6 +175,12 @@ class TrainingConfig(ZooterConfig):
         if not all(math.isfinite(t) and t > 0 for t in value):
             raise ValueError("every neighbour temperature must be a finite number > 0")
         return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _factory_needs_an_index(self) -> TrainingConfig:
+        if self.index_factory is not None and self.index == "exact":
+            raise ValueError(f"index_factory {self.index_factory!r} builds a faiss index; index 'exact' builds none")
+        return self
 
 
 def _seed_everything(seed: int) -> None:
@@ -423,7 +433,7 @@ def fit_bank(
         shrinkage=config.neighbour_shrinkage,
         ids=[ex.id for ex in dataset],
         propensities=propensities,
-    ).build_index(config.index, seed=config.seed)
+    ).build_index(config.index, seed=config.seed, factory=config.index_factory)
     indexed = time.perf_counter()
     if held_out is None:
         rows = dataset.sample(config.calibration_rows, seed=config.seed)

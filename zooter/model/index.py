@@ -260,18 +260,26 @@ class FaissIndex:
         """
         faiss = import_faiss()
         started = time.perf_counter()
-        data = embeddings.detach().to("cpu", torch.float32).contiguous().numpy()
-        rows, dim = data.shape
+        rows, dim = embeddings.shape
         factory = factory or ann_factory(rows)
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        try:
+            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as e:
+            reason = str(e).splitlines()[0].rsplit("Error: ", 1)[-1]  # faiss' message, without its source file
+            raise ZooterError(f"index factory {factory!r} is not a faiss index_factory string: {reason}") from None
         generator = torch.Generator().manual_seed(seed)
+
+        def float32(rows: torch.Tensor) -> Any:  # what faiss reads, a block at a time: no float32 copy of the bank
+            return rows.detach().to("cpu", torch.float32).contiguous().numpy()
+
         if not index.is_trained:
             ivf = _ivf(faiss, index)
             lists = ivf.nlist if ivf is not None else 256
             # 64 training rows per list is plenty for k-means; more only slows the build
-            sample = torch.randperm(rows, generator=generator)[: min(rows, 64 * lists)].sort().values.numpy()
-            index.train(data[sample])
-        index.add(data)
+            sample = torch.randperm(rows, generator=generator)[: min(rows, 64 * lists)].sort().values
+            index.train(float32(embeddings[sample]))
+        for block in embeddings.split(2**16):
+            index.add(float32(block))
         built = time.perf_counter() - started
         record = {"factory": factory, "build_seconds": round(built, 1)}
         out = cls(index, factory, {}, record)

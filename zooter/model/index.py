@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -179,6 +180,12 @@ class ExactIndex:
         return torch.cat(tops), torch.cat(rows)
 
 
+def _faiss_reason(error: RuntimeError) -> str:
+    """faiss' message in an error, without the C++ function and source file it names first."""
+    line = (str(error).splitlines() or ["unknown"])[0]
+    return re.sub(r"^Error in .*? at \S+:\d+: (Error: )?", "", line)
+
+
 def _search_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
@@ -265,12 +272,13 @@ class FaissIndex:
         try:
             index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
-            reason = str(e).splitlines()[0].rsplit("Error: ", 1)[-1]  # faiss' message, without its source file
-            raise ZooterError(f"index factory {factory!r} is not a faiss index_factory string: {reason}") from None
+            raise ZooterError(
+                f"index factory {factory!r} is not a faiss index_factory string: {_faiss_reason(e)}"
+            ) from None
         generator = torch.Generator().manual_seed(seed)
 
-        def float32(rows: torch.Tensor) -> Any:  # what faiss reads, a block at a time: no float32 copy of the bank
-            return rows.detach().to("cpu", torch.float32).contiguous().numpy()
+        def float32(block: torch.Tensor) -> Any:  # what faiss reads, a block at a time: no float32 copy of the bank
+            return block.detach().to("cpu", torch.float32).contiguous().numpy()
 
         if not index.is_trained:
             ivf = _ivf(faiss, index)
@@ -465,7 +473,7 @@ class FaissIndex:
         try:
             index = faiss.read_index(faiss.PyCallbackIOReader(file.read, 1 << 20))
         except RuntimeError as e:
-            raise ZooterError(f"{where} is not a readable faiss index: {str(e).splitlines()[0]}") from None
+            raise ZooterError(f"{where} is not a readable faiss index: {_faiss_reason(e)}") from None
         search = settings.get("search") or {}
         record = {key: value for key, value in settings.items() if key not in ("kind", "file", "search")}
         return cls(index, str(settings.get("factory", "")), {str(k): int(v) for k, v in search.items()}, record)

@@ -77,6 +77,9 @@ MIN_NPROBE = 32
 # A search setting that gains less recall than this over the previous one has reached what the
 # index's codes allow (an SQ8 index blurs near-tied rows): looking further only costs time.
 RECALL_PLATEAU = 0.0005
+# Bank rows converted, checked, hashed or added to an index at once: a large bank is never copied
+# whole (a block of 384-d rows is 96 MB as float32).
+BLOCK_ROWS = 2**16
 _BLOCK = 2**26  # similarities per exact search block (256 MB of float32), whatever the bank's size
 
 
@@ -113,7 +116,7 @@ def fingerprint(embeddings: torch.Tensor, *, blocks: Iterable[torch.Tensor] | No
     blocks of ``embeddings`` in order (a reader that checks them on the way).
     """
     digest = hashlib.sha256(f"{tuple(embeddings.shape)}".encode())
-    for block in embeddings.detach().split(2**16) if blocks is None else blocks:
+    for block in embeddings.detach().split(BLOCK_ROWS) if blocks is None else blocks:
         digest.update(block.to("cpu", torch.float16).contiguous().view(torch.int16).numpy())
     return "sha256:" + digest.hexdigest()
 
@@ -286,7 +289,7 @@ class FaissIndex:
             # 64 training rows per list is plenty for k-means; more only slows the build
             sample = torch.randperm(rows, generator=generator)[: min(rows, 64 * lists)].sort().values
             index.train(float32(embeddings[sample]))
-        for block in embeddings.split(2**16):
+        for block in embeddings.split(BLOCK_ROWS):
             index.add(float32(block))
         built = time.perf_counter() - started
         record = {"factory": factory, "build_seconds": round(built, 1)}

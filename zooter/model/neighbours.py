@@ -41,6 +41,7 @@ from zooter.config import ZooterConfig
 from zooter.errors import ZooterError, name_list
 from zooter.model.index import (
     ANN_EXTRA,
+    BLOCK_ROWS,
     INDEX_NAME,
     TARGET_RECALL,
     BankIndex,
@@ -58,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 NEIGHBOURS_NAME = "neighbours.safetensors"
 _CHUNK = 1024  # query rows averaged at once: bounds memory at 1024 x k x experts floats
-_ROWS = 2**16  # bank rows converted or checked at once: bounds the float32 copies at 96 MB (384-d)
 # Leave-one-out calibration estimates at most this many rows: its standard error is then small
 # (about 0.003 on llmrouter_9model, docs/scaling.md), and its cost stops growing with the bank.
 CALIBRATION_ROWS = 20_000
@@ -697,7 +697,7 @@ def non_finite(embeddings: torch.Tensor, rewards: torch.Tensor, targets: torch.T
         for name, tensor in (("embeddings", embeddings), ("rewards", rewards), ("targets", targets))
         if not all(
             bool((torch.isfinite(block) | (block.isnan() if name == "rewards" else False)).all())
-            for block in tensor.split(_ROWS)
+            for block in tensor.split(BLOCK_ROWS)
         )
     ]
     if not broken:
@@ -714,12 +714,12 @@ def unit_rows(embeddings: torch.Tensor) -> torch.Tensor:
     float16 rows of unit length already (within float16 rounding: a bank's own rows, a saved
     bank's) are kept as they are, not copied: a bank of ten million rows is 7.7 GB.
     """
-    if embeddings.dtype == torch.float16 and all(_unit_length(block) for block in embeddings.split(_ROWS)):
+    if embeddings.dtype == torch.float16 and all(_unit_length(block) for block in embeddings.split(BLOCK_ROWS)):
         return embeddings
     out = torch.empty(embeddings.shape, dtype=torch.float16, device=embeddings.device)
-    for start in range(0, embeddings.shape[0], _ROWS):
-        block = embeddings[start : start + _ROWS].float()
-        out[start : start + _ROWS] = torch.nn.functional.normalize(block, dim=-1).half()
+    for start in range(0, embeddings.shape[0], BLOCK_ROWS):
+        block = embeddings[start : start + BLOCK_ROWS].float()
+        out[start : start + BLOCK_ROWS] = torch.nn.functional.normalize(block, dim=-1).half()
     return out
 
 
@@ -791,8 +791,8 @@ def _scan_rows(embeddings: torch.Tensor, mapped: Any, offset: int) -> tuple[bool
 
     def blocks() -> Iterator[torch.Tensor]:
         nonlocal finite, unit
-        for start in range(0, embeddings.shape[0], _ROWS):
-            block = embeddings[start : start + _ROWS]
+        for start in range(0, embeddings.shape[0], BLOCK_ROWS):
+            block = embeddings[start : start + BLOCK_ROWS]
             finite = finite and bool(torch.isfinite(block).all())
             unit = unit and embeddings.dtype == torch.float16 and _unit_length(block)
             yield block

@@ -6,7 +6,11 @@ Variants of the bundled all-MiniLM-L6-v2, each built once into ``.benchmarks/onn
   (eager attention) rewritten by ``onnxruntime.transformers.optimizer``'s BERT fusions (Attention,
   EmbedLayerNormalization, BiasGelu, SkipLayerNormalization), and its dynamic int8 quantisation
   (``quantize_dynamic``: int8 weights with per-channel scales, activations quantised on the fly);
-- ``unfused`` / ``unfused-int8``: the same without the fusions (what the backends ran before);
+- ``onnx-openvino``: what backend ``onnx-openvino`` runs: the fused fp32 graph on ONNX Runtime's
+  OpenVINO execution provider (the ``onnxruntime-ep-openvino`` plugin), at OpenVINO's default
+  precision (bf16 on a CPU with AMX or AVX512-BF16);
+- ``unfused`` / ``unfused-int8`` / ``unfused-openvino``: the same without the fusions (what the
+  backends ran before);
 - ``int8-...``: dynamic int8 of the fused graph with some linear layers kept in fp32: ``-xattn`` (the
   fused Q/K/V projections), ``-xaout`` (the attention outputs), ``-xffn1`` / ``-xffn2`` (the
   feed-forward up / down projections), ``-xlN`` (all of layer N); ``-pt``: per-tensor weight
@@ -44,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -126,8 +131,9 @@ def build_variant(name: str, router: ZooterRouter, calibration_queries: list[str
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    if name in ("onnx", "onnx-int8", "unfused", "unfused-int8"):  # the backends' own files
-        backend = "onnx-int8" if name.endswith("int8") else "onnx"
+    if name in ("onnx", "onnx-int8", "onnx-openvino", "unfused", "unfused-int8", "unfused-openvino"):
+        # the backends' own files
+        backend = "onnx-" + name.split("-")[1] if "-" in name else "onnx"
         path = export_encoder(router, backend, cache_dir=FOLDER / "export", fuse=not name.startswith("unfused"))
         return path, {"fused_ops": fused_ops(path)}
     fused = export_encoder(router, "onnx", cache_dir=FOLDER / "export")
@@ -201,9 +207,9 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    def session(path: Path) -> OnnxEncoder:
-        runtime = OnnxEncoder(path, threads=args.threads)  # as the backends run it: no spinning
-        if args.spin == "default":
+    def session(path: Path, openvino: bool) -> OnnxEncoder:
+        runtime = OnnxEncoder(path, threads=args.threads, openvino=openvino)  # as the backends run it: no spinning
+        if args.spin == "default" and not openvino:
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.intra_op_num_threads = args.threads
@@ -226,7 +232,7 @@ def main() -> None:
             result["variants"][name] = {}
             continue
         path, info = build_variant(name, router, calibration)
-        runtimes[name] = session(path)
+        runtimes[name] = session(path, openvino=name.endswith("openvino"))
         result["variants"][name] = {**info, "file_mb": round(path.stat().st_size / 2**20, 1)}
 
     def use(name: str) -> None:
@@ -300,7 +306,7 @@ def bank_embeddings(router: ZooterRouter, name: str, texts: list[str], batch_siz
         return load_file(str(path))["embeddings"]
     started = time.perf_counter()
     embedded = router.embed_queries(texts, batch_size=batch_size).cpu()
-    print(f"{name}: bank embedded in {time.perf_counter() - started:.0f}s", flush=True)
+    print(f"{name}: bank embedded in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
     BANK_CACHE.mkdir(parents=True, exist_ok=True)
     save_file({"embeddings": embedded.contiguous()}, str(path))
     return embedded

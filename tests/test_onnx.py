@@ -74,6 +74,22 @@ def test_onnx_int8_keeps_the_vectors_close_and_most_routes(router_dir: Path, que
     assert agree >= 0.9
 
 
+def test_onnx_openvino_keeps_the_vectors_within_bf16_rounding_and_the_routes(router_dir: Path, queries: list) -> None:
+    pytest.importorskip("onnxruntime_ep_openvino")
+    router = ZooterRouter.from_pretrained(router_dir, device="cpu")
+    openvino = ZooterRouter.from_pretrained(router_dir, backend="onnx-openvino")
+    assert openvino.backend == "onnx-openvino"
+    assert openvino.runtime.session.get_providers()[0] == "OpenVINOExecutionProvider"
+    assert openvino.runtime.path.name == "encoder-onnx.onnx"  # the fp32 export backend onnx runs too
+    fp32, got = router.embed_queries(queries), openvino.embed_queries(queries)
+    assert torch.nn.functional.cosine_similarity(fp32, got).min() > 0.999
+    agree = sum(a.expert == b.expert for a, b in zip(router.route(queries), openvino.route(queries))) / len(queries)
+    assert agree >= 0.95
+    # a second session in the same process: the plugin is registered once
+    again = ZooterRouter.from_pretrained(router_dir, backend="onnx-openvino")
+    torch.testing.assert_close(again.embed_queries(queries), got)
+
+
 def test_a_bert_encoder_is_exported_fused_with_the_same_vectors(tiny_encoder: str, tmp_path: Path) -> None:
     import onnx
 
@@ -139,15 +155,24 @@ def test_backend_settings_are_checked(tiny_encoder: str, data: RoutingDataset, r
         router.quantize()
 
 
+@pytest.mark.parametrize(
+    ("module", "backend", "extra"),
+    [("onnxruntime", "onnx-int8", "onnx"), ("onnxruntime_ep_openvino", "onnx-openvino", "openvino")],
+)
 def test_without_the_extra_the_error_names_it(
-    router_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    router_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    module: str,
+    backend: str,
+    extra: str,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
-    with pytest.raises(MissingDependencyError, match=r"pip install 'zooter-langchain\[onnx\]'"):
-        ZooterRouter.from_pretrained(router_dir, backend="onnx")
-    assert main(["route", str(router_dir), "hello", "--backend", "onnx-int8"]) == 2
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=rf"pip install 'zooter-langchain\[{extra}\]'"):
+        ZooterRouter.from_pretrained(router_dir, backend=backend)
+    assert main(["route", str(router_dir), "hello", "--backend", backend]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "zooter-langchain[onnx]" in err
+    assert len(err.splitlines()) == 1 and f"zooter-langchain[{extra}]" in err
     assert main(["route", str(router_dir), "hello"]) == 0  # PyTorch needs no extra
 
 

@@ -172,9 +172,10 @@ def _add_engine_options(p: argparse.ArgumentParser, what: str) -> None:
 def _add_backend_option(p: argparse.ArgumentParser, default_help: str) -> None:
     p.add_argument(
         "--backend",
-        choices=["torch", "torch-bf16", "onnx", "onnx-int8"],
+        choices=["torch", "torch-bf16", "onnx", "onnx-int8", "onnx-openvino"],
         help="what runs the encoder: PyTorch, PyTorch computing in bf16 on CPU (fast where the CPU has AMX or "
-        f"AVX512-BF16), or ONNX Runtime on CPU (needs the onnx extra); default: {default_help}",
+        "AVX512-BF16), or ONNX Runtime on CPU (needs the onnx extra; onnx-openvino: its OpenVINO execution "
+        f"provider, in bf16 where the CPU has it, needs the openvino extra); default: {default_help}",
     )
 
 

@@ -125,8 +125,9 @@ class TrainingConfig(ZooterConfig):
         device: "cpu", "cuda", ...; CUDA when present by default.
         backend: what runs the encoder that embeds the neighbour bank: ``"torch"``, PyTorch in bf16
             on CPU (``"torch-bf16"``), or ONNX Runtime on CPU (``"onnx"``, ``"onnx-int8"``; extra
-            ``onnx``); see ``QueryEncoder.set_backend``. The saved router routes on the same
-            one by default, so its queries and its bank are embedded alike. ``"neighbours"`` only.
+            ``onnx``; ``"onnx-openvino"``, its OpenVINO execution provider; extra ``openvino``);
+            see ``QueryEncoder.set_backend``. The saved router routes on the same one by default,
+            so its queries and its bank are embedded alike. ``"neighbours"`` only.
         mixed_precision: on CUDA, compute in bf16 (or fp16 with loss scaling).
         log_every: steps between loss-log entries.
         show_progress: show a progress bar.
@@ -157,7 +158,7 @@ class TrainingConfig(ZooterConfig):
     prior_bias: bool = True
     group_by_length: bool = True
     device: str | None = None
-    backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8"] = "torch"
+    backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8", "onnx-openvino"] = "torch"
     mixed_precision: bool = True
     log_every: int = Field(default=10, ge=1)
     show_progress: bool = True

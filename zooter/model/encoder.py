@@ -286,18 +286,21 @@ class QueryEncoder(torch.nn.Module):
         self, backend: str, *, cache_dir: str | Path | None = None, threads: int | None = None
     ) -> QueryEncoder:
         """Run the encoder on ``"torch"`` (PyTorch), ``"torch-bf16"`` (PyTorch computing in bf16 on
-        the CPU), ``"onnx"`` or ``"onnx-int8"`` (ONNX Runtime, CPU).
+        the CPU), ``"onnx"``, ``"onnx-int8"`` or ``"onnx-openvino"`` (ONNX Runtime, CPU).
 
         ``torch-bf16`` runs a bf16 copy of the encoder: the fastest on a CPU with bf16 instructions
         (AMX, AVX512-BF16), with vectors within bf16 rounding of fp32's; elsewhere the CPU emulates
-        bf16, slower than fp32 (a warning says so). The ONNX backends need the ``onnx`` extra; the
-        model is exported from these weights on first use and cached (see :mod:`zooter.model.onnx`).
-        ``onnx`` gives the same vectors to float rounding, ``onnx-int8`` vectors slightly off: check
-        its agreement on your own queries (``benchmarks/onnx_variants.py``). The fp32 PyTorch
+        bf16, slower than fp32 (a warning says so). The ONNX backends need the ``onnx`` extra
+        (``onnx-openvino`` the ``openvino`` extra); the model is exported from these weights on
+        first use and cached (see :mod:`zooter.model.onnx`). ``onnx`` gives the same vectors to
+        float rounding, ``onnx-int8`` vectors slightly off: check its agreement on your own queries
+        (``benchmarks/onnx_variants.py``). ``onnx-openvino`` runs the fp32 graph on ONNX Runtime's
+        OpenVINO execution provider, which computes in bf16 where the CPU has bf16 instructions
+        (vectors within bf16 rounding, like ``torch-bf16``) and in fp32 elsewhere. The fp32 PyTorch
         weights are kept, so the router can still be saved.
 
         Args:
-            backend: one of ``"torch"``, ``"torch-bf16"``, ``"onnx"``, ``"onnx-int8"``.
+            backend: one of ``"torch"``, ``"torch-bf16"``, ``"onnx"``, ``"onnx-int8"``, ``"onnx-openvino"``.
             cache_dir: where exported files are kept (default ``$ZOOTER_CACHE/onnx``).
             threads: ONNX Runtime's intra-op threads (default: one per physical core).
 
@@ -322,7 +325,8 @@ class QueryEncoder(torch.nn.Module):
                 )
             self.runtime, self.backend = Bf16Encoder(self.encoder), backend
             return self
-        self.runtime = OnnxEncoder(export_encoder(self, backend, cache_dir=cache_dir), threads=threads)
+        path = export_encoder(self, backend, cache_dir=cache_dir)
+        self.runtime = OnnxEncoder(path, threads=threads, openvino=backend == "onnx-openvino")
         self.backend = backend
         return self
 

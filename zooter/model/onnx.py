@@ -2,9 +2,10 @@
 
 A router (or any :class:`~zooter.model.encoder.QueryEncoder`) can run its encoder's pooled
 forward pass on ONNX Runtime instead of PyTorch: ``backend="onnx"`` (fp32, the same vectors to
-float rounding) or ``backend="onnx-int8"`` (linear layers' weights in int8, activations quantised
-on the fly: faster on a CPU, vectors slightly off; on a CPU with bf16 instructions,
-``backend="torch-bf16"`` is faster still and closer, see
+float rounding), ``backend="onnx-int8"`` (linear layers' weights in int8, activations quantised
+on the fly: faster on a CPU, vectors slightly off) or ``backend="onnx-openvino"`` (the fp32 graph
+on ONNX Runtime's OpenVINO execution provider, which computes in bf16 on a CPU with bf16
+instructions: the fastest there, with vectors within bf16 rounding of fp32's; see
 :meth:`~zooter.model.encoder.QueryEncoder.set_backend`). The PyTorch weights stay the router's
 weights: the ONNX file is built from them on first use (``torch.onnx``, then
 ``onnxruntime.quantization`` for int8) and cached under ``$ZOOTER_CACHE/onnx`` (default
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,11 @@ from zooter.errors import ConfigError, import_optional
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "onnx-openvino")
 ONNX_INSTALL = "pip install 'zooter-langchain[onnx]'"
+OPENVINO_INSTALL = "pip install 'zooter-langchain[openvino]'"
+OPENVINO_EP = "OpenVINOExecutionProvider"
+_REGISTERED = threading.Lock()
 _FORMAT = "zooter-onnx-3"  # bump when the exported graph changes, so cached files are rebuilt
 _OPSET = 17
 # Encoders whose graph onnxruntime.transformers' optimizer fuses (its "bert" model type): attention,
@@ -82,10 +87,15 @@ class OnnxEncoder:
 
     Args:
         path: the ``.onnx`` file (from :func:`export_encoder`).
-        threads: intra-op threads (default: ONNX Runtime's, one per physical core).
+        threads: intra-op threads (default: ONNX Runtime's, one per physical core; OpenVINO's own
+            default with ``openvino``).
+        openvino: run the graph on the OpenVINO execution provider's CPU device (the
+            ``onnxruntime-ep-openvino`` plugin; ONNX Runtime's CPU provider takes any node it does
+            not), at OpenVINO's default precision: bf16 where the CPU has bf16 instructions (AMX,
+            AVX512-BF16), fp32 elsewhere.
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, threads: int | None = None, openvino: bool = False) -> None:
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -98,11 +108,49 @@ class OnnxEncoder:
         # against 157.5 on llmrouter_9model's test queries, batch 64, 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.openvino = openvino
+        if openvino:
+            # the plugin takes OpenVINO's own properties per device (it ignores "num_of_threads")
+            cpu = {} if threads is None else {"INFERENCE_NUM_THREADS": str(threads)}
+            settings = {"load_config": json.dumps({"CPU": cpu})} if cpu else {}
+            options.add_provider_for_devices([openvino_cpu(ort)], settings)
+            self.session = ort.InferenceSession(str(path), options)
+        else:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         feeds = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
         return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
+def openvino_cpu(ort: Any) -> Any:
+    """The OpenVINO execution provider's CPU device (``ort.OrtEpDevice``), its plugin library
+    registered with ONNX Runtime once per process.
+
+    Raises:
+        MissingDependencyError: the plugin (``onnxruntime-ep-openvino``) is not installed.
+        ConfigError: this ONNX Runtime predates plugin execution providers (1.23), or the plugin
+            finds no CPU device.
+    """
+    plugin = import_optional(
+        "onnxruntime_ep_openvino", needs="backend 'onnx-openvino' needs the OpenVINO plugin", install=OPENVINO_INSTALL
+    )
+    if not hasattr(ort, "register_execution_provider_library"):
+        raise ConfigError(
+            f"backend 'onnx-openvino' needs onnxruntime >= 1.23 (plugin execution providers), found "
+            f"{ort.__version__}: {OPENVINO_INSTALL}"
+        )
+    with _REGISTERED:
+        if not any(device.ep_name == OPENVINO_EP for device in ort.get_ep_devices()):
+            ort.register_execution_provider_library(OPENVINO_EP, plugin.get_library_path())
+    devices = [
+        device
+        for device in ort.get_ep_devices()
+        if device.ep_name == OPENVINO_EP and device.ep_metadata.get("ov_device") == "CPU"
+    ]
+    if not devices:
+        raise ConfigError("the OpenVINO execution provider found no CPU device")
+    return devices[0]
 
 
 def weights_fingerprint(encoder: Any) -> str:
@@ -120,7 +168,8 @@ def export_encoder(encoder: Any, backend: str, *, cache_dir: str | Path | None =
 
     Args:
         encoder: a :class:`~zooter.model.encoder.QueryEncoder` (its PyTorch weights are exported).
-        backend: ``"onnx"`` (fp32) or ``"onnx-int8"`` (dynamic int8 quantisation of the fp32 export).
+        backend: ``"onnx"`` or ``"onnx-openvino"`` (the fp32 export, one file for both), or
+            ``"onnx-int8"`` (dynamic int8 quantisation of the fp32 export).
         cache_dir: where to keep the file (default: :func:`cache_root` / ``onnx``).
         fuse: for a BERT-like encoder, rewrite the graph with onnxruntime.transformers' fusions
             (attention, Gelu, LayerNorm, SkipLayerNorm as single operators: the same vectors,
@@ -130,8 +179,10 @@ def export_encoder(encoder: Any, backend: str, *, cache_dir: str | Path | None =
         MissingDependencyError: onnx or onnxruntime is not installed.
     """
     check_backend(backend)
-    if backend == "torch":
-        raise ConfigError("backend 'torch' runs the PyTorch encoder; there is nothing to export")
+    if backend.startswith("torch"):
+        raise ConfigError(f"backend {backend!r} runs the PyTorch encoder; there is nothing to export")
+    if backend == "onnx-openvino":  # OpenVINO reads the fp32 graph, ONNX Runtime's fused operators included
+        backend = "onnx"
     import_onnxruntime()
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "onnx"
     folder = root / weights_fingerprint(encoder.encoder)[:24]
@@ -226,10 +277,12 @@ def _quantize(source: Path, path: Path) -> None:
 __all__ = [
     "BACKENDS",
     "ONNX_INSTALL",
+    "OPENVINO_INSTALL",
     "OnnxEncoder",
     "cache_root",
     "check_backend",
     "export_encoder",
     "import_onnxruntime",
+    "openvino_cpu",
     "weights_fingerprint",
 ]

@@ -171,7 +171,8 @@ class RouterPersistence:
             revision: Hub revision (branch, tag or commit).
             token: Hub token for private repos.
             device: where to put the router; CUDA when present by default (the CPU for ONNX).
-            backend: ``"torch"``, ``"torch-bf16"``, ``"onnx"`` or ``"onnx-int8"`` (see ``set_backend``); by default
+            backend: ``"torch"``, ``"torch-bf16"``, ``"onnx"``, ``"onnx-int8"`` or ``"onnx-openvino"``
+                (see ``set_backend``); by default
                 the one its neighbour bank was embedded with in training (``"torch"`` unless
                 ``TrainingConfig.backend`` said otherwise).
         """

@@ -62,7 +62,7 @@ from _common import SHARED_DATA, machine, minilm_vectors
 from zooter.data import RoutingDataset
 from zooter.demo import demo_splits
 from zooter.evaluation import evaluate, evaluate_choices, per_task_best_choices
-from zooter.labels.targets import reward_tensor
+from zooter.labels.targets import LabelConfig, reward_tensor
 from zooter.training import TrainingConfig, train_router
 
 SETS = ("arena", "routellm", "llmrouter")
@@ -127,6 +127,7 @@ def run(
     encoder: str | None = None,
     epochs: int | None = None,
     cache: Path | None = None,
+    label_temperature: float = 1.0,
 ) -> dict[str, Any]:
     train, validation, test = load_set(name)
     cached = cache is not None and method == "neighbours" and encoder is None
@@ -141,6 +142,7 @@ def run(
         device=device,
         encoder=encoder,
         show_progress=False,
+        labels=LabelConfig(temperature=label_temperature),
         **({} if epochs is None else {"epochs": epochs}),
     )
     started = time.perf_counter()
@@ -199,6 +201,7 @@ def run(
         "decision": None if rule is None else rule.to_dict(),
         "neighbours": None if router.config.neighbours is None else router.config.neighbours.to_dict(),
         "epoch_budget": None if method == "neighbours" else config.epochs,
+        "label_temperature": label_temperature,
         "best_epoch": router.config.training_summary.get("best_epoch"),
         "validation_rows": router.config.training_summary.get("validation_rows"),
         **extra,
@@ -264,7 +267,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def same_recipe(result: dict[str, Any], args: argparse.Namespace) -> bool:
     """Whether a finished run is of the method (and epoch budget) asked for."""
-    if result["method"] != args.method:
+    if result["method"] != args.method or result.get("label_temperature", 1.0) != args.label_temperature:
         return False
     budget = None if args.method == "neighbours" else args.epochs or TrainingConfig().epochs
     return result.get("epoch_budget", None if args.method == "neighbours" else TrainingConfig().epochs) == budget
@@ -281,6 +284,9 @@ def main() -> None:
     parser.add_argument("--data", help=f"folder holding the shared data sets (default: {SHARED_DATA})")
     parser.add_argument("--results", default="routing_quality.jsonl", help="JSONL of finished runs (resumed)")
     parser.add_argument("--cache", help="folder of the frozen MiniLM's vectors per split (neighbours; reused)")
+    parser.add_argument(
+        "--label-temperature", type=float, default=1.0, help="the soft targets' temperature tau (the paper's: 1)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     global DATA
@@ -292,7 +298,7 @@ def main() -> None:
             if any(r["set"] == name and r["seed"] == seed and same_recipe(r, args) for r in done):
                 continue
             cache = Path(args.cache) if args.cache else None
-            result = run(name, seed, args.method, args.device, args.encoder, args.epochs, cache)
+            result = run(name, seed, args.method, args.device, args.encoder, args.epochs, cache, args.label_temperature)
             done.append(result)
             with results.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(result) + "\n")

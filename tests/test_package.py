@@ -14,7 +14,8 @@ from zooter.cli import main
 from zooter.demo import DEMO_EXPERTS, demo_data_path
 
 #: What ``import zooter`` must not load: the heavy core and every optional engine.
-HEAVY = ("torch", "transformers", "langchain_core", "huggingface_hub", "ray", "onnxruntime", "onnx")
+OPTIONAL = ("ray", "onnxruntime", "onnx", "onnxruntime_ep_openvino", "faiss")
+HEAVY = ("torch", "transformers", "langchain_core", "huggingface_hub", *OPTIONAL)
 
 
 def test_import_loads_no_heavy_or_optional_package() -> None:
@@ -29,8 +30,8 @@ def test_import_loads_no_heavy_or_optional_package() -> None:
 
 def test_the_engine_modules_import_their_engines_only_when_used() -> None:
     code = (
-        "import sys, zooter.engines, zooter.engines.ray, zooter.model.onnx, zooter.rewards.scoring, zooter.cli;"
-        "print([m for m in ('ray', 'onnxruntime', 'onnx') if m in sys.modules])"
+        "import sys, zooter.engines, zooter.engines.ray, zooter.model.onnx, zooter.model.index, zooter.rewards.scoring,"
+        f" zooter.cli; print([m for m in {OPTIONAL!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

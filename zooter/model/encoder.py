@@ -302,7 +302,8 @@ class QueryEncoder(torch.nn.Module):
         Args:
             backend: one of ``"torch"``, ``"torch-bf16"``, ``"onnx"``, ``"onnx-int8"``, ``"onnx-openvino"``.
             cache_dir: where exported files are kept (default ``$ZOOTER_CACHE/onnx``).
-            threads: ONNX Runtime's intra-op threads (default: one per physical core).
+            threads: ONNX Runtime's intra-op threads, OpenVINO's inference threads with
+                ``onnx-openvino`` (default: one per physical core).
 
         Returns:
             The encoder itself.

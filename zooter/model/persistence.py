@@ -172,9 +172,8 @@ class RouterPersistence:
             token: Hub token for private repos.
             device: where to put the router; CUDA when present by default (the CPU for ONNX).
             backend: ``"torch"``, ``"torch-bf16"``, ``"onnx"``, ``"onnx-int8"`` or ``"onnx-openvino"``
-                (see ``set_backend``); by default
-                the one its neighbour bank was embedded with in training (``"torch"`` unless
-                ``TrainingConfig.backend`` said otherwise).
+                (see ``set_backend``); by default the one its neighbour bank was embedded with in
+                training (``"torch"`` unless ``TrainingConfig.backend`` said otherwise).
         """
         folder = Path(path_or_repo_id)
         # a save killed between its two renames set the router aside; a running one is swapping it

@@ -133,7 +133,9 @@ def openvino_cpu(ort: Any) -> Any:
             finds no CPU device.
     """
     plugin = import_optional(
-        "onnxruntime_ep_openvino", needs="backend 'onnx-openvino' needs the OpenVINO plugin", install=OPENVINO_INSTALL
+        "onnxruntime_ep_openvino",
+        needs="backend 'onnx-openvino' needs ONNX Runtime's OpenVINO plugin (wheels for x86-64 Linux and Windows)",
+        install=OPENVINO_INSTALL,
     )
     if not hasattr(ort, "register_execution_provider_library"):
         raise ConfigError(

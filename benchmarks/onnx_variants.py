@@ -9,6 +9,8 @@ Variants of the bundled all-MiniLM-L6-v2, each built once into ``.benchmarks/onn
 - ``onnx-openvino``: what backend ``onnx-openvino`` runs: the fused fp32 graph on ONNX Runtime's
   OpenVINO execution provider (the ``onnxruntime-ep-openvino`` plugin), at OpenVINO's default
   precision (bf16 on a CPU with AMX or AVX512-BF16);
+- ``openvino-f32``: the same with OpenVINO's inference precision hint set to f32 (what it
+  computes on a CPU without bf16 instructions);
 - ``unfused`` / ``unfused-int8`` / ``unfused-openvino``: the same without the fusions (what the
   backends ran before);
 - ``int8-...``: dynamic int8 of the fused graph with some linear layers kept in fp32: ``-xattn`` (the
@@ -61,7 +63,7 @@ from zooter.decide.policy import decide
 from zooter.labels.targets import LabelConfig, make_targets, reward_tensor
 from zooter.model.encoder import Bf16Encoder, length_sorted_batches
 from zooter.model.neighbours import NeighbourBank
-from zooter.model.onnx import OnnxEncoder, export_encoder
+from zooter.model.onnx import OnnxEncoder, export_encoder, openvino_cpu
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, fit_bank
 
@@ -131,9 +133,9 @@ def build_variant(name: str, router: ZooterRouter, calibration_queries: list[str
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    if name in ("onnx", "onnx-int8", "onnx-openvino", "unfused", "unfused-int8", "unfused-openvino"):
+    if name in ("onnx", "onnx-int8", "onnx-openvino", "openvino-f32", "unfused", "unfused-int8", "unfused-openvino"):
         # the backends' own files
-        backend = "onnx-" + name.split("-")[1] if "-" in name else "onnx"
+        backend = "onnx-int8" if name.endswith("int8") else "onnx-openvino" if "openvino" in name else "onnx"
         path = export_encoder(router, backend, cache_dir=FOLDER / "export", fuse=not name.startswith("unfused"))
         return path, {"fused_ops": fused_ops(path)}
     fused = export_encoder(router, "onnx", cache_dir=FOLDER / "export")
@@ -207,8 +209,14 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    def session(path: Path, openvino: bool) -> OnnxEncoder:
+    def session(path: Path, openvino: bool, hint: str | None = None) -> OnnxEncoder:
         runtime = OnnxEncoder(path, threads=args.threads, openvino=openvino)  # as the backends run it: no spinning
+        if hint:  # the same session with OpenVINO's precision hint
+            options = ort.SessionOptions()
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            cpu = {"INFERENCE_NUM_THREADS": str(args.threads), "INFERENCE_PRECISION_HINT": hint}
+            options.add_provider_for_devices([openvino_cpu(ort)], {"load_config": json.dumps({"CPU": cpu})})
+            runtime.session = ort.InferenceSession(str(path), options)
         if args.spin == "default" and not openvino:
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -232,7 +240,7 @@ def main() -> None:
             result["variants"][name] = {}
             continue
         path, info = build_variant(name, router, calibration)
-        runtimes[name] = session(path, openvino=name.endswith("openvino"))
+        runtimes[name] = session(path, openvino="openvino" in name, hint="f32" if name == "openvino-f32" else None)
         result["variants"][name] = {**info, "file_mb": round(path.stat().st_size / 2**20, 1)}
 
     def use(name: str) -> None:

@@ -179,7 +179,9 @@ def build_variant(name: str, router: ZooterRouter, calibration_queries: list[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="unfused,unfused-int8,onnx,onnx-int8")
+    parser.add_argument(
+        "--variants", default="onnx,onnx-int8,onnx-openvino,torch-bf16", help="the backends' own by default"
+    )
     parser.add_argument("--bank", default="", help="variants whose own bank is embedded (train queries; minutes each)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)

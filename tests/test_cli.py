@@ -179,3 +179,23 @@ def test_json_output_never_holds_nan(trained_dir, monkeypatch: pytest.MonkeyPatc
 
     line = json.loads(capsys.readouterr().out, parse_constant=strict)
     assert line["probabilities"] == {"mathbot": None, "coder": None, "poet": 0.5}
+
+
+def test_the_command_line_reference_lists_every_command_and_option() -> None:
+    """docs/cli.md's synopsis names every command and each of its options (``--quiet``, which every
+    command takes, is documented once under it; hidden options are left out)."""
+    import argparse
+    import re
+
+    from zooter.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    synopsis = text.split("```text", 1)[1].split("```", 1)[0]
+    blocks = {m.group(1): m.group(0) for m in re.finditer(r"^zooter ([\w-]+).*(?:\n(?!zooter ).*)*", synopsis, re.M)}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [name for name in sub.choices if name not in blocks]
+    for name, command in sub.choices.items():
+        shown = [action for action in command._actions if action.help != argparse.SUPPRESS]
+        options = {o for action in shown for o in action.option_strings if o.startswith("--")}
+        missing += [f"{name} {o}" for o in sorted(options - {"--help", "--quiet"}) if o not in blocks.get(name, "")]
+    assert not missing, f"docs/cli.md does not list: {missing}"

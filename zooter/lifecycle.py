@@ -52,7 +52,7 @@ from zooter.errors import ConfigError, DataError, name_list
 from zooter.labels.targets import hard_targets, soft_targets
 from zooter.model.encoder import QueryEncoder
 from zooter.model.index import TARGET_RECALL, FaissIndex, resolve_kind
-from zooter.model.neighbours import CALIBRATION_ROWS, Estimates, NeighbourBank, NeighbourSettings
+from zooter.model.neighbours import CALIBRATION_ROWS, Estimates, NeighbourBank, NeighbourSettings, unit_rows
 
 if TYPE_CHECKING:
     from zooter.decide.costs import CostSettings, CostTable
@@ -383,7 +383,8 @@ def _merged_bank(
             for name, value in values.items():
                 appended[r, column[name]] = value
                 chances[r, column[name]] = logged_chances[name]
-        embeddings = torch.cat([embeddings.float(), vectors.to(embeddings.device).float()])
+        # the bank's rows as they are (no float32 copy of them, no rounding again), the new ones made unit rows
+        embeddings = torch.cat([embeddings, unit_rows(vectors.to(embeddings.device))])
         rewards = torch.cat([rewards, appended])
         targets = torch.cat([targets, _targets(router, appended)])
         propensities = None if propensities is None else torch.cat([propensities, chances])
@@ -465,6 +466,8 @@ def _with_experts(bank: NeighbourBank, columns: list[int]) -> NeighbourBank:
 
 
 def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids, propensities, tokens) -> NeighbourBank:
+    """A bank like ``bank`` over these rows: ``embeddings`` are unit float16 rows (``bank``'s, some of
+    them, or those and new ones made so by :func:`~zooter.model.neighbours.unit_rows`)."""
     return NeighbourBank(
         embeddings,
         rewards,
@@ -475,6 +478,7 @@ def _rebuilt(bank: NeighbourBank, embeddings, rewards, targets, ids, propensitie
         ids=ids,
         propensities=propensities,
         tokens=tokens,
+        normalized=True,
     )
 
 

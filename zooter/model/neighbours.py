@@ -312,6 +312,7 @@ class NeighbourBank:
             shrinkage=self.shrinkage,
             ids=None if self.ids is None or ids is None else [*self.ids, *ids],
             propensities=propensities,
+            normalized=True,  # this bank's unit rows, then the new ones made so
         )
         bank.index = self.index.extended(bank.embeddings[len(self) :])  # the same kind of index, grown
         return bank
@@ -339,6 +340,7 @@ class NeighbourBank:
             if self.propensities is None
             else torch.cat([self.propensities, torch.full_like(column, math.nan)], dim=1),
             tokens=self.tokens,
+            normalized=True,
         )
         bank.index, bank._fingerprint = self.index, self._fingerprint  # the same rows: the same index
         return bank

@@ -39,6 +39,15 @@ def minilm_vectors(path: Path, dataset: RoutingDataset) -> tuple[torch.Tensor, f
     return vectors, seconds
 
 
+def encoder_pass_seconds(dataset: RoutingDataset, repeats: int = 2) -> float:
+    """The seconds the bundled MiniLM's pass over ``dataset``'s queries takes now (as training embeds
+    them), the fastest of ``repeats``: a timing taken in this run, on this machine's present load,
+    rather than the one :func:`minilm_vectors` recorded when its cache was written."""
+    router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
+    queries = [ex.query for ex in dataset]
+    return best_of(repeats, router.embed_queries, queries, batch_size=router.default_batch_size * 4)
+
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ROUTELLM = SHARED_DATA / "routellm_mmlu_gsm8k" / "rewards.jsonl.gz"
 

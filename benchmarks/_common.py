@@ -39,13 +39,20 @@ def minilm_vectors(path: Path, dataset: RoutingDataset) -> tuple[torch.Tensor, f
     return vectors, seconds
 
 
-def encoder_pass_seconds(dataset: RoutingDataset, repeats: int = 2) -> float:
+def encoder_pass_seconds(dataset: RoutingDataset, repeats: int = 2) -> tuple[float | None, float, str]:
     """The seconds the bundled MiniLM's pass over ``dataset``'s queries takes now (as training embeds
-    them), the fastest of ``repeats``: a timing taken in this run, on this machine's present load,
-    rather than the one :func:`minilm_vectors` recorded when its cache was written."""
+    them), the fastest of ``repeats`` (None for 0 repeats): a timing taken in this run, on this
+    machine's present load, rather than the one :func:`minilm_vectors` recorded when its cache was
+    written. Also the seconds its first ``encoder_id`` took (hashing the weights, once per process)
+    and the id."""
     router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
+    started = time.perf_counter()
+    encoder_id = router.encoder_id
+    hashing = time.perf_counter() - started
     queries = [ex.query for ex in dataset]
-    return best_of(repeats, router.embed_queries, queries, batch_size=router.default_batch_size * 4)
+    batch_size = router.default_batch_size * 4
+    seconds = best_of(repeats, router.embed_queries, queries, batch_size=batch_size) if repeats else None
+    return seconds, hashing, encoder_id
 
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -26,7 +26,11 @@ matrix computed once (the same neighbours as the bank's exact search). An update
 the encoder time of the round's new queries (at the encoder pass's seconds per query) plus what the
 update does besides, timed on the last round of the first seed for every arm, on the bank's own
 search: the fastest of 3 runs, so that other work on a shared machine does not count (a full
-retrain's fit is timed the same way). The load average is recorded at the start and the end.
+retrain's fit is timed the same way). Each round's queries were routed, so production feedback
+carries the vectors the router computed for them (``FeedbackLog`` keeps them) and an update need
+not embed them again: the round is also timed that way, reading the rows and their vectors (the
+fastest of 3) and hashing the encoder's weights once, instead of the encoder time. The load
+average is recorded at the start and the end.
 
 ``--estimator`` chooses how the bank estimates an expert's reward from partial rows (``plain``:
 the neighbour average; ``shrunk``: shrunk towards the additive prior by ``--shrinkage``
@@ -62,7 +66,7 @@ from typing import Any
 import torch
 from _common import SHARED_DATA, best_of, encoder_pass_seconds, machine, minilm_vectors
 
-from zooter.data import RoutingDataset
+from zooter.data import QueryVector, RoutingDataset, RoutingExample
 from zooter.decide.policy import DecisionRule, calibrate_decision, choose
 from zooter.labels.targets import reward_tensor, soft_targets
 from zooter.model.neighbours import MAX_DEPTH_FACTOR, Estimates, NeighbourBank
@@ -268,7 +272,25 @@ class Similarities:
         return bank.average(top, index)
 
 
-def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) -> dict[str, Any]:
+def kept_vectors(train: RoutingDataset, emb: torch.Tensor, batch: torch.Tensor, encoder_id: str) -> list[str]:
+    """The round's feedback rows, as JSON lines, each with the vector the router computed when it
+    routed the query (as :class:`zooter_langchain.FeedbackLog` keeps it) and one expert's reward."""
+    lines = []
+    for i in batch.tolist():
+        ex = train[i]
+        name, value = next(iter(ex.rewards.items()))
+        row = RoutingExample(ex.id, ex.query, {name: value}, vector=QueryVector.of(emb[i], encoder_id))
+        lines.append(json.dumps(row.to_dict()))
+    return lines
+
+
+def read_kept_vectors(lines: list[str]) -> torch.Tensor:
+    """What an update does with such rows instead of embedding their queries: parse them, decode the vectors."""
+    rows = [RoutingExample.from_dict(json.loads(line)) for line in lines]
+    return torch.stack([row.vector.tensor() for row in rows])
+
+
+def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds, encoder_id: str) -> dict[str, Any]:
     experts = train.experts
     rewards, test_rewards = reward_tensor(train), reward_tensor(test)
     per_query_embed = embed_seconds / len(train)
@@ -326,7 +348,15 @@ def run_replay(args, method: Method, train, test, emb, test_emb, embed_seconds) 
                         method.calibrate(grown, grown.leave_one_out(), experts)
 
                     compute = best_of(3, one_round)
-                    timed = {"compute": compute, "embed": per_query_embed * len(batch), "new_queries": len(batch)}
+                    # with production feedback the round's queries carry the vectors they were routed
+                    # with: reading them (and hashing the encoder once per process) replaces the encoder
+                    kept = best_of(3, read_kept_vectors, kept_vectors(train, emb, batch, encoder_id))
+                    timed = {
+                        "compute": compute,
+                        "embed": per_query_embed * len(batch),
+                        "kept_vectors": kept,
+                        "new_queries": len(batch),
+                    }
                 bank = method.bank(emb[rows], logged, k, propensities=chances)
                 rule = method.calibrate(bank, sims.estimates(bank, rows, rows), experts)
                 picks = decided(sims.estimates(bank, rows), experts, rule)
@@ -383,11 +413,14 @@ def summarise(result: dict[str, Any]) -> list[str]:
             timed = next((s["arms"][arm]["round_seconds"] for s in seeds if s["arms"][arm]["round_seconds"]), None)
             if timed:
                 total = timed["compute"] + timed["embed"]
+                kept = timed["compute"] + timed["kept_vectors"] + result["encoder_id_seconds"]
                 lines.append(
                     f"\nAn update round ({arm}, the last, on the bank's own search): {total:.2f} s, "
                     f"{100 * total / retrain:.2f} % of a full retrain: embedding its {timed['new_queries']} new "
                     f"queries {timed['embed']:.2f} s ({100 * timed['embed'] / retrain:.2f} %), the rest "
-                    f"{timed['compute']:.2f} s."
+                    f"{timed['compute']:.2f} s. With the vectors the router kept when it routed them: {kept:.2f} s "
+                    f"({100 * kept / retrain:.2f} %; reading them {timed['kept_vectors']:.3f} s, hashing the "
+                    f"encoder's weights {result['encoder_id_seconds']:.2f} s)."
                 )
         lines.append(f"\nLoad average at the start and the end: {result['load']} / {os.getloadavg()[:3]}.")
         lines.append(
@@ -428,7 +461,8 @@ def main() -> None:
     emb, cached_seconds = cached_embeddings(train, "train", cache)
     test_emb, _ = cached_embeddings(test, "test", cache)
     # the vectors come from the cache; the encoder's time is taken now, not as the cache recorded it
-    embed_seconds = encoder_pass_seconds(train, args.encoder_repeats) if args.encoder_repeats else cached_seconds
+    embed_seconds, hash_seconds, encoder_id = encoder_pass_seconds(train, args.encoder_repeats)
+    embed_seconds = cached_seconds if embed_seconds is None else embed_seconds
     method = Method(args.estimator, args.shrinkage, args.calibration)
     result: dict[str, Any] = {
         "data": str(folder),
@@ -439,13 +473,14 @@ def main() -> None:
         },
         "embed_seconds": embed_seconds,
         "embed_seconds_timed": bool(args.encoder_repeats),
+        "encoder_id_seconds": hash_seconds,
         "machine": machine(),
         "load": os.getloadavg()[:3],
     }
     if args.part in ("add", "both"):
         result["add"] = run_add(args, method, train, test, emb, test_emb, embed_seconds)
     if args.part in ("replay", "both"):
-        result["replay"] = run_replay(args, method, train, test, emb, test_emb, embed_seconds)
+        result["replay"] = run_replay(args, method, train, test, emb, test_emb, embed_seconds, encoder_id)
     print(json.dumps(result))
     print("\n".join(summarise(result)))
 

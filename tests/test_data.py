@@ -313,6 +313,23 @@ def test_bad_task_type(write_jsonl):
     assert (err.record_id, err.field) == ("t", "task")
 
 
+@pytest.mark.parametrize(
+    ("vector", "said"),
+    [
+        ("AAA=", "encoder"),
+        ({"encoder": "sha256:x"}, "encoder"),
+        ({"encoder": "", "float16": "AAA="}, "encoder's id"),
+        ({"encoder": "sha256:x", "float16": "not base64!"}, "not valid base64"),
+        ({"encoder": "sha256:x", "float16": "AAAA"}, "whole number of float16"),  # 3 bytes
+    ],
+)
+def test_bad_query_vector(write_jsonl, vector, said):
+    path = write_jsonl([ROWS[0], {"id": "v", "query": "q", "rewards": {"a": 1, "b": 2}, "vector": vector}])
+    err = error_of(path)
+    assert_names(err, path, 2)
+    assert (err.record_id, err.field) == ("v", "vector") and said in str(err)
+
+
 def test_fewer_than_two_experts_in_the_whole_file(write_jsonl):
     path = write_jsonl([{"id": f"s{i}", "query": f"q{i}", "rewards": {"only": float(i)}} for i in range(3)])
     err = error_of(path)

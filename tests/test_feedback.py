@@ -13,7 +13,7 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from zooter._io import JsonlAppender
-from zooter.data import RoutingDataset
+from zooter.data import RoutingDataset, load_rows
 from zooter.errors import ConfigError, DataError, ExpertMismatchError
 from zooter_langchain.feedback import FeedbackLog, default_decisions_path
 
@@ -254,6 +254,24 @@ def test_answers_carry_ids_the_log_resolves_in_invoke_stream_and_batch(keyword_r
         assert row["reason"] == meta["reason"]
     assert [ex.id for ex in RoutingDataset.load(log.path)] == [m["id"] for m in metas]
     assert RoutingDataset.load(log.path)[0].query == QUERIES[0]
+
+
+def test_a_log_keeps_the_routed_vector_unless_told_not_to(tmp_path: Path) -> None:
+    import torch
+
+    from zooter.data import QueryVector
+
+    vector = QueryVector.of(torch.tensor([0.25, -1.5, 3.0]), "sha256:" + "a" * 64)
+    for keep in (True, False):
+        log = FeedbackLog(tmp_path / f"{keep}.jsonl", keep_vectors=keep)
+        log.log_decision("d1", "integral of x^2", "mathbot", reason="routed", propensity=1.0, vector=vector)
+        row = FeedbackLog(log.path).record("d1", 1.0)  # resolved from the decisions file
+        assert ("vector" in row) is keep
+        loaded = load_rows(log.path)[0].vector
+        if keep:
+            assert loaded == vector and loaded.tensor().tolist() == [0.25, -1.5, 3.0]
+        else:
+            assert loaded is None
 
 
 def test_a_fallback_answer_is_logged_under_the_expert_that_answered(keyword_router, tmp_path) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import keyword_rows
 
-from zooter.data import RoutingDataset, RoutingExample, load_rows
+from zooter.data import QueryVector, RoutingDataset, RoutingExample, load_rows
 from zooter.decide.policy import DecisionRule, choose
 from zooter.errors import ConfigError, DataError
 from zooter.model.neighbours import NeighbourBank
@@ -135,6 +136,52 @@ def test_feedback_propensities_ride_into_the_bank_and_its_folder(
     assert loaded.bank.propensities.shape == loaded.bank.rewards.shape
     with pytest.raises(DataError, match="propensity"):
         RoutingExample.from_dict({"id": "x", "query": "q", "rewards": {"coder": 1.0}, "propensity": 1.5})
+
+
+def test_feedback_on_routed_answers_reaches_the_bank_without_embedding_the_queries_again(
+    router: ZooterRouter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zooter_langchain import ChatZooterRouter, FakeExpertChatModel, FeedbackLog
+
+    experts = {name: FakeExpertChatModel(name=name) for name in router.experts}
+    log = FeedbackLog(tmp_path / "feedback.jsonl")
+    model = ChatZooterRouter(router=router, experts=experts, feedback_log=log)
+    queries = [r["query"] for r in ROWS[40:46]]
+    for i, reply in enumerate(model.batch(queries)):
+        log.record(reply, float(i % 2))
+    rows = load_rows(log.path)
+    assert all(row.vector is not None and row.vector.encoder == router.encoder_id for row in rows)
+    # a row whose vector another encoder computed is embedded; so is one without a vector
+    foreign = RoutingExample(
+        "other", ROWS[46]["query"], {"coder": 1.0}, vector=replace(rows[0].vector, encoder="sha256:" + "0" * 64)
+    )
+    embedded: list = []
+    real = router.embed_queries
+    monkeypatch.setattr(router, "embed_queries", lambda qs, **kw: embedded.extend(qs) or real(qs, **kw))
+    report = router.update([*rows, foreign, example("plain", ROWS[47]["query"], poet=1.0)])
+    assert embedded == [ROWS[46]["query"], ROWS[47]["query"]]  # the six routed queries were not embedded again
+    assert (report.appended, report.reused_vectors) == (8, 6)
+    assert any("6 kept the vector they were routed with" in line for line in report.lines())
+    # the kept vectors are the ones embedding the queries gives, to the bank's float16 rounding
+    again = torch.nn.functional.normalize(real(queries).float(), dim=-1)
+    kept = router.bank.embeddings[[router.bank.ids.index(row.id) for row in rows]].float()
+    assert torch.allclose(kept, again, atol=2e-3)
+
+
+def test_a_routed_vector_that_does_not_fit_is_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:
+    before = len(router.bank)
+    wrong = QueryVector.of(torch.ones(7), router.encoder_id)  # the router's id, the wrong width
+    with pytest.raises(DataError, match=r"id 'bad'.*vector.*7 values"):
+        router.update([RoutingExample("bad", "q", {"coder": 1.0}, vector=wrong)])
+    assert len(router.bank) == before
+
+
+def test_the_encoder_id_names_the_weights_as_they_are(router: ZooterRouter, trained: Path) -> None:
+    same = ZooterRouter.from_pretrained(trained, device="cpu")
+    assert router.encoder_id == same.encoder_id and router.encoder_id.startswith("sha256:")
+    with torch.no_grad():
+        next(same.encoder.parameters())[0].add_(1.0)  # a fine-tuning step, say
+    assert same.encoder_id != router.encoder_id
 
 
 def test_bad_rows_are_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:

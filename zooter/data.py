@@ -20,12 +20,14 @@ Example:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import logging
 import math
 import reprlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -69,6 +71,62 @@ def query_text(query: Query) -> str:
 
 
 @dataclass(frozen=True)
+class QueryVector:
+    """A query's pooled vector as a router computed it when it routed the query.
+
+    Production feedback carries it (``ChatZooterRouter`` writes it to its
+    :class:`~zooter_langchain.FeedbackLog`'s decisions, and each outcome row copies it), so that
+    ``zooter update`` appends the query to the bank without running the encoder on it again: the
+    router paid for that pass when it routed the query.
+
+    Attributes:
+        encoder: who computed it: the router's :attr:`~zooter.model.encoder.QueryEncoder.encoder_id`
+            (a sha256 of the encoder's weights, tokenizer and settings). An update reuses the vector
+            only when this is its own router's; otherwise it embeds the query.
+        float16: the vector's values as little-endian float16, base64-encoded.
+    """
+
+    encoder: str
+    float16: str
+
+    @classmethod
+    def of(cls, vector: Any, encoder: str) -> QueryVector:
+        """The record of one pooled vector (a 1-d tensor) computed by the encoder ``encoder``."""
+        import torch
+
+        data = vector.detach().to("cpu", torch.float16).contiguous().numpy().astype("<f2").tobytes()
+        return cls(encoder, base64.b64encode(data).decode("ascii"))
+
+    def tensor(self) -> Any:
+        """The vector as a float32 tensor."""
+        import numpy as np
+        import torch
+
+        return torch.from_numpy(np.frombuffer(base64.b64decode(self.float16), dtype="<f2").astype(np.float32))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"encoder": self.encoder, "float16": self.float16}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> QueryVector:
+        """Raises ValueError saying what is wrong with ``value``."""
+        if not isinstance(value, dict) or set(value) != {"encoder", "float16"}:
+            raise ValueError(f'expected {{"encoder": ..., "float16": ...}}, got {_short(value)}')
+        encoder, data = value["encoder"], value["float16"]
+        if not isinstance(encoder, str) or not encoder:
+            raise ValueError(f"expected the encoder's id as a non-empty string, got {_short(encoder)}")
+        if not isinstance(data, str):
+            raise ValueError(f"expected base64 float16 values, got {_short(data)}")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except binascii.Error as e:
+            raise ValueError(f"the float16 values are not valid base64 ({e})") from None
+        if not raw or len(raw) % 2:
+            raise ValueError(f"expected a whole number of float16 values, got {len(raw)} bytes")
+        return cls(encoder, data)
+
+
+@dataclass(frozen=True)
 class RoutingExample:
     """One training or evaluation query with the reward each expert's answer received.
 
@@ -81,6 +139,8 @@ class RoutingExample:
         propensity: for production feedback, the probability with which the router's policy chose
             the expert whose reward the row carries (logged with exploration, see
             ``docs/feedback.md``); None when the rewards were not observed through a policy.
+        vector: for production feedback, the query's vector as the router computed it when it
+            routed the query (:class:`QueryVector`); None otherwise.
     """
 
     id: str
@@ -89,6 +149,7 @@ class RoutingExample:
     tags: tuple[str, ...] = ()
     task: str | None = None
     propensity: float | None = None
+    vector: QueryVector | None = field(default=None, repr=False)
 
     @property
     def text(self) -> str:
@@ -102,6 +163,8 @@ class RoutingExample:
             row["task"] = self.task
         if self.propensity is not None:
             row["propensity"] = self.propensity
+        if self.vector is not None:
+            row["vector"] = self.vector.to_dict()
         return row
 
     @classmethod
@@ -200,6 +263,12 @@ class RoutingExample:
             or not 0.0 < float(propensity) <= 1.0
         ):
             raise fail(f"expected a probability in (0, 1], got {_short(propensity)}", "propensity", propensity)
+        vector = row.get("vector")
+        if vector is not None:
+            try:
+                vector = QueryVector.from_dict(vector)
+            except ValueError as e:
+                raise fail(str(e), "vector", vector) from None
         return cls(
             id=rid,
             query=query,
@@ -207,6 +276,7 @@ class RoutingExample:
             tags=tuple(tags),
             task=task,
             propensity=None if propensity is None else float(propensity),
+            vector=vector,
         )
 
 
@@ -443,7 +513,7 @@ class RoutingDataset(Sequence[RoutingExample]):
         for ex in self.examples:
             rewards = {n: ex.rewards[n] for n in names if n in ex.rewards}
             if rewards:
-                kept.append(RoutingExample(ex.id, ex.query, rewards, ex.tags, ex.task, ex.propensity))
+                kept.append(replace(ex, rewards=rewards))
         dropped = len(self.examples) - len(kept)
         if dropped:
             logger.warning("%d rows have no reward for any of %s and were dropped", dropped, names)

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from zooter.data import Query, RoutingExample
+from zooter.data import Query, QueryVector, RoutingExample
 from zooter.decide.policy import DecisionRule, calibrate_decision
 from zooter.engines import LocalEngine, ModelLoader
 from zooter.errors import ConfigError, DataError, name_list
@@ -115,8 +115,10 @@ class UpdateReport:
         before: the router before.
         after: the router after.
         merged: rows whose id the bank knew (their rewards merged in).
-        appended: new rows (embedded and appended).
+        appended: new rows (appended; embedded unless they carried their vector).
         source: where the rows came from, when a file.
+        reused_vectors: new rows whose query was not embedded again: they carried the vector the
+            router computed when it routed the query (production feedback).
     """
 
     before: RouterState
@@ -124,6 +126,7 @@ class UpdateReport:
     merged: int = 0
     appended: int = 0
     source: str | None = None
+    reused_vectors: int = 0
 
     def lines(self) -> list[str]:
         """What changed, one line per figure: ``name: before -> after``."""
@@ -147,8 +150,9 @@ class UpdateReport:
                 f"{name} ({'admitted' if ok else 'not admitted'})" for name, ok in state.thin_experts.items()
             )
 
+        reused = f"; {self.reused_vectors} kept the vector they were routed with" if self.reused_vectors else ""
         return [
-            f"rows: {b.rows} -> {a.rows} ({self.appended} new, {self.merged} merged)",
+            f"rows: {b.rows} -> {a.rows} ({self.appended} new{reused}, {self.merged} merged)",
             f"experts: {experts}",
             f"default expert: {b.default_expert} -> {a.default_expert}",
             f"margin: {margin(b)} -> {margin(a)}",
@@ -193,9 +197,11 @@ def update_router(
     previous = _bank_of(router)
     before = RouterState.of(router)
     rows = _checked_rows(rows, router.experts, source)
-    bank, merged, appended = _merged_bank(router, previous, router.experts, rows, engine, show_progress)
+    bank, merged, appended, reused = _merged_bank(router, previous, router.experts, rows, engine, show_progress)
     _commit(router, router.experts, _indexed(router, bank, previous, index), source=source, rows=len(rows))
-    return UpdateReport(before, RouterState.of(router), merged, appended, None if source is None else str(source))
+    return UpdateReport(
+        before, RouterState.of(router), merged, appended, None if source is None else str(source), reused
+    )
 
 
 def add_expert(
@@ -237,14 +243,16 @@ def add_expert(
         raise DataError(f"no row has a reward for the new expert {name!r}", path=source)
     prices = _prices_with(router, name, costs)
     widened = _with_experts(previous, [*range(len(router.experts)), -1])
-    bank, merged, appended = _merged_bank(router, widened, experts, rows, None, show_progress)
+    bank, merged, appended, reused = _merged_bank(router, widened, experts, rows, None, show_progress)
     bank = _indexed(router, bank, previous)  # the widened bank has the previous bank's rows
     costs_after = router.config.costs
     if prices is not None and costs_after is not None:
         costs_after = costs_after.replace(prices=prices.to_dict())
     resize_head(router, [*range(len(router.experts)), -1])
     _commit(router, experts, bank, source=source, rows=len(rows), costs=costs_after)
-    return UpdateReport(before, RouterState.of(router), merged, appended, None if source is None else str(source))
+    return UpdateReport(
+        before, RouterState.of(router), merged, appended, None if source is None else str(source), reused
+    )
 
 
 def remove_expert(router: RouterLike, name: str) -> UpdateReport:
@@ -336,8 +344,9 @@ def _merged_bank(
     rows: list[RoutingExample],
     engine: Engine | None,
     show_progress: bool,
-) -> tuple[NeighbourBank, int, int]:
-    """The bank with ``rows`` merged by id (newer rewards win) and new ids appended; (bank, merged, appended)."""
+) -> tuple[NeighbourBank, int, int, int]:
+    """The bank with ``rows`` merged by id (newer rewards win) and new ids appended; (bank, merged,
+    appended, appended rows whose carried vector was reused)."""
     ids = bank.ids
     if ids is None:
         logger.warning("this router's bank predates query ids: every row is added as a new query")
@@ -349,8 +358,8 @@ def _merged_bank(
         propensities = torch.full_like(rewards, math.nan)
     propensities = None if propensities is None else propensities.clone()
     column = {name: j for j, name in enumerate(experts)}
-    # id -> (query, rewards, propensities), in first-seen order
-    new: dict[str, tuple[Any, dict[str, float], dict[str, float]]] = {}
+    # id -> (query, rewards, propensities, the vector the router routed it with), in first-seen order
+    new: dict[str, tuple[Any, dict[str, float], dict[str, float], QueryVector | None]] = {}
     changed: set[int] = set()
     for row in rows:
         # a reward observed through the router's policy carries its propensity; a scored one has none
@@ -363,8 +372,13 @@ def _merged_bank(
                     propensities[i, column[name]] = chance
             changed.add(i)
         else:
-            query, known, chances = new.get(row.id, (row.query, {}, {}))
-            new[row.id] = (query, {**known, **row.rewards}, {**chances, **dict.fromkeys(row.rewards, chance)})
+            query, known, chances, vector = new.get(row.id, (row.query, {}, {}, None))
+            new[row.id] = (
+                query,
+                {**known, **row.rewards},
+                {**chances, **dict.fromkeys(row.rewards, chance)},
+                vector or row.vector,
+            )
     targets = bank.targets.clone()
     if changed:
         index = torch.tensor(sorted(changed), device=rewards.device)
@@ -372,14 +386,15 @@ def _merged_bank(
     embeddings = bank.embeddings
     new_ids = list(bank.ids) if bank.ids is not None else None
     tokens = bank.tokens
+    reused = 0
     if new:
-        queries = [query for query, _, _ in new.values()]
-        vectors = embed_queries(router, queries, engine, show_progress=show_progress)
+        queries = [query for query, _, _, _ in new.values()]
+        vectors, reused = _new_vectors(router, bank, list(new.items()), engine, show_progress)
         if tokens is not None:  # the bank prices its rows: so are the new ones
             tokens = torch.cat([tokens, torch.tensor(router.count_tokens(queries), device=tokens.device).float()])
         appended = torch.full((len(new), len(experts)), math.nan, device=rewards.device)
         chances = torch.full_like(appended, math.nan)
-        for r, (_, values, logged_chances) in enumerate(new.values()):
+        for r, (_, values, logged_chances, _) in enumerate(new.values()):
             for name, value in values.items():
                 appended[r, column[name]] = value
                 chances[r, column[name]] = logged_chances[name]
@@ -390,7 +405,43 @@ def _merged_bank(
         propensities = None if propensities is None else torch.cat([propensities, chances])
         new_ids = [*new_ids, *new] if new_ids is not None else None
     merged = _rebuilt(bank, embeddings, rewards, targets, new_ids, propensities, tokens)
-    return merged, len(changed), len(new)
+    return merged, len(changed), len(new), reused
+
+
+def _new_vectors(
+    router: RouterLike,
+    bank: NeighbourBank,
+    new: list[tuple[str, tuple[Any, dict[str, float], dict[str, float], QueryVector | None]]],
+    engine: Engine | None,
+    show_progress: bool,
+) -> tuple[torch.Tensor, int]:
+    """The pooled vectors of the new rows' queries, and how many were reused: a row that carries the
+    vector this router's encoder computed when it routed the query (production feedback) is not
+    embedded again; the others are embedded on ``engine``."""
+    carried = [vector for _, (_, _, _, vector) in new]
+    own = router.encoder_id if any(v is not None for v in carried) else None
+    dimension = bank.embeddings.shape[1]
+    vectors = torch.empty((len(new), dimension))
+    missing = []
+    for r, ((rid, _), vector) in enumerate(zip(new, carried)):
+        if vector is None or vector.encoder != own:
+            missing.append(r)
+            continue
+        values = vector.tensor()
+        if values.numel() != dimension:
+            raise DataError(
+                f"the query's vector has {values.numel()} values, but the router's encoder computes {dimension}",
+                record_id=rid,
+                field="vector",
+            )
+        vectors[r] = values
+    foreign = sum(v is not None for v in carried) - (len(new) - len(missing))
+    if foreign:
+        logger.info("%d new rows carry a vector of another encoder: embedding their queries", foreign)
+    if missing:
+        queries = [new[r][1][0] for r in missing]
+        vectors[missing] = embed_queries(router, queries, engine, show_progress=show_progress).float().cpu()
+    return vectors, len(new) - len(missing)
 
 
 def embed_queries(

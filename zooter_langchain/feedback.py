@@ -20,11 +20,12 @@ Two append-only JSONL files:
   the decision id; ``reason`` says why the expert answered (``"explore"`` for an exploring call,
   ``"fallback"`` when the chosen expert failed); ``propensity`` is the probability with which the
   router's policy picked that expert (None where it did not pick it), for inverse-propensity
-  estimates.
+  estimates; ``vector`` is the query's vector as the router computed it to route the query, so
+  the update does not run the encoder on it again (``keep_vectors=False`` leaves it out).
 - ``feedback.decisions.jsonl`` (beside it): one row per answer, ``{"id", "query", "expert",
-  "reason", "propensity", "time"}``, what an id resolves to. The query is kept as the router read
-  it (the last human message by default), so the log holds user text: keep it where such data
-  may live, and rotate it (a new path) as it grows.
+  "reason", "propensity", "time", "vector"}``, what an id resolves to. The query is kept as the
+  router read it (the last human message by default), so the log holds user text: keep it where
+  such data may live, and rotate it (a new path) as it grows.
 
 Both files take appends from several threads and processes at once (one ``write`` per row under a
 file lock, see :class:`zooter._io.JsonlAppender`); a row cut short by a killed writer is dropped
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from zooter._io import JsonlAppender
-from zooter.data import Query
+from zooter.data import Query, QueryVector
 from zooter.errors import DataError, ExpertMismatchError, name_list
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ class FeedbackLog:
         experts: the experts an outcome may name (default: any the router answered with).
         cache_size: decisions this process keeps in memory, to resolve recent ids without reading
             the decisions file.
+        keep_vectors: write, with each decision and its outcome, the query vector the router
+            computed to route it (:class:`~zooter.data.QueryVector`: about 1 KB a row for a
+            384-wide encoder), so that ``zooter update`` adds the query to the bank without
+            running the encoder on it again. False: rows hold the query alone, and the update
+            embeds it.
 
     Example:
         >>> log = FeedbackLog(tmp_path / "feedback.jsonl")  # doctest: +SKIP
@@ -94,6 +100,7 @@ class FeedbackLog:
         decisions_path: str | Path | None = None,
         experts: Sequence[str] | None = None,
         cache_size: int = 10_000,
+        keep_vectors: bool = True,
     ) -> None:
         self.path = Path(path)
         self.decisions_path = Path(decisions_path) if decisions_path is not None else default_decisions_path(path)
@@ -101,6 +108,7 @@ class FeedbackLog:
             raise DataError("the decisions file must differ from the feedback file", path=self.path)
         self.experts = list(experts) if experts is not None else None
         self.cache_size = cache_size
+        self.keep_vectors = keep_vectors
         self._feedback = JsonlAppender(self.path)
         self._decisions = JsonlAppender(self.decisions_path, sync=False)
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -113,12 +121,20 @@ class FeedbackLog:
 
     # -- what the router writes ------------------------------------------------------------------
     def log_decision(
-        self, decision_id: str, query: Query, expert: str, *, reason: str, propensity: float | None = None
+        self,
+        decision_id: str,
+        query: Query,
+        expert: str,
+        *,
+        reason: str,
+        propensity: float | None = None,
+        vector: QueryVector | None = None,
     ) -> None:
         """Write down one answer's decision: the routed query and the expert that answered.
 
-        ``ChatZooterRouter(feedback_log=...)`` calls this for every answer; call it yourself only
-        for answers produced without the router.
+        ``ChatZooterRouter(feedback_log=...)`` calls this for every answer, with the query's
+        ``vector`` as the router computed it (kept when :attr:`keep_vectors`); call it yourself
+        only for answers produced without the router.
         """
         row = {
             "id": decision_id,
@@ -128,6 +144,8 @@ class FeedbackLog:
             "propensity": propensity,
             "time": _now(),
         }
+        if vector is not None and self.keep_vectors:
+            row["vector"] = vector.to_dict()
         self._decisions.append([row])
         with self._lock:
             self._recent[decision_id] = row
@@ -175,6 +193,8 @@ class FeedbackLog:
             "reason": decision.get("reason"),
             "propensity": decision.get("propensity"),
         }
+        if decision.get("vector") is not None and self.keep_vectors:
+            row["vector"] = decision["vector"]
         with self._feedback.locked():  # the check and the append as one step, against every writer
             self._read_recorded()
             earlier = self._recorded.get(decision_id)

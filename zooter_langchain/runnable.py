@@ -47,7 +47,7 @@ from langchain_core.runnables.utils import gather_with_concurrency
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from zooter.data import Query, query_text
+from zooter.data import Query, QueryVector, query_text
 from zooter.decide.costs import check_cost_weight
 from zooter.decide.decision import RouteDecision
 from zooter.decide.explore import ExploreMethod, Explorer
@@ -504,8 +504,14 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         record = plan.record(name)
         if self.feedback_log is not None:  # once per answer: its first chunk, or the whole message
             propensity = plan.decision.propensity if name == plan.decision.expert else None
+            vector = plan.decision.vector if self.feedback_log.keep_vectors else None
             self.feedback_log.log_decision(
-                record["id"], plan.query, name, reason=record["reason"], propensity=propensity
+                record["id"],
+                plan.query,
+                name,
+                reason=record["reason"],
+                propensity=propensity,
+                vector=None if vector is None else QueryVector.of(vector, self.router.encoder_id),
             )
         metadata = {"model_name": model_name(self.experts[name], name), **message.response_metadata, "zooter": record}
         return message.model_copy(update={"response_metadata": metadata})

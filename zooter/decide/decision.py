@@ -75,6 +75,10 @@ class RouteDecision:
         propensity: the probability with which ``expert`` was picked, when a policy that draws
             at random (exploration, see :class:`zooter.decide.explore.Explorer`) made the
             decision; None otherwise.
+        vector: the query's pooled vector (a 1-d tensor) the router computed to decide, when it
+            has a neighbour bank; kept so that feedback on the answer reaches the bank without
+            embedding the query again (see :class:`zooter.data.QueryVector`). Not part of
+            :meth:`to_dict`.
     """
 
     expert: str
@@ -93,6 +97,7 @@ class RouteDecision:
     propensity: float | None = None
     z: float = 0.0
     stderr: dict[str, float | None] | None = None
+    vector: Any = field(default=None, repr=False, compare=False)
 
     @property
     def expected_reward(self) -> float | None:

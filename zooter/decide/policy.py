@@ -342,12 +342,14 @@ def route_decisions(
     *,
     stderr: torch.Tensor | None = None,
     support: torch.Tensor | None = None,
+    vectors: torch.Tensor | None = None,
     **limits: Any,
 ) -> list[RouteDecision]:
     """One :class:`~zooter.decide.decision.RouteDecision` per row: the rule's choice, reason and ranking.
 
     The rule compares ``expected_rewards`` when given, else ``probabilities``, weighing the
-    estimates' ``stderr`` by its ``z``; ``support`` is reported with each decision; ``limits`` are
+    estimates' ``stderr`` by its ``z``; ``support`` is reported with each decision, and each
+    row of ``vectors`` (the pooled query vectors) is kept with its decision; ``limits`` are
     :func:`rank`'s (``allowed``, ``costs``, ``cost_weight``, ``max_cost``, ``penalties``).
     """
     experts = list(experts)
@@ -377,6 +379,7 @@ def route_decisions(
             max_cost=limits.get("max_cost"),
             support=evidence[row],
             stderr=errors[row],
+            vector=None if vectors is None else vectors[row],
         )
         for row, (chosen, reason, ranking) in enumerate(
             zip(ranked.chosen.tolist(), ranked.reasons(experts, rule), ranked.rankings())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import logging
 from collections.abc import Iterator, Sequence, Sized
 from pathlib import Path
@@ -236,6 +238,12 @@ def position_limit(encoder: Any, tokenizer: Any) -> int | None:
     return min(limits) if limits else None
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
+    """The vocabulary size and a sha256 of the token -> id map: what routing depends on."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return {"vocab_size": len(tokenizer), "sha256": hashlib.sha256(vocab.encode("utf-8")).hexdigest()}
+
+
 class QueryEncoder(torch.nn.Module):
     """A pretrained text encoder and its tokenizer: queries in, one pooled vector each out, batched.
 
@@ -344,6 +352,34 @@ class QueryEncoder(torch.nn.Module):
     def output_size(self) -> int:
         """Width of :meth:`forward`'s output: the pooled vector's."""
         return int(self.encoder.config.hidden_size)
+
+    @property
+    def encoder_id(self) -> str:
+        """Who computes this encoder's vectors: a sha256 of its weights (as they are now), its
+        tokenizer's vocabulary and ``max_length``, as ``"sha256:<hex>"``.
+
+        A query vector recorded with this id (:class:`~zooter.data.QueryVector`, what production
+        feedback carries) is one this encoder would compute again, up to the backend's rounding
+        (a router served in bf16 records bf16-rounded vectors), so an update reuses it instead
+        of embedding the query again. Hashing the weights takes a fraction of a second; the id is
+        kept until the weights change (training, quantisation).
+        """
+        state = [p._version for p in self.encoder.parameters()]
+        key = (getattr(self, "quantized", None), self.max_length, sum(state), len(state))
+        cached = getattr(self, "_encoder_id", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        digest = hashlib.sha256(f"max_length={self.max_length}\n".encode())
+        digest.update(tokenizer_fingerprint(self.tokenizer)["sha256"].encode())
+        for name, value in sorted(self.encoder.state_dict().items()):
+            digest.update(name.encode())
+            if isinstance(value, torch.Tensor):
+                value = value.int_repr() if value.is_quantized else value
+                digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            else:
+                digest.update(repr(value).encode())
+        self._encoder_id = (key, "sha256:" + digest.hexdigest())
+        return self._encoder_id[1]
 
     def fit_length(self, max_length: int) -> int:
         """``max_length``, or what the encoder can read if that is less (with a warning)."""

@@ -83,12 +83,15 @@ class Estimates:
             ``(sum w)^2 / sum w^2``); 0 where no neighbour has one; None without a neighbour bank.
         stderr: the standard error of each expected reward (the neighbours' weighted spread over
             their support, plus the shrinkage's pseudo-neighbours), or None without a bank.
+        vectors: the pooled query vectors the estimates were made from (rows x hidden), when the
+            router computed them (:meth:`zooter.ZooterRouter.estimate` with a bank); None otherwise.
     """
 
     probabilities: torch.Tensor
     expected_rewards: torch.Tensor | None = None
     support: torch.Tensor | None = None
     stderr: torch.Tensor | None = None
+    vectors: torch.Tensor | None = None
 
     def rows(self, index: torch.Tensor) -> Estimates:
         """The estimates of some rows only (a boolean mask or indices)."""
@@ -98,7 +101,7 @@ class Estimates:
         return Estimates(*(None if t is None else t.cpu() for t in self._tensors()))
 
     def _tensors(self) -> tuple[torch.Tensor | None, ...]:
-        return self.probabilities, self.expected_rewards, self.support, self.stderr
+        return self.probabilities, self.expected_rewards, self.support, self.stderr, self.vectors
 
     @property
     def scores(self) -> torch.Tensor:

@@ -30,7 +30,6 @@ The reading itself (one opening, checksums, reading again after a concurrent sav
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -43,7 +42,7 @@ import torch
 from zooter import __version__
 from zooter._io import atomic_directory, check_writable, link_or_copy, settle_files
 from zooter.errors import ConfigError, ZooterError
-from zooter.model.encoder import backend_device, check_hub_source, encoder_from_config
+from zooter.model.encoder import backend_device, check_hub_source, encoder_from_config, tokenizer_fingerprint
 from zooter.model.folder import CONFIG_NAME, FolderFiles, file_records, record_files, wait_for_folder
 
 logger = logging.getLogger(__name__)
@@ -305,12 +304,6 @@ def _load_tokenizer(files: FolderFiles, config: Any) -> Any:
         raise ZooterError(f"{folder}: cannot load the tokenizer files ({e})") from None
     _check_tokenizer(folder, config, tokenizer)
     return tokenizer
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
-    """The vocabulary size and a sha256 of the token -> id map: what routing depends on."""
-    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    return {"vocab_size": len(tokenizer), "sha256": hashlib.sha256(vocab.encode("utf-8")).hexdigest()}
 
 
 def _check_tokenizer(folder: Path, config: Any, tokenizer: Any) -> None:

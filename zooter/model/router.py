@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -434,7 +435,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         if self.bank is None:
             return Estimates(torch.softmax(vectors, dim=-1).cpu())
         self.bank = self.bank.to(vectors.device)  # moved once, not on every call
-        return self.bank.estimate(vectors).cpu()
+        return replace(self.bank.estimate(vectors), vectors=vectors).cpu()
 
     def predict_proba(
         self, queries: Sequence[Query], *, batch_size: int | None = None, show_progress: bool = False
@@ -495,6 +496,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             self.decision,
             stderr=estimates.stderr,
             support=estimates.support,
+            vectors=estimates.vectors,
             allowed=allowed,
             costs=costs,
             penalties=None if costs is None else self.cost_penalties(costs),

@@ -151,6 +151,9 @@ def test_feedback_on_routed_answers_reaches_the_bank_without_embedding_the_queri
         log.record(reply, float(i % 2))
     rows = load_rows(log.path)
     assert all(row.vector is not None and row.vector.encoder == router.encoder_id for row in rows)
+    # a decision holds its query's vector only when asked (a router with a log that keeps them asks)
+    assert router.route(queries[:1])[0].vector is None
+    assert router.route(queries[:1], keep_vectors=True)[0].vector.shape == router.bank.embeddings.shape[1:]
     # a row whose vector another encoder computed is embedded; so is one without a vector
     foreign = RoutingExample(
         "other", ROWS[46]["query"], {"coder": 1.0}, vector=replace(rows[0].vector, encoder="sha256:" + "0" * 64)

@@ -429,6 +429,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
             cost_weight=options.cost_weight if options.cost_weight is not None else self.cost_weight,
             max_cost=options.max_cost if options.max_cost is not None else self.max_cost,
             batch_size=self.batch_size,
+            keep_vectors=self.feedback_log is not None and self.feedback_log.keep_vectors,
         )
         out = []
         for query, decision in zip(queries, decisions):
@@ -504,7 +505,7 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         record = plan.record(name)
         if self.feedback_log is not None:  # once per answer: its first chunk, or the whole message
             propensity = plan.decision.propensity if name == plan.decision.expert else None
-            vector = plan.decision.vector if self.feedback_log.keep_vectors else None
+            vector = plan.decision.vector
             self.feedback_log.log_decision(
                 record["id"],
                 plan.query,

@@ -76,9 +76,9 @@ class RouteDecision:
             at random (exploration, see :class:`zooter.decide.explore.Explorer`) made the
             decision; None otherwise.
         vector: the query's pooled vector (a 1-d tensor) the router computed to decide, when it
-            has a neighbour bank; kept so that feedback on the answer reaches the bank without
-            embedding the query again (see :class:`zooter.data.QueryVector`). Not part of
-            :meth:`to_dict`.
+            has a neighbour bank and was asked to keep it (``route(..., keep_vectors=True)``), so
+            that feedback on the answer reaches the bank without embedding the query again (see
+            :class:`zooter.data.QueryVector`); None otherwise. Not part of :meth:`to_dict`.
     """
 
     expert: str

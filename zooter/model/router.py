@@ -457,6 +457,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
         batch_size: int | None = None,
         show_progress: bool = False,
         estimates: Estimates | None = None,
+        keep_vectors: bool = False,
     ) -> list[RouteDecision]:
         """The chosen expert and every expert's probability, for each query (batched).
 
@@ -472,6 +473,9 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             show_progress: show a progress bar.
             estimates: this router's :meth:`estimate` of these queries, when already made (an
                 evaluation that also sweeps costs needs them twice); by default they are made here.
+            keep_vectors: keep each query's pooled vector in its decision
+                (:attr:`~zooter.decide.decision.RouteDecision.vector`, a router with a neighbour
+                bank), for production feedback to carry to an update.
         """
         experts = self.config.experts
         allowed = check_allowed(allowed, experts)
@@ -496,7 +500,7 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
             self.decision,
             stderr=estimates.stderr,
             support=estimates.support,
-            vectors=estimates.vectors,
+            vectors=estimates.vectors if keep_vectors else None,
             allowed=allowed,
             costs=costs,
             penalties=None if costs is None else self.cost_penalties(costs),

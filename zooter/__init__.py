@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "RoutingDataset": "zooter.data",
     "RoutingExample": "zooter.data",
+    "QueryVector": "zooter.data",
     "DatasetSplits": "zooter.data",
     "load_queries": "zooter.data",
     "load_rows": "zooter.data",
@@ -74,7 +75,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from zooter.data import DatasetSplits, RoutingDataset, RoutingExample, load_queries, load_rows
+    from zooter.data import DatasetSplits, QueryVector, RoutingDataset, RoutingExample, load_queries, load_rows
     from zooter.decide.costs import CostTable, CostTarget, ExpertCost
     from zooter.decide.decision import RouteDecision
     from zooter.decide.explore import Explorer

@@ -620,6 +620,7 @@ __all__ = [
     "DatasetSplits",
     "Message",
     "Query",
+    "QueryVector",
     "RoutingDataset",
     "RoutingExample",
     "content_text",

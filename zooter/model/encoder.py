@@ -621,4 +621,5 @@ __all__ = [
     "pick_device",
     "position_limit",
     "resolve_encoder",
+    "tokenizer_fingerprint",
 ]

@@ -424,5 +424,4 @@ __all__ = [
     "RouterPersistence",
     "check_save_directory",
     "non_finite_weights",
-    "tokenizer_fingerprint",
 ]

@@ -173,10 +173,14 @@ def test_feedback_on_routed_answers_reaches_the_bank_without_embedding_the_queri
 
 def test_a_routed_vector_that_does_not_fit_is_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:
     before = len(router.bank)
-    wrong = QueryVector.of(torch.ones(7), router.encoder_id)  # the router's id, the wrong width
-    with pytest.raises(DataError, match=r"id 'bad'.*vector.*7 values"):
-        router.update([RoutingExample("bad", "q", {"coder": 1.0}, vector=wrong)])
-    assert len(router.bank) == before
+    width = router.bank.embeddings.shape[1]
+    for values in (torch.ones(7), torch.full((width,), math.inf), torch.zeros(width)):
+        wrong = QueryVector.of(values, router.encoder_id)  # the router's id: the wrong width, inf, zeros
+        with pytest.raises(DataError, match=rf"id 'bad'.*vector.*{width} finite values.*got {len(values)} values"):
+            router.update(
+                [RoutingExample("n1", "q", {"coder": 1.0}), RoutingExample("bad", "q", {"coder": 1.0}, vector=wrong)]
+            )
+        assert len(router.bank) == before
 
 
 def test_the_encoder_id_names_the_weights_as_they_are(router: ZooterRouter, trained: Path) -> None:

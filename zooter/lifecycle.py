@@ -389,7 +389,9 @@ def _merged_bank(
     reused = 0
     if new:
         queries = [query for query, _, _, _ in new.values()]
-        vectors, reused = _new_vectors(router, bank, list(new.items()), engine, show_progress)
+        carried = [vector for _, _, _, vector in new.values()]
+        dimension = embeddings.shape[1]
+        vectors, reused = _new_vectors(router, dimension, list(new), queries, carried, engine, show_progress)
         if tokens is not None:  # the bank prices its rows: so are the new ones
             tokens = torch.cat([tokens, torch.tensor(router.count_tokens(queries), device=tokens.device).float()])
         appended = torch.full((len(new), len(experts)), math.nan, device=rewards.device)
@@ -410,38 +412,40 @@ def _merged_bank(
 
 def _new_vectors(
     router: RouterLike,
-    bank: NeighbourBank,
-    new: list[tuple[str, tuple[Any, dict[str, float], dict[str, float], QueryVector | None]]],
+    dimension: int,
+    ids: list[str],
+    queries: list[Query],
+    carried: list[QueryVector | None],
     engine: Engine | None,
     show_progress: bool,
 ) -> tuple[torch.Tensor, int]:
     """The pooled vectors of the new rows' queries, and how many were reused: a row that carries the
     vector this router's encoder computed when it routed the query (production feedback) is not
     embedded again; the others are embedded on ``engine``."""
-    carried = [vector for _, (_, _, _, vector) in new]
     own = router.encoder_id if any(v is not None for v in carried) else None
-    dimension = bank.embeddings.shape[1]
-    vectors = torch.empty((len(new), dimension))
+    vectors = torch.empty((len(ids), dimension))
     missing = []
-    for r, ((rid, _), vector) in enumerate(zip(new, carried)):
+    for r, (rid, vector) in enumerate(zip(ids, carried)):
         if vector is None or vector.encoder != own:
             missing.append(r)
             continue
         values = vector.tensor()
-        if values.numel() != dimension:
+        if values.numel() != dimension or not bool(torch.isfinite(values).all()) or not bool(values.any()):
             raise DataError(
-                f"the query's vector has {values.numel()} values, but the router's encoder computes {dimension}",
+                f"the query's vector must be {dimension} finite values, not all zero (what the router's "
+                f"encoder computes); got {values.numel()} values",
                 record_id=rid,
                 field="vector",
             )
         vectors[r] = values
-    foreign = sum(v is not None for v in carried) - (len(new) - len(missing))
+    foreign = sum(v is not None for v in carried) - (len(ids) - len(missing))
     if foreign:
         logger.info("%d new rows carry a vector of another encoder: embedding their queries", foreign)
     if missing:
-        queries = [new[r][1][0] for r in missing]
-        vectors[missing] = embed_queries(router, queries, engine, show_progress=show_progress).float().cpu()
-    return vectors, len(new) - len(missing)
+        vectors[missing] = (
+            embed_queries(router, [queries[r] for r in missing], engine, show_progress=show_progress).float().cpu()
+        )
+    return vectors, len(ids) - len(missing)
 
 
 def embed_queries(

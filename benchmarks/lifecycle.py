@@ -42,8 +42,8 @@ Either way experts with rewards on too few rows are thin and admitted by a doubl
 Embeddings of both splits are cached in ``--cache`` (one encoder pass; the bank needs nothing
 else). The encoder's seconds are not taken from the cache: the pass over every training query is
 timed again in each run (the fastest of ``--encoder-repeats``), so a cache written on a busier
-machine does not inflate the retrain every time is compared with. Prints one JSON object, then a
-markdown table.
+machine does not inflate the retrain that every timing is compared with. Prints one JSON object,
+then a markdown table.
 
 Usage::
 

@@ -28,9 +28,9 @@ def minilm_vectors(path: Path, dataset: RoutingDataset) -> tuple[torch.Tensor, f
         saved = torch.load(path)
         if saved["ids"] == ids:
             return saved["embeddings"].float(), float(saved["seconds"])
-    router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
+    _, embed = _bundled_pass(dataset)
     started = time.perf_counter()
-    vectors = router.embed_queries([ex.query for ex in dataset], batch_size=router.default_batch_size * 4).cpu()
+    vectors = embed().cpu()
     seconds = time.perf_counter() - started
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -45,14 +45,19 @@ def encoder_pass_seconds(dataset: RoutingDataset, repeats: int = 2) -> tuple[flo
     machine's present load, rather than the one :func:`minilm_vectors` recorded when its cache was
     written. Also the seconds its first ``encoder_id`` took (hashing the weights, once per process)
     and the id."""
-    router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
+    router, embed = _bundled_pass(dataset)
     started = time.perf_counter()
     encoder_id = router.encoder_id
     hashing = time.perf_counter() - started
-    queries = [ex.query for ex in dataset]
-    batch_size = router.default_batch_size * 4
-    seconds = best_of(repeats, router.embed_queries, queries, batch_size=batch_size) if repeats else None
+    seconds = best_of(repeats, embed) if repeats else None
     return seconds, hashing, encoder_id
+
+
+def _bundled_pass(dataset: RoutingDataset):
+    """The bundled MiniLM as training loads it, and the pass over ``dataset``'s queries (a call)."""
+    router = ZooterRouter.from_encoder(None, experts=dataset.experts, max_length=256, device="cpu")
+    queries = [ex.query for ex in dataset]
+    return router, lambda: router.embed_queries(queries, batch_size=router.default_batch_size * 4)
 
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

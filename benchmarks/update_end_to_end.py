@@ -30,6 +30,7 @@ from pathlib import Path
 
 from _common import SHARED_DATA
 
+from zooter._io import write_jsonl
 from zooter.data import QueryVector
 from zooter.model.router import ZooterRouter
 
@@ -41,11 +42,6 @@ def run(*command: str) -> float:
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def main() -> None:

@@ -708,6 +708,8 @@ def test_update_merges_feedback_in_place_and_says_what_changed(zooter: Zooter, w
     removed = zooter("remove-expert", "router", "poet", "--output", "smaller", cwd=ws)
     assert removed.returncode == 0, removed.stderr
     assert "experts: 3 -> 2 (removed ['poet'])" in removed.stdout
+    # retiring an expert reads no weights: the new folder links the encoder's file
+    assert os.path.samestat(os.stat(ws / "router" / "model.safetensors"), os.stat(ws / "smaller" / "model.safetensors"))
     assert ZooterRouter.from_pretrained(ws / "smaller", device="cpu").experts == ["mathbot", "coder"]
     write_lines(ws / "poet.jsonl", [{"id": "q2", "query": "x", "rewards": {"poet": 5.0}}])
     added = zooter("add-expert", "smaller", "poet", "poet.jsonl", cwd=ws)
@@ -729,16 +731,34 @@ router.save_pretrained(target)""",
 )
 
 
+# The same with routed feedback, as `zooter update` loads it: the encoder is never read, and the
+# save links its weights file (a step the kill can fall on too).
+UPDATE_WITH_VECTORS_KILLED_AT = (
+    UPDATE_KILLED_AT.replace(
+        'ZooterRouter.from_pretrained(source, device="cpu")',
+        'ZooterRouter.from_pretrained(source, device="cpu", lazy_encoder=True)',
+    )
+    .replace(
+        '"rewards": {"poet": 9.0}})])',
+        """"rewards": {"poet": 9.0},
+    "vector": QueryVector.of(torch.ones(router.bank.embeddings.shape[1]), router.encoder_id).to_dict()})])
+assert router.encoder_deferred""",
+    )
+    .replace("from zooter.data import RoutingExample", "from zooter.data import QueryVector, RoutingExample")
+)
+
+
+@pytest.mark.parametrize("script_text", [UPDATE_KILLED_AT, UPDATE_WITH_VECTORS_KILLED_AT], ids=["embedded", "routed"])
 def test_an_update_killed_at_any_point_leaves_the_old_or_the_new_router(
-    zooter: Zooter, ws: Path, tmp_path: Path
+    zooter: Zooter, ws: Path, tmp_path: Path, script_text: str
 ) -> None:
     import signal
 
     from zooter.model.router import ZooterRouter
 
-    assert "router.update(" in UPDATE_KILLED_AT and "head.bias" not in UPDATE_KILLED_AT
+    assert "router.update(" in script_text and "head.bias" not in script_text
     script = tmp_path / "update_killed_at.py"
-    script.write_text(UPDATE_KILLED_AT, encoding="utf-8")
+    script.write_text(script_text, encoding="utf-8")
     target, source = ws / "router", tmp_path / "source"
     shutil.copytree(target, source)
     whole = zooter(source, tmp_path / "counted", "0", cwd=ws, script=script)

@@ -171,6 +171,28 @@ def test_feedback_on_routed_answers_reaches_the_bank_without_embedding_the_queri
     assert torch.allclose(kept, again, atol=2e-3)
 
 
+def test_an_edit_that_embeds_no_query_never_reads_a_deferred_encoder(trained: Path, tmp_path: Path) -> None:
+    eager = ZooterRouter.from_pretrained(trained, device="cpu")
+    queries = [r["query"] for r in ROWS[40:44]]
+    vectors = eager.estimate(queries).vectors
+    routed = [
+        RoutingExample(f"f{i}", q, {"coder": 1.0}, vector=QueryVector.of(v, eager.encoder_id))
+        for i, (q, v) in enumerate(zip(queries, vectors))
+    ]
+    lazy = ZooterRouter.from_pretrained(trained, device="cpu", lazy_encoder=True)
+    for router in (eager, lazy):
+        router.update([*routed, example("q1", "known", poet=0.0)])
+        router.remove_expert("mathbot")
+    assert lazy.encoder_deferred  # the feedback carried its vectors; merging and retiring embed nothing
+    assert torch.equal(lazy.bank.embeddings, eager.bank.embeddings)
+    assert lazy.config.decision == eager.config.decision
+    saved = ZooterRouter.from_pretrained(lazy.save_pretrained(tmp_path / "r"), device="cpu")
+    assert saved.encoder_id == eager.encoder_id and saved.experts == ["coder", "poet"]
+    torch.testing.assert_close(saved.estimate(queries).expected_rewards, eager.estimate(queries).expected_rewards)
+    lazy.update([example("plain", ROWS[47]["query"], coder=1.0)])  # a query without its vector is embedded
+    assert not lazy.encoder_deferred and len(lazy.bank) == len(eager.bank) + 1
+
+
 def test_a_routed_vector_that_does_not_fit_is_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:
     before = len(router.bank)
     width = router.bank.embeddings.shape[1]

@@ -173,10 +173,85 @@ def test_a_folder_written_before_checksums_still_loads(method: str, tmp_path: Pa
         torch.testing.assert_close(estimates.expected_rewards, torch.tensor(expected[method]["expected_rewards"]))
     assert [d.expert for d in router.route(expected["queries"])] == expected[method]["experts"]
     assert router.decision is None or router.decision.z == 0.0  # saved before z: the margin alone
+    lazy = ZooterRouter.from_pretrained(old, device="cpu", lazy_encoder=True)  # no encoder id recorded
+    assert lazy.encoder_id == router.encoder_id
+    torch.testing.assert_close(lazy.estimate(expected["queries"]).probabilities, estimates.probabilities)
     resaved = router.save_pretrained(tmp_path / "resaved")  # saved again: the new format, same routing
     assert isinstance(config_of(resaved)["files"], dict)
+    assert config_of(resaved)["encoder_id"] == router.encoder_id
     again = ZooterRouter.from_pretrained(resaved, device="cpu").estimate(expected["queries"])
     torch.testing.assert_close(again.probabilities, estimates.probabilities)
+
+
+# -- a deferred encoder (lazy_encoder=True) ----------------------------------------------------
+
+
+def test_a_deferred_encoder_is_read_on_first_use_and_routes_as_an_eager_load(folder: Path) -> None:
+    eager = ZooterRouter.from_pretrained(folder, device="cpu")
+    lazy = ZooterRouter.from_pretrained(folder, device="cpu", lazy_encoder=True)
+    assert lazy.encoder_deferred and "encoder" not in dict(lazy.named_children())
+    # the id routed feedback is matched on is the one config.json records, known without the weights
+    assert lazy.encoder_id == eager.encoder_id == config_of(folder)["encoder_id"]
+    assert lazy.encoder_deferred and len(lazy.bank) == len(eager.bank)
+    torch.testing.assert_close(lazy.estimate(QUERIES).expected_rewards, eager.estimate(QUERIES).expected_rewards)
+    assert not lazy.encoder_deferred
+    assert lazy.state_dict().keys() == eager.state_dict().keys() and not lazy.encoder.training
+    # read inside routing's inference mode, the weights are still ones to train and hash
+    assert not any(p.is_inference() for p in lazy.encoder.parameters())
+    with torch.no_grad():
+        next(lazy.encoder.parameters()).add_(1.0)
+    assert lazy.encoder_id != eager.encoder_id
+
+
+def test_a_router_saved_before_its_encoder_is_read_links_the_weights_it_was_loaded_from(
+    folder: Path, tiny_encoder: str, tmp_path: Path
+) -> None:
+    weights = (folder / "model.safetensors").read_bytes()
+    expected = ZooterRouter.from_pretrained(folder, device="cpu").estimate(QUERIES).expected_rewards
+    lazy = ZooterRouter.from_pretrained(folder, device="cpu", lazy_encoder=True)
+    linked = lazy.save_pretrained(tmp_path / "linked")
+    assert lazy.encoder_deferred  # saving needed neither the weights nor the tokenizer
+    assert os.path.samestat(os.stat(linked / "model.safetensors"), os.stat(folder / "model.safetensors"))
+    torch.testing.assert_close(
+        ZooterRouter.from_pretrained(linked, device="cpu").estimate(QUERIES).expected_rewards, expected
+    )
+
+    # another router saved over the folder meanwhile: the file loaded is copied, not the new one linked
+    lazy = ZooterRouter.from_pretrained(folder, device="cpu", lazy_encoder=True)
+    other = neighbour_router(tiny_encoder)
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(1.0)
+    other.save_pretrained(folder)
+    copied = lazy.save_pretrained(tmp_path / "copied")
+    assert (copied / "model.safetensors").read_bytes() == weights
+    assert not os.path.samestat(os.stat(copied / "model.safetensors"), os.stat(folder / "model.safetensors"))
+    reloaded = ZooterRouter.from_pretrained(copied, device="cpu")
+    assert reloaded.encoder_id == lazy.encoder_id != other.encoder_id
+    torch.testing.assert_close(reloaded.estimate(QUERIES).expected_rewards, expected)
+
+
+def test_weights_that_cannot_route_are_refused_when_a_deferred_encoder_is_read(folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    name = next(n for n, t in state.items() if t.is_floating_point())
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    record_file(folder, "model.safetensors")
+    lazy = ZooterRouter.from_pretrained(folder, device="cpu", lazy_encoder=True)  # the checksum holds
+    for _ in range(2):  # still unread after the failure: the next use says the same
+        with pytest.raises(ZooterError, match=rf"model.safetensors holds non-finite weights.*{name}"):
+            lazy.estimate(QUERIES)
+        assert lazy.encoder_deferred
+    refused(folder, "model.safetensors holds non-finite weights")  # an eager load refuses it at once
+
+
+def test_a_router_without_a_bank_reads_its_encoder_at_once(tiny_encoder: str, tmp_path: Path) -> None:
+    distilled = ZooterRouter.from_encoder(tiny_encoder, experts=EXPERTS, device="cpu")
+    folder = distilled.save_pretrained(tmp_path / "distilled")  # its head is in the encoder's file
+    loaded = ZooterRouter.from_pretrained(folder, device="cpu", lazy_encoder=True)
+    assert not loaded.encoder_deferred
+    torch.testing.assert_close(loaded.predict_proba(QUERIES), distilled.predict_proba(QUERIES))
 
 
 # -- the bank is checked against config.json ---------------------------------------------------

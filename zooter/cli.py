@@ -442,7 +442,8 @@ def _updated_router(args: argparse.Namespace, inputs: list[str | None]) -> tuple
         raise ConfigError(f"{args.router} is not a local router folder: pass --output DIR to save the updated router")
     refuse_overwriting_inputs([output], inputs)
     check_save_directory(output)
-    return ZooterRouter.from_pretrained(args.router, device=args.device), output
+    # an edit that embeds no query (rows with their vectors, a retired expert) never reads the encoder
+    return ZooterRouter.from_pretrained(args.router, device=args.device, lazy_encoder=True), output
 
 
 def _print_update(report: Any, output: Path) -> None:

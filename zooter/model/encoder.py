@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,29 @@ def position_limit(encoder: Any, tokenizer: Any) -> int | None:
     return min(limits) if limits else None
 
 
+class DeferredEncoder:
+    """An encoder and its tokenizer that a :class:`QueryEncoder` reads only when it first needs them.
+
+    A :class:`QueryEncoder` given one in place of its encoder builds the encoder, reads its weights
+    and loads its tokenizer on the first use of ``.encoder`` or ``.tokenizer`` (embedding a query,
+    exporting, training, hashing the weights), not before: work that never embeds a query (an
+    update whose rows carry their vectors, retiring an expert) never pays for it.
+    :class:`~zooter.model.persistence.FolderEncoder` is the one a router folder gives.
+
+    Attributes:
+        hidden_size: the width of the encoder's vectors.
+        encoder_id: :attr:`QueryEncoder.encoder_id` of the encoder it gives, when known without
+            reading it (None: it is read to compute the id).
+    """
+
+    hidden_size: int
+    encoder_id: str | None = None
+
+    def load(self) -> tuple[Any, Any]:
+        """The encoder (a ``transformers`` base model, weights loaded, on the CPU) and its tokenizer."""
+        raise NotImplementedError
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     """The vocabulary size and a sha256 of the token -> id map: what routing depends on."""
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
@@ -265,12 +289,43 @@ class QueryEncoder(torch.nn.Module):
 
     def __init__(self, encoder: Any, tokenizer: Any, max_length: int | None = None) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.tokenizer = tokenizer
+        self._deferred: DeferredEncoder | None = None
+        if isinstance(encoder, DeferredEncoder):  # read on first use (see __getattr__)
+            self._deferred = encoder
+        else:
+            self.encoder = encoder
+            self.tokenizer = tokenizer
         if max_length is not None:
             self._max_length = self.fit_length(max_length)
         self.backend = "torch"
         self.runtime: Any = None  # the zooter.model.onnx.OnnxEncoder computing embed() off PyTorch, if any
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for what the instance lacks: a deferred encoder's parts are read on first use
+        if name in ("encoder", "tokenizer") and self.__dict__.get("_deferred") is not None:
+            self.read_deferred_encoder()
+            return self.__dict__["tokenizer"] if name == "tokenizer" else self._modules["encoder"]
+        return super().__getattr__(name)
+
+    @property
+    def encoder_deferred(self) -> bool:
+        """Whether the encoder is still unread (a :class:`DeferredEncoder`, read on first use)."""
+        return self.__dict__.get("_deferred") is not None
+
+    def read_deferred_encoder(self) -> None:
+        """Read a deferred encoder and its tokenizer now (nothing when they are read already), onto
+        this module's device and in its training mode."""
+        deferred = self.__dict__.get("_deferred")
+        if deferred is None:
+            return
+        started = time.perf_counter()
+        first = next(self.parameters(), None)  # a router's head; the encoder joins it there
+        with torch.inference_mode(False):  # first used inside routing's inference mode, yet weights to keep
+            encoder, tokenizer = deferred.load()
+            self.encoder = encoder.to(first.device if first is not None else "cpu").train(self.training)
+        self.tokenizer = tokenizer
+        self._deferred = None
+        logger.info("read the deferred encoder in %.2f s", time.perf_counter() - started)
 
     @classmethod
     def load(
@@ -364,6 +419,9 @@ class QueryEncoder(torch.nn.Module):
         of embedding the query again. Hashing the weights takes a fraction of a second; the id is
         kept until the weights change (training, quantisation).
         """
+        deferred = self.__dict__.get("_deferred")
+        if deferred is not None and deferred.encoder_id is not None:
+            return deferred.encoder_id
         state = [p._version for p in self.encoder.parameters()]
         key = (getattr(self, "quantized", None), self.max_length, sum(state), len(state))
         cached = getattr(self, "_encoder_id", None)

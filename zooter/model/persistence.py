@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,7 +45,13 @@ import torch
 from zooter import __version__
 from zooter._io import atomic_directory, check_writable, link_or_copy, settle_files
 from zooter.errors import ConfigError, ZooterError
-from zooter.model.encoder import backend_device, check_hub_source, encoder_from_config, tokenizer_fingerprint
+from zooter.model.encoder import (
+    DeferredEncoder,
+    backend_device,
+    check_hub_source,
+    encoder_from_config,
+    tokenizer_fingerprint,
+)
 from zooter.model.folder import CONFIG_NAME, FolderFiles, file_records, record_files, wait_for_folder
 
 logger = logging.getLogger(__name__)
@@ -82,6 +91,8 @@ class RouterPersistence:
     tagger: Any
     training_log: list[dict[str, Any]]
     quantized: str | None
+    encoder_id: str  # QueryEncoder's, as read_deferred_encoder
+    read_deferred_encoder: Callable[[], None]
 
     def save_pretrained(self, save_directory: str | Path, *, evaluation: Any = None) -> Path:
         """Write ``config.json``, ``model.safetensors``, the tokenizer and a ``README.md`` model card.
@@ -114,16 +125,26 @@ class RouterPersistence:
         target = Path(save_directory)
         check_save_directory(target)
         users = _user_entries(target)
-        # a neighbour router never uses its head: it saves the encoder alone (under the same names)
-        weights = self if self.bank is None else torch.nn.ModuleDict({"encoder": self.encoder})
+        deferred = self.__dict__.get("_deferred")  # the encoder of the folder it was loaded from, unread
+        if self.bank is None:
+            self.read_deferred_encoder()  # a distilled router saves its head in the encoder's file
+            deferred = None
         with atomic_directory(target) as tmp:
-            save_model(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
-            before = {p.name for p in tmp.iterdir()}
-            self.tokenizer.save_pretrained(str(tmp))
-            tokenizer = {
-                "files": sorted(p.name for p in tmp.iterdir() if p.name not in before and p.is_file()),
-                **tokenizer_fingerprint(self.tokenizer),
-            }
+            if isinstance(deferred, FolderEncoder):  # unchanged: the files it was loaded from, linked
+                deferred.write(tmp)
+                tokenizer = dict(config.tokenizer)
+                encoder_id = deferred.encoder_id
+            else:
+                # a neighbour router never uses its head: it saves the encoder alone (under the same names)
+                weights = self if self.bank is None else torch.nn.ModuleDict({"encoder": self.encoder})
+                save_model(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "zooter_version": __version__})
+                before = {p.name for p in tmp.iterdir()}
+                self.tokenizer.save_pretrained(str(tmp))
+                tokenizer = {
+                    "files": sorted(p.name for p in tmp.iterdir() if p.name not in before and p.is_file()),
+                    **tokenizer_fingerprint(self.tokenizer),
+                }
+                encoder_id = None if self.quantized else self.encoder_id
             if self.bank is not None:
                 self.bank.save(tmp, experts=config.experts)
             config = config.replace(
@@ -135,7 +156,7 @@ class RouterPersistence:
                 with open(tmp / LOG_NAME, "w", encoding="utf-8") as f:
                     for entry in self.training_log:
                         f.write(json.dumps(entry) + "\n")
-            config = config.replace(tokenizer=tokenizer)
+            config = config.replace(tokenizer=tokenizer, encoder_id=encoder_id)
             (tmp / CARD_NAME).write_text(render_model_card(CardData.from_config(config)), encoding="utf-8")
             config = config.replace(files={n: r.to_dict() for n, r in record_files(tmp).items()})
             (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -158,6 +179,7 @@ class RouterPersistence:
         token: str | None = None,
         device: str | torch.device | None = None,
         backend: str | None = None,
+        lazy_encoder: bool = False,
     ) -> Any:
         """Load a router from a local folder or a Hugging Face Hub repo id.
 
@@ -173,21 +195,27 @@ class RouterPersistence:
             backend: ``"torch"``, ``"torch-bf16"``, ``"onnx"``, ``"onnx-int8"`` or ``"onnx-openvino"``
                 (see ``set_backend``); by default the one its neighbour bank was embedded with in
                 training (``"torch"`` unless ``TrainingConfig.backend`` said otherwise).
+            lazy_encoder: defer the encoder (:class:`FolderEncoder`): a ``neighbours`` router then
+                builds it and reads its weights and tokenizer only when it first embeds a query (or
+                needs them otherwise), and a save before that links the folder's weights file rather
+                than writing it again. For work that may embed nothing: an update whose rows carry
+                their vectors, retiring an expert, reading the bank or the config. The files are
+                checked at load either way; a defect inside the weights shows when they are read.
+                Routers without a bank and older folders (no tokenizer record) read the encoder at
+                once; so does a backend other than ``"torch"`` (it runs an export of the weights).
         """
         folder = Path(path_or_repo_id)
         # a save killed between its two renames set the router aside; a running one is swapping it
         if not wait_for_folder(folder):
             folder = _download(str(path_or_repo_id), revision=revision, token=token)
         with FolderFiles.open(folder) as files:
-            router = cls._from_files(files)
+            router = cls._from_files(files, lazy_encoder=lazy_encoder)
         if backend is None:
             backend = str(router.config.training.get("backend") or "torch")
         return router.to(backend_device(backend, device)).set_backend(backend)
 
     @classmethod
-    def _from_files(cls, files: FolderFiles) -> Any:
-        from safetensors.torch import load as load_safetensors
-
+    def _from_files(cls, files: FolderFiles, *, lazy_encoder: bool = False) -> Any:
         folder, config_path = files.folder, files.where(CONFIG_NAME)
         if files.problem(CONFIG_NAME) or not files.has(WEIGHTS_NAME):
             raise ZooterError(f"{folder} is not a router folder: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -209,15 +237,19 @@ class RouterPersistence:
                 f"{config_path}: field 'neighbours' is null, but the folder holds {NEIGHBOURS_NAME}; "
                 "restore the field's k, temperature and rows, or copy the whole router folder again"
             )
-        tokenizer = _load_tokenizer(files, config)
-        router = cls(encoder_from_config(config.encoder_config), tokenizer, config)  # type: ignore[call-arg]
-        try:
-            state = load_safetensors(files.read(WEIGHTS_NAME))
-        except ZooterError:
-            raise
-        except Exception as e:  # safetensors' own error type for a damaged file
-            raise ZooterError(f"{files.where(WEIGHTS_NAME)} is not a readable safetensors file: {e}") from None
-        _load_weights(router, state, files.where(WEIGHTS_NAME), with_head=config.neighbours is None)
+        deferrable = (
+            lazy_encoder
+            and config.neighbours is not None
+            and bool(config.tokenizer.get("files"))
+            and isinstance(config.encoder_config.get("hidden_size"), int)
+        )
+        if deferrable:
+            router = cls(FolderEncoder(files, config), None, config)  # type: ignore[call-arg]
+        else:
+            tokenizer = _load_tokenizer(files, config)
+            router = cls(encoder_from_config(config.encoder_config), tokenizer, config)  # type: ignore[call-arg]
+            state = _read_weights(files.read(WEIGHTS_NAME), files.where(WEIGHTS_NAME))
+            _load_weights(router, state, files.where(WEIGHTS_NAME), with_head=config.neighbours is None)
         router.training_log = _read_training_log(files)
         router.tagger = _load_tagger(config, files)
         if config.neighbours is not None:
@@ -249,6 +281,61 @@ class RouterPersistence:
         return str(url)
 
 
+class FolderEncoder(DeferredEncoder):
+    """The encoder of a router folder, read when the router first needs it (``lazy_encoder=True``).
+
+    It holds the folder's weights file open as checked at load (so a save over the folder
+    meanwhile changes nothing) and the tokenizer's bytes; :meth:`load` builds the encoder from
+    ``config.json``'s ``encoder_config`` and checks the weights as an eager load does.
+    """
+
+    def __init__(self, files: FolderFiles, config: Any) -> None:
+        self.hidden_size = int(config.encoder_config["hidden_size"])
+        self.encoder_id = config.encoder_id
+        self._config = config
+        self._folder = files.folder
+        self._weights = files.open_file(WEIGHTS_NAME)
+        self._tokenizer = {name: files.read(name) for name in _tokenizer_files(files, config)}
+
+    def load(self) -> tuple[Any, Any]:
+        with tempfile.TemporaryDirectory(prefix="zooter-tokenizer-") as tmp:
+            for name, data in self._tokenizer.items():
+                (Path(tmp) / name).write_bytes(data)
+            tokenizer = _tokenizer_in(Path(tmp), self._folder, self._config)
+        encoder = encoder_from_config(self._config.encoder_config)
+        where = self._folder / WEIGHTS_NAME
+        self._weights.seek(0)
+        holder = torch.nn.ModuleDict({"encoder": encoder})
+        _load_weights(holder, _read_weights(self._weights.read(), where), where, with_head=False)
+        self._weights.close()
+        return encoder, tokenizer
+
+    def write(self, folder: Path) -> None:
+        """Put the weights file loaded (a hard link to it, or a copy across file systems) and the
+        tokenizer's files in ``folder``, a router folder being saved."""
+        target, source = folder / WEIGHTS_NAME, self._folder / WEIGHTS_NAME
+        try:
+            os.link(source, target)
+            if not os.path.samestat(os.stat(target), os.fstat(self._weights.fileno())):
+                target.unlink()  # another save replaced the folder since it was loaded: copy the file held
+                raise FileNotFoundError(source)
+        except OSError:
+            self._weights.seek(0)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(self._weights, out)
+        for name, data in self._tokenizer.items():
+            (folder / name).write_bytes(data)
+
+
+def _read_weights(data: bytes, where: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load as load_safetensors
+
+    try:
+        return load_safetensors(data)
+    except Exception as e:  # safetensors' own error type for a damaged file
+        raise ZooterError(f"{where} is not a readable safetensors file: {e}") from None
+
+
 def _load_weights(router: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, *, with_head: bool) -> None:
     """Put ``state`` into ``router``; a neighbour router has no head to load (and ignores a saved one)."""
     if not with_head:  # routers saved before neighbour routers left their unused head out saved one
@@ -277,27 +364,37 @@ def _load_weights(router: torch.nn.Module, state: dict[str, torch.Tensor], path:
 
 def _load_tokenizer(files: FolderFiles, config: Any) -> Any:
     """The router's tokenizer, from the files the folder was opened with, checked against its record."""
+    folder = files.folder
+    if config.tokenizer.get("files"):
+        return _tokenizer_in(files.local_folder(_tokenizer_files(files, config)), folder, config)
+    # a folder from before tokenizer records: whatever vocabulary is there
+    if not any(files.has(name) for name in VOCABULARY_FILES) and not any(folder.glob("*.model")):
+        raise ZooterError(
+            f"{folder} holds no tokenizer vocabulary ({', '.join(VOCABULARY_FILES[:3])}, ...); "
+            "copy the whole router folder again"
+        )
+    return _tokenizer_in(folder, folder, config)
+
+
+def _tokenizer_files(files: FolderFiles, config: Any) -> list[str]:
+    """The tokenizer files ``config.json`` records, all of which the folder must hold."""
+    recorded = list(config.tokenizer.get("files") or [])
+    missing = [name for name in recorded if not files.has(name)]
+    if missing:
+        raise ZooterError(
+            f"{files.folder} lacks {', '.join(missing)}, part of the tokenizer the router was saved with; "
+            "copy the whole router folder again"
+        )
+    return recorded
+
+
+def _tokenizer_in(source: Path, folder: Path, config: Any) -> Any:
+    """The tokenizer in ``source`` (a private copy of the files of the router folder ``folder``, or
+    an older folder itself), checked against the record."""
     from transformers import AutoTokenizer
 
-    folder = files.folder
-    recorded = config.tokenizer.get("files")
-    if recorded:
-        missing = [name for name in recorded if not files.has(name)]
-        if missing:
-            raise ZooterError(
-                f"{folder} lacks {', '.join(missing)}, part of the tokenizer the router was saved with; "
-                "copy the whole router folder again"
-            )
-        source = files.local_folder(recorded)
-        # the encoder's own config, for a tokenizer that names its class only there
+    if source != folder:  # the encoder's own config, for a tokenizer that names its class only there
         (source / CONFIG_NAME).write_text(json.dumps(config.encoder_config), encoding="utf-8")
-    else:  # a folder from before tokenizer records: whatever vocabulary is there
-        if not any(files.has(name) for name in VOCABULARY_FILES) and not any(folder.glob("*.model")):
-            raise ZooterError(
-                f"{folder} holds no tokenizer vocabulary ({', '.join(VOCABULARY_FILES[:3])}, ...); "
-                "copy the whole router folder again"
-            )
-        source = folder
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
     except (OSError, ValueError) as e:

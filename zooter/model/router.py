@@ -30,7 +30,14 @@ from zooter.decide.costs import CostCalibration, CostSettings, CostTable, CostTa
 from zooter.decide.decision import RouteDecision
 from zooter.decide.policy import DecisionRule, check_allowed, check_max_cost, route_decisions
 from zooter.errors import ConfigError, ZooterError, name_list
-from zooter.model.encoder import DEFAULT_ENCODER, DEFAULT_ENCODER_ALIASES, QueryEncoder, load_encoder, pick_device
+from zooter.model.encoder import (
+    DEFAULT_ENCODER,
+    DEFAULT_ENCODER_ALIASES,
+    DeferredEncoder,
+    QueryEncoder,
+    load_encoder,
+    pick_device,
+)
 from zooter.model.folder import FileRecord, check_file_name, file_records
 from zooter.model.neighbours import Estimates, NeighbourBank, NeighbourSettings
 from zooter.model.persistence import RouterPersistence
@@ -60,6 +67,9 @@ class RouterConfig(ZooterConfig):
             and, when λ was calibrated to a target, what that measured; None: costs play no part.
         tokenizer: the saved tokenizer: its ``files``, ``vocab_size`` and a ``sha256`` of its
             vocabulary, so loading can refuse a folder whose tokenizer is missing or another one.
+        encoder_id: the saved encoder's :attr:`~zooter.model.encoder.QueryEncoder.encoder_id` (who
+            computes the router's query vectors), so a router loaded with its encoder deferred knows
+            which carried vectors are its own without reading the weights; None in older folders.
         files: every file the router wrote in its folder but ``config.json``, with its size and
             sha256 (:class:`~zooter.model.folder.FileRecord`), checked at load; other files
             (the user's) are kept when a router is saved over it. A folder written before checksums
@@ -80,6 +90,7 @@ class RouterConfig(ZooterConfig):
     decision: DecisionRule | None = None
     costs: CostSettings | None = None
     tokenizer: dict[str, Any] = Field(default_factory=dict)
+    encoder_id: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     files: dict[str, FileRecord | None] = Field(default_factory=dict)
     zooter_version: str = __version__
 
@@ -150,10 +161,14 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
     def __init__(self, encoder: Any, tokenizer: Any, config: RouterConfig) -> None:
         super().__init__(encoder, tokenizer)
         self.config = config
-        if not config.encoder_config:
-            config.encoder_config = encoder.config.to_dict()
-        config.max_length = self.fit_length(config.max_length)
-        self.head = torch.nn.Linear(encoder.config.hidden_size, len(config.experts))
+        if isinstance(encoder, DeferredEncoder):  # a saved router's: its config was whole and fitted then
+            hidden = encoder.hidden_size
+        else:
+            if not config.encoder_config:
+                config.encoder_config = encoder.config.to_dict()
+            config.max_length = self.fit_length(config.max_length)
+            hidden = encoder.config.hidden_size
+        self.head = torch.nn.Linear(hidden, len(config.experts))
         torch.nn.init.zeros_(self.head.weight)  # starts at the uniform (or bias-given) distribution
         torch.nn.init.zeros_(self.head.bias)
         self.training_log: list[dict[str, Any]] = []

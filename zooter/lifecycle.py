@@ -23,10 +23,14 @@ faiss index (grown in place when the bank grows a little, rebuilt otherwise; ``i
 kind as training does); and the decision is recalibrated on the leave-one-out estimates of a
 bounded sample of the bank (the training setting ``calibration_rows``), found through that index.
 
+A worker that only merges feedback loads the router with ``lazy_encoder=True``: the encoder is
+then read only when a row must be embedded (feedback logged by ``ChatZooterRouter`` carries each
+query's vector), and a save before that links the unchanged weights file (``zooter update`` does so).
+
 Example:
     >>> from zooter import ZooterRouter
     >>> from zooter.data import load_rows
-    >>> router = ZooterRouter.from_pretrained("my-router")  # doctest: +SKIP
+    >>> router = ZooterRouter.from_pretrained("my-router", lazy_encoder=True)  # doctest: +SKIP
     >>> report = router.update(load_rows("feedback.jsonl"), source="feedback.jsonl")  # doctest: +SKIP
     >>> print("\\n".join(report.lines()))  # doctest: +SKIP
     rows: 5608 -> 5702 (94 new, 12 merged)

@@ -6,6 +6,7 @@ One local Ray (2 CPUs) serves the whole module: Ray takes seconds to start, its 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -186,6 +187,9 @@ def test_zooter_update_on_ray_embeds_the_new_queries_as_the_local_engine(
     assert main([*args, "--output", str(tmp_path / "local")]) == 0
     assert main([*args, "--output", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"]) == 0
     assert on_ray == [20]  # only the new queries, embedded on the Ray workers
+    # this process never read its own encoder: the updated folder links the router's weights file
+    weights = [os.stat(tmp_path / name / "model.safetensors") for name in ("router", "ray", "local")]
+    assert os.path.samestat(weights[0], weights[1]) and not os.path.samestat(weights[0], weights[2])
     local, ray = (load_file(tmp_path / name / "neighbours.safetensors") for name in ("local", "ray"))
     assert local["embeddings"].shape[0] == 60
     for key in local:

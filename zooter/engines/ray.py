@@ -154,7 +154,7 @@ class RayEngine:
         import_ray()
         if loader is None:
             raise ConfigError("the ray engine loads the encoder on each worker: pass loader=ModelLoader(...)")
-        out = torch.empty((len(queries), encoder.encoder.config.hidden_size), dtype=torch.float32)
+        out = torch.empty((len(queries), encoder.embedding_size), dtype=torch.float32)  # reads no deferred encoder
         if not len(queries):
             return out.to(encoder.device)
         rows = [{"row": i, "query": json.dumps(q, ensure_ascii=False)} for i, q in enumerate(queries)]

@@ -406,7 +406,13 @@ class QueryEncoder(torch.nn.Module):
     @property
     def output_size(self) -> int:
         """Width of :meth:`forward`'s output: the pooled vector's."""
-        return int(self.encoder.config.hidden_size)
+        return self.embedding_size
+
+    @property
+    def embedding_size(self) -> int:
+        """Width of a pooled query vector (the encoder's hidden size), known without reading a deferred encoder."""
+        deferred = self.__dict__.get("_deferred")
+        return deferred.hidden_size if deferred is not None else int(self.encoder.config.hidden_size)
 
     @property
     def encoder_id(self) -> str:
@@ -597,7 +603,7 @@ class QueryEncoder(torch.nn.Module):
             batch_size = self.default_batch_size
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        width = self.encoder.config.hidden_size if pooled else self.output_size
+        width = self.embedding_size if pooled else self.output_size
         # Results stay on the device until the end: one copy back, no sync per batch on a GPU.
         out = torch.empty((len(queries), width), dtype=torch.float32, device=self.device)
         if not queries:

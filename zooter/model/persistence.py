@@ -311,20 +311,27 @@ class FolderEncoder(DeferredEncoder):
         return encoder, tokenizer
 
     def write(self, folder: Path) -> None:
-        """Put the weights file loaded (a hard link to it, or a copy across file systems) and the
-        tokenizer's files in ``folder``, a router folder being saved."""
-        target, source = folder / WEIGHTS_NAME, self._folder / WEIGHTS_NAME
-        try:
-            os.link(source, target)
-            if not os.path.samestat(os.stat(target), os.fstat(self._weights.fileno())):
-                target.unlink()  # another save replaced the folder since it was loaded: copy the file held
-                raise FileNotFoundError(source)
-        except OSError:
+        """Put the weights file loaded (a hard link to it where one can be made, else a copy) and
+        the tokenizer's files in ``folder``, a router folder being saved."""
+        target = folder / WEIGHTS_NAME
+        if not self._linked(target):
             self._weights.seek(0)
             with open(target, "wb") as out:
                 shutil.copyfileobj(self._weights, out)
         for name, data in self._tokenizer.items():
             (folder / name).write_bytes(data)
+
+    def _linked(self, target: Path) -> bool:
+        """Whether ``target`` is now a hard link to the weights file held: not across file systems,
+        nor when another save has replaced the folder's file since the load."""
+        try:
+            os.link(self._folder / WEIGHTS_NAME, target)
+        except OSError:
+            return False
+        if os.path.samestat(os.stat(target), os.fstat(self._weights.fileno())):
+            return True
+        target.unlink()
+        return False
 
 
 def _read_weights(data: bytes, where: Path) -> dict[str, torch.Tensor]:

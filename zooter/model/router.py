@@ -161,14 +161,11 @@ class ZooterRouter(RouterPersistence, QueryEncoder):
     def __init__(self, encoder: Any, tokenizer: Any, config: RouterConfig) -> None:
         super().__init__(encoder, tokenizer)
         self.config = config
-        if isinstance(encoder, DeferredEncoder):  # a saved router's: its config was whole and fitted then
-            hidden = encoder.hidden_size
-        else:
+        if not isinstance(encoder, DeferredEncoder):  # a deferred one is a saved router's, whose config is whole
             if not config.encoder_config:
                 config.encoder_config = encoder.config.to_dict()
             config.max_length = self.fit_length(config.max_length)
-            hidden = encoder.config.hidden_size
-        self.head = torch.nn.Linear(hidden, len(config.experts))
+        self.head = torch.nn.Linear(self.embedding_size, len(config.experts))
         torch.nn.init.zeros_(self.head.weight)  # starts at the uniform (or bias-given) distribution
         torch.nn.init.zeros_(self.head.bias)
         self.training_log: list[dict[str, Any]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from conftest import keyword_rows
 
 from zooter.data import QueryVector, RoutingDataset, RoutingExample, load_rows
 from zooter.decide.policy import DecisionRule, choose
-from zooter.errors import ConfigError, DataError
+from zooter.errors import ConfigError, DataError, ExpertMismatchError
 from zooter.model.neighbours import NeighbourBank
 from zooter.model.router import ZooterRouter
 from zooter.training import TrainingConfig, train_router
@@ -191,6 +192,61 @@ def test_an_edit_that_embeds_no_query_never_reads_a_deferred_encoder(trained: Pa
     torch.testing.assert_close(saved.estimate(queries).expected_rewards, eager.estimate(queries).expected_rewards)
     lazy.update([example("plain", ROWS[47]["query"], coder=1.0)])  # a query without its vector is embedded
     assert not lazy.encoder_deferred and len(lazy.bank) == len(eager.bank) + 1
+
+
+def test_a_serving_router_picks_up_an_update_saved_over_its_folder_sharing_its_encoder(
+    trained: Path, tmp_path: Path, tiny_encoder: str
+) -> None:
+    folder = Path(shutil.copytree(trained, tmp_path / "router"))
+    serving = ZooterRouter.from_pretrained(folder, device="cpu")
+    queries = [r["query"] for r in ROWS[40:46]]
+    serving.route(queries)
+    assert serving.reloaded() is serving  # nothing saved since
+    updater = ZooterRouter.from_pretrained(folder, device="cpu", lazy_encoder=True)
+    updater.update([example("n1", ROWS[45]["query"], poet=9.0), example("q1", "known", coder=-3.0)])
+    updater.save_pretrained(folder)  # as `zooter update` does, in place
+    fresh = serving.reloaded()
+    assert fresh is not serving and len(fresh.bank) == len(serving.bank) + 1
+    assert fresh.encoder is serving.encoder and fresh.tokenizer is serving.tokenizer  # shared, not read again
+    expected = ZooterRouter.from_pretrained(folder, device="cpu")
+    torch.testing.assert_close(fresh.estimate(queries).expected_rewards, expected.estimate(queries).expected_rewards)
+    assert [d.expert for d in fresh.route(queries)] == [d.expert for d in expected.route(queries)]
+    assert fresh.reloaded() is fresh and len(serving.bank) == 40  # the old router routes as it did
+
+    with torch.no_grad():  # a save of another encoder: read, not shared
+        next(expected.encoder.parameters()).add_(0.5)
+    expected.save_pretrained(folder)
+    changed = fresh.reloaded()
+    assert changed.encoder is not fresh.encoder and not changed.encoder_deferred
+    assert changed.encoder_id == expected.encoder_id != fresh.encoder_id
+    changed.save_pretrained(folder)  # its own save over its folder is what it holds already
+    assert changed.reloaded() is changed
+    with pytest.raises(ConfigError, match="not loaded from a local folder"):
+        ZooterRouter.from_encoder(tiny_encoder, experts=["a", "b"], device="cpu").reloaded()
+
+
+def test_chat_zooter_router_reloads_an_update_and_refuses_a_router_of_other_experts(
+    trained: Path, tmp_path: Path
+) -> None:
+    from zooter_langchain import ChatZooterRouter, FakeExpertChatModel
+
+    folder = Path(shutil.copytree(trained, tmp_path / "router"))
+    experts = {name: FakeExpertChatModel(name=name) for name in ["mathbot", "coder", "poet"]}
+    model = ChatZooterRouter.from_pretrained(folder, experts=experts, device="cpu")
+    assert model.reload_router() is False
+    updater = ZooterRouter.from_pretrained(folder, device="cpu", lazy_encoder=True)
+    updater.update([example("q1", "known", coder=-3.0)])
+    updater.save_pretrained(folder)
+    before = model.router
+    assert model.reload_router() is True
+    assert model.router is not before and model.router.encoder is before.encoder
+    assert model.invoke(ROWS[40]["query"]).response_metadata["zooter"]["expert"] in experts
+    updater.remove_expert("poet")
+    updater.save_pretrained(folder)
+    current = model.router
+    with pytest.raises(ExpertMismatchError, match="poet"):
+        model.reload_router()
+    assert model.router is current
 
 
 def test_a_routed_vector_that_does_not_fit_is_refused_and_the_router_is_unchanged(router: ZooterRouter) -> None:

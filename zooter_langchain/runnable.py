@@ -280,8 +280,29 @@ class ChatZooterRouter(BaseChatModel, FromPretrained):
         self._check_experts()
         self._explorer = Explorer(self.explore, method=self.explore_method, seed=self.explore_seed)
 
-    def _check_experts(self) -> None:
-        router_experts = list(self.router.experts)
+    def reload_router(self) -> bool:
+        """Route with the router as its folder holds it now, when a save has replaced it since it
+        was loaded (``zooter update``, ``add-expert``, ``remove-expert`` write one): see
+        :meth:`zooter.ZooterRouter.reloaded`, which shares the encoder when it is the same. Calls
+        under way finish on the router they started with. Call it from a timer or after an update.
+
+        Returns:
+            Whether the router changed.
+
+        Raises:
+            ExpertMismatchError: the new router's experts do not match the chat models (an expert
+                added or retired): the current router is kept; build a new ``ChatZooterRouter``.
+            ConfigError: the router was not loaded from a local folder.
+        """
+        router = self.router.reloaded()
+        if router is self.router:
+            return False
+        self._check_experts(router)
+        self.router = router
+        return True
+
+    def _check_experts(self, router: Any = None) -> None:
+        router_experts = list((self.router if router is None else router).experts)
         missing = [name for name in router_experts if name not in self.experts]
         extra = [name for name in self.experts if name not in router_experts]
         if extra or (missing and not self.allow_subset) or not self.experts:

@@ -83,11 +83,13 @@ class FolderFiles:
         folder: the router folder.
         config: ``config.json``'s content (a dict, unvalidated).
         checked: whether ``config.json`` records checksums (folders written before them do not).
+        config_sha256: the sha256 of ``config.json``'s bytes: which save this is.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.config: dict[str, Any] = {}
+        self.config_sha256: str | None = None
         self.checked = False
         self._records: dict[str, FileRecord | None] = {}
         self._dir_fd: int | None = None
@@ -135,6 +137,7 @@ class FolderFiles:
             self._problems[CONFIG_NAME] = f"{self.folder} is not a router folder: expected {CONFIG_NAME}"
             return
         self._config_bytes = raw
+        self.config_sha256 = hashlib.sha256(raw).hexdigest()
         path = self.folder / CONFIG_NAME
         try:
             config = json.loads(raw.decode("utf-8"))

@@ -30,6 +30,7 @@ The reading itself (one opening, checksums, reading again after a concurrent sav
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -167,6 +168,9 @@ class RouterPersistence:
                 else:
                     link_or_copy(kept, tmp / kept.name)
         self.config = config
+        loaded = self.__dict__.get("_loaded_from")
+        if loaded is not None and loaded[0].resolve() == target.resolve():  # its own folder: now this save
+            self._loaded_from = (loaded[0], hashlib.sha256((target / CONFIG_NAME).read_bytes()).hexdigest())
         logger.info("saved router to %s", target)
         return target
 
@@ -206,13 +210,60 @@ class RouterPersistence:
         """
         folder = Path(path_or_repo_id)
         # a save killed between its two renames set the router aside; a running one is swapping it
-        if not wait_for_folder(folder):
+        local = wait_for_folder(folder)
+        if not local:
             folder = _download(str(path_or_repo_id), revision=revision, token=token)
         with FolderFiles.open(folder) as files:
             router = cls._from_files(files, lazy_encoder=lazy_encoder)
+            if local:  # what reloaded() compares the folder with
+                router._loaded_from = (folder, files.config_sha256)
         if backend is None:
             backend = str(router.config.training.get("backend") or "torch")
         return router.to(backend_device(backend, device)).set_backend(backend)
+
+    def reloaded(self) -> Any:
+        """This router as its folder holds it now: itself when no save has replaced the folder since
+        it was loaded (one read of ``config.json``), else the new save, loaded on this router's
+        device and backend, its encoder read, ready to route.
+
+        The new router shares this one's encoder (its weights, tokenizer, backend and quantisation)
+        when the new save's encoder is the same one (``config.json``'s ``encoder_id``), as after
+        ``zooter update``, ``add-expert`` or ``remove-expert``: picking up an update then reads the
+        bank and the config, not the encoder. A server swaps the router it routes with for the one
+        returned; calls under way finish on the old one (``ChatZooterRouter.reload_router`` does this).
+
+        Raises:
+            ConfigError: the router was not loaded from a local folder (built in memory, or from the Hub).
+            ZooterError: the folder no longer holds a whole router (as :meth:`from_pretrained` says).
+        """
+        loaded = self.__dict__.get("_loaded_from")
+        if loaded is None:
+            raise ConfigError(
+                "this router was not loaded from a local folder, so there is nothing to reload: "
+                "load the new router with ZooterRouter.from_pretrained"
+            )
+        folder, seen = loaded
+        wait_for_folder(folder)
+        try:
+            if hashlib.sha256((folder / CONFIG_NAME).read_bytes()).hexdigest() == seen:
+                return self
+        except OSError:
+            pass  # the whole load below says what is wrong
+        with FolderFiles.open(folder) as files:
+            new = type(self)._from_files(files, lazy_encoder=True)
+            new._loaded_from = (folder, files.config_sha256)
+        old: Any = self  # a ZooterRouter
+        new = new.to(old.device)
+        same = old.config.encoder_id is not None and new.config.encoder_id == old.config.encoder_id
+        if same and new.encoder_deferred and not old.encoder_deferred:
+            new._deferred = None
+            new.encoder, new.tokenizer = old.encoder, old.tokenizer
+            new.backend, new.runtime, new.quantized = old.backend, old.runtime, old.quantized
+        elif not old.encoder_deferred:  # ready to route, as this one is
+            new.read_deferred_encoder()
+            new.set_backend(old.backend)
+        logger.info("reloaded the router from %s (%s encoder)", folder, "the same" if same else "a new")
+        return new
 
     @classmethod
     def _from_files(cls, files: FolderFiles, *, lazy_encoder: bool = False) -> Any:

@@ -8,7 +8,10 @@ rows (embedded by the update). Timed against ``zooter train`` on all 5,608 rows,
 fresh process (wall seconds: start-up, loading, the work, saving), and against two bare start-ups:
 importing the CLI and torch (what every command pays), and with transformers' BERT too (what a
 command that runs the encoder pays; an update whose rows carry their vectors never reads the
-encoder), the fastest of ``--repeats`` of each. Prints one JSON object, then a markdown table.
+encoder), the fastest of ``--repeats`` of each. Then, in a process serving the start router (loaded
+and routing), the update is picked up: ``router.reloaded()`` after ``zooter update`` saved over the
+served folder, against loading the updated folder afresh and routing one query. Prints one JSON
+object, then a markdown table.
 
 Usage::
 
@@ -43,6 +46,37 @@ def run(*command: str) -> float:
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
+
+
+def serving_pickup(work: Path, zooter: list[str]) -> dict[str, float]:
+    """Seconds a process serving the start router takes to pick up a ``zooter update`` of its folder."""
+    served = work / "served"
+    shutil.rmtree(served, ignore_errors=True)
+    shutil.copytree(work / "start-router", served)
+    router = ZooterRouter.from_pretrained(served, device="cpu")
+    probe = [r["query"] for r in _rows(work / "round.jsonl")[:8]]
+    router.route(probe)
+    started = time.perf_counter()
+    assert router.reloaded() is router
+    unchanged = time.perf_counter() - started
+    run(*zooter, "update", str(served), str(work / "round-with-vectors.jsonl"), "--quiet")
+    started = time.perf_counter()
+    new = router.reloaded()
+    reloaded = time.perf_counter() - started
+    assert new.encoder is router.encoder and len(new.bank) == len(router.bank) + ROUND
+    started = time.perf_counter()
+    ZooterRouter.from_pretrained(served, device="cpu").route(probe[:1])
+    fresh = time.perf_counter() - started
+    return {
+        "unchanged folder: reloaded()": unchanged,
+        "after the update: reloaded()": reloaded,
+        "a fresh load and one route": fresh,
+    }
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def main() -> None:
@@ -104,13 +138,26 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, command in commands.items():
             seconds[name].append(run(*command))
+    serving = {"unchanged folder: reloaded()": [], "after the update: reloaded()": [], "a fresh load and one route": []}
+    for _ in range(args.repeats):
+        for name, value in serving_pickup(work, zooter).items():
+            serving[name].append(value)
     loads.append(os.getloadavg()[:3])
     best = {name: min(times) for name, times in seconds.items()}
     retrain = best["full retrain"]
-    print(json.dumps({"seconds": seconds, "fastest": best, "load": loads, "round": ROUND, "start_rows": len(first)}))
+    fastest = {name: min(times) for name, times in serving.items()}
+    print(
+        json.dumps(
+            {"seconds": seconds, "fastest": best, "serving": serving, "serving_fastest": fastest}
+            | {"load": loads, "round": ROUND, "start_rows": len(first)}
+        )
+    )
     print(f"\n| command (fastest of {args.repeats}) | seconds | share of a full retrain |\n|---|---:|---:|")
     for name, value in best.items():
         print(f"| {name} | {value:.1f} | {100 * value / retrain:.1f} % |")
+    print(f"\n| in a serving process (fastest of {args.repeats}) | seconds |\n|---|---:|")
+    for name, value in fastest.items():
+        print(f"| {name} | {value:.4f} |")
     print(f"\nLoad average at the start and the end: {loads[0]} / {loads[1]}.")
 
 

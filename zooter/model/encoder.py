@@ -261,6 +261,9 @@ class DeferredEncoder:
         """The encoder (a ``transformers`` base model, weights loaded, on the CPU) and its tokenizer."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Let go of what it holds to load from, when it will not be loaded (nothing by default)."""
+
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     """The vocabulary size and a sha256 of the token -> id map: what routing depends on."""

@@ -36,6 +36,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable
 from fnmatch import fnmatch
 from pathlib import Path
@@ -256,6 +257,7 @@ class RouterPersistence:
         new = new.to(old.device)
         same = old.config.encoder_id is not None and new.config.encoder_id == old.config.encoder_id
         if same and new.encoder_deferred and not old.encoder_deferred:
+            new._deferred.close()
             new._deferred = None
             new.encoder, new.tokenizer = old.encoder, old.tokenizer
             new.backend, new.runtime, new.quantized = old.backend, old.runtime, old.quantized
@@ -346,6 +348,7 @@ class FolderEncoder(DeferredEncoder):
         self._config = config
         self._folder = files.folder
         self._weights = files.open_file(WEIGHTS_NAME)
+        self._closer = weakref.finalize(self, self._weights.close)  # held until read, or the router goes
         self._tokenizer = {name: files.read(name) for name in _tokenizer_files(files, config)}
 
     def load(self) -> tuple[Any, Any]:
@@ -358,8 +361,11 @@ class FolderEncoder(DeferredEncoder):
         self._weights.seek(0)
         holder = torch.nn.ModuleDict({"encoder": encoder})
         _load_weights(holder, _read_weights(self._weights.read(), where), where, with_head=False)
-        self._weights.close()
+        self.close()
         return encoder, tokenizer
+
+    def close(self) -> None:
+        self._closer()
 
     def write(self, folder: Path) -> None:
         """Put the weights file loaded (a hard link to it where one can be made, else a copy) and

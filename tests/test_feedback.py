@@ -289,16 +289,28 @@ def test_a_fallback_answer_is_logged_under_the_expert_that_answered(keyword_rout
     assert row["rewards"] == {meta["expert"]: 0.0} and row["propensity"] is None and row["reason"] == "fallback"
 
 
-def test_the_python_snippets_of_docs_feedback_run(keyword_router, experts, tmp_path, monkeypatch) -> None:
-    """docs/feedback.md's ```python blocks run in order, in one session, with a tiny router and fake experts."""
+def test_the_python_snippets_of_docs_feedback_run(tiny_encoder: str, experts, tmp_path, monkeypatch) -> None:
+    """docs/feedback.md's ```python blocks run in order, in one session, with a tiny neighbour router
+    (the last one updates it) and fake experts."""
     import re
 
+    from conftest import keyword_rows
+
+    from zooter.data import RoutingExample
+    from zooter.training import TrainingConfig, train_router
+
+    data = RoutingDataset([RoutingExample.from_dict(r) for r in keyword_rows(60, seed=11)])
+    config = TrainingConfig(encoder=tiny_encoder, max_length=32, device="cpu", show_progress=False, neighbours=[10])
+    router = train_router(data, config)
     text = (ROOT / "docs" / "feedback.md").read_text(encoding="utf-8")
     snippets = re.findall(r"^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
-    assert len(snippets) >= 3
+    assert len(snippets) >= 4
     monkeypatch.chdir(tmp_path)
-    namespace = {"router": keyword_router, "experts": experts}
+    namespace = {"router": router, "experts": experts}
     for snippet in snippets:
         exec(compile(snippet, "docs/feedback.md", "exec"), namespace)
     rows = RoutingDataset.load(tmp_path / "feedback.jsonl")
     assert rows[0].id == namespace["decision_id"] and len(rows) == 2
+    served, updater = namespace["served"], namespace["updater"]  # the server picked the update up
+    assert served.router.config.neighbours.updates == updater.config.neighbours.updates == 1
+    assert len(served.router.bank) == len(router.bank) + 2

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import keyword_rows
 from langchain_core.messages import AIMessage
 
 from zooter._io import JsonlAppender
@@ -293,8 +294,6 @@ def test_the_python_snippets_of_docs_feedback_run(tiny_encoder: str, experts, tm
     """docs/feedback.md's ```python blocks run in order, in one session, with a tiny neighbour router
     (the last one updates it) and fake experts."""
     import re
-
-    from conftest import keyword_rows
 
     from zooter.data import RoutingExample
     from zooter.training import TrainingConfig, train_router

@@ -22,6 +22,9 @@ Sets (train -> test, fixed splits):
 A ``distill+neighbours`` run also records its per-epoch validation figures and ``head_argmax``:
 the test rows routed by the argmax of the head trained with it (at the epoch the bank chose), i.e.
 the paper's distilled router from the same fine-tuning, without a calibrated margin.
+It also records ``head_blend``: the test rows routed by the bank's expected rewards plus ``w`` times
+the head's log-probabilities, with ``w`` (from 0, the bank alone, to 0.2) and the rule chosen on the
+validation rows the bank does not hold (``head_blend_weight``, ``head_blend_validation_gain``).
 
 Each run also records how honest the held-out estimates that chose ``k``, the temperature and the
 rule were: ``held_out_gain`` (the calibrated rule's gain over the default expert on the leave-one-out
@@ -60,6 +63,7 @@ import torch
 from _common import SHARED_DATA, machine, minilm_vectors
 
 from zooter.data import RoutingDataset
+from zooter.decide.policy import calibrate_decision, decide
 from zooter.demo import demo_splits
 from zooter.evaluation import evaluate, evaluate_choices, per_task_best_choices
 from zooter.labels.targets import LabelConfig, reward_tensor
@@ -173,6 +177,7 @@ def run(
         extra = {
             "head_argmax": evaluate_choices(test, [router.experts[j] for j in heads]).routed,
             "epochs": [e for e in router.training_log if "val_gain" in e],
+            **head_blend(router, train, validation, test, test_vectors),
         }
     rule = router.decision
     honesty = {}
@@ -210,6 +215,57 @@ def run(
         "train_seconds": round(seconds, 1),
         "encoder_seconds_cached": round(encoder_seconds, 1) if cached else None,
         "device": str(router.device),
+    }
+
+
+BLEND_WEIGHTS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+def head_blend(
+    router: Any,
+    train: RoutingDataset,
+    validation: RoutingDataset | None,
+    test_rows: RoutingDataset,
+    test_vectors: torch.Tensor,
+) -> dict[str, Any]:
+    """The distilled head's log-probabilities mixed into the bank's expected rewards,
+    ``scores = expected + w * log p``, with ``w`` (0: the bank alone) and the rule chosen on the
+    validation rows the bank does not hold, with the bank's standard errors as its own rule has them
+    (so ``w = 0`` is the bank's rule); the test rows are only routed."""
+    if validation is None:
+        held = set(router.bank.ids)
+        validation = train.take([i for i, ex in enumerate(train) if ex.id not in held])
+    validation = validation.complete()
+
+    def parts(vectors: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        vectors = vectors.to(router.device)
+        with torch.no_grad():
+            logp = router.head(vectors.to(router.head.weight.dtype)).float().log_softmax(dim=1).cpu()
+        return router.bank.estimate(vectors), logp
+
+    val, val_logp = parts(router.embed_queries([ex.query for ex in validation]))
+    test, test_logp = parts(test_vectors)
+    rewards = reward_tensor(validation)[:, [validation.experts.index(e) for e in router.experts]]
+    best: tuple[float, float, Any] | None = None
+    for weight in BLEND_WEIGHTS:
+        rule = calibrate_decision(
+            val.scores.cpu() + weight * val_logp,
+            rewards,
+            router.experts,
+            default_expert=router.decision.default_expert,
+            min_z=router.decision.calibration.get("min_z", 2.0),
+            stderr=val.stderr.cpu(),
+        )
+        gain = rule.calibration.get("gain", 0.0) if rule.routes else 0.0
+        if best is None or gain > best[0]:
+            best = (gain, weight, rule)
+    assert best is not None
+    gain, weight, rule = best
+    choices = decide(test.scores.cpu() + weight * test_logp, router.experts, rule, stderr=test.stderr.cpu())
+    return {
+        "head_blend": evaluate_choices(test_rows, [router.experts[j] for j in choices]).routed,
+        "head_blend_weight": weight,
+        "head_blend_validation_gain": gain,
     }
 
 

@@ -41,7 +41,8 @@ BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8", "onnx-openvino")
 ONNX_INSTALL = "pip install 'zooter-langchain[onnx]'"
 OPENVINO_INSTALL = "pip install 'zooter-langchain[openvino]'"
 OPENVINO_EP = "OpenVINOExecutionProvider"
-_REGISTERED = threading.Lock()
+_REGISTERING = threading.Lock()
+_REGISTERED: set[str] = set()  # plugin execution providers registered with ONNX Runtime in this process
 _FORMAT = "zooter-onnx-3"  # bump when the exported graph changes, so cached files are rebuilt
 _OPSET = 17
 # Encoders whose graph onnxruntime.transformers' optimizer fuses (its "bert" model type): attention,
@@ -130,7 +131,7 @@ def openvino_cpu(ort: Any) -> Any:
     Raises:
         MissingDependencyError: the plugin (``onnxruntime-ep-openvino``) is not installed.
         ConfigError: this ONNX Runtime predates plugin execution providers (1.23), or the plugin
-            finds no CPU device.
+            finds no CPU device (seen on an AMD CPU: the plugin is made for Intel hardware).
     """
     plugin = import_optional(
         "onnxruntime_ep_openvino",
@@ -142,16 +143,24 @@ def openvino_cpu(ort: Any) -> Any:
             f"backend 'onnx-openvino' needs onnxruntime >= 1.23 (plugin execution providers), found "
             f"{ort.__version__}: {OPENVINO_INSTALL}"
         )
-    with _REGISTERED:
-        if not any(device.ep_name == OPENVINO_EP for device in ort.get_ep_devices()):
+    with _REGISTERING:
+        # tracked here as well as read off the listed devices: on a CPU the plugin does not offer it
+        # lists none, and registering it again would fail
+        listed = any(device.ep_name == OPENVINO_EP for device in ort.get_ep_devices())
+        if OPENVINO_EP not in _REGISTERED and not listed:
             ort.register_execution_provider_library(OPENVINO_EP, plugin.get_library_path())
+            _REGISTERED.add(OPENVINO_EP)
     devices = [
         device
         for device in ort.get_ep_devices()
         if device.ep_name == OPENVINO_EP and device.ep_metadata.get("ov_device") == "CPU"
     ]
     if not devices:
-        raise ConfigError("the OpenVINO execution provider found no CPU device")
+        cpus = sorted({d.device.vendor for d in ort.get_ep_devices() if d.device.type == ort.OrtHardwareDeviceType.CPU})
+        raise ConfigError(
+            f"the OpenVINO execution provider found no CPU device (it is made for Intel hardware; this machine's CPU "
+            f"vendor: {', '.join(cpus) or 'unknown'}): use backend 'onnx' or 'onnx-int8' here"
+        )
     return devices[0]
 
 

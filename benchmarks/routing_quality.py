@@ -172,12 +172,12 @@ def run(
     }
     extra: dict[str, Any] = {}
     if method == "distill+neighbours":
-        with torch.no_grad():
-            heads = router.head(test_vectors.to(router.head.weight.dtype)).argmax(dim=1).tolist()
+        test_logp = head_log_probabilities(router, test_vectors)
+        heads = test_logp.argmax(dim=1).tolist()
         extra = {
             "head_argmax": evaluate_choices(test, [router.experts[j] for j in heads]).routed,
             "epochs": [e for e in router.training_log if "val_gain" in e],
-            **head_blend(router, train, validation, test, test_vectors),
+            **head_blend(router, train, validation, test, test_vectors, test_logp),
         }
     rule = router.decision
     honesty = {}
@@ -221,12 +221,20 @@ def run(
 BLEND_WEIGHTS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
+def head_log_probabilities(router: Any, vectors: torch.Tensor) -> torch.Tensor:
+    """The distilled head's log-probabilities over the experts for pooled query vectors (on the CPU)."""
+    with torch.no_grad():
+        logits = router.head(vectors.to(router.device, router.head.weight.dtype))
+    return logits.float().log_softmax(dim=1).cpu()
+
+
 def head_blend(
     router: Any,
     train: RoutingDataset,
     validation: RoutingDataset | None,
     test_rows: RoutingDataset,
     test_vectors: torch.Tensor,
+    test_logp: torch.Tensor,
 ) -> dict[str, Any]:
     """The distilled head's log-probabilities mixed into the bank's expected rewards,
     ``scores = expected + w * log p``, with ``w`` (0: the bank alone) and the rule chosen on the
@@ -236,15 +244,9 @@ def head_blend(
         held = set(router.bank.ids)
         validation = train.take([i for i, ex in enumerate(train) if ex.id not in held])
     validation = validation.complete()
-
-    def parts(vectors: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        vectors = vectors.to(router.device)
-        with torch.no_grad():
-            logp = router.head(vectors.to(router.head.weight.dtype)).float().log_softmax(dim=1).cpu()
-        return router.bank.estimate(vectors), logp
-
-    val, val_logp = parts(router.embed_queries([ex.query for ex in validation]))
-    test, test_logp = parts(test_vectors)
+    val_vectors = router.embed_queries([ex.query for ex in validation])
+    val, val_logp = router.bank.estimate(val_vectors.to(router.device)), head_log_probabilities(router, val_vectors)
+    test = router.bank.estimate(test_vectors.to(router.device))
     rewards = reward_tensor(validation)[:, [validation.experts.index(e) for e in router.experts]]
     best: tuple[float, float, Any] | None = None
     for weight in BLEND_WEIGHTS:
